@@ -1,0 +1,273 @@
+//! The block model: [`DataBlock`] (plain or zstd-compressed bytes) and [`VerifiedBlock`].
+//!
+//! A block's name is the [`blake2sum`] of its *plain* bytes. Verification of either variant
+//! recomputes that hash (decompressing first when needed); zstd's own frame checksum is
+//! only a first line of defence, never trusted alone. A [`VerifiedBlock`] can only be made
+//! by hashing or verifying, so code that holds one may write it without hashing it again
+//! ("hash each byte once per node").
+
+use std::io::Read;
+
+use bytes::Bytes;
+
+use crate::hash::{blake2sum, Hash};
+
+/// Why a block's bytes were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("data does not match hash {expected}: it hashes to {actual}")]
+    HashMismatch { expected: Hash, actual: Hash },
+    #[error("compressed data of block {hash} does not decompress: {reason}")]
+    BadCompression { hash: Hash, reason: String },
+    #[error("block {hash} decompresses to more than {limit} bytes")]
+    TooLarge { hash: Hash, limit: usize },
+}
+
+/// Upper bound on a decompressed block, so a crafted zstd frame cannot exhaust memory.
+/// Above any configurable `max_block_size` (whose default is 16 MiB).
+pub const MAX_DECOMPRESSED_LEN: usize = 256 << 20;
+
+/// The bytes of one block as stored on disk and sent between nodes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DataBlock {
+    /// The block's own bytes.
+    Plain(Bytes),
+    /// A zstd frame (with content checksum) of the block's bytes.
+    Compressed(Bytes),
+}
+
+impl std::fmt::Debug for DataBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataBlock::Plain(b) => write!(f, "Plain({} bytes)", b.len()),
+            DataBlock::Compressed(b) => write!(f, "Compressed({} bytes)", b.len()),
+        }
+    }
+}
+
+impl DataBlock {
+    /// Build a block from plain bytes. With `Some(level)` the data is zstd-compressed
+    /// (frame checksum on) and the compressed form is kept only when it is smaller.
+    pub fn from_buffer(data: Bytes, level: Option<i32>) -> DataBlock {
+        if let Some(level) = level {
+            if let Ok(c) = compress(&data, level) {
+                if c.len() < data.len() {
+                    return DataBlock::Compressed(Bytes::from(c));
+                }
+            }
+        }
+        DataBlock::Plain(data)
+    }
+
+    /// The bytes as stored (compressed or not).
+    pub fn inner_buffer(&self) -> &Bytes {
+        match self {
+            DataBlock::Plain(b) | DataBlock::Compressed(b) => b,
+        }
+    }
+
+    /// Whether this is the compressed variant.
+    pub fn is_compressed(&self) -> bool {
+        matches!(self, DataBlock::Compressed(_))
+    }
+
+    /// Check that the plain bytes hash to `hash`, for both variants.
+    pub fn verify(&self, hash: &Hash) -> Result<(), BlockError> {
+        match self {
+            DataBlock::Plain(b) => check(hash, b),
+            DataBlock::Compressed(c) => check(hash, &decompress(hash, c)?),
+        }
+    }
+
+    /// Check the block and return its plain bytes (decompressed once).
+    pub fn verify_get(self, hash: &Hash) -> Result<Bytes, BlockError> {
+        match self {
+            DataBlock::Plain(b) => check(hash, &b).map(|_| b),
+            DataBlock::Compressed(c) => {
+                let plain = decompress(hash, &c)?;
+                check(hash, &plain)?;
+                Ok(Bytes::from(plain))
+            }
+        }
+    }
+}
+
+fn check(expected: &Hash, plain: &[u8]) -> Result<(), BlockError> {
+    let actual = blake2sum(plain);
+    if actual == *expected {
+        Ok(())
+    } else {
+        Err(BlockError::HashMismatch {
+            expected: *expected,
+            actual,
+        })
+    }
+}
+
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.include_checksum(true)?;
+    c.compress(data)
+}
+
+fn decompress(hash: &Hash, data: &[u8]) -> Result<Vec<u8>, BlockError> {
+    let bad = |e: std::io::Error| BlockError::BadCompression {
+        hash: *hash,
+        reason: e.to_string(),
+    };
+    let dec = zstd::stream::read::Decoder::new(data).map_err(bad)?;
+    let mut out = Vec::new();
+    // One byte past the limit tells "too large" apart from "exactly at the limit".
+    dec.take(MAX_DECOMPRESSED_LEN as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(bad)?;
+    if out.len() > MAX_DECOMPRESSED_LEN {
+        return Err(BlockError::TooLarge {
+            hash: *hash,
+            limit: MAX_DECOMPRESSED_LEN,
+        });
+    }
+    Ok(out)
+}
+
+/// A block whose bytes are known to match its hash: made only by [`VerifiedBlock::hash_plain`]
+/// (which computes the hash) or [`VerifiedBlock::verify`] (which checks it).
+#[derive(Clone, Debug)]
+pub struct VerifiedBlock {
+    hash: Hash,
+    data: DataBlock,
+    plain_len: usize,
+}
+
+impl VerifiedBlock {
+    /// Hash plain bytes and build the block (compressed when `level` is set and it helps).
+    pub fn hash_plain(plain: Bytes, level: Option<i32>) -> VerifiedBlock {
+        let hash = blake2sum(&plain);
+        let plain_len = plain.len();
+        VerifiedBlock {
+            hash,
+            data: DataBlock::from_buffer(plain, level),
+            plain_len,
+        }
+    }
+
+    /// Verify `data` against `hash`.
+    pub fn verify(hash: Hash, data: DataBlock) -> Result<VerifiedBlock, BlockError> {
+        let plain_len = match &data {
+            DataBlock::Plain(b) => {
+                check(&hash, b)?;
+                b.len()
+            }
+            DataBlock::Compressed(c) => {
+                let plain = decompress(&hash, c)?;
+                check(&hash, &plain)?;
+                plain.len()
+            }
+        };
+        Ok(VerifiedBlock {
+            hash,
+            data,
+            plain_len,
+        })
+    }
+
+    /// The block's name.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    /// The stored form.
+    pub fn data(&self) -> &DataBlock {
+        &self.data
+    }
+
+    /// Length of the plain bytes.
+    pub fn plain_len(&self) -> usize {
+        self.plain_len
+    }
+
+    /// Take the stored form out.
+    pub fn into_data(self) -> DataBlock {
+        self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: usize) -> Bytes {
+        Bytes::from(
+            "the quick brown fox jumps over the lazy dog "
+                .repeat(n / 44 + 1)
+                .into_bytes()[..n]
+                .to_vec(),
+        )
+    }
+
+    #[test]
+    fn compressible_data_is_stored_compressed_and_verifies() {
+        let data = text(100_000);
+        let hash = blake2sum(&data);
+        let b = DataBlock::from_buffer(data.clone(), Some(3));
+        assert!(b.is_compressed());
+        assert!(b.inner_buffer().len() < data.len());
+        b.verify(&hash).unwrap();
+        assert_eq!(b.verify_get(&hash).unwrap(), data);
+    }
+
+    #[test]
+    fn incompressible_data_stays_plain() {
+        let data: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+        let b = DataBlock::from_buffer(Bytes::from(data), Some(3));
+        assert!(!b.is_compressed());
+        let empty = DataBlock::from_buffer(Bytes::new(), Some(3));
+        assert!(!empty.is_compressed(), "empty block must stay plain");
+        empty.verify(&blake2sum(b"")).unwrap();
+    }
+
+    #[test]
+    fn verification_checks_blake2_of_plain_bytes_for_both_variants() {
+        let data = text(50_000);
+        let wrong = blake2sum(b"other");
+        let plain = DataBlock::Plain(data.clone());
+        assert!(matches!(
+            plain.verify(&wrong),
+            Err(BlockError::HashMismatch { .. })
+        ));
+        // A valid zstd frame (checksum fine) of other bytes must still be refused.
+        let comp = DataBlock::from_buffer(data, Some(1));
+        assert!(comp.is_compressed());
+        assert!(matches!(
+            comp.verify(&wrong),
+            Err(BlockError::HashMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_compressed_block_is_an_error_not_a_panic() {
+        let b = DataBlock::Compressed(Bytes::from_static(b"definitely not zstd"));
+        assert!(matches!(
+            b.verify(&blake2sum(b"")),
+            Err(BlockError::BadCompression { .. })
+        ));
+        let mut frame = compress(&text(10_000), 1).unwrap();
+        let mid = frame.len() / 2;
+        frame[mid] ^= 0xff;
+        let h = blake2sum(&text(10_000));
+        assert!(DataBlock::Compressed(Bytes::from(frame))
+            .verify(&h)
+            .is_err());
+    }
+
+    #[test]
+    fn verified_block_knows_its_hash_and_plain_length() {
+        let data = text(20_000);
+        let v = VerifiedBlock::hash_plain(data.clone(), Some(1));
+        assert_eq!(v.hash(), blake2sum(&data));
+        assert_eq!(v.plain_len(), 20_000);
+        let again = VerifiedBlock::verify(v.hash(), v.data().clone()).unwrap();
+        assert_eq!(again.plain_len(), 20_000);
+        assert!(VerifiedBlock::verify(blake2sum(b"z"), v.into_data()).is_err());
+    }
+}

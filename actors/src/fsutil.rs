@@ -1,0 +1,113 @@
+//! The crash-safe write, used for every file blocknode creates: write a temp file beside
+//! the target, fsync it, rename it over the target, fsync the directory. A temp file left
+//! by an error is deleted by a drop guard; one left by a crash is found by its name
+//! ([`is_temp_file_name`]) and deleted at the next start.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Marker in a temp file's name: `<final name>.tmp.<16 hex digits>`.
+pub const TEMP_MARKER: &str = ".tmp.";
+
+/// Whether a file name is one of our temp files (left behind by a crash).
+pub fn is_temp_file_name(name: &str) -> bool {
+    name.contains(TEMP_MARKER)
+}
+
+/// Deletes the temp file unless [`TempGuard::disarm`] was called.
+struct TempGuard {
+    path: Option<PathBuf>,
+}
+
+impl TempGuard {
+    fn disarm(&mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Atomically replace `path` with the concatenation of `parts`.
+///
+/// With `fsync`, the data is on disk before the rename and the rename is on disk before
+/// this returns; without it, a crash may leave the old file or nothing, but never a
+/// partial new one under the final name (rename is atomic).
+pub fn write_atomic(path: &Path, parts: &[&[u8]], fsync: bool) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!("{name}{TEMP_MARKER}{:016x}", rand::random::<u64>()));
+    let mut guard = TempGuard {
+        path: Some(tmp.clone()),
+    };
+    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    for p in parts {
+        f.write_all(p)?;
+    }
+    if fsync {
+        f.sync_all()?;
+    }
+    drop(f);
+    fs::rename(&tmp, path)?;
+    guard.disarm();
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// fsync a directory, so a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Whether an I/O error means "no space left" (ENOSPC or EDQUOT).
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122)) || e.kind() == io::ErrorKind::StorageFull
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, &[b"ab", b"cd"], true).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"abcd");
+        write_atomic(&p, &[b"x"], false).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"x");
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["f".to_string()]);
+    }
+
+    #[test]
+    fn failed_write_removes_its_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        // Renaming a file over a non-empty directory fails after the temp file is written.
+        let target = d.path().join("t");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("inner"), b"1").unwrap();
+        assert!(write_atomic(&target, &[b"data"], false).is_err());
+        let temps = fs::read_dir(d.path())
+            .unwrap()
+            .filter(|e| is_temp_file_name(&e.as_ref().unwrap().file_name().to_string_lossy()))
+            .count();
+        assert_eq!(temps, 0);
+    }
+}

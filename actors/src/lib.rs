@@ -1,0 +1,34 @@
+//! `blocknode-actors`: the block model, the wire frames, and the actors of a blocknode.
+//!
+//! The pure parts, unit-tested without actors, files or sockets:
+//! - [`hash`]: [`Hash`] (a block's name) and [`NodeId`], both `blake2sum` digests;
+//! - [`ref_id`]: [`RefId`], the validated name of one reference to a block;
+//! - [`block`]: [`DataBlock`] (plain or zstd) and [`VerifiedBlock`];
+//! - [`rc`]: [`RcEntry`], the reference-count state machine and its byte format;
+//! - [`frame`]: [`BlockRpc`], the messages between nodes, and their length-limited codec;
+//! - [`fsutil`]: the crash-safe write every file goes through;
+//! - [`placement`]: the [`Placement`] question "which nodes hold this hash".
+//!
+//! The actors, each owning its state and talking only by typed messages:
+//! - [`storage::StorageActor`]: the data directory and every block file;
+//! - [`refcount::RefcountActor`]: the `refs` and `rc` keyspaces of the metadata store;
+//! - `resync::ResyncActor`: the resync queue, its errors, repair and scrub;
+//! - [`peer::PeerActor`]: the QUIC endpoint, connections and peer health.
+
+pub mod block;
+pub mod frame;
+pub mod fsutil;
+pub mod hash;
+pub mod peer;
+pub mod placement;
+pub mod rc;
+pub mod ref_id;
+pub mod refcount;
+pub mod storage;
+
+pub use block::{BlockError, DataBlock, VerifiedBlock};
+pub use frame::{BlockRpc, ErrorCode, FrameError, FrameLimits};
+pub use hash::{blake2sum, Hash, NodeId};
+pub use placement::Placement;
+pub use rc::RcEntry;
+pub use ref_id::RefId;
