@@ -25,6 +25,7 @@ pub mod rc;
 pub mod ref_id;
 pub mod refcount;
 pub mod storage;
+pub mod tls;
 
 pub use block::{BlockError, DataBlock, VerifiedBlock};
 pub use frame::{BlockRpc, ErrorCode, FrameError, FrameLimits};
