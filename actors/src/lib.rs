@@ -12,7 +12,7 @@
 //! The actors, each owning its state and talking only by typed messages:
 //! - [`storage::StorageActor`]: the data directory and every block file;
 //! - [`refcount::RefcountActor`]: the `refs` and `rc` keyspaces of the metadata store;
-//! - `resync::ResyncActor`: the resync queue, its errors, repair and scrub;
+//! - [`resync::ResyncActor`]: the resync queue, its errors, repair and scrub;
 //! - [`peer::PeerActor`]: the QUIC endpoint, connections and peer health.
 
 pub mod block;
@@ -24,6 +24,7 @@ pub mod placement;
 pub mod rc;
 pub mod ref_id;
 pub mod refcount;
+pub mod resync;
 pub mod storage;
 pub mod tls;
 

@@ -73,7 +73,9 @@ pub enum RefcountError {
         #[source]
         source: RcParseError,
     },
-    #[error("ref {ref_id} of block {hash} was dropped and cannot be added again; use a new ref id")]
+    #[error(
+        "ref {ref_id} of block {hash} was dropped and cannot be added again; use a new ref id"
+    )]
     RefDropped { hash: Hash, ref_id: RefId },
     #[error("metadata store error: {0}")]
     Store(String),
@@ -274,14 +276,23 @@ impl RefcountActor {
                 let count = self.count_live(hash)?;
                 tracing::warn!(hash = %hash.short(), "{source}; recounted {count} live refs from the refs keyspace");
                 // Treat as freshly present (or a fresh grace period if nothing is live).
-                Ok(RcEntry::Present { count: 1 }.with_count(count, now_msec(), self.config.gc_delay))
+                Ok(RcEntry::Present { count: 1 }.with_count(
+                    count,
+                    now_msec(),
+                    self.config.gc_delay,
+                ))
             }
             other => other,
         }
     }
 
     /// Apply a ref change: write the ref record and the new rc in one atomic batch.
-    fn apply(&mut self, hash: Hash, ref_id: &RefId, live: bool) -> Result<RefUpdate, RefcountError> {
+    fn apply(
+        &mut self,
+        hash: Hash,
+        ref_id: &RefId,
+        live: bool,
+    ) -> Result<RefUpdate, RefcountError> {
         let state = self.ref_state(&hash, ref_id)?;
         let old = self.read_rc_repairing(&hash)?;
         let (changed, count) = match (live, state) {
@@ -364,7 +375,13 @@ impl RefcountActor {
         })
     }
 
-    fn mutate(&mut self, hash: Hash, ref_id: RefId, live: bool, ctx: &mut Context<Self>) -> ResponseFuture<Result<RefUpdate, RefcountError>> {
+    fn mutate(
+        &mut self,
+        hash: Hash,
+        ref_id: RefId,
+        live: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<RefUpdate, RefcountError>> {
         match self.apply(hash, &ref_id, live) {
             Ok(update) => {
                 let (tx, rx) = oneshot::channel();
@@ -422,7 +439,11 @@ impl RefcountActor {
                 }
                 if let (Some(r), Ok(old)) = (&self.on_change, &stored) {
                     if (old.count() == 0) != (want.count() == 0) {
-                        r.do_send(RcChanged { hash, old: *old, new: want });
+                        r.do_send(RcChanged {
+                            hash,
+                            old: *old,
+                            new: want,
+                        });
                     }
                 }
             }
@@ -439,7 +460,11 @@ impl Actor for RefcountActor {
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
         // Replies still waiting get their answer from a last synchronous sync.
         if !self.waiting.is_empty() {
-            let err = self.db.persist(PersistMode::SyncAll).err().map(|e| e.to_string());
+            let err = self
+                .db
+                .persist(PersistMode::SyncAll)
+                .err()
+                .map(|e| e.to_string());
             for w in self.waiting.drain(..) {
                 w.finish(err.as_deref());
             }
@@ -492,7 +517,9 @@ impl Handler<ListRefs> for RefcountActor {
                         RefState::Dropped
                     },
                 )),
-                Err(e) => tracing::warn!(hash = %msg.hash.short(), "skipping an invalid ref key: {e}"),
+                Err(e) => {
+                    tracing::warn!(hash = %msg.hash.short(), "skipping an invalid ref key: {e}")
+                }
             }
         }
         Ok(out)

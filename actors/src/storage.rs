@@ -338,7 +338,10 @@ fn parse_block_name(name: &str) -> Option<Hash> {
 }
 
 fn file_len(p: &Path) -> Option<u64> {
-    fs::symlink_metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len())
+    fs::symlink_metadata(p)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
 }
 
 /// Move a rotten file (or directory) aside as `<name>.corrupted[.N]`; never deletes.
@@ -355,7 +358,10 @@ fn quarantine(path: &Path) -> Result<PathBuf, StorageError> {
     Ok(target)
 }
 
-fn do_write(cfg: &StorageConfig, msg: WriteBlock) -> (Result<WriteOutcome, StorageError>, StatsDelta) {
+fn do_write(
+    cfg: &StorageConfig,
+    msg: WriteBlock,
+) -> (Result<WriteOutcome, StorageError>, StatsDelta) {
     let hash = msg.hash;
     let mut delta = StatsDelta::default();
     if !msg.verified && VerifiedBlock::verify(hash, msg.data.clone()).is_err() {
@@ -367,7 +373,11 @@ fn do_write(cfg: &StorageConfig, msg: WriteBlock) -> (Result<WriteOutcome, Stora
     if has_zst || (plain_len.is_some() && !msg.data.is_compressed()) {
         return (Ok(WriteOutcome::AlreadyPresent), delta);
     }
-    let target = if msg.data.is_compressed() { &p.zst } else { &p.plain };
+    let target = if msg.data.is_compressed() {
+        &p.zst
+    } else {
+        &p.plain
+    };
     if let Err(e) = fs::create_dir_all(&p.dir) {
         return (Err(io_err(&p.dir, e)), delta);
     }
@@ -479,13 +489,22 @@ fn do_list(root: &Path, after: Option<Hash>, limit: usize) -> Result<Vec<Hash>, 
     }
     let after_hex = after.map(|h| h.to_hex());
     for l1 in sorted_subdirs(root)? {
-        let n1 = l1.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let n1 = l1
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if after_hex.as_ref().is_some_and(|a| n1.as_str() < &a[0..2]) {
             continue;
         }
         for l2 in sorted_subdirs(&l1)? {
-            let n2 = l2.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if after_hex.as_ref().is_some_and(|a| (n1.as_str(), n2.as_str()) < (&a[0..2], &a[2..4])) {
+            let n2 = l2
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if after_hex
+                .as_ref()
+                .is_some_and(|a| (n1.as_str(), n2.as_str()) < (&a[0..2], &a[2..4]))
+            {
                 continue;
             }
             let rd = fs::read_dir(&l2).map_err(|e| io_err(&l2, e))?;

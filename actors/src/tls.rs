@@ -22,10 +22,10 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::client::WebPkiServerVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
@@ -155,8 +155,8 @@ pub fn generate_node_cert(ca_dir: &Path, name: &str, out_dir: &Path) -> Result<N
 
 /// The node id of a DER certificate: `blake2sum` of its SubjectPublicKeyInfo.
 pub fn node_id_of_cert(der: &[u8]) -> Result<NodeId, TlsError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| TlsError::Parse(e.to_string()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Parse(e.to_string()))?;
     Ok(NodeId::from_spki_der(cert.public_key().raw))
 }
 
@@ -227,7 +227,10 @@ impl TlsIdentity {
     }
 
     /// The server side: client certificates must chain to the CA and name a member.
-    pub fn server_config(&self, members: HashSet<NodeId>) -> Result<rustls::ServerConfig, TlsError> {
+    pub fn server_config(
+        &self,
+        members: HashSet<NodeId>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         let provider = provider();
         let inner = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
             .build()
@@ -389,7 +392,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ca = d.path().join("ca");
         generate_ca(&ca).unwrap();
-        assert!(matches!(generate_ca(&ca), Err(TlsError::Exists(_))), "a CA is never overwritten");
+        assert!(
+            matches!(generate_ca(&ca), Err(TlsError::Exists(_))),
+            "a CA is never overwritten"
+        );
         let id = generate_node_cert(&ca, "n1", &d.path().join("n1")).unwrap();
         let id2 = generate_node_cert(&ca, "n2", &d.path().join("n2")).unwrap();
         assert_ne!(id, id2);
@@ -398,8 +404,17 @@ mod tests {
             assert_eq!(mode, 0o600, "{} should be 0600", key.display());
         }
         let n1 = d.path().join("n1");
-        let ident = TlsIdentity::load(&n1.join("ca.crt"), &n1.join("node.crt"), &n1.join("node.key")).unwrap();
-        assert_eq!(ident.node_id(), id, "the id printed at creation is the id loaded");
+        let ident = TlsIdentity::load(
+            &n1.join("ca.crt"),
+            &n1.join("node.crt"),
+            &n1.join("node.key"),
+        )
+        .unwrap();
+        assert_eq!(
+            ident.node_id(),
+            id,
+            "the id printed at creation is the id loaded"
+        );
         assert!(ident.server_config([id2].into()).is_ok());
         assert!(ident.client_config(id2).is_ok());
     }

@@ -300,8 +300,8 @@ impl PeerActor {
         let transport = transport(&config)?;
         let members: HashSet<NodeId> = config.members.iter().map(|m| m.id).collect();
         let server_tls = identity.server_config(members)?;
-        let server_quic = QuicServerConfig::try_from(server_tls)
-            .map_err(|e| PeerError::Quic(e.to_string()))?;
+        let server_quic =
+            QuicServerConfig::try_from(server_tls).map_err(|e| PeerError::Quic(e.to_string()))?;
         let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(server_quic));
         server_cfg.transport_config(transport.clone());
         let mut peers = HashMap::new();
@@ -310,7 +310,8 @@ impl PeerActor {
                 continue;
             }
             let tls = identity.client_config(m.id)?;
-            let quic = QuicClientConfig::try_from(tls).map_err(|e| PeerError::Quic(e.to_string()))?;
+            let quic =
+                QuicClientConfig::try_from(tls).map_err(|e| PeerError::Quic(e.to_string()))?;
             let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic));
             client_cfg.transport_config(transport.clone());
             peers.insert(
@@ -486,7 +487,11 @@ impl PeerActor {
     }
 
     /// The future of one call; `'static` so it can run outside the actor.
-    fn call_future(&mut self, msg: Call, ctx: &mut Context<Self>) -> BoxFuture<'static, Result<BlockRpc, RpcError>> {
+    fn call_future(
+        &mut self,
+        msg: Call,
+        ctx: &mut Context<Self>,
+    ) -> BoxFuture<'static, Result<BlockRpc, RpcError>> {
         let Call {
             node,
             rpc,
@@ -500,7 +505,10 @@ impl PeerActor {
             let from = self.self_id;
             return async move {
                 match tokio::time::timeout(timeout, handler.send(HandleRpc { from, rpc })).await {
-                    Err(_) => Err(RpcError::Timeout { node, after: timeout }),
+                    Err(_) => Err(RpcError::Timeout {
+                        node,
+                        after: timeout,
+                    }),
                     Ok(Err(_)) => Err(RpcError::Gone),
                     Ok(Ok(reply)) => wire::reply_to_result(node, reply),
                 }
@@ -525,18 +533,26 @@ impl PeerActor {
         let me = ctx.address();
         async move {
             let start = Instant::now();
-            let res = match tokio::time::timeout(timeout, wire::request(&conn, &rpc, &limits, priority)).await {
-                Err(_) => Err(RpcError::Timeout { node, after: timeout }),
-                Ok(Err(wire::RequestError::Connection(reason))) => {
-                    me.do_send(ConnBroken {
-                        id: node,
-                        stable_id: conn.stable_id(),
-                    });
-                    Err(RpcError::Unreachable { node, reason })
-                }
-                Ok(Err(wire::RequestError::Protocol(reason))) => Err(RpcError::Protocol { node, reason }),
-                Ok(Ok(reply)) => wire::reply_to_result(node, reply),
-            };
+            let res =
+                match tokio::time::timeout(timeout, wire::request(&conn, &rpc, &limits, priority))
+                    .await
+                {
+                    Err(_) => Err(RpcError::Timeout {
+                        node,
+                        after: timeout,
+                    }),
+                    Ok(Err(wire::RequestError::Connection(reason))) => {
+                        me.do_send(ConnBroken {
+                            id: node,
+                            stable_id: conn.stable_id(),
+                        });
+                        Err(RpcError::Unreachable { node, reason })
+                    }
+                    Ok(Err(wire::RequestError::Protocol(reason))) => {
+                        Err(RpcError::Protocol { node, reason })
+                    }
+                    Ok(Ok(reply)) => wire::reply_to_result(node, reply),
+                };
             if let Some(obs) = observer {
                 obs(kind, node, start.elapsed(), res.is_ok());
             }
@@ -718,7 +734,12 @@ impl Handler<ConnBroken> for PeerActor {
             if let Some(c) = &p.conn {
                 if c.stable_id() == msg.stable_id {
                     c.close(0u32.into(), b"connection error");
-                    self.on_closed(msg.id, msg.stable_id, "request failed on the connection".into(), ctx);
+                    self.on_closed(
+                        msg.id,
+                        msg.stable_id,
+                        "request failed on the connection".into(),
+                        ctx,
+                    );
                 }
             }
         }

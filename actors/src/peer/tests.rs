@@ -42,10 +42,16 @@ impl Handler<HandleRpc> for MemStore {
                 });
             }
             BlockRpc::GetBlock(h) => match self.blocks.get(&h) {
-                Some(d) => BlockRpc::PutBlock { hash: h, data: d.clone() },
+                Some(d) => BlockRpc::PutBlock {
+                    hash: h,
+                    data: d.clone(),
+                },
                 None => BlockRpc::error(ErrorCode::NotFound, "no such block"),
             },
-            other => BlockRpc::error(ErrorCode::BadRequest, format!("unexpected {}", other.kind())),
+            other => BlockRpc::error(
+                ErrorCode::BadRequest,
+                format!("unexpected {}", other.kind()),
+            ),
         };
         Box::pin(async move { reply })
     }
@@ -93,14 +99,23 @@ fn bind() -> UdpSocket {
 }
 
 fn config(members: &[PeerAddr]) -> PeerConfig {
-    let mut c = PeerConfig::new("127.0.0.1:0".parse().unwrap(), members.to_vec(), blake2sum(b"layout"));
+    let mut c = PeerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        members.to_vec(),
+        blake2sum(b"layout"),
+    );
     c.ping_interval = Duration::from_millis(500);
     c.reconnect_max = Duration::from_millis(500);
     c.idle_timeout = Duration::from_secs(3);
     c
 }
 
-fn start_peer(members: &[PeerAddr], socket: UdpSocket, id: &TlsIdentity, h: &Addr<MemStore>) -> Addr<PeerActor> {
+fn start_peer(
+    members: &[PeerAddr],
+    socket: UdpSocket,
+    id: &TlsIdentity,
+    h: &Addr<MemStore>,
+) -> Addr<PeerActor> {
     PeerActor::with_socket(config(members), socket, id.clone(), h.clone().recipient())
         .unwrap()
         .start()
@@ -113,7 +128,10 @@ async fn wait_up(a: &Addr<PeerActor>, peer: NodeId) {
         if st.iter().any(|p| p.id == peer && p.up) {
             return;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "peer {peer:?} never came up: {st:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "peer {peer:?} never came up: {st:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -135,7 +153,10 @@ async fn put_and_get_round_trip_between_two_peers() {
     let members: Vec<PeerAddr> = ids
         .iter()
         .zip(&socks)
-        .map(|(i, s)| PeerAddr { id: i.node_id(), addr: s.local_addr().unwrap() })
+        .map(|(i, s)| PeerAddr {
+            id: i.node_id(),
+            addr: s.local_addr().unwrap(),
+        })
         .collect();
     let [s0, s1] = socks;
     let (h0, h1) = (store(false), store(false));
@@ -145,25 +166,84 @@ async fn put_and_get_round_trip_between_two_peers() {
     wait_up(&a, b_id).await;
     let data = Bytes::from((0..(1 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let hash = blake2sum(&data);
-    let put = BlockRpc::PutBlock { hash, data: DataBlock::Plain(data.clone()) };
-    assert_eq!(a.send(call(b_id, put, BLOCK_RW_TIMEOUT)).await.unwrap().unwrap(), BlockRpc::Ok);
-    match a.send(call(b_id, BlockRpc::GetBlock(hash), BLOCK_RW_TIMEOUT)).await.unwrap().unwrap() {
+    let put = BlockRpc::PutBlock {
+        hash,
+        data: DataBlock::Plain(data.clone()),
+    };
+    assert_eq!(
+        a.send(call(b_id, put, BLOCK_RW_TIMEOUT))
+            .await
+            .unwrap()
+            .unwrap(),
+        BlockRpc::Ok
+    );
+    match a
+        .send(call(b_id, BlockRpc::GetBlock(hash), BLOCK_RW_TIMEOUT))
+        .await
+        .unwrap()
+        .unwrap()
+    {
         BlockRpc::PutBlock { hash: h, data: got } => {
             assert_eq!(h, hash);
-            assert_eq!(got.verify_get(&hash).unwrap(), data, "bytes differ after the round trip");
+            assert_eq!(
+                got.verify_get(&hash).unwrap(),
+                data,
+                "bytes differ after the round trip"
+            );
         }
         other => panic!("expected PutBlock, got {other:?}"),
     }
     // An error reply is an RpcError::Remote naming the code.
-    let e = a.send(call(b_id, BlockRpc::GetBlock(blake2sum(b"nope")), BLOCK_RW_TIMEOUT)).await.unwrap();
-    assert!(matches!(e, Err(RpcError::Remote { code: ErrorCode::NotFound, .. })), "got {e:?}");
+    let e = a
+        .send(call(
+            b_id,
+            BlockRpc::GetBlock(blake2sum(b"nope")),
+            BLOCK_RW_TIMEOUT,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            e,
+            Err(RpcError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            })
+        ),
+        "got {e:?}"
+    );
     // Data that does not match its hash is refused by the receiver.
-    let bad = BlockRpc::PutBlock { hash, data: DataBlock::Plain(Bytes::from_static(b"forged")) };
+    let bad = BlockRpc::PutBlock {
+        hash,
+        data: DataBlock::Plain(Bytes::from_static(b"forged")),
+    };
     let e = a.send(call(b_id, bad, BLOCK_RW_TIMEOUT)).await.unwrap();
-    assert!(matches!(e, Err(RpcError::Remote { code: ErrorCode::CorruptData, .. })), "got {e:?}");
+    assert!(
+        matches!(
+            e,
+            Err(RpcError::Remote {
+                code: ErrorCode::CorruptData,
+                ..
+            })
+        ),
+        "got {e:?}"
+    );
     // A call to this node itself goes to the local handler.
-    let local = a.send(call(ids[0].node_id(), BlockRpc::GetBlock(hash), BLOCK_RW_TIMEOUT)).await.unwrap();
-    assert!(matches!(local, Err(RpcError::Remote { code: ErrorCode::NotFound, .. })));
+    let local = a
+        .send(call(
+            ids[0].node_id(),
+            BlockRpc::GetBlock(hash),
+            BLOCK_RW_TIMEOUT,
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        local,
+        Err(RpcError::Remote {
+            code: ErrorCode::NotFound,
+            ..
+        })
+    ));
     let st = a.send(GetPeerStatus).await.unwrap();
     assert!(st[0].rtt.is_some() && st[0].layout_digest == Some(blake2sum(b"layout")));
 }
@@ -176,7 +256,10 @@ async fn call_many_reaches_quorum_with_one_peer_down_and_fails_with_two() {
     let members: Vec<PeerAddr> = ids
         .iter()
         .zip(&socks)
-        .map(|(i, s)| PeerAddr { id: i.node_id(), addr: s.local_addr().unwrap() })
+        .map(|(i, s)| PeerAddr {
+            id: i.node_id(),
+            addr: s.local_addr().unwrap(),
+        })
         .collect();
     let [s0, s1, s2] = socks;
     drop(s2); // node 2 is down: nothing listens on its port.
@@ -187,7 +270,10 @@ async fn call_many_reaches_quorum_with_one_peer_down_and_fails_with_two() {
     let nodes: Vec<NodeId> = ids.iter().map(|i| i.node_id()).collect();
     let data = Bytes::from_static(b"quorum block");
     let hash = blake2sum(&data);
-    let put = BlockRpc::PutBlock { hash, data: DataBlock::Plain(data) };
+    let put = BlockRpc::PutBlock {
+        hash,
+        data: DataBlock::Plain(data),
+    };
     let many = |quorum, nodes: Vec<NodeId>| CallMany {
         nodes,
         rpc: put.clone(),
@@ -196,10 +282,22 @@ async fn call_many_reaches_quorum_with_one_peer_down_and_fails_with_two() {
         priority: Priority::Client,
         interrupt_after_quorum: false,
     };
-    let ok = a.send(many(2, nodes.clone())).await.unwrap().expect("2 of 3 should succeed");
+    let ok = a
+        .send(many(2, nodes.clone()))
+        .await
+        .unwrap()
+        .expect("2 of 3 should succeed");
     assert_eq!(ok.len(), 2);
-    let err = a.send(many(3, nodes.clone())).await.unwrap().expect_err("3 of 3 must fail");
-    assert_eq!(err.errors.len(), 1, "the error of the down node is listed: {err}");
+    let err = a
+        .send(many(3, nodes.clone()))
+        .await
+        .unwrap()
+        .expect_err("3 of 3 must fail");
+    assert_eq!(
+        err.errors.len(),
+        1,
+        "the error of the down node is listed: {err}"
+    );
     assert_eq!(err.errors[0].0, nodes[2]);
     // Two down (the live one excluded by asking node 2 twice): quorum 2 is impossible.
     let err = a
@@ -218,7 +316,10 @@ async fn a_peer_that_never_answers_times_out() {
     let members: Vec<PeerAddr> = ids
         .iter()
         .zip(&socks)
-        .map(|(i, s)| PeerAddr { id: i.node_id(), addr: s.local_addr().unwrap() })
+        .map(|(i, s)| PeerAddr {
+            id: i.node_id(),
+            addr: s.local_addr().unwrap(),
+        })
         .collect();
     let [s0, s1] = socks;
     let a = start_peer(&members, s0, &ids[0], &store(false));
@@ -226,12 +327,19 @@ async fn a_peer_that_never_answers_times_out() {
     wait_up(&a, ids[1].node_id()).await;
     let t = Instant::now();
     let r = a
-        .send(call(ids[1].node_id(), BlockRpc::GetBlock(blake2sum(b"x")), Duration::from_millis(300)))
+        .send(call(
+            ids[1].node_id(),
+            BlockRpc::GetBlock(blake2sum(b"x")),
+            Duration::from_millis(300),
+        ))
         .await
         .unwrap();
     assert!(matches!(r, Err(RpcError::Timeout { .. })), "got {r:?}");
     let el = t.elapsed();
-    assert!(el >= Duration::from_millis(300) && el < Duration::from_secs(2), "timed out after {el:?}");
+    assert!(
+        el >= Duration::from_millis(300) && el < Duration::from_secs(2),
+        "timed out after {el:?}"
+    );
 }
 
 #[actix_rt::test]
@@ -242,7 +350,10 @@ async fn a_restarted_peer_is_used_again_without_restarting_the_caller() {
     let members: Vec<PeerAddr> = ids
         .iter()
         .zip(&socks)
-        .map(|(i, s)| PeerAddr { id: i.node_id(), addr: s.local_addr().unwrap() })
+        .map(|(i, s)| PeerAddr {
+            id: i.node_id(),
+            addr: s.local_addr().unwrap(),
+        })
         .collect();
     let b_addr = members[1].addr;
     let b_id = ids[1].node_id();
@@ -259,7 +370,10 @@ async fn a_restarted_peer_is_used_again_without_restarting_the_caller() {
         if !st[0].up {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "A never noticed B going down");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "A never noticed B going down"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let t = Instant::now();
@@ -267,7 +381,10 @@ async fn a_restarted_peer_is_used_again_without_restarting_the_caller() {
         match UdpSocket::bind(b_addr) {
             Ok(s) => break s,
             Err(e) => {
-                assert!(t.elapsed() < Duration::from_secs(5), "port of B not released: {e}");
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "port of B not released: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -275,11 +392,27 @@ async fn a_restarted_peer_is_used_again_without_restarting_the_caller() {
     let _b2 = start_peer(&members, sock, &ids[1], &store(false));
     let t = Instant::now();
     loop {
-        let r = a.send(call(b_id, BlockRpc::GetBlock(blake2sum(b"z")), Duration::from_secs(2))).await.unwrap();
-        if matches!(r, Err(RpcError::Remote { code: ErrorCode::NotFound, .. })) {
+        let r = a
+            .send(call(
+                b_id,
+                BlockRpc::GetBlock(blake2sum(b"z")),
+                Duration::from_secs(2),
+            ))
+            .await
+            .unwrap();
+        if matches!(
+            r,
+            Err(RpcError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            })
+        ) {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "B not reachable again after restart: {r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "B not reachable again after restart: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -288,15 +421,32 @@ async fn a_restarted_peer_is_used_again_without_restarting_the_caller() {
 /// identity, and check the intruder cannot call A and A's handler never sees a request.
 async fn assert_refused(a_ident: &TlsIdentity, intruder: &TlsIdentity, a_lists_intruder: bool) {
     let (sa, sx) = (bind(), bind());
-    let a_member = PeerAddr { id: a_ident.node_id(), addr: sa.local_addr().unwrap() };
-    let x_member = PeerAddr { id: intruder.node_id(), addr: sx.local_addr().unwrap() };
-    let a_members = if a_lists_intruder { vec![a_member.clone(), x_member.clone()] } else { vec![a_member.clone()] };
+    let a_member = PeerAddr {
+        id: a_ident.node_id(),
+        addr: sa.local_addr().unwrap(),
+    };
+    let x_member = PeerAddr {
+        id: intruder.node_id(),
+        addr: sx.local_addr().unwrap(),
+    };
+    let a_members = if a_lists_intruder {
+        vec![a_member.clone(), x_member.clone()]
+    } else {
+        vec![a_member.clone()]
+    };
     let ha = store(false);
     let a = start_peer(&a_members, sa, a_ident, &ha);
     let x = start_peer(&[a_member.clone(), x_member], sx, intruder, &store(false));
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(2) {
-        let r = x.send(call(a_member.id, BlockRpc::GetBlock(blake2sum(b"secret")), Duration::from_secs(1))).await.unwrap();
+        let r = x
+            .send(call(
+                a_member.id,
+                BlockRpc::GetBlock(blake2sum(b"secret")),
+                Duration::from_secs(1),
+            ))
+            .await
+            .unwrap();
         assert!(
             !matches!(r, Ok(_) | Err(RpcError::Remote { .. })),
             "the intruder got an answer from A: {r:?}"
@@ -304,12 +454,22 @@ async fn assert_refused(a_ident: &TlsIdentity, intruder: &TlsIdentity, a_lists_i
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let st = x.send(GetPeerStatus).await.unwrap();
-    assert!(st.iter().all(|p| !p.up), "the intruder must never see A up: {st:?}");
+    assert!(
+        st.iter().all(|p| !p.up),
+        "the intruder must never see A up: {st:?}"
+    );
     if a_lists_intruder {
         let st = a.send(GetPeerStatus).await.unwrap();
-        assert!(st.iter().all(|p| !p.up), "A must not accept the intruder as a peer: {st:?}");
+        assert!(
+            st.iter().all(|p| !p.up),
+            "A must not accept the intruder as a peer: {st:?}"
+        );
     }
-    assert_eq!(ha.send(Requests).await.unwrap(), 0, "A's handler must never see the intruder's requests");
+    assert_eq!(
+        ha.send(Requests).await.unwrap(),
+        0,
+        "A's handler must never see the intruder's requests"
+    );
     x.send(Shutdown).await.unwrap();
     a.send(Shutdown).await.unwrap();
 }
@@ -328,7 +488,8 @@ async fn certificates_from_another_ca_self_signed_or_of_non_members_are_refused(
     let ss = d.path().join("selfsigned");
     std::fs::create_dir_all(&ss).unwrap();
     let kp = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec![crate::tls::NODE_SERVER_NAME.to_string()]).unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec![crate::tls::NODE_SERVER_NAME.to_string()]).unwrap();
     let cert = params.self_signed(&kp).unwrap();
     std::fs::write(ss.join("node.crt"), cert.pem()).unwrap();
     std::fs::write(ss.join("ca.crt"), cert.pem()).unwrap();

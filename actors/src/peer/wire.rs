@@ -60,10 +60,12 @@ pub(super) async fn request(
     write_frame(&mut send, rpc)
         .await
         .map_err(RequestError::Connection)?;
-    frame::read_frame(&mut recv, limits).await.map_err(|e| match e {
-        FrameError::Io(e) => RequestError::Connection(e.to_string()),
-        other => RequestError::Protocol(other.to_string()),
-    })
+    frame::read_frame(&mut recv, limits)
+        .await
+        .map_err(|e| match e {
+            FrameError::Io(e) => RequestError::Connection(e.to_string()),
+            other => RequestError::Protocol(other.to_string()),
+        })
 }
 
 /// What a served connection needs from the actor.
@@ -106,7 +108,11 @@ fn peer_id(conn: &Connection) -> Option<NodeId> {
 }
 
 async fn serve_stream(mut send: SendStream, mut recv: RecvStream, from: NodeId, sc: ServeContext) {
-    let req = tokio::time::timeout(REQUEST_READ_TIMEOUT, frame::read_frame(&mut recv, &sc.limits)).await;
+    let req = tokio::time::timeout(
+        REQUEST_READ_TIMEOUT,
+        frame::read_frame(&mut recv, &sc.limits),
+    )
+    .await;
     let reply = match req {
         Err(_) => {
             tracing::warn!(peer = %from.short(), "request frame not received within {REQUEST_READ_TIMEOUT:?}; resetting the stream");
@@ -129,7 +135,10 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, from: NodeId, 
         Ok(Ok(BlockRpc::Ping(n))) => BlockRpc::Pong(n),
         Ok(Ok(rpc)) => match sc.handler.send(HandleRpc { from, rpc }).await {
             Ok(r) => r,
-            Err(e) => BlockRpc::error(ErrorCode::Unavailable, format!("node is shutting down: {e}")),
+            Err(e) => BlockRpc::error(
+                ErrorCode::Unavailable,
+                format!("node is shutting down: {e}"),
+            ),
         },
     };
     if let Err(e) = write_frame(&mut send, &reply).await {

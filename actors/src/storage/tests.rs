@@ -18,13 +18,22 @@ fn random(n: usize) -> Bytes {
 }
 
 fn text(n: usize) -> Bytes {
-    Bytes::from("all work and no play makes jack a dull boy ".repeat(n / 40 + 1).into_bytes()[..n].to_vec())
+    Bytes::from(
+        "all work and no play makes jack a dull boy "
+            .repeat(n / 40 + 1)
+            .into_bytes()[..n]
+            .to_vec(),
+    )
 }
 
 async fn write(a: &Addr<StorageActor>, data: &Bytes, level: Option<i32>) -> (Hash, WriteOutcome) {
     let v = VerifiedBlock::hash_plain(data.clone(), level);
     let h = v.hash();
-    let out = a.send(WriteBlock::new(h, v.into_data())).await.unwrap().unwrap();
+    let out = a
+        .send(WriteBlock::new(h, v.into_data()))
+        .await
+        .unwrap()
+        .unwrap();
     (h, out)
 }
 
@@ -36,11 +45,18 @@ fn paths(dir: &Path, h: &Hash) -> BlockPaths {
 async fn write_then_read_round_trips_plain_and_compressed() {
     let d = tempfile::tempdir().unwrap();
     let a = start(d.path());
-    for (data, level, compressed) in [(random(10_000), Some(1), false), (text(50_000), Some(1), true)] {
+    for (data, level, compressed) in [
+        (random(10_000), Some(1), false),
+        (text(50_000), Some(1), true),
+    ] {
         let (h, out) = write(&a, &data, level).await;
         assert_eq!(out, WriteOutcome::Written);
         let p = paths(d.path(), &h);
-        assert_eq!(p.zst.is_file(), compressed, "compressed copy should be stored as .zst");
+        assert_eq!(
+            p.zst.is_file(),
+            compressed,
+            "compressed copy should be stored as .zst"
+        );
         assert_eq!(p.plain.is_file(), !compressed);
         let back = a.send(ReadBlock { hash: h }).await.unwrap().unwrap();
         assert_eq!(back.verify_get(&h).unwrap(), data, "read bytes differ");
@@ -63,7 +79,10 @@ async fn existing_copy_makes_a_write_a_no_op_and_compressed_replaces_plain() {
     let (_, replaced) = write(&a, &data, Some(3)).await;
     assert_eq!(replaced, WriteOutcome::ReplacedPlain);
     let p = paths(d.path(), &h);
-    assert!(p.zst.is_file() && !p.plain.exists(), "plain copy should be gone");
+    assert!(
+        p.zst.is_file() && !p.plain.exists(),
+        "plain copy should be gone"
+    );
     // A plain copy never replaces a compressed one.
     let (_, plain_after) = write(&a, &data, None).await;
     assert_eq!(plain_after, WriteOutcome::AlreadyPresent);
@@ -76,12 +95,21 @@ async fn mismatched_data_is_refused_and_nothing_written() {
     let a = start(d.path());
     let h = blake2sum(b"the real content");
     let r = a
-        .send(WriteBlock::new(h, DataBlock::Plain(Bytes::from_static(b"forged content"))))
+        .send(WriteBlock::new(
+            h,
+            DataBlock::Plain(Bytes::from_static(b"forged content")),
+        ))
         .await
         .unwrap();
-    assert!(matches!(r, Err(StorageError::CorruptData { .. })), "got {r:?}");
+    assert!(
+        matches!(r, Err(StorageError::CorruptData { .. })),
+        "got {r:?}"
+    );
     let p = paths(d.path(), &h);
-    assert!(!p.plain.exists() && !p.zst.exists(), "nothing may be written");
+    assert!(
+        !p.plain.exists() && !p.zst.exists(),
+        "nothing may be written"
+    );
     assert!(!a.send(BlockExists { hash: h }).await.unwrap().unwrap());
 }
 
@@ -92,7 +120,11 @@ async fn flipped_byte_is_detected_and_quarantined() {
         let a = start(d.path());
         let (h, _) = write(&a, &data, level).await;
         let p = paths(d.path(), &h);
-        let file = if p.zst.exists() { p.zst.clone() } else { p.plain.clone() };
+        let file = if p.zst.exists() {
+            p.zst.clone()
+        } else {
+            p.plain.clone()
+        };
         let mut bytes = fs::read(&file).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 1;
@@ -121,19 +153,28 @@ async fn odd_files_never_panic() {
     let a = start(d.path());
     // Zero-length file: valid only for the empty block.
     let (empty, _) = write(&a, &Bytes::new(), None).await;
-    assert!(a.send(ReadBlock { hash: empty }).await.unwrap().is_ok(), "the empty block is valid");
+    assert!(
+        a.send(ReadBlock { hash: empty }).await.unwrap().is_ok(),
+        "the empty block is valid"
+    );
     let h = blake2sum(b"zero");
     let p = paths(d.path(), &h);
     fs::create_dir_all(&p.dir).unwrap();
     fs::write(&p.plain, b"").unwrap();
     let r = a.send(ReadBlock { hash: h }).await.unwrap();
-    assert!(matches!(r, Err(StorageError::Corrupted { .. })), "zero-length file: {r:?}");
+    assert!(
+        matches!(r, Err(StorageError::Corrupted { .. })),
+        "zero-length file: {r:?}"
+    );
     // A directory where a block file should be.
     let h2 = blake2sum(b"dir");
     let p2 = paths(d.path(), &h2);
     fs::create_dir_all(&p2.plain).unwrap();
     let r = a.send(ReadBlock { hash: h2 }).await.unwrap();
-    assert!(matches!(r, Err(StorageError::Corrupted { .. })), "directory in place of a file: {r:?}");
+    assert!(
+        matches!(r, Err(StorageError::Corrupted { .. })),
+        "directory in place of a file: {r:?}"
+    );
     assert!(!p2.plain.exists());
     // An unreadable file: an I/O error naming the path (root can read anything, so
     // only check the error when the permission really bites).
@@ -145,7 +186,10 @@ async fn odd_files_never_panic() {
     let bites = fs::File::open(&p3.plain).is_err();
     let r = a.send(ReadBlock { hash: h3 }).await.unwrap();
     if bites {
-        assert!(matches!(r, Err(StorageError::Io { .. })), "unreadable file: {r:?}");
+        assert!(
+            matches!(r, Err(StorageError::Io { .. })),
+            "unreadable file: {r:?}"
+        );
         assert!(p3.plain.exists(), "an unreadable file is not quarantined");
     } else {
         assert!(r.is_ok());
@@ -158,7 +202,10 @@ async fn delete_removes_every_copy() {
     let a = start(d.path());
     let (h, _) = write(&a, &text(10_000), Some(1)).await;
     assert!(a.send(DeleteBlock { hash: h }).await.unwrap().unwrap());
-    assert!(!a.send(DeleteBlock { hash: h }).await.unwrap().unwrap(), "second delete finds nothing");
+    assert!(
+        !a.send(DeleteBlock { hash: h }).await.unwrap().unwrap(),
+        "second delete finds nothing"
+    );
     let p = paths(d.path(), &h);
     assert!(!p.plain.exists() && !p.zst.exists());
     assert!(matches!(
@@ -185,7 +232,11 @@ async fn list_blocks_pages_through_everything_in_order() {
     let mut got = Vec::new();
     let mut after = None;
     loop {
-        let page = a.send(ListBlocks { after, limit: 7 }).await.unwrap().unwrap();
+        let page = a
+            .send(ListBlocks { after, limit: 7 })
+            .await
+            .unwrap()
+            .unwrap();
         assert!(page.len() <= 7);
         if page.is_empty() {
             break;
@@ -208,7 +259,10 @@ async fn stale_temp_files_are_removed_at_start_and_state_survives_restart() {
     let stale = p.dir.join(format!("{}.tmp.0123456789abcdef", h.to_hex()));
     fs::write(&stale, b"half a block").unwrap();
     let a = start(d.path());
-    assert!(!stale.exists(), "stale temp file should be removed at start");
+    assert!(
+        !stale.exists(),
+        "stale temp file should be removed at start"
+    );
     assert_eq!(a.send(GetStorageStats).await.unwrap().blocks, 1);
     let back = a.send(ReadBlock { hash: h }).await.unwrap().unwrap();
     assert_eq!(back.verify_get(&h).unwrap(), data);
@@ -225,7 +279,10 @@ async fn concurrent_writes_of_same_and_different_hashes_succeed() {
         let msg = if i % 2 == 0 {
             WriteBlock::verified(v.clone())
         } else {
-            WriteBlock::verified(VerifiedBlock::hash_plain(Bytes::from(i.to_le_bytes().to_vec()), None))
+            WriteBlock::verified(VerifiedBlock::hash_plain(
+                Bytes::from(i.to_le_bytes().to_vec()),
+                None,
+            ))
         };
         futs.push(a.send(msg));
     }
@@ -234,8 +291,14 @@ async fn concurrent_writes_of_same_and_different_hashes_succeed() {
         .iter()
         .filter(|r| matches!(r, Ok(Ok(WriteOutcome::Written))))
         .count();
-    assert!(res.iter().all(|r| matches!(r, Ok(Ok(_)))), "every write should succeed");
-    assert_eq!(written, 26, "the same block is written once, the 25 others once each");
+    assert!(
+        res.iter().all(|r| matches!(r, Ok(Ok(_)))),
+        "every write should succeed"
+    );
+    assert_eq!(
+        written, 26,
+        "the same block is written once, the 25 others once each"
+    );
     assert_eq!(a.send(GetStorageStats).await.unwrap().blocks, 26);
 }
 
@@ -245,12 +308,17 @@ async fn concurrent_writes_of_same_and_different_hashes_succeed() {
 #[ignore]
 async fn storage_write_bench() {
     let n: usize = 256;
-    let blocks: Vec<VerifiedBlock> = (0..n).map(|_| VerifiedBlock::hash_plain(random(1 << 20), None)).collect();
+    let blocks: Vec<VerifiedBlock> = (0..n)
+        .map(|_| VerifiedBlock::hash_plain(random(1 << 20), None))
+        .collect();
     let mib = n as f64;
     for conc in [1usize, 16] {
         let base = tempfile::tempdir_in(".").unwrap();
         let t = std::time::Instant::now();
-        let bufs: Vec<_> = blocks.iter().map(|b| (b.hash(), b.data().inner_buffer().clone())).collect();
+        let bufs: Vec<_> = blocks
+            .iter()
+            .map(|b| (b.hash(), b.data().inner_buffer().clone()))
+            .collect();
         let chunks: Vec<Vec<_>> = bufs.chunks(n.div_ceil(conc)).map(|c| c.to_vec()).collect();
         let root = base.path().to_path_buf();
         std::thread::scope(|s| {

@@ -1,0 +1,672 @@
+//! ResyncActor tests: real storage and refcount actors on temp dirs, the peers replaced
+//! by a test double behind the same `Recipient<Call>`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::block::{DataBlock, VerifiedBlock};
+use crate::frame::ErrorCode;
+use crate::hash::blake2sum;
+use crate::placement::FixedPlacement;
+use crate::refcount::{AddRef, DropRef, RefcountConfig};
+use crate::storage::{GetStorageStats, StorageConfig};
+
+/// One fake remote node.
+#[derive(Default)]
+struct FakeNode {
+    blocks: HashMap<Hash, DataBlock>,
+    needs: HashSet<Hash>,
+    fail_puts: bool,
+    puts: u64,
+}
+
+/// Test double of the peer actor: answers calls from in-memory nodes; GetBlock takes
+/// `get_delay` and records how many run at once per hash.
+struct FakePeers {
+    nodes: HashMap<NodeId, FakeNode>,
+    get_delay: Duration,
+    in_flight: HashMap<Hash, u32>,
+    max_in_flight: u32,
+    gets: u64,
+}
+
+impl Actor for FakePeers {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct GetDone(Hash);
+
+impl Handler<GetDone> for FakePeers {
+    type Result = ();
+    fn handle(&mut self, m: GetDone, _: &mut Context<Self>) {
+        if let Some(n) = self.in_flight.get_mut(&m.0) {
+            *n -= 1;
+        }
+    }
+}
+
+impl Handler<Call> for FakePeers {
+    type Result = ResponseFuture<Result<BlockRpc, RpcError>>;
+
+    fn handle(&mut self, c: Call, ctx: &mut Context<Self>) -> Self::Result {
+        let node = c.node;
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return Box::pin(async move {
+                Err(RpcError::Unreachable {
+                    node,
+                    reason: "down".into(),
+                })
+            });
+        };
+        let reply = match c.rpc {
+            BlockRpc::GetBlock(h) => {
+                self.gets += 1;
+                let cur = self.in_flight.entry(h).or_insert(0);
+                *cur += 1;
+                self.max_in_flight = self.max_in_flight.max(*cur);
+                let reply = match n.blocks.get(&h) {
+                    Some(d) => Ok(BlockRpc::PutBlock {
+                        hash: h,
+                        data: d.clone(),
+                    }),
+                    None => Err(RpcError::Remote {
+                        node,
+                        code: ErrorCode::NotFound,
+                        message: "no".into(),
+                    }),
+                };
+                let me = ctx.address();
+                let delay = self.get_delay;
+                return Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    me.do_send(GetDone(h));
+                    reply
+                });
+            }
+            BlockRpc::NeedBlockQuery(h) => Ok(BlockRpc::NeedBlockReply(n.needs.contains(&h))),
+            BlockRpc::PutBlock { hash, data } if !n.fail_puts => {
+                n.puts += 1;
+                n.needs.remove(&hash);
+                n.blocks.insert(hash, data);
+                Ok(BlockRpc::Ok)
+            }
+            BlockRpc::PutBlock { .. } => Err(RpcError::Remote {
+                node,
+                code: ErrorCode::DiskFull,
+                message: "full".into(),
+            }),
+            other => Err(RpcError::Protocol {
+                node,
+                reason: format!("unexpected {}", other.kind()),
+            }),
+        };
+        Box::pin(async move { reply })
+    }
+}
+
+/// Change the fake cluster from the test.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Edit(Box<dyn FnOnce(&mut FakePeers) + Send>);
+
+impl Handler<Edit> for FakePeers {
+    type Result = ();
+    fn handle(&mut self, m: Edit, _: &mut Context<Self>) {
+        (m.0)(self)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "(u64, u32, u64)")]
+struct Stats;
+
+impl Handler<Stats> for FakePeers {
+    type Result = MessageResult<Stats>;
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        let puts = self.nodes.values().map(|n| n.puts).sum();
+        MessageResult((self.gets, self.max_in_flight, puts))
+    }
+}
+
+struct Rig {
+    me: NodeId,
+    b: NodeId,
+    c: NodeId,
+    db: Database,
+    storage: Addr<StorageActor>,
+    refcount: Addr<RefcountActor>,
+    resync: Addr<ResyncActor>,
+    peers: Addr<FakePeers>,
+}
+
+fn node(i: u8) -> NodeId {
+    NodeId([i; 32])
+}
+
+fn cfg(me: NodeId) -> ResyncConfig {
+    let mut c = ResyncConfig::new(me);
+    c.block_timeout = Duration::from_millis(50);
+    c.need_block_timeout = Duration::from_millis(500);
+    c.gc_delay = Duration::from_millis(100);
+    c.after_gc_delay = Duration::from_millis(50);
+    c.backoff_base = Duration::from_millis(200);
+    c
+}
+
+/// Storage, refcount (notifying resync) and resync on `dir`; fake peers b and c.
+fn rig(dir: &Path, get_delay: Duration) -> Rig {
+    let (me, b, c) = (node(1), node(2), node(3));
+    let db = Database::builder(dir.join("meta")).open().unwrap();
+    let storage = StorageActor::new(StorageConfig {
+        data_dir: dir.join("data"),
+        data_fsync: false,
+    })
+    .unwrap()
+    .start();
+    let peers = FakePeers {
+        nodes: [(b, FakeNode::default()), (c, FakeNode::default())]
+            .into_iter()
+            .collect(),
+        get_delay,
+        in_flight: HashMap::new(),
+        max_in_flight: 0,
+        gets: 0,
+    }
+    .start();
+    let resync_ctx = Context::<ResyncActor>::new();
+    let refcount = RefcountActor::new(
+        db.clone(),
+        RefcountConfig {
+            gc_delay: Duration::from_millis(100),
+            ..Default::default()
+        },
+        Some(resync_ctx.address().recipient()),
+    )
+    .unwrap()
+    .start();
+    let resync = resync_ctx.run(
+        ResyncActor::new(
+            db.clone(),
+            cfg(me),
+            storage.clone(),
+            refcount.clone(),
+            peers.clone().recipient(),
+            Arc::new(FixedPlacement(vec![me, b, c])),
+        )
+        .unwrap(),
+    );
+    Rig {
+        me,
+        b,
+        c,
+        db,
+        storage,
+        refcount,
+        resync,
+        peers,
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !f().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn block(s: &str) -> VerifiedBlock {
+    VerifiedBlock::hash_plain(Bytes::from(s.repeat(100)), None)
+}
+
+async fn exists(r: &Rig, h: Hash) -> bool {
+    r.storage
+        .send(BlockExists { hash: h })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn a_new_ref_to_a_missing_block_fetches_it_from_another_holder() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("fetch me");
+    let (h, data) = (v.hash(), v.data().clone());
+    r.peers
+        .send(Edit(Box::new(move |p| {
+            p.nodes.get_mut(&node(3)).unwrap().blocks.insert(h, data);
+        })))
+        .await
+        .unwrap();
+    // rc 0→1 schedules the block after 2 × block timeout.
+    r.refcount
+        .send(AddRef {
+            hash: h,
+            ref_id: "a".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("the block to be fetched", || exists(&r, h)).await;
+    let errs = r.resync.send(ListResyncErrors).await.unwrap();
+    assert!(
+        errs.is_empty(),
+        "node b lacked it, node c had it: no error expected: {errs:?}"
+    );
+    let _ = (r.me, r.b, r.c);
+}
+
+#[actix_rt::test]
+async fn dropped_block_is_offloaded_to_holders_that_need_it_then_deleted() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("offload me");
+    let h = v.hash();
+    r.storage
+        .send(WriteBlock::verified(v))
+        .await
+        .unwrap()
+        .unwrap();
+    r.refcount
+        .send(AddRef {
+            hash: h,
+            ref_id: "a".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    r.peers
+        .send(Edit(Box::new(move |p| {
+            p.nodes.get_mut(&node(2)).unwrap().needs.insert(h);
+        })))
+        .await
+        .unwrap();
+    // rc→0 schedules after gc_delay + after_gc_delay.
+    r.refcount
+        .send(DropRef {
+            hash: h,
+            ref_id: "a".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("the block to be deleted here", || async {
+        !exists(&r, h).await
+    })
+    .await;
+    let (_, _, puts) = r.peers.send(Stats).await.unwrap();
+    assert_eq!(puts, 1, "only node b needed it, so exactly one PutBlock");
+    assert_eq!(
+        r.refcount.send(GetRc { hash: h }).await.unwrap().unwrap(),
+        crate::rc::RcEntry::Absent,
+        "rc cleared"
+    );
+}
+
+#[actix_rt::test]
+async fn failed_offload_keeps_the_block_records_the_error_and_retries_after_backoff() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("stubborn");
+    let h = v.hash();
+    r.storage
+        .send(WriteBlock::verified(v))
+        .await
+        .unwrap()
+        .unwrap();
+    r.peers
+        .send(Edit(Box::new(move |p| {
+            let b = p.nodes.get_mut(&node(2)).unwrap();
+            b.needs.insert(h);
+            b.fail_puts = true;
+        })))
+        .await
+        .unwrap();
+    r.resync
+        .send(Schedule {
+            hash: h,
+            delay: Duration::ZERO,
+            reason: ScheduleReason::OrphanPut,
+        })
+        .await
+        .unwrap();
+    wait_until("the error to be recorded", || async {
+        !r.resync.send(ListResyncErrors).await.unwrap().is_empty()
+    })
+    .await;
+    let errs = r.resync.send(ListResyncErrors).await.unwrap();
+    assert_eq!(errs[0].hash, h.to_hex());
+    assert_eq!(
+        errs[0].next_try - errs[0].last_try,
+        200,
+        "first retry after the backoff base"
+    );
+    assert!(
+        errs[0].error.contains("offload"),
+        "error names the failed offload: {}",
+        errs[0].error
+    );
+    assert!(
+        exists(&r, h).await,
+        "the block must be kept when an offload fails"
+    );
+    assert_eq!(
+        r.resync
+            .send(GetBlockError { hash: h })
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(errs[0].error.as_str())
+    );
+    // Second failure: the delay doubles.
+    wait_until("a second failure", || async {
+        r.resync
+            .send(ListResyncErrors)
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|e| e.count >= 2)
+    })
+    .await;
+    let e = &r.resync.send(ListResyncErrors).await.unwrap()[0];
+    assert_eq!(
+        e.next_try - e.last_try,
+        400,
+        "second retry after twice the base"
+    );
+    // Node b recovers: the retry succeeds, the block moves and the error is cleared.
+    r.peers
+        .send(Edit(Box::new(|p| {
+            p.nodes.get_mut(&node(2)).unwrap().fail_puts = false
+        })))
+        .await
+        .unwrap();
+    wait_until("the retry to succeed", || async { !exists(&r, h).await }).await;
+    wait_until("the error to be cleared", || async {
+        r.resync.send(ListResyncErrors).await.unwrap().is_empty()
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn one_block_is_never_resynced_by_two_workers_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::from_millis(60));
+    r.resync.send(SetWorkers(4)).await.unwrap().unwrap();
+    r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+    let v = block("contended");
+    let h = v.hash();
+    r.refcount
+        .send(AddRef {
+            hash: h,
+            ref_id: "a".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let others: Vec<Hash> = (0..3).map(|i| block(&format!("other{i}")).hash()).collect();
+    for o in &others {
+        r.refcount
+            .send(AddRef {
+                hash: *o,
+                ref_id: "a".parse().unwrap(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    for _ in 0..8 {
+        r.resync
+            .send(Schedule {
+                hash: h,
+                delay: Duration::ZERO,
+                reason: ScheduleReason::Manual,
+            })
+            .await
+            .unwrap();
+    }
+    for o in &others {
+        r.resync
+            .send(Schedule {
+                hash: *o,
+                delay: Duration::ZERO,
+                reason: ScheduleReason::Manual,
+            })
+            .await
+            .unwrap();
+    }
+    wait_until("every queued attempt to run", || async {
+        r.peers.send(Stats).await.unwrap().0 >= 2 * (8 + 3)
+    })
+    .await;
+    let (_, max, _) = r.peers.send(Stats).await.unwrap();
+    assert_eq!(max, 1, "a hash was fetched by two workers at once");
+    let st = r.resync.send(GetResyncStatus).await.unwrap();
+    assert_eq!(st.workers, 4);
+}
+
+#[actix_rt::test]
+async fn scrub_quarantines_a_flipped_byte_refetches_it_and_resumes_after_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let mut hashes = Vec::new();
+    for i in 0..20 {
+        let v = block(&format!("scrub{i}"));
+        let (h, data) = (v.hash(), v.data().clone());
+        r.storage
+            .send(WriteBlock::verified(v))
+            .await
+            .unwrap()
+            .unwrap();
+        r.refcount
+            .send(AddRef {
+                hash: h,
+                ref_id: "a".parse().unwrap(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        r.peers
+            .send(Edit(Box::new(move |p| {
+                p.nodes.get_mut(&node(2)).unwrap().blocks.insert(h, data);
+            })))
+            .await
+            .unwrap();
+        hashes.push(h);
+    }
+    hashes.sort();
+    // Rot the last block in scrub order.
+    let rotten = hashes[19];
+    let hex = rotten.to_hex();
+    let file = d
+        .path()
+        .join("data")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[3] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    // Slow scrub, so it can be paused part-way.
+    r.resync
+        .send(SetScrubTranquility(100))
+        .await
+        .unwrap()
+        .unwrap();
+    r.resync.send(ScrubCommand::Start).await.unwrap().unwrap();
+    wait_until("scrub to check a few blocks", || async {
+        r.resync.send(GetResyncStatus).await.unwrap().scrub.checked >= 3
+    })
+    .await;
+    r.resync.send(ScrubCommand::Pause).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let paused = r.resync.send(GetResyncStatus).await.unwrap().scrub;
+    assert_eq!(paused.state, ScrubState::Paused);
+    // "Restart": a new actor over the same metadata resumes from the persisted position.
+    let r2 = ResyncActor::new(
+        r.db.clone(),
+        cfg(r.me),
+        r.storage.clone(),
+        r.refcount.clone(),
+        r.peers.clone().recipient(),
+        Arc::new(FixedPlacement(vec![r.me, r.b, r.c])),
+    )
+    .unwrap()
+    .start();
+    let st = r2.send(GetResyncStatus).await.unwrap().scrub;
+    assert_eq!(
+        (st.state, st.checked, st.position.clone()),
+        (ScrubState::Paused, paused.checked, paused.position.clone())
+    );
+    r2.send(SetScrubTranquility(0)).await.unwrap().unwrap();
+    r2.send(ScrubCommand::Resume).await.unwrap().unwrap();
+    wait_until("scrub to finish", || async {
+        r2.send(GetResyncStatus).await.unwrap().scrub.state == ScrubState::Idle
+    })
+    .await;
+    let st = r2.send(GetResyncStatus).await.unwrap().scrub;
+    assert_eq!(
+        st.checked, 20,
+        "the resumed scrub continues where it stopped (no block checked twice)"
+    );
+    assert_eq!(st.corruptions, 1);
+    assert!(
+        r2.send(ScrubCommand::Pause).await.unwrap().is_err(),
+        "pausing an idle scrub is refused"
+    );
+    // The rotten copy was quarantined and a good one fetched back.
+    wait_until("the rotten block to be fetched again", || async {
+        std::fs::read(&file)
+            .map(|b| blake2sum(&b) == rotten)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(std::path::PathBuf::from(format!("{}.corrupted", file.display())).exists());
+}
+
+#[actix_rt::test]
+async fn repair_deletes_an_orphan_file_and_fetches_a_missing_referenced_block() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let orphan = block("orphan");
+    let oh = orphan.hash();
+    r.storage
+        .send(WriteBlock::verified(orphan))
+        .await
+        .unwrap()
+        .unwrap();
+    let missing = block("missing");
+    let (mh, mdata) = (missing.hash(), missing.data().clone());
+    // A ref recorded while the resync actor was not told (as after a wiped data dir).
+    let db2 = r.db.clone();
+    let quiet = RefcountActor::new(db2, RefcountConfig::default(), None)
+        .unwrap()
+        .start();
+    quiet
+        .send(AddRef {
+            hash: mh,
+            ref_id: "a".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    r.peers
+        .send(Edit(Box::new(move |p| {
+            p.nodes.get_mut(&node(2)).unwrap().blocks.insert(mh, mdata);
+        })))
+        .await
+        .unwrap();
+    r.resync
+        .send(StartRepair { rebuild_rc: true })
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("repair to fix both", || async {
+        exists(&r, mh).await && !exists(&r, oh).await
+    })
+    .await;
+    let st = r.resync.send(GetResyncStatus).await.unwrap();
+    assert!(
+        st.repair.queued >= 2,
+        "repair queued the rc entry and the file: {:?}",
+        st.repair
+    );
+    assert_eq!(r.storage.send(GetStorageStats).await.unwrap().blocks, 1);
+}
+
+#[actix_rt::test]
+async fn settings_persist_across_a_restart_and_bad_values_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    assert!(matches!(
+        r.resync.send(SetWorkers(9)).await.unwrap(),
+        Err(ResyncError::BadWorkers(9))
+    ));
+    assert!(matches!(
+        r.resync.send(SetWorkers(0)).await.unwrap(),
+        Err(ResyncError::BadWorkers(0))
+    ));
+    r.resync.send(SetWorkers(3)).await.unwrap().unwrap();
+    r.resync.send(SetTranquility(7)).await.unwrap().unwrap();
+    r.resync
+        .send(SetScrubTranquility(9))
+        .await
+        .unwrap()
+        .unwrap();
+    let r2 = ResyncActor::new(
+        r.db.clone(),
+        cfg(r.me),
+        r.storage.clone(),
+        r.refcount.clone(),
+        r.peers.clone().recipient(),
+        Arc::new(FixedPlacement(vec![r.me])),
+    )
+    .unwrap()
+    .start();
+    let st = r2.send(GetResyncStatus).await.unwrap();
+    assert_eq!(
+        (st.workers, st.tranquility, st.scrub.tranquility),
+        (3, 7, 9)
+    );
+}
+
+#[actix_rt::test]
+async fn queued_items_survive_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let h = block("later").hash();
+    r.resync
+        .send(Schedule {
+            hash: h,
+            delay: Duration::from_secs(3600),
+            reason: ScheduleReason::Manual,
+        })
+        .await
+        .unwrap();
+    let r2 = ResyncActor::new(
+        r.db.clone(),
+        cfg(r.me),
+        r.storage.clone(),
+        r.refcount.clone(),
+        r.peers.clone().recipient(),
+        Arc::new(FixedPlacement(vec![r.me])),
+    )
+    .unwrap()
+    .start();
+    assert_eq!(r2.send(GetResyncStatus).await.unwrap().queue_length, 1);
+    // RetryNow of that hash makes it due now; with no ref and no file, resync does nothing.
+    assert_eq!(r2.send(RetryNow { hash: Some(h) }).await.unwrap(), 1);
+}
