@@ -1,462 +1,557 @@
-//! RefcountActor tests: messages in, replies and keyspace contents checked.
+//! Message-level tests of the refcount actor: each starts the actor in an actix System,
+//! talks to it through messages, and checks replies and what the fjall keyspaces hold.
 
-use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::*;
-use crate::hash::blake2sum;
 
-fn open(dir: &Path) -> Database {
-    Database::builder(dir).open().expect("opening fjall")
-}
-
-fn start(
-    db: Database,
-    gc: Duration,
-    on_change: Option<Recipient<RcChanged>>,
-) -> Addr<RefcountActor> {
-    RefcountActor::new(
-        db,
-        RefcountConfig {
-            gc_delay: gc,
-            sync: SyncMode::Batched,
-        },
-        on_change,
-    )
-    .expect("starting refcount actor")
-    .start()
+fn h(b: u8) -> Hash {
+    Hash([b; 32])
 }
 
 fn r(s: &str) -> RefId {
-    s.parse().unwrap()
+    s.parse().expect("test ref ids are valid")
 }
 
-/// Collects change notifications.
+fn open_db(dir: &std::path::Path) -> Database {
+    Database::builder(dir).open().expect("open fjall database")
+}
+
+fn keyspace(db: &Database, name: &str) -> Keyspace {
+    db.keyspace(name, KeyspaceCreateOptions::default)
+        .expect("open keyspace")
+}
+
+fn start(db: &Database, config: RefcountConfig) -> Addr<RefcountActor> {
+    RefcountActor::new(db.clone(), config, None)
+        .expect("actor opens its keyspaces")
+        .start()
+}
+
+async fn add(a: &Addr<RefcountActor>, hash: Hash, id: &str) -> Result<RefUpdate, RefcountError> {
+    a.send(AddRef {
+        hash,
+        ref_id: r(id),
+    })
+    .await
+    .expect("actor alive")
+}
+
+async fn drop_ref(
+    a: &Addr<RefcountActor>,
+    hash: Hash,
+    id: &str,
+) -> Result<RefUpdate, RefcountError> {
+    a.send(DropRef {
+        hash,
+        ref_id: r(id),
+    })
+    .await
+    .expect("actor alive")
+}
+
+async fn rc(a: &Addr<RefcountActor>, hash: Hash) -> Result<RcEntry, RefcountError> {
+    a.send(GetRc { hash }).await.expect("actor alive")
+}
+
+/// Collects the `RcChanged` notices it is sent.
 #[derive(Default)]
-struct Changes(Vec<RcChanged>);
-impl Actor for Changes {
+struct Recorder(Vec<RcChanged>);
+
+impl Actor for Recorder {
     type Context = Context<Self>;
 }
-impl Handler<RcChanged> for Changes {
+
+impl Handler<RcChanged> for Recorder {
     type Result = ();
-    fn handle(&mut self, m: RcChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, m: RcChanged, _ctx: &mut Context<Self>) {
         self.0.push(m);
     }
 }
+
 #[derive(Message)]
 #[rtype(result = "Vec<RcChanged>")]
-struct Take;
-impl Handler<Take> for Changes {
-    type Result = MessageResult<Take>;
-    fn handle(&mut self, _: Take, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(std::mem::take(&mut self.0))
+struct Recorded;
+
+impl Handler<Recorded> for Recorder {
+    type Result = MessageResult<Recorded>;
+    fn handle(&mut self, _m: Recorded, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.0.clone())
     }
 }
 
 #[actix_rt::test]
-async fn refs_are_idempotent_and_counted() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(open(d.path()), Duration::from_secs(600), None);
-    let h = blake2sum(b"x");
-    let u = a
-        .send(AddRef {
-            hash: h,
-            ref_id: r("a"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+async fn add_ref_counts_distinct_refs_and_repeats_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let a = start(&db, RefcountConfig::default());
+
+    let u = add(&a, h(1), "r1").await.unwrap();
+    assert_eq!((u.changed, u.rc), (true, RcEntry::Present { count: 1 }));
+    let u = add(&a, h(1), "r1").await.unwrap();
     assert_eq!(
-        u,
-        RefUpdate {
-            changed: true,
-            rc: RcEntry::Present { count: 1 }
-        }
+        (u.changed, u.rc),
+        (false, RcEntry::Present { count: 1 }),
+        "a repeated AddRef must not count twice"
     );
-    let u = a
-        .send(AddRef {
-            hash: h,
-            ref_id: r("a"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!u.changed, "repeated AddRef must not count twice");
-    assert_eq!(u.rc.count(), 1);
-    a.send(AddRef {
-        hash: h,
-        ref_id: r("b"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(a.send(GetRc { hash: h }).await.unwrap().unwrap().count(), 2);
-    let u = a
-        .send(DropRef {
-            hash: h,
-            ref_id: r("a"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((u.changed, u.rc.count()), (true, 1));
-    let u = a
-        .send(DropRef {
-            hash: h,
-            ref_id: r("a"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!u.changed, "repeated DropRef must not count twice");
-    let refs = a.send(ListRefs { hash: h }).await.unwrap().unwrap();
+    let u = add(&a, h(1), "r2").await.unwrap();
+    assert_eq!((u.changed, u.rc), (true, RcEntry::Present { count: 2 }));
+    assert_eq!(rc(&a, h(1)).await.unwrap(), RcEntry::Present { count: 2 });
+    assert_eq!(rc(&a, h(2)).await.unwrap(), RcEntry::Absent);
+
+    let refs = a.send(ListRefs { hash: h(1) }).await.unwrap().unwrap();
     assert_eq!(
         refs,
-        vec![(r("a"), RefState::Dropped), (r("b"), RefState::Live)]
+        vec![(r("r1"), RefState::Live), (r("r2"), RefState::Live)]
     );
+
+    // The reply came after the write: the keyspaces hold it.
+    let refs_ks = keyspace(&db, REFS_KEYSPACE);
+    let rc_ks = keyspace(&db, RC_KEYSPACE);
+    let stored = refs_ks.get(keys::ref_key(&h(1), &r("r2"))).unwrap();
+    assert_eq!(stored.as_deref(), Some(&[keys::LIVE][..]));
+    let stored = rc_ks.get(h(1).as_bytes()).unwrap();
+    assert_eq!(stored.as_deref(), Some(&2u64.to_be_bytes()[..]));
 }
 
 #[actix_rt::test]
-async fn a_dropped_ref_cannot_be_added_again() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(open(d.path()), Duration::from_secs(600), None);
-    let h = blake2sum(b"y");
-    // Dropping a ref never seen records a tombstone (a late add from a replica loses).
-    let u = a
-        .send(DropRef {
-            hash: h,
-            ref_id: r("z"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(u.rc, RcEntry::Absent);
-    let e = a
-        .send(AddRef {
-            hash: h,
-            ref_id: r("z"),
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(e, Err(RefcountError::RefDropped { .. })),
-        "got {e:?}"
-    );
-    assert_eq!(
-        a.send(GetRc { hash: h }).await.unwrap().unwrap(),
-        RcEntry::Absent
-    );
-}
-
-#[actix_rt::test]
-async fn last_drop_starts_the_grace_period_and_clear_waits_for_it() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(open(d.path()), Duration::from_millis(300), None);
-    let h = blake2sum(b"g");
-    a.send(AddRef {
-        hash: h,
-        ref_id: r("a"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        !a.send(ClearIfDeletable { hash: h }).await.unwrap().unwrap(),
-        "a live block is not deletable"
-    );
-    let t0 = now_msec();
-    let u = a
-        .send(DropRef {
-            hash: h,
-            ref_id: r("a"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    match u.rc {
-        RcEntry::Deletable { at_time } => {
-            assert!(at_time >= t0 + 300 && at_time <= now_msec() + 300)
-        }
-        other => panic!("expected Deletable, got {other:?}"),
-    }
-    assert!(
-        !a.send(ClearIfDeletable { hash: h }).await.unwrap().unwrap(),
-        "cleared before the grace period"
-    );
-    actix_rt::time::sleep(Duration::from_millis(350)).await;
-    assert!(
-        a.send(ClearIfDeletable { hash: h }).await.unwrap().unwrap(),
-        "not cleared after the grace period"
-    );
-    assert_eq!(
-        a.send(GetRc { hash: h }).await.unwrap().unwrap(),
-        RcEntry::Absent
-    );
-    // A new ref during a grace period wins.
-    a.send(AddRef {
-        hash: h,
-        ref_id: r("b"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    a.send(DropRef {
-        hash: h,
-        ref_id: r("b"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let u = a
-        .send(AddRef {
-            hash: h,
-            ref_id: r("c"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(u.rc, RcEntry::Present { count: 1 });
-}
-
-#[actix_rt::test]
-async fn transitions_between_zero_and_nonzero_are_notified() {
-    let d = tempfile::tempdir().unwrap();
-    let changes = Changes::default().start();
+async fn drop_ref_is_idempotent_and_last_drop_starts_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let gc_delay = Duration::from_secs(600);
     let a = start(
-        open(d.path()),
-        Duration::from_secs(600),
-        Some(changes.clone().recipient()),
+        &db,
+        RefcountConfig {
+            gc_delay,
+            ..Default::default()
+        },
     );
-    let h = blake2sum(b"n");
-    for m in ["a", "b"] {
-        a.send(AddRef {
-            hash: h,
-            ref_id: r(m),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    }
-    for m in ["a", "b"] {
-        a.send(DropRef {
-            hash: h,
-            ref_id: r(m),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    }
-    actix_rt::time::sleep(Duration::from_millis(50)).await;
-    let got = changes.send(Take).await.unwrap();
-    assert_eq!(got.len(), 2, "only 0→1 and 1→0 are notified: {got:?}");
-    assert_eq!(
-        (got[0].old, got[0].new),
-        (RcEntry::Absent, RcEntry::Present { count: 1 })
-    );
-    assert_eq!(got[1].old, RcEntry::Present { count: 1 });
-    assert!(matches!(got[1].new, RcEntry::Deletable { .. }));
-}
+    add(&a, h(1), "r1").await.unwrap();
+    add(&a, h(1), "r2").await.unwrap();
 
-#[actix_rt::test]
-async fn state_survives_a_restart() {
-    let d = tempfile::tempdir().unwrap();
-    let h = blake2sum(b"p");
-    {
-        let db = open(d.path());
-        let a = start(db, Duration::from_secs(600), None);
-        a.send(AddRef {
-            hash: h,
-            ref_id: r("a"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        a.send(AddRef {
-            hash: h,
-            ref_id: r("b"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        a.send(DropRef {
-            hash: h,
-            ref_id: r("b"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    }
-    // The actor above is dropped with this System's handles; reopen the directory.
-    actix_rt::time::sleep(Duration::from_millis(50)).await;
-    let a = start(open(d.path()), Duration::from_secs(600), None);
+    let u = drop_ref(&a, h(1), "r1").await.unwrap();
+    assert_eq!((u.changed, u.rc), (true, RcEntry::Present { count: 1 }));
+    let u = drop_ref(&a, h(1), "r1").await.unwrap();
     assert_eq!(
-        a.send(GetRc { hash: h }).await.unwrap().unwrap(),
-        RcEntry::Present { count: 1 }
+        (u.changed, u.rc),
+        (false, RcEntry::Present { count: 1 }),
+        "a repeated DropRef must not count twice"
     );
-    let refs = a.send(ListRefs { hash: h }).await.unwrap().unwrap();
+
+    let before = now_msec();
+    let u = drop_ref(&a, h(1), "r2").await.unwrap();
+    let after = now_msec();
+    let gc_ms = gc_delay.as_millis() as u64;
+    match u.rc {
+        RcEntry::Deletable { at_time } => assert!(
+            (before + gc_ms..=after + gc_ms).contains(&at_time),
+            "deadline {at_time} should be now + gc_delay"
+        ),
+        other => panic!("last drop should make the entry deletable, got {other:?}"),
+    }
+    let refs = a.send(ListRefs { hash: h(1) }).await.unwrap().unwrap();
     assert_eq!(
         refs,
-        vec![(r("a"), RefState::Live), (r("b"), RefState::Dropped)]
+        vec![(r("r1"), RefState::Dropped), (r("r2"), RefState::Dropped)],
+        "dropped refs stay as tombstones"
     );
+    // A repeated last drop keeps the first deadline.
+    let again = drop_ref(&a, h(1), "r2").await.unwrap();
+    assert_eq!(again.rc, u.rc);
 }
 
 #[actix_rt::test]
-async fn corrupt_rc_value_is_an_error_and_rebuild_repairs_it() {
-    let d = tempfile::tempdir().unwrap();
-    let db = open(d.path());
-    let a = start(db.clone(), Duration::from_secs(600), None);
-    let h = blake2sum(b"c");
-    let other = blake2sum(b"other");
-    for m in ["a", "b", "c"] {
-        a.send(AddRef {
-            hash: h,
-            ref_id: r(m),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    }
-    a.send(AddRef {
-        hash: other,
-        ref_id: r("a"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    // Corrupt the value behind the actor's back, as a disk fault would.
-    let rc = db.keyspace("rc", KeyspaceCreateOptions::default).unwrap();
-    rc.insert(h.as_bytes().to_vec(), b"garbage".to_vec())
-        .unwrap();
-    let e = a.send(GetRc { hash: h }).await.unwrap();
+async fn dropped_ref_cannot_be_added_again_even_if_never_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let a = start(&db, RefcountConfig::default());
+
+    add(&a, h(1), "r1").await.unwrap();
+    drop_ref(&a, h(1), "r1").await.unwrap();
+    let e = add(&a, h(1), "r1").await;
     assert!(
-        matches!(e, Err(RefcountError::CorruptEntry { .. })),
-        "got {e:?}"
+        matches!(&e, Err(RefcountError::RefDropped { hash, ref_id }) if *hash == h(1) && *ref_id == r("r1")),
+        "re-adding a dropped ref must fail, got {e:?}"
     );
-    let rep = a.send(RebuildRc).await.unwrap().unwrap();
-    assert_eq!(
-        rep,
-        RebuildReport {
-            entries: 2,
-            fixed: 1
-        }
+
+    // A drop that arrives before its add (another replica's order) records a tombstone.
+    let u = drop_ref(&a, h(2), "early").await.unwrap();
+    assert_eq!((u.changed, u.rc), (true, RcEntry::Absent));
+    let refs_ks = keyspace(&db, REFS_KEYSPACE);
+    let stored = refs_ks.get(keys::ref_key(&h(2), &r("early"))).unwrap();
+    assert_eq!(stored.as_deref(), Some(&[keys::DROPPED][..]));
+    assert!(matches!(
+        add(&a, h(2), "early").await,
+        Err(RefcountError::RefDropped { .. })
+    ));
+    assert_eq!(rc(&a, h(2)).await.unwrap(), RcEntry::Absent);
+}
+
+#[actix_rt::test]
+async fn deletable_entry_is_cleared_only_after_gc_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let a = start(
+        &db,
+        RefcountConfig {
+            gc_delay: Duration::from_millis(200),
+            ..Default::default()
+        },
     );
-    assert_eq!(
-        a.send(GetRc { hash: h }).await.unwrap().unwrap(),
-        RcEntry::Present { count: 3 }
+    add(&a, h(1), "r1").await.unwrap();
+    let clear = |a: Addr<RefcountActor>, hash| async move {
+        a.send(ClearIfDeletable { hash }).await.unwrap().unwrap()
+    };
+    assert!(
+        !clear(a.clone(), h(1)).await,
+        "a referenced block is not deletable"
     );
-    // A mutation on a corrupt entry recounts instead of failing.
-    rc.insert(h.as_bytes().to_vec(), vec![1, 2, 3]).unwrap();
-    let u = a
-        .send(DropRef {
-            hash: h,
-            ref_id: r("a"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(u.rc, RcEntry::Present { count: 2 });
-    assert_eq!(
-        a.send(GetRc { hash: h }).await.unwrap().unwrap(),
-        RcEntry::Present { count: 2 }
+    drop_ref(&a, h(1), "r1").await.unwrap();
+    assert!(
+        !clear(a.clone(), h(1)).await,
+        "must not clear during the grace period"
+    );
+    assert!(matches!(
+        rc(&a, h(1)).await.unwrap(),
+        RcEntry::Deletable { .. }
+    ));
+
+    actix_rt::time::sleep(Duration::from_millis(250)).await;
+    assert!(clear(a.clone(), h(1)).await, "grace period is over");
+    assert_eq!(rc(&a, h(1)).await.unwrap(), RcEntry::Absent);
+    let rc_ks = keyspace(&db, RC_KEYSPACE);
+    assert!(
+        rc_ks.get(h(1).as_bytes()).unwrap().is_none(),
+        "rc key removed"
+    );
+    assert!(!clear(a.clone(), h(1)).await, "nothing left to clear");
+    assert!(
+        !clear(a.clone(), h(9)).await,
+        "an unknown block has no entry to clear"
     );
 }
 
 #[actix_rt::test]
-async fn list_rc_hashes_pages_in_order() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(open(d.path()), Duration::from_secs(600), None);
-    let mut want: Vec<Hash> = (0..50u32).map(|i| blake2sum(&i.to_le_bytes())).collect();
-    for h in &want {
-        a.send(AddRef {
-            hash: *h,
-            ref_id: r("x"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    }
-    want.sort();
-    let mut got = Vec::new();
-    let mut after = None;
-    loop {
-        let page = a
-            .send(ListRcHashes { after, limit: 8 })
+async fn new_ref_during_grace_period_keeps_the_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let a = start(
+        &db,
+        RefcountConfig {
+            gc_delay: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+    add(&a, h(1), "old").await.unwrap();
+    drop_ref(&a, h(1), "old").await.unwrap();
+    let u = add(&a, h(1), "new").await.unwrap();
+    assert_eq!(u.rc, RcEntry::Present { count: 1 });
+    actix_rt::time::sleep(Duration::from_millis(80)).await;
+    let cleared = a.send(ClearIfDeletable { hash: h(1) }).await.unwrap();
+    assert!(
+        !cleared.unwrap(),
+        "a block referenced again must not be cleared"
+    );
+}
+
+#[actix_rt::test]
+async fn rc_changes_are_announced_only_across_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let rec = Recorder::default().start();
+    let a = RefcountActor::new(
+        db.clone(),
+        RefcountConfig::default(),
+        Some(rec.clone().recipient()),
+    )
+    .unwrap()
+    .start();
+
+    add(&a, h(1), "r1").await.unwrap(); // 0 -> 1
+    add(&a, h(1), "r2").await.unwrap(); // 1 -> 2: silent
+    add(&a, h(1), "r2").await.unwrap(); // repeat: silent
+    drop_ref(&a, h(1), "r1").await.unwrap(); // 2 -> 1: silent
+    let last = drop_ref(&a, h(1), "r2").await.unwrap(); // 1 -> 0
+    drop_ref(&a, h(3), "never").await.unwrap(); // 0 -> 0: silent
+
+    // Notices are sent before the replies of their batch, so they are queued already.
+    let seen = rec.send(Recorded).await.unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            RcChanged {
+                hash: h(1),
+                old: RcEntry::Absent,
+                new: RcEntry::Present { count: 1 }
+            },
+            RcChanged {
+                hash: h(1),
+                old: RcEntry::Present { count: 1 },
+                new: last.rc
+            },
+        ],
+        "exactly the 0->1 and 1->0 transitions must be announced"
+    );
+}
+
+#[test]
+fn refs_and_rc_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let answers = |db: Database| async move {
+        let a = start(&db, RefcountConfig::default());
+        let rc1 = rc(&a, h(1)).await.unwrap();
+        let rc2 = rc(&a, h(2)).await.unwrap();
+        let refs = a.send(ListRefs { hash: h(1) }).await.unwrap().unwrap();
+        let list = a
+            .send(ListRcHashes {
+                after: None,
+                limit: 10,
+            })
             .await
             .unwrap()
             .unwrap();
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().copied();
-        got.extend(page);
-    }
-    assert_eq!(got, want);
-}
+        (rc1, rc2, refs, list)
+    };
 
-#[actix_rt::test]
-async fn a_thousand_concurrent_adds_are_exact() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(open(d.path()), Duration::from_secs(600), None);
-    let h = blake2sum(b"many");
-    let futs: Vec<_> = (0..1000)
-        .map(|i| {
-            a.send(AddRef {
-                hash: h,
-                ref_id: r(&format!("r{i}")),
-            })
-        })
-        .collect();
-    for res in futures::future::join_all(futs).await {
-        res.unwrap().unwrap();
-    }
+    let first = System::new().block_on(async {
+        let db = open_db(dir.path());
+        let a = start(&db, RefcountConfig::default());
+        add(&a, h(1), "r1").await.unwrap();
+        add(&a, h(1), "r2").await.unwrap();
+        add(&a, h(2), "x").await.unwrap();
+        drop_ref(&a, h(2), "x").await.unwrap();
+        drop_ref(&a, h(1), "r2").await.unwrap();
+        answers(db).await
+    });
+    // The System, the actor and every Database handle are gone here.
+    let second = System::new().block_on(async { answers(open_db(dir.path())).await });
+
+    assert_eq!(first.0, RcEntry::Present { count: 1 });
+    assert!(matches!(first.1, RcEntry::Deletable { .. }));
     assert_eq!(
-        a.send(GetRc { hash: h }).await.unwrap().unwrap(),
-        RcEntry::Present { count: 1000 }
+        first, second,
+        "answers after reopening must equal those before"
     );
 }
 
-/// AddRef ops/s with one journal sync per op vs group commit, in the same run.
-/// `cargo test --release -p blocknode-actors refcount_sync_bench -- --ignored --nocapture`
 #[actix_rt::test]
-#[ignore]
-async fn refcount_sync_bench() {
-    use futures::StreamExt;
-    for mode in [SyncMode::PerOp, SyncMode::Batched] {
-        let d = tempfile::tempdir_in(".").unwrap();
-        let a = RefcountActor::new(
-            open(d.path()),
-            RefcountConfig {
-                gc_delay: Duration::from_secs(600),
-                sync: mode,
-            },
-            None,
-        )
+async fn corrupt_rc_entry_is_reported_and_repaired_by_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let gc_delay = Duration::from_secs(600);
+    let a = start(
+        &db,
+        RefcountConfig {
+            gc_delay,
+            ..Default::default()
+        },
+    );
+    add(&a, h(1), "r1").await.unwrap();
+    add(&a, h(1), "r2").await.unwrap();
+    add(&a, h(2), "r1").await.unwrap();
+    add(&a, h(4), "ok").await.unwrap();
+
+    let refs_ks = keyspace(&db, REFS_KEYSPACE);
+    let rc_ks = keyspace(&db, RC_KEYSPACE);
+    rc_ks.insert(h(1).as_bytes(), vec![1u8, 2, 3]).unwrap(); // garbage
+    rc_ks.insert(h(2).as_bytes(), 7u64.to_be_bytes()).unwrap(); // wrong count
+    rc_ks.insert(h(3).as_bytes(), 1u64.to_be_bytes()).unwrap(); // no live ref at all
+    refs_ks
+        .insert(keys::ref_key(&h(5), &r("lost")), [keys::LIVE])
+        .unwrap(); // rc missing
+
+    match rc(&a, h(1)).await {
+        Err(RefcountError::CorruptEntry { hash, source }) => {
+            assert_eq!(hash, h(1));
+            assert_eq!(source.0, vec![1, 2, 3]);
+        }
+        other => panic!("corrupt bytes must be a CorruptEntry error, got {other:?}"),
+    }
+    let clear = a.send(ClearIfDeletable { hash: h(1) }).await.unwrap();
+    assert!(matches!(clear, Err(RefcountError::CorruptEntry { .. })));
+
+    let before = now_msec();
+    let report = a.send(RebuildRc).await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        RebuildReport {
+            entries: 5,
+            fixed: 4
+        },
+        "h1..h5 examined; all but h4 wrong"
+    );
+    assert_eq!(rc(&a, h(1)).await.unwrap(), RcEntry::Present { count: 2 });
+    assert_eq!(rc(&a, h(2)).await.unwrap(), RcEntry::Present { count: 1 });
+    match rc(&a, h(3)).await.unwrap() {
+        RcEntry::Deletable { at_time } => assert!(at_time >= before + 600_000),
+        other => panic!("an entry without live refs must become deletable, got {other:?}"),
+    }
+    assert_eq!(rc(&a, h(4)).await.unwrap(), RcEntry::Present { count: 1 });
+    assert_eq!(rc(&a, h(5)).await.unwrap(), RcEntry::Present { count: 1 });
+    let stored = rc_ks.get(h(1).as_bytes()).unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(&2u64.to_be_bytes()[..]),
+        "fix persisted"
+    );
+
+    let again = a.send(RebuildRc).await.unwrap().unwrap();
+    assert_eq!(again.fixed, 0, "a second rebuild must find nothing to fix");
+}
+
+#[actix_rt::test]
+async fn add_ref_on_corrupt_rc_recounts_from_refs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let a = start(&db, RefcountConfig::default());
+    add(&a, h(1), "r1").await.unwrap();
+    add(&a, h(1), "r2").await.unwrap();
+    keyspace(&db, RC_KEYSPACE)
+        .insert(h(1).as_bytes(), vec![0xff; 5])
+        .unwrap();
+
+    let u = add(&a, h(1), "r3").await.unwrap();
+    assert_eq!(u.rc, RcEntry::Present { count: 3 }, "2 recounted + 1 new");
+    // Even a no-op repairs the stored bytes.
+    keyspace(&db, RC_KEYSPACE)
+        .insert(h(1).as_bytes(), vec![0xff; 5])
+        .unwrap();
+    let u = add(&a, h(1), "r3").await.unwrap();
+    assert_eq!((u.changed, u.rc), (false, RcEntry::Present { count: 3 }));
+    assert_eq!(rc(&a, h(1)).await.unwrap(), RcEntry::Present { count: 3 });
+}
+
+#[actix_rt::test]
+async fn list_rc_hashes_pages_in_ascending_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let a = start(
+        &db,
+        RefcountConfig {
+            gc_delay: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    for b in [4u8, 1, 3, 2, 5] {
+        add(&a, h(b), "r").await.unwrap();
+    }
+    // h3 goes through deletable to absent and leaves the list.
+    drop_ref(&a, h(3), "r").await.unwrap();
+    assert!(a
+        .send(ClearIfDeletable { hash: h(3) })
+        .await
         .unwrap()
-        .start();
-        let n = 2000;
-        let t = Instant::now();
-        let mut pending = futures::stream::FuturesUnordered::new();
-        let mut i = 0;
-        while i < 64 {
-            pending.push(a.send(AddRef {
-                hash: blake2sum(&(i as u32).to_le_bytes()),
-                ref_id: r("b"),
-            }));
-            i += 1;
+        .unwrap());
+
+    let page = |after, limit| {
+        let a = a.clone();
+        async move {
+            a.send(ListRcHashes { after, limit })
+                .await
+                .unwrap()
+                .unwrap()
         }
-        while let Some(res) = pending.next().await {
-            res.unwrap().unwrap();
-            if i < n {
-                pending.push(a.send(AddRef {
-                    hash: blake2sum(&(i as u32).to_le_bytes()),
-                    ref_id: r("b"),
+    };
+    assert_eq!(page(None, 2).await, vec![h(1), h(2)]);
+    assert_eq!(page(Some(h(2)), 2).await, vec![h(4), h(5)]);
+    assert_eq!(page(Some(h(5)), 2).await, Vec::<Hash>::new());
+    assert_eq!(page(None, 0).await, Vec::<Hash>::new());
+    assert_eq!(page(None, 100).await, vec![h(1), h(2), h(4), h(5)]);
+}
+
+#[actix_rt::test]
+async fn thousand_concurrent_add_refs_are_all_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let a = start(&db, RefcountConfig::default());
+    let replies = futures::future::join_all((0..1000).map(|i| {
+        a.send(AddRef {
+            hash: h(7),
+            ref_id: r(&format!("ref-{i}")),
+        })
+    }))
+    .await;
+    for (i, rep) in replies.into_iter().enumerate() {
+        let u = rep.expect("actor alive").expect("AddRef succeeds");
+        assert!(u.changed, "AddRef #{i} should have changed the refs");
+    }
+    assert_eq!(
+        rc(&a, h(7)).await.unwrap(),
+        RcEntry::Present { count: 1000 }
+    );
+    let refs_ks = keyspace(&db, REFS_KEYSPACE);
+    assert_eq!(refs_ks.prefix(h(7).as_bytes()).count(), 1000);
+}
+
+#[actix_rt::test]
+async fn per_op_sync_mode_gives_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let a = start(
+        &db,
+        RefcountConfig {
+            sync: SyncMode::PerOp,
+            ..Default::default()
+        },
+    );
+    let replies = futures::future::join_all((0..50).map(|i| {
+        a.send(AddRef {
+            hash: h(8),
+            ref_id: r(&format!("p{i}")),
+        })
+    }))
+    .await;
+    assert!(replies.into_iter().all(|x| matches!(x, Ok(Ok(_)))));
+    drop_ref(&a, h(8), "p0").await.unwrap();
+    assert_eq!(rc(&a, h(8)).await.unwrap(), RcEntry::Present { count: 49 });
+}
+
+/// AddRef throughput with one journal sync per op vs group commit. Run with
+/// `cargo test --release -p blocknode-actors add_ref_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run in release"]
+fn add_ref_throughput_per_op_vs_batched() {
+    const OPS: usize = 2000;
+    const IN_FLIGHT: usize = 64;
+    for sync in [SyncMode::PerOp, SyncMode::Batched] {
+        let dir = tempfile::tempdir().unwrap();
+        let elapsed = System::new().block_on(async {
+            let db = open_db(dir.path());
+            let a = start(
+                &db,
+                RefcountConfig {
+                    sync,
+                    ..Default::default()
+                },
+            );
+            let t0 = Instant::now();
+            let mut inflight = FuturesUnordered::<Request<RefcountActor, AddRef>>::new();
+            let mut done = 0;
+            for i in 0..OPS {
+                if inflight.len() == IN_FLIGHT {
+                    inflight.next().await.unwrap().unwrap().unwrap();
+                    done += 1;
+                }
+                inflight.push(a.send(AddRef {
+                    hash: h((i % 251) as u8),
+                    ref_id: r(&format!("bench-{i}")),
                 }));
-                i += 1;
             }
-        }
+            while let Some(x) = inflight.next().await {
+                x.unwrap().unwrap();
+                done += 1;
+            }
+            assert_eq!(done, OPS);
+            t0.elapsed()
+        });
         println!(
-            "{mode:?}: {:.0} AddRef/s (64 in flight)",
-            n as f64 / t.elapsed().as_secs_f64()
+            "{sync:?}: {OPS} AddRef, {IN_FLIGHT} in flight: {:.2?} = {:.0} ops/s",
+            elapsed,
+            OPS as f64 / elapsed.as_secs_f64()
         );
     }
 }

@@ -1,0 +1,612 @@
+//! RefcountActor: owns the `refs` and `rc` keyspaces of the metadata store.
+//!
+//! State: the two fjall keyspaces (in a `Database` the node opens and shares with the
+//! resync actor, which owns other keyspaces), plus the writes applied but not yet synced
+//! (`pending.rs`). Only this actor reads or writes `refs` and `rc`; the encoding is in
+//! `keys.rs`. Messages: [`AddRef`], [`DropRef`] (idempotent; replied once durable),
+//! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`]. It
+//! talks to one optional `Recipient<RcChanged>` (the resync actor), told when a block's
+//! count moves between zero and non-zero, after the change is durable.
+//!
+//! Durability with group commit: a mutation is applied to the pending state at once (so
+//! later messages see it) and its reply waits. One blocking task at a time commits the
+//! oldest pending generation as one atomic batch and syncs the journal; when it ends,
+//! every reply of that generation is sent and the next generation (everything that
+//! arrived meanwhile) starts. Many concurrent writers thus share one fsync.
+//! [`SyncMode::PerOp`] gives every mutation its own sync, for comparison.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::time::Duration;
+
+use actix::prelude::*;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::oneshot;
+use tracing::{debug, error, warn};
+
+use crate::hash::Hash;
+use crate::rc::{now_msec, RcEntry, RcParseError};
+use crate::ref_id::RefId;
+
+mod keys;
+mod pending;
+mod rebuild;
+#[cfg(test)]
+mod tests;
+
+use keys::{decode_state, encode_state, ref_key, split_ref_key};
+use pending::{Batch, Durable, Pending};
+
+/// Name of the keyspace holding every ref record (see `keys.rs`).
+pub const REFS_KEYSPACE: &str = "refs";
+/// Name of the keyspace holding every block's rc entry (see `keys.rs`).
+pub const RC_KEYSPACE: &str = "rc";
+
+/// When a mutation's journal sync happens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Mutations arriving while a sync runs share the next one (group commit).
+    #[default]
+    Batched,
+    /// Every mutation gets its own commit and sync (slow; for comparison).
+    PerOp,
+}
+
+/// Settings of a [`RefcountActor`].
+#[derive(Debug, Clone)]
+pub struct RefcountConfig {
+    /// Grace period between the last ref dropped and the block becoming deletable.
+    /// Ten minutes by default, as in the seed: long enough for a concurrent `AddRef`
+    /// racing the drop to win before resync deletes the block.
+    pub gc_delay: Duration,
+    /// Most mutations grouped into one journal sync.
+    pub max_batch_ops: usize,
+    /// Group commit or one sync per mutation.
+    pub sync: SyncMode,
+}
+
+impl Default for RefcountConfig {
+    fn default() -> Self {
+        RefcountConfig {
+            gc_delay: Duration::from_secs(600),
+            max_batch_ops: 1024,
+            sync: SyncMode::Batched,
+        }
+    }
+}
+
+/// Errors of the refcount actor.
+#[derive(Debug, thiserror::Error)]
+pub enum RefcountError {
+    #[error("rc entry of block {hash} is corrupt: {source}")]
+    CorruptEntry {
+        hash: Hash,
+        #[source]
+        source: RcParseError,
+    },
+    #[error(
+        "ref {ref_id} of block {hash} was dropped and cannot be added again; use a new ref id"
+    )]
+    RefDropped { hash: Hash, ref_id: RefId },
+    #[error("metadata store error: {0}")]
+    Store(String),
+}
+
+/// State of one named reference. Dropped wins over live when replicas merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefState {
+    Live,
+    Dropped,
+}
+
+/// Result of a ref mutation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefUpdate {
+    /// Whether anything changed (false for a repeated add/drop).
+    pub changed: bool,
+    /// The block's rc entry after the change.
+    pub rc: RcEntry,
+}
+
+/// Add the named reference (idempotent). Replies once the change is in the journal.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<RefUpdate, RefcountError>")]
+pub struct AddRef {
+    pub hash: Hash,
+    pub ref_id: RefId,
+}
+
+/// Drop the named reference (idempotent).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<RefUpdate, RefcountError>")]
+pub struct DropRef {
+    pub hash: Hash,
+    pub ref_id: RefId,
+}
+
+/// Read a block's rc entry.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<RcEntry, RefcountError>")]
+pub struct GetRc {
+    pub hash: Hash,
+}
+
+/// List a block's refs with their state.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<(RefId, RefState)>, RefcountError>")]
+pub struct ListRefs {
+    pub hash: Hash,
+}
+
+/// Turn a passed `Deletable` entry into `Absent`; replies whether it did.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<bool, RefcountError>")]
+pub struct ClearIfDeletable {
+    pub hash: Hash,
+}
+
+/// What [`RebuildRc`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// rc entries examined.
+    pub entries: u64,
+    /// rc entries rewritten because they were wrong or corrupt.
+    pub fixed: u64,
+}
+
+/// Recompute every rc entry from the `refs` keyspace.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<RebuildReport, RefcountError>")]
+pub struct RebuildRc;
+
+/// Up to `limit` hashes having an rc entry, strictly after `after`, ascending.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<Hash>, RefcountError>")]
+pub struct ListRcHashes {
+    pub after: Option<Hash>,
+    pub limit: usize,
+}
+
+/// Sent to the change recipient when a block's count moves between zero and non-zero.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct RcChanged {
+    pub hash: Hash,
+    pub old: RcEntry,
+    pub new: RcEntry,
+}
+
+/// The actor. Start it on its own `Arbiter` if its reads (small fjall lookups done on
+/// its thread) should not share a thread with network code.
+pub struct RefcountActor {
+    config: RefcountConfig,
+    db: Database,
+    refs: Keyspace,
+    rc: Keyspace,
+    on_change: Option<Recipient<RcChanged>>,
+    pending: Pending,
+}
+
+impl RefcountActor {
+    /// Open (or create) the `refs` and `rc` keyspaces in `db`. `on_change` is told about
+    /// zero/non-zero transitions of a block's count.
+    pub fn new(
+        db: fjall::Database,
+        config: RefcountConfig,
+        on_change: Option<Recipient<RcChanged>>,
+    ) -> Result<Self, RefcountError> {
+        let refs = db
+            .keyspace(REFS_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(store_err)?;
+        let rc = db
+            .keyspace(RC_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(store_err)?;
+        let max_ops = match config.sync {
+            SyncMode::Batched => config.max_batch_ops,
+            SyncMode::PerOp => 1,
+        };
+        Ok(RefcountActor {
+            config,
+            db,
+            refs,
+            rc,
+            on_change,
+            pending: Pending::new(max_ops),
+        })
+    }
+
+    /// A ref's current state: pending write, else stored record, else `None`.
+    fn ref_state(&self, key: &[u8]) -> Result<Option<RefState>, RefcountError> {
+        if let Some(s) = self.pending.ref_state(key) {
+            return Ok(Some(s));
+        }
+        let v = self.refs.get(key).map_err(store_err)?;
+        Ok(v.map(|v| decode_state(key, &v)))
+    }
+
+    /// A block's current rc entry, or the parse error of its stored bytes.
+    fn current_rc(&self, hash: &Hash) -> Result<Result<RcEntry, RcParseError>, RefcountError> {
+        if let Some(e) = self.pending.rc(hash) {
+            return Ok(Ok(e));
+        }
+        let v = self.rc.get(hash.as_bytes()).map_err(store_err)?;
+        Ok(RcEntry::parse_opt(v.as_deref()))
+    }
+
+    /// All ref records of a block (raw keys), stored ones overlaid with pending writes.
+    fn refs_of(&self, hash: &Hash) -> Result<BTreeMap<Vec<u8>, RefState>, RefcountError> {
+        let mut out = BTreeMap::new();
+        for item in self.refs.prefix(hash.as_bytes()) {
+            let (k, v) = item.into_inner().map_err(store_err)?;
+            let state = decode_state(&k, &v);
+            out.insert(k.to_vec(), state);
+        }
+        out.extend(self.pending.refs_of(hash));
+        Ok(out)
+    }
+
+    /// A block's rc entry, recounted from its refs when the stored bytes are corrupt.
+    /// The flag says whether it was recounted (and so must be rewritten).
+    fn rc_or_recount(&self, hash: &Hash) -> Result<(RcEntry, bool), RefcountError> {
+        match self.current_rc(hash)? {
+            Ok(e) => Ok((e, false)),
+            Err(err) => {
+                let live = self
+                    .refs_of(hash)?
+                    .values()
+                    .filter(|s| **s == RefState::Live)
+                    .count() as u64;
+                warn!(hash = %hash.short(), %err, live, "corrupt rc entry; recounted from refs");
+                let e = if live > 0 {
+                    RcEntry::Present { count: live }
+                } else {
+                    RcEntry::Absent
+                };
+                Ok((e, true))
+            }
+        }
+    }
+
+    /// Apply `AddRef` (target `Live`) or `DropRef` (target `Dropped`) to the pending
+    /// state. Dropped wins: a drop of an unknown ref still records the tombstone, and a
+    /// dropped ref cannot become live again.
+    fn set_ref(
+        &mut self,
+        hash: Hash,
+        ref_id: RefId,
+        target: RefState,
+    ) -> Result<RefUpdate, RefcountError> {
+        let key = ref_key(&hash, &ref_id);
+        let old_state = self.ref_state(&key)?;
+        let (changed, delta) = match (target, old_state) {
+            (RefState::Live, Some(RefState::Dropped)) => {
+                return Err(RefcountError::RefDropped { hash, ref_id })
+            }
+            (RefState::Live, Some(RefState::Live)) => (false, 0i8),
+            (RefState::Live, None) => (true, 1),
+            (RefState::Dropped, Some(RefState::Dropped)) => (false, 0),
+            (RefState::Dropped, Some(RefState::Live)) => (true, -1),
+            (RefState::Dropped, None) => (true, 0),
+        };
+        let (old_rc, recounted) = self.rc_or_recount(&hash)?;
+        let count = match delta {
+            1 => old_rc.count().saturating_add(1),
+            -1 => old_rc.count().saturating_sub(1),
+            _ => old_rc.count(),
+        };
+        let new_rc = old_rc.with_count(count, now_msec(), self.config.gc_delay);
+        let write_rc = recounted || new_rc != old_rc;
+        if changed || write_rc {
+            let g = self.pending.open_generation();
+            if changed {
+                g.refs.insert(key, target);
+            }
+            if write_rc {
+                g.rc.insert(hash, new_rc);
+            }
+            if (old_rc.count() == 0) != (new_rc.count() == 0) {
+                g.changes.push(RcChanged {
+                    hash,
+                    old: old_rc,
+                    new: new_rc,
+                });
+            }
+        }
+        debug!(hash = %hash.short(), %ref_id, ?target, changed, rc = ?new_rc, "ref updated");
+        Ok(RefUpdate {
+            changed,
+            rc: new_rc,
+        })
+    }
+
+    /// Start persisting the oldest pending generation unless a persist is running.
+    fn start_persist(&mut self, ctx: &mut Context<Self>) {
+        let Some(batch) = self.pending.take_next_batch() else {
+            return;
+        };
+        let db = self.db.clone();
+        let refs = self.refs.clone();
+        let rc = self.rc.clone();
+        let task = tokio::task::spawn_blocking(move || write_batch(&db, &refs, &rc, batch));
+        ctx.spawn(task.into_actor(self).map(|res, act, ctx| {
+            let res = match res {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(join) => Err(format!("persist task failed: {join}")),
+            };
+            act.persist_done(res, ctx);
+        }));
+    }
+
+    /// The running persist ended: answer its waiters, announce its changes, start the next.
+    fn persist_done(&mut self, res: Durable, ctx: &mut Context<Self>) {
+        if let Some(g) = self.pending.finish() {
+            match &res {
+                Ok(()) => {
+                    if let Some(r) = &self.on_change {
+                        for c in g.changes {
+                            r.do_send(c);
+                        }
+                    }
+                }
+                // fjall poisons the database after a failed journal write or sync, so
+                // later writes fail too; the refs stay the truth and RebuildRc repairs rc.
+                Err(e) => error!(error = %e, ops = g.ops, "refcount batch not persisted"),
+            }
+            for w in g.waiters {
+                let _ = w.send(res.clone());
+            }
+        }
+        self.start_persist(ctx);
+    }
+
+    /// A future resolving once everything pending now is durable, then to `res`.
+    fn reply_when_durable<T: Send + 'static>(
+        &mut self,
+        res: Result<T, RefcountError>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<T, RefcountError>> {
+        let durable = self.pending.wait_durable();
+        self.start_persist(ctx);
+        Box::pin(async move {
+            wait_durable(durable).await?;
+            res
+        })
+    }
+
+    /// Up to `limit` hashes with an rc entry after `after`: stored keys merged with
+    /// pending writes (a pending `Absent` hides a stored key).
+    fn list_rc_hashes(
+        &self,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> Result<Vec<Hash>, RefcountError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let lower = match after {
+            Some(h) => Bound::Excluded(h),
+            None => Bound::Unbounded,
+        };
+        let overlay = self.pending.all_rc();
+        let mut ov = overlay.range((lower, Bound::Unbounded)).peekable();
+        let stored_lower = after.map(|h| h.as_bytes().to_vec());
+        let stored = match &stored_lower {
+            Some(b) => self
+                .rc
+                .range::<&[u8], _>((Bound::Excluded(&b[..]), Bound::Unbounded)),
+            None => self.rc.iter(),
+        };
+        for item in stored {
+            let k = item.key().map_err(store_err)?;
+            let Some(hash) = Hash::from_slice(&k) else {
+                warn!(key = %hex::encode(&k), "rc key is not a hash; skipped");
+                continue;
+            };
+            while let Some((h, e)) = ov.next_if(|(h, _)| **h < hash) {
+                if *e != RcEntry::Absent {
+                    out.push(*h);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            let keep = match ov.next_if(|(h, _)| **h == hash) {
+                Some((_, e)) => *e != RcEntry::Absent,
+                None => true,
+            };
+            if keep {
+                out.push(hash);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        out.extend(
+            ov.filter(|(_, e)| **e != RcEntry::Absent)
+                .map(|(h, _)| *h)
+                .take(limit - out.len()),
+        );
+        Ok(out)
+    }
+
+    /// Stage the fixes found by a rebuild scan; returns the report.
+    fn apply_rebuild(&mut self, entries: Vec<rebuild::ScanEntry>) -> RebuildReport {
+        let now = now_msec();
+        let mut report = RebuildReport::default();
+        for e in entries {
+            report.entries += 1;
+            let want = rebuild::desired_entry(&e.stored, e.live, now, self.config.gc_delay);
+            if e.stored.as_ref().ok() == Some(&want) {
+                continue;
+            }
+            report.fixed += 1;
+            let old = e.stored.clone().unwrap_or(RcEntry::Absent);
+            warn!(hash = %e.hash.short(), stored = ?e.stored, live = e.live, fixed = ?want, "rc entry rebuilt");
+            let g = self.pending.open_generation();
+            g.rc.insert(e.hash, want);
+            if (old.count() == 0) != (want.count() == 0) {
+                g.changes.push(RcChanged {
+                    hash: e.hash,
+                    old,
+                    new: want,
+                });
+            }
+        }
+        report
+    }
+}
+
+/// Commit one generation atomically and sync the journal (runs on a blocking thread).
+fn write_batch(
+    db: &Database,
+    refs: &Keyspace,
+    rc: &Keyspace,
+    batch: Batch,
+) -> Result<(), fjall::Error> {
+    let mut b = db.batch().durability(Some(PersistMode::SyncAll));
+    for (k, s) in batch.refs {
+        b.insert(refs, k, encode_state(s).to_vec());
+    }
+    for (h, e) in batch.rc {
+        match e.serialize() {
+            Some(v) => b.insert(rc, h.as_bytes().to_vec(), v),
+            None => b.remove(rc, h.as_bytes().to_vec()),
+        }
+    }
+    b.commit()
+}
+
+/// Wait for a durability notice (none needed when nothing was pending).
+async fn wait_durable(rx: Option<oneshot::Receiver<Durable>>) -> Result<(), RefcountError> {
+    match rx {
+        None => Ok(()),
+        Some(rx) => match rx.await {
+            Ok(r) => r.map_err(RefcountError::Store),
+            Err(_) => Err(RefcountError::Store(
+                "refcount actor stopped before the write was persisted".into(),
+            )),
+        },
+    }
+}
+
+fn store_err(e: fjall::Error) -> RefcountError {
+    RefcountError::Store(e.to_string())
+}
+
+impl Actor for RefcountActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Group commit needs many mutations queued while a sync runs; the default
+        // mailbox of 16 would throttle senders to 16 per sync.
+        ctx.set_mailbox_capacity(self.config.max_batch_ops.max(16));
+    }
+}
+
+impl Handler<AddRef> for RefcountActor {
+    type Result = ResponseFuture<Result<RefUpdate, RefcountError>>;
+    fn handle(&mut self, m: AddRef, ctx: &mut Context<Self>) -> Self::Result {
+        let res = self.set_ref(m.hash, m.ref_id, RefState::Live);
+        self.reply_when_durable(res, ctx)
+    }
+}
+
+impl Handler<DropRef> for RefcountActor {
+    type Result = ResponseFuture<Result<RefUpdate, RefcountError>>;
+    fn handle(&mut self, m: DropRef, ctx: &mut Context<Self>) -> Self::Result {
+        let res = self.set_ref(m.hash, m.ref_id, RefState::Dropped);
+        self.reply_when_durable(res, ctx)
+    }
+}
+
+impl Handler<GetRc> for RefcountActor {
+    type Result = Result<RcEntry, RefcountError>;
+    fn handle(&mut self, m: GetRc, _ctx: &mut Context<Self>) -> Self::Result {
+        self.current_rc(&m.hash)?
+            .map_err(|source| RefcountError::CorruptEntry {
+                hash: m.hash,
+                source,
+            })
+    }
+}
+
+impl Handler<ListRefs> for RefcountActor {
+    type Result = Result<Vec<(RefId, RefState)>, RefcountError>;
+    fn handle(&mut self, m: ListRefs, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        for (k, s) in self.refs_of(&m.hash)? {
+            match split_ref_key(&k) {
+                Some((_, ref_id)) => out.push((ref_id, s)),
+                None => warn!(key = %hex::encode(&k), "malformed refs key; skipped"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Handler<ClearIfDeletable> for RefcountActor {
+    type Result = ResponseFuture<Result<bool, RefcountError>>;
+    fn handle(&mut self, m: ClearIfDeletable, ctx: &mut Context<Self>) -> Self::Result {
+        let res = match self.current_rc(&m.hash) {
+            Err(e) => Err(e),
+            Ok(Err(source)) => Err(RefcountError::CorruptEntry {
+                hash: m.hash,
+                source,
+            }),
+            Ok(Ok(RcEntry::Deletable { at_time })) if at_time <= now_msec() => {
+                self.pending
+                    .open_generation()
+                    .rc
+                    .insert(m.hash, RcEntry::Absent);
+                Ok(true)
+            }
+            Ok(Ok(_)) => Ok(false),
+        };
+        self.reply_when_durable(res, ctx)
+    }
+}
+
+impl Handler<RebuildRc> for RefcountActor {
+    type Result = ResponseFuture<Result<RebuildReport, RefcountError>>;
+    fn handle(&mut self, _m: RebuildRc, ctx: &mut Context<Self>) -> Self::Result {
+        // The scan runs off the actor's thread, but under `ctx.wait`: no other message
+        // is handled until its fixes are staged, so none can slip between the snapshot
+        // of pending writes taken here and those fixes.
+        let refs = self.refs.clone();
+        let rc = self.rc.clone();
+        let pending_refs = self.pending.all_refs();
+        let pending_rc = self.pending.all_rc();
+        let task = tokio::task::spawn_blocking(move || {
+            rebuild::scan(&refs, &rc, &pending_refs, &pending_rc)
+        });
+        let (tx, rx) = oneshot::channel();
+        ctx.wait(task.into_actor(self).map(move |res, act, ctx| {
+            let out = match res {
+                Ok(Ok(entries)) => {
+                    let report = act.apply_rebuild(entries);
+                    let durable = act.pending.wait_durable();
+                    act.start_persist(ctx);
+                    Ok((report, durable))
+                }
+                Ok(Err(e)) => Err(store_err(e)),
+                Err(join) => Err(RefcountError::Store(format!("rebuild task failed: {join}"))),
+            };
+            let _ = tx.send(out);
+        }));
+        Box::pin(async move {
+            let (report, durable) = rx.await.map_err(|_| {
+                RefcountError::Store("refcount actor stopped during the rebuild".into())
+            })??;
+            wait_durable(durable).await?;
+            Ok(report)
+        })
+    }
+}
+
+impl Handler<ListRcHashes> for RefcountActor {
+    type Result = Result<Vec<Hash>, RefcountError>;
+    fn handle(&mut self, m: ListRcHashes, _ctx: &mut Context<Self>) -> Self::Result {
+        self.list_rc_hashes(m.after, m.limit)
+    }
+}
