@@ -1,21 +1,26 @@
-//! Cluster identity and trust: the cluster CA, node certificates, node ids, and the
-//! rustls configurations of mutual TLS between nodes.
+//! Cluster certificates and the mutual-TLS configuration of the QUIC endpoint.
 //!
-//! Trust model: one cluster CA signs every node certificate. A node id is the
-//! `blake2sum` of its certificate's SubjectPublicKeyInfo, so it names the node's key.
-//! A connection is accepted only if the peer's certificate chains to the cluster CA
-//! *and* its id is the one expected (outgoing) or a cluster member (incoming).
+//! Trust model: one cluster CA signs every node certificate (`blocknode cert`, built on
+//! [`generate_ca`] and [`generate_node_cert`]). A node's [`NodeId`] is `blake2sum` of its
+//! certificate's SubjectPublicKeyInfo, so it is bound to the node's key, not to a name.
+//! Both ends of a connection check two things (see [`server_crypto`], [`client_crypto`]):
+//! the peer's certificate chains to the cluster CA, and the id derived from it is the
+//! expected one (outgoing: the member we dialled; incoming: any member). The DNS name of
+//! the server is not used for trust: every node certificate carries the fixed SAN
+//! [`NODE_SAN`] and clients always ask for that name.
 //!
-//! Files (PEM): a CA directory holds `ca.crt` and `ca.key`; a node directory holds
-//! `node.crt`, `node.key` and a copy of `ca.crt`. Keys are written with mode 0600 and
-//! never overwritten.
+//! Files (PEM): `ca.crt`, `ca.key` in the CA directory; `node.crt`, `node.key` and a copy
+//! of `ca.crt` in a node's directory. Keys are created with mode 0600 and never
+//! overwritten.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -27,311 +32,365 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::hash::NodeId;
 
-/// The DNS name every node certificate carries and every client asks for; the real
-/// check is the pinned node id.
-pub const NODE_SERVER_NAME: &str = "blocknode";
-/// ALPN protocol id of the node-to-node protocol.
+/// The DNS name every node certificate carries and every client asks for. Trust comes
+/// from the CA and the pinned node id, not from this name.
+pub const NODE_SAN: &str = "blocknode-node";
+/// ALPN protocol of node-to-node QUIC connections.
 pub const ALPN: &[u8] = b"blocknode/1";
+/// File names inside a CA or node directory.
+pub const CA_CERT_FILE: &str = "ca.crt";
+pub const CA_KEY_FILE: &str = "ca.key";
+pub const NODE_CERT_FILE: &str = "node.crt";
+pub const NODE_KEY_FILE: &str = "node.key";
 
-/// Errors of certificate generation and loading; each names the file involved.
+/// Years a CA certificate stays valid: a cluster lives long, rotation is manual.
+const CA_VALID_YEARS: i32 = 50;
+/// Years a node certificate stays valid.
+const NODE_VALID_YEARS: i32 = 20;
+
+/// Why a certificate could not be made, read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{}: {source}", path.display())]
+    #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{} already exists; refusing to overwrite a key or certificate", .0.display())]
-    Exists(PathBuf),
-    #[error("{}: no PEM {what} found", path.display())]
-    NoPem { path: PathBuf, what: &'static str },
+    #[error("{path} already exists; refusing to overwrite it")]
+    Exists { path: PathBuf },
+    #[error("{path}: not a usable PEM {what}: {reason}")]
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{path}: certificate does not parse: {reason}")]
+    BadCertFile { path: PathBuf, reason: String },
+    #[error("certificate does not parse: {reason}")]
+    BadCert { reason: String },
     #[error("certificate generation failed: {0}")]
-    Rcgen(#[from] rcgen::Error),
-    #[error("certificate could not be parsed: {0}")]
-    Parse(String),
-    #[error("TLS configuration failed: {0}")]
-    Rustls(#[from] rustls::Error),
+    Generate(String),
+    #[error("TLS configuration refused: {0}")]
+    Config(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     move |source| TlsError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-/// Write `data` to a new file (never overwriting) with the given mode.
-fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                TlsError::Exists(path.to_path_buf())
-            } else {
-                TlsError::Io {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            }
-        })?;
-    f.write_all(data).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+/// The current calendar year (approximate at new year; only used for validity bounds,
+/// which start a year back so clock skew between nodes never matters).
+fn current_year() -> i32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    1970 + (secs / 31_556_952) as i32
 }
 
-/// Make a cluster CA in `out_dir`: `ca.crt` and `ca.key` (0600). Refuses to overwrite.
-pub fn generate_ca(out_dir: &Path) -> Result<(), TlsError> {
-    fs::create_dir_all(out_dir).map_err(io(out_dir))?;
-    let (crt, key) = (out_dir.join("ca.crt"), out_dir.join("ca.key"));
-    for p in [&crt, &key] {
+fn validity(params: &mut CertificateParams, years: i32) {
+    let y = current_year();
+    params.not_before = rcgen::date_time_ymd(y - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(y + years, 1, 1);
+}
+
+/// Create `path` with `contents`, failing if it exists; `private` files get mode 0600.
+fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    opts.mode(if private { 0o600 } else { 0o644 });
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            TlsError::Exists {
+                path: path.to_path_buf(),
+            }
+        } else {
+            io_err(path)(e)
+        }
+    })?;
+    f.write_all(contents).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+fn refuse_existing(paths: &[&Path]) -> Result<(), TlsError> {
+    for p in paths {
         if p.exists() {
-            return Err(TlsError::Exists(p.clone()));
+            return Err(TlsError::Exists {
+                path: p.to_path_buf(),
+            });
         }
     }
-    let kp = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(io_err(path))
+}
+
+/// Make a new cluster CA in `out_dir` (created if missing): `ca.crt` and `ca.key`
+/// (mode 0600). Refuses to overwrite either file.
+pub fn generate_ca(out_dir: &Path) -> Result<(), TlsError> {
+    let crt = out_dir.join(CA_CERT_FILE);
+    let key = out_dir.join(CA_KEY_FILE);
+    refuse_existing(&[&crt, &key])?;
+    fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    let key_pair = KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
         .push(DnType::CommonName, "blocknode cluster CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let cert = params.self_signed(&kp)?;
-    write_new(&key, kp.serialize_pem().as_bytes(), 0o600)?;
-    write_new(&crt, cert.pem().as_bytes(), 0o644)
+    validity(&mut params, CA_VALID_YEARS);
+    let cert = params
+        .self_signed(&key_pair)
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    // The key first: a crash between the two leaves no certificate without its key.
+    write_new(&key, key_pair.serialize_pem().as_bytes(), true)?;
+    write_new(&crt, cert.pem().as_bytes(), false)
 }
 
-/// Make a node key and certificate signed by the CA in `ca_dir`, into `out_dir`:
-/// `node.crt`, `node.key` (0600) and a copy of `ca.crt`. Returns the node id.
+/// Sign a node certificate with the CA found in `ca_dir`: writes `node.crt` (CN=`name`,
+/// SAN [`NODE_SAN`]), `node.key` (mode 0600) and a copy of `ca.crt` into `out_dir`
+/// (created if missing). Returns the new node's id. Refuses to overwrite a node key or
+/// certificate, or a different `ca.crt`.
 pub fn generate_node_cert(ca_dir: &Path, name: &str, out_dir: &Path) -> Result<NodeId, TlsError> {
-    let ca_crt_path = ca_dir.join("ca.crt");
-    let ca_key_path = ca_dir.join("ca.key");
-    let ca_pem = fs::read_to_string(&ca_crt_path).map_err(io(&ca_crt_path))?;
-    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
-    fs::create_dir_all(out_dir).map_err(io(out_dir))?;
-    let (crt, key, ca_copy) = (
-        out_dir.join("node.crt"),
-        out_dir.join("node.key"),
-        out_dir.join("ca.crt"),
-    );
-    for p in [&crt, &key] {
-        if p.exists() {
-            return Err(TlsError::Exists(p.clone()));
-        }
-    }
-    let kp = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![NODE_SERVER_NAME.to_string()])?;
+    let ca_crt_path = ca_dir.join(CA_CERT_FILE);
+    let ca_key_path = ca_dir.join(CA_KEY_FILE);
+    let crt = out_dir.join(NODE_CERT_FILE);
+    let key = out_dir.join(NODE_KEY_FILE);
+    let ca_copy = out_dir.join(CA_CERT_FILE);
+    refuse_existing(&[&crt, &key])?;
+
+    let ca_pem = read(&ca_crt_path)?;
+    let ca_pem_str = String::from_utf8(ca_pem.clone()).map_err(|e| TlsError::Pem {
+        path: ca_crt_path.clone(),
+        what: "certificate",
+        reason: e.to_string(),
+    })?;
+    let ca_key_pem = String::from_utf8(read(&ca_key_path)?).map_err(|e| TlsError::Pem {
+        path: ca_key_path.clone(),
+        what: "private key",
+        reason: e.to_string(),
+    })?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| TlsError::Pem {
+        path: ca_key_path.clone(),
+        what: "private key",
+        reason: e.to_string(),
+    })?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_pem_str, ca_key).map_err(|e| TlsError::BadCertFile {
+            path: ca_crt_path.clone(),
+            reason: e.to_string(),
+        })?;
+
+    let key_pair = KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
+    let mut params = CertificateParams::new(vec![NODE_SAN.to_string()])
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Every node is both a QUIC server and a QUIC client.
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let cert = params.signed_by(&kp, &issuer)?;
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, NODE_VALID_YEARS);
+    let cert = params
+        .signed_by(&key_pair, &issuer)
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
     let id = node_id_of_cert(cert.der())?;
-    write_new(&key, kp.serialize_pem().as_bytes(), 0o600)?;
-    write_new(&crt, cert.pem().as_bytes(), 0o644)?;
-    if ca_copy != ca_crt_path {
-        fs::write(&ca_copy, ca_pem.as_bytes()).map_err(io(&ca_copy))?;
+
+    fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    match fs::read(&ca_copy) {
+        Ok(existing) if existing == ca_pem => {}
+        Ok(_) => return Err(TlsError::Exists { path: ca_copy }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_new(&ca_copy, &ca_pem, false)?,
+        Err(e) => return Err(io_err(&ca_copy)(e)),
     }
+    write_new(&key, key_pair.serialize_pem().as_bytes(), true)?;
+    write_new(&crt, cert.pem().as_bytes(), false)?;
     Ok(id)
 }
 
-/// The node id of a DER certificate: `blake2sum` of its SubjectPublicKeyInfo.
+/// The node id of a DER certificate: `blake2sum` of its SubjectPublicKeyInfo DER.
 pub fn node_id_of_cert(der: &[u8]) -> Result<NodeId, TlsError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Parse(e.to_string()))?;
-    Ok(NodeId::from_spki_der(cert.public_key().raw))
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::BadCert {
+        reason: e.to_string(),
+    })?;
+    Ok(NodeId::from_spki_der(cert.tbs_certificate.subject_pki.raw))
 }
 
-fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    use rustls_pki_types::pem::PemObject;
-    let data = fs::read(path).map_err(io(path))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Parse(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError::NoPem {
-            path: path.to_path_buf(),
-            what: "certificate",
-        });
-    }
-    Ok(certs)
-}
-
-/// A node's TLS identity: the cluster CA, its certificate and key.
-#[derive(Debug)]
+/// A node's TLS identity: the cluster CA it trusts, its certificate and its key.
+///
+/// Loaded once at start; cheap to clone (the key is copied, certificates are shared).
 pub struct TlsIdentity {
     ca: CertificateDer<'static>,
-    cert: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    id: NodeId,
+    node_id: NodeId,
 }
 
 impl Clone for TlsIdentity {
     fn clone(&self) -> Self {
         TlsIdentity {
             ca: self.ca.clone(),
-            cert: self.cert.clone(),
+            chain: self.chain.clone(),
             key: self.key.clone_key(),
-            id: self.id,
+            node_id: self.node_id,
         }
     }
 }
 
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn load_cert(path: &Path) -> Result<CertificateDer<'static>, TlsError> {
+    CertificateDer::from_pem_slice(&read(path)?).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: "certificate",
+        reason: e.to_string(),
+    })
+}
+
 impl TlsIdentity {
-    /// Load the CA certificate, the node certificate and the node key (PEM files).
+    /// Read the CA certificate, this node's certificate and its private key (all PEM).
+    ///
+    /// The node certificate is not checked against the CA here: a mismatch shows up as
+    /// peers refusing the connection (and logging why).
     pub fn load(ca_cert: &Path, cert: &Path, key: &Path) -> Result<TlsIdentity, TlsError> {
-        use rustls_pki_types::pem::PemObject;
-        let ca = read_pem_certs(ca_cert)?.remove(0);
-        let cert_der = read_pem_certs(cert)?.remove(0);
-        let key_data = fs::read(key).map_err(io(key))?;
-        let key_der = PrivateKeyDer::from_pem_slice(&key_data).map_err(|_| TlsError::NoPem {
+        let ca = load_cert(ca_cert)?;
+        let node = load_cert(cert)?;
+        node_id_of_cert(&ca).map_err(|e| TlsError::BadCertFile {
+            path: ca_cert.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let node_id = node_id_of_cert(&node).map_err(|e| TlsError::BadCertFile {
+            path: cert.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::Pem {
             path: key.to_path_buf(),
             what: "private key",
+            reason: e.to_string(),
         })?;
-        let id = node_id_of_cert(&cert_der)?;
         Ok(TlsIdentity {
             ca,
-            cert: cert_der,
+            chain: vec![node],
             key: key_der,
-            id,
+            node_id,
         })
     }
 
-    /// This node's id.
+    /// Load `ca.crt`, `node.crt` and `node.key` from one node directory.
+    pub fn load_dir(dir: &Path) -> Result<TlsIdentity, TlsError> {
+        TlsIdentity::load(
+            &dir.join(CA_CERT_FILE),
+            &dir.join(NODE_CERT_FILE),
+            &dir.join(NODE_KEY_FILE),
+        )
+    }
+
+    /// This node's id, derived from its certificate's public key.
     pub fn node_id(&self) -> NodeId {
-        self.id
+        self.node_id
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone())?;
+        roots
+            .add(self.ca.clone())
+            .map_err(|e| TlsError::Config(format!("CA certificate refused: {e}")))?;
         Ok(Arc::new(roots))
-    }
-
-    /// The server side: client certificates must chain to the CA and name a member.
-    pub fn server_config(
-        &self,
-        members: HashSet<NodeId>,
-    ) -> Result<rustls::ServerConfig, TlsError> {
-        let provider = provider();
-        let inner = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
-            .build()
-            .map_err(|e| TlsError::Parse(e.to_string()))?;
-        let verifier = Arc::new(MemberClientVerifier {
-            inner,
-            members: Arc::new(members),
-        });
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![self.cert.clone()], self.key.clone_key())?;
-        cfg.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(cfg)
-    }
-
-    /// The client side of a connection to `expected`: its certificate must chain to the
-    /// CA and carry exactly that id.
-    pub fn client_config(&self, expected: NodeId) -> Result<rustls::ClientConfig, TlsError> {
-        let provider = provider();
-        let inner = WebPkiServerVerifier::builder_with_provider(self.roots()?, provider.clone())
-            .build()
-            .map_err(|e| TlsError::Parse(e.to_string()))?;
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier { inner, expected }))
-            .with_client_auth_cert(vec![self.cert.clone()], self.key.clone_key())?;
-        cfg.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(cfg)
     }
 }
 
-/// The one crypto provider of the node (ring), passed explicitly so no process-wide
-/// default is needed.
-pub fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider of every TLS context: ring, chosen explicitly because a second
+/// provider in the dependency graph makes rustls' implicit default panic.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Checks the chain with webpki, then that the server's id is the one we dialled.
-#[derive(Debug)]
-struct PinnedServerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+/// Server side of node-to-node TLS: requires a client certificate chaining to the CA
+/// whose node id is in `members`.
+pub fn server_crypto(
+    identity: &TlsIdentity,
+    members: HashSet<NodeId>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = crypto_provider();
+    let inner = WebPkiClientVerifier::builder_with_provider(identity.roots()?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier = Arc::new(MemberClientVerifier { inner, members });
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(cfg)
+}
+
+/// Client side of node-to-node TLS for a connection to `expected`: the server must
+/// present a certificate chaining to the CA whose node id is `expected`.
+pub fn client_crypto(
+    identity: &TlsIdentity,
     expected: NodeId,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = crypto_provider();
+    let inner = WebPkiServerVerifier::builder_with_provider(identity.roots()?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier = Arc::new(PinnedServerVerifier { inner, expected });
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(cfg)
 }
 
-impl ServerCertVerifier for PinnedServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // Every node certificate carries NODE_SERVER_NAME; the id below is the real check.
-        let name = ServerName::try_from(NODE_SERVER_NAME)
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &name, ocsp, now)
-            .inspect_err(|e| tracing::warn!(peer = %self.expected.short(), "refused server certificate: {e}"))?;
-        let id = node_id_of_cert(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
-        if id != self.expected {
-            tracing::warn!(expected = %self.expected.short(), got = %id.short(), "refused server: node id is not the one dialled");
-            return Err(rustls::Error::General(format!(
-                "server is node {}, expected {}",
-                id.short(),
-                self.expected.short()
-            )));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+/// The server name clients ask for (see [`NODE_SAN`]).
+pub fn node_server_name() -> ServerName<'static> {
+    // unwrap: NODE_SAN is a constant, valid DNS name.
+    ServerName::try_from(NODE_SAN).unwrap()
 }
 
-/// Checks the chain with webpki, then that the client's id is a cluster member.
+fn id_or_reject(end_entity: &CertificateDer<'_>) -> Result<NodeId, rustls::Error> {
+    node_id_of_cert(end_entity).map_err(|e| {
+        tracing::warn!(error = %e, "peer certificate does not parse");
+        rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+    })
+}
+
+/// Checks a client's chain with webpki, then that its id is a cluster member.
 #[derive(Debug)]
 struct MemberClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    members: Arc<HashSet<NodeId>>,
+    members: HashSet<NodeId>,
 }
 
 impl ClientCertVerifier for MemberClientVerifier {
@@ -345,16 +404,21 @@ impl ClientCertVerifier for MemberClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner
+        let id = id_or_reject(end_entity)?;
+        if let Err(e) = self
+            .inner
             .verify_client_cert(end_entity, intermediates, now)
-            .inspect_err(|e| tracing::warn!("refused client certificate: {e}"))?;
-        let id = node_id_of_cert(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        {
+            tracing::warn!(peer = %id.short(), error = %e,
+                "refused incoming connection: certificate does not chain to the cluster CA");
+            return Err(e);
+        }
         if !self.members.contains(&id) {
-            tracing::warn!(peer = %id.short(), "refused client: certificate is valid but node is not a cluster member");
-            return Err(rustls::Error::General(format!(
-                "node {} is not a cluster member",
-                id.short()
-            )));
+            tracing::warn!(peer = %id.short(),
+                "refused incoming connection: node is not a cluster member");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
         }
         Ok(ClientCertVerified::assertion())
     }
@@ -382,51 +446,166 @@ impl ClientCertVerifier for MemberClientVerifier {
     }
 }
 
+/// Checks a server's chain with webpki (for the fixed [`NODE_SAN`] name, whatever name
+/// the connection used), then that its id is the member we meant to reach.
+#[derive(Debug)]
+struct PinnedServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    expected: NodeId,
+}
+
+impl ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let id = id_or_reject(end_entity)?;
+        if let Err(e) = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            &node_server_name(),
+            ocsp_response,
+            now,
+        ) {
+            tracing::warn!(peer = %self.expected.short(), presented = %id.short(), error = %e,
+                "refused outgoing connection: certificate does not chain to the cluster CA");
+            return Err(e);
+        }
+        if id != self.expected {
+            tracing::warn!(peer = %self.expected.short(), presented = %id.short(),
+                "refused outgoing connection: the server is another node than the member dialled");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Test helpers: a self-signed node certificate, which no cluster accepts.
+#[cfg(test)]
+pub(crate) fn generate_self_signed_for_tests(out_dir: &Path) -> NodeId {
+    let key_pair = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![NODE_SAN.to_string()]).unwrap();
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.self_signed(&key_pair).unwrap();
+    fs::create_dir_all(out_dir).unwrap();
+    fs::write(out_dir.join(NODE_CERT_FILE), cert.pem()).unwrap();
+    fs::write(out_dir.join(NODE_KEY_FILE), key_pair.serialize_pem()).unwrap();
+    node_id_of_cert(cert.der()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    use super::*;
+
     #[test]
-    fn node_certificates_are_signed_keys_private_and_ids_stable() {
-        let d = tempfile::tempdir().unwrap();
-        let ca = d.path().join("ca");
+    fn node_id_is_stable_across_loads_and_matches_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
         generate_ca(&ca).unwrap();
-        assert!(
-            matches!(generate_ca(&ca), Err(TlsError::Exists(_))),
-            "a CA is never overwritten"
-        );
-        let id = generate_node_cert(&ca, "n1", &d.path().join("n1")).unwrap();
-        let id2 = generate_node_cert(&ca, "n2", &d.path().join("n2")).unwrap();
-        assert_ne!(id, id2);
-        for key in [ca.join("ca.key"), d.path().join("n1/node.key")] {
-            let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{} should be 0600", key.display());
-        }
-        let n1 = d.path().join("n1");
-        let ident = TlsIdentity::load(
-            &n1.join("ca.crt"),
-            &n1.join("node.crt"),
-            &n1.join("node.key"),
-        )
-        .unwrap();
-        assert_eq!(
-            ident.node_id(),
-            id,
-            "the id printed at creation is the id loaded"
-        );
-        assert!(ident.server_config([id2].into()).is_ok());
-        assert!(ident.client_config(id2).is_ok());
+        let n1 = dir.path().join("n1");
+        let id = generate_node_cert(&ca, "n1", &n1).unwrap();
+        let a = TlsIdentity::load_dir(&n1).unwrap();
+        let b = TlsIdentity::load_dir(&n1).unwrap();
+        assert_eq!(a.node_id(), id, "loaded id differs from the generated id");
+        assert_eq!(b.node_id(), id, "id changed between two loads");
+        let other = generate_node_cert(&ca, "n2", &dir.path().join("n2")).unwrap();
+        assert_ne!(other, id, "two nodes got the same id");
     }
 
     #[test]
-    fn loading_missing_or_bad_files_names_them() {
-        let d = tempfile::tempdir().unwrap();
-        let bad = d.path().join("bad.crt");
-        fs::write(&bad, "not pem").unwrap();
-        let e = TlsIdentity::load(&bad, &bad, &bad).unwrap_err();
-        assert!(e.to_string().contains("bad.crt"), "{e}");
-        let e = TlsIdentity::load(&d.path().join("nope"), &bad, &bad).unwrap_err();
-        assert!(e.to_string().contains("nope"), "{e}");
+    fn key_files_are_private_and_certs_are_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        generate_ca(&ca).unwrap();
+        let n = dir.path().join("n");
+        generate_node_cert(&ca, "n", &n).unwrap();
+        for key in [ca.join(CA_KEY_FILE), n.join(NODE_KEY_FILE)] {
+            let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", key.display());
+        }
+        assert_eq!(
+            fs::read(ca.join(CA_CERT_FILE)).unwrap(),
+            fs::read(n.join(CA_CERT_FILE)).unwrap(),
+            "the node directory's ca.crt is not a copy of the CA's"
+        );
+    }
+
+    #[test]
+    fn generation_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        generate_ca(&ca).unwrap();
+        let before = fs::read(ca.join(CA_KEY_FILE)).unwrap();
+        assert!(matches!(generate_ca(&ca), Err(TlsError::Exists { .. })));
+        assert_eq!(fs::read(ca.join(CA_KEY_FILE)).unwrap(), before);
+        let n = dir.path().join("n");
+        generate_node_cert(&ca, "n", &n).unwrap();
+        match generate_node_cert(&ca, "n", &n) {
+            Err(TlsError::Exists { path }) => assert!(path.starts_with(&n)),
+            other => panic!("expected Exists, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_cert_can_live_in_the_ca_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_ca(dir.path()).unwrap();
+        let id = generate_node_cert(dir.path(), "n", dir.path()).unwrap();
+        assert_eq!(TlsIdentity::load_dir(dir.path()).unwrap().node_id(), id);
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.crt");
+        let err = TlsIdentity::load(&missing, &missing, &missing).unwrap_err();
+        assert!(err.to_string().contains("nope.crt"), "{err}");
+        let junk = dir.path().join("junk.crt");
+        fs::write(&junk, "not pem").unwrap();
+        let err = TlsIdentity::load(&junk, &junk, &junk).unwrap_err();
+        assert!(err.to_string().contains("junk.crt"), "{err}");
+    }
+
+    #[test]
+    fn tls_configs_build_for_a_generated_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_ca(dir.path()).unwrap();
+        let id = generate_node_cert(dir.path(), "n", dir.path()).unwrap();
+        let ident = TlsIdentity::load_dir(dir.path()).unwrap();
+        server_crypto(&ident, [id].into_iter().collect()).unwrap();
+        client_crypto(&ident, id).unwrap();
     }
 }

@@ -1,20 +1,22 @@
-//! PeerActor: owns the QUIC endpoint, every connection, and peer health.
+//! PeerActor: owns the quinn endpoint, every connection, and peer health.
 //!
-//! State owned: one quinn [`Endpoint`] (server and client), the outgoing connection to
-//! each cluster member with its health (up/down, last seen, RTT, layout digest), and the
-//! reconnect timers. Messages: [`Call`], [`CallMany`], [`GetPeerStatus`]. Incoming
-//! requests are handed to the [`HandleRpc`] recipient given at start (the node's
-//! dispatcher), so this actor knows nothing of storage or refcounts; it answers `Hello`
-//! and `Ping` itself.
+//! State it owns: one quinn [`Endpoint`] (server and client on one UDP socket), one
+//! outgoing connection per cluster member (used for *our* calls to it), and each
+//! member's health (up/down, last seen, RTT, layout digest, reconnect backoff).
+//! Incoming connections are only served: each stream a peer opens carries one request,
+//! dispatched to the handler `Recipient<HandleRpc>` given at start (the node's storage
+//! and refcount side), whose reply goes back on the stream. `Hello` and `Ping` are
+//! answered here. Trust is mutual TLS ([`crate::tls`]): the peer's certificate must
+//! chain to the cluster CA and its node id must be a member.
 //!
-//! Every request opens one bidirectional stream and carries one frame each way (see
-//! `frame.rs`). Connections are mutual TLS 1.3 (see `tls.rs`); since a client learns
-//! that the server refused its certificate only on the first stream, a peer is marked
-//! up only after an application-level `Hello` round trip. A lost connection is retried
-//! with capped exponential backoff; a ping every `ping_interval` measures liveness.
+//! Messages: [`Call`], [`CallMany`], [`GetPeerStatus`], [`SetMembers`], [`Shutdown`].
+//! Everything runs on the actor's thread (one System/Arbiter): a cross-thread actix
+//! message costs ~90 µs here (NOTES.md), so requests are never bounced between threads;
+//! each call or served stream is its own task, never awaited one after another.
 
-mod wire;
-
+mod backoff;
+mod call_many;
+mod conn;
 #[cfg(test)]
 mod tests;
 
@@ -24,40 +26,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Connection, Endpoint, TransportConfig};
+use futures::future::{self, LocalBoxFuture};
+use quinn::{Connection, Endpoint, VarInt};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+pub use backoff::backoff;
 
 use crate::frame::{BlockRpc, ErrorCode, FrameLimits, Hello};
 use crate::hash::{Hash, NodeId};
-use crate::tls::{TlsError, TlsIdentity, NODE_SERVER_NAME};
+use crate::tls::{TlsError, TlsIdentity};
 
 /// Default timeout of a block read or write between nodes.
 pub const BLOCK_RW_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default timeout of a `NeedBlockQuery`.
 pub const NEED_BLOCK_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most concurrent request streams one peer may open on a connection: a flood from
-/// one peer queues at its own flow control instead of starving others.
-pub const MAX_CONCURRENT_STREAMS: u32 = 256;
-/// Time an incoming stream gets to deliver its request frame.
-pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Client traffic goes before background traffic (resync, offload, scrub).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     Client,
     Background,
-}
-
-impl Priority {
-    /// quinn stream priority: higher is sent first.
-    fn stream_priority(self) -> i32 {
-        match self {
-            Priority::Client => 1,
-            Priority::Background => 0,
-        }
-    }
 }
 
 /// Why a call to a peer failed.
@@ -94,7 +83,7 @@ pub struct Call {
 
 /// Quorum failure: every error seen, by node.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("quorum of {quorum} not reached: {} ok, errors: {}", oks, errors.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("; "))]
+#[error("quorum of {quorum} not reached: {} ok, errors: {errors:?}", oks)]
 pub struct QuorumError {
     pub quorum: usize,
     pub oks: usize,
@@ -111,8 +100,7 @@ pub struct CallMany {
     pub quorum: usize,
     pub timeout: Duration,
     pub priority: Priority,
-    /// Cancel the calls still running once the quorum is reached (else they finish in
-    /// the background, so every holder still gets the write).
+    /// Cancel the calls still running once the quorum is reached.
     pub interrupt_after_quorum: bool,
 }
 
@@ -149,204 +137,196 @@ pub struct PeerAddr {
     pub addr: SocketAddr,
 }
 
+/// Replace the member list at runtime: new members are dialled, removed ones
+/// disconnected and refused from now on. Members whose id and address are unchanged keep
+/// their connection.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetMembers {
+    pub members: Vec<PeerAddr>,
+}
+
+/// Close every connection (peers see it at once, not after an idle timeout) and stop
+/// the actor. The UDP port is released shortly after.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
 /// Settings of a [`PeerActor`].
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
-    /// UDP address to listen on (port 0: chosen by the OS, see [`PeerActor::local_addr`]).
     pub listen: SocketAddr,
-    /// Every cluster member (this node may be listed; it is skipped).
     pub members: Vec<PeerAddr>,
-    /// Frame size limits for received frames.
     pub limits: FrameLimits,
-    /// Digest of this node's member list, sent in `Hello`.
     pub layout_digest: Hash,
-    /// Interval of liveness pings (and QUIC keep-alives).
-    pub ping_interval: Duration,
-    /// Longest wait between reconnect attempts.
-    pub reconnect_max: Duration,
-    /// A connection with no packet for this long is closed.
-    pub idle_timeout: Duration,
 }
 
-impl PeerConfig {
-    /// A config with default timers: ping every 2 s, reconnect backoff 100 ms .. 5 s,
-    /// idle timeout 10 s (a silent peer is noticed within a few seconds).
-    pub fn new(listen: SocketAddr, members: Vec<PeerAddr>, layout_digest: Hash) -> Self {
-        PeerConfig {
-            listen,
-            members,
-            limits: FrameLimits::default(),
-            layout_digest,
-            ping_interval: Duration::from_secs(2),
-            reconnect_max: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(10),
+/// Timers and transport knobs of a [`PeerActor`]; [`Default`] suits a LAN cluster.
+/// Kept apart from [`PeerConfig`] so the node's config stays about the cluster.
+#[derive(Debug, Clone)]
+pub struct PeerTuning {
+    /// Bound on dialling a member and exchanging hellos.
+    pub connect_timeout: Duration,
+    /// First reconnect delay after a failure; doubles per failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// A call to a member whose last dial failed less than this long ago fails at once
+    /// with `Unreachable` instead of dialling again.
+    pub redial_after: Duration,
+    /// Interval of the `Ping` that measures RTT and refreshes `last_seen`.
+    pub ping_interval: Duration,
+    /// A connection silent this long is dead (keep-alives are sent at a third of it).
+    pub idle_timeout: Duration,
+    /// Streams one peer may have open to us at once (QUIC flow control), so a flood from
+    /// one peer cannot starve the others.
+    pub max_incoming_streams: u32,
+    /// How long a peer may take to send a whole request frame.
+    pub request_read_timeout: Duration,
+    /// UDP send and receive buffer size in bytes (0: leave the OS default).
+    pub socket_buffer: usize,
+    /// Initial QUIC MTU; `None` keeps quinn's safe default (1200, then discovery).
+    pub initial_mtu: Option<u16>,
+}
+
+impl Default for PeerTuning {
+    fn default() -> Self {
+        PeerTuning {
+            connect_timeout: Duration::from_secs(3),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            redial_after: Duration::from_millis(500),
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15),
+            max_incoming_streams: 256,
+            request_read_timeout: BLOCK_RW_TIMEOUT,
+            socket_buffer: 4 << 20,
+            initial_mtu: None,
         }
     }
 }
 
-/// Errors starting a peer actor.
+/// Why a [`PeerActor`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("cannot bind QUIC socket on {addr}: {source}")]
+    #[error("cannot bind UDP {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the local address of the UDP socket: {0}")]
+    LocalAddr(#[source] std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("QUIC configuration failed: {0}")]
-    Quic(String),
 }
 
-/// Called after every outgoing RPC: message kind, peer, latency, success.
-pub type RpcObserver = Arc<dyn Fn(&'static str, NodeId, Duration, bool) + Send + Sync>;
+/// The quinn server config a [`PeerActor`] uses: mutual TLS accepting `members`, plus
+/// its transport settings. Public for benchmarks and tools that speak to nodes directly.
+pub fn quic_server_config(
+    identity: &TlsIdentity,
+    members: impl IntoIterator<Item = NodeId>,
+    tuning: &PeerTuning,
+) -> Result<quinn::ServerConfig, PeerError> {
+    conn::server_config(identity, members, tuning)
+}
 
-/// The connection state of one member.
-struct Peer {
+/// The quinn client config a [`PeerActor`] uses to reach `expected` (pinned node id).
+pub fn quic_client_config(
+    identity: &TlsIdentity,
+    expected: NodeId,
+    tuning: &PeerTuning,
+) -> Result<quinn::ClientConfig, PeerError> {
+    conn::client_config(identity, expected, tuning)
+}
+
+/// Bind a UDP socket as a [`PeerActor`] does (buffers sized by `tuning`).
+pub fn bind_udp(listen: SocketAddr, tuning: &PeerTuning) -> Result<UdpSocket, PeerError> {
+    conn::bind_socket(listen, tuning.socket_buffer)
+}
+
+/// A member's connection and health, as this node sees it.
+struct PeerState {
     addr: SocketAddr,
-    client_cfg: quinn::ClientConfig,
+    client_config: quinn::ClientConfig,
+    /// Our outgoing connection, once the hellos were exchanged.
     conn: Option<Connection>,
+    /// A dial is in flight.
     connecting: bool,
+    /// Consecutive failed dials (0 when up).
     failures: u32,
+    last_failure: Option<(Instant, RpcError)>,
+    /// The timer of the next reconnect attempt.
+    retry: Option<SpawnHandle>,
+    /// Calls waiting for the dial in flight.
+    waiters: Vec<oneshot::Sender<Result<Connection, RpcError>>>,
     last_seen: Option<Instant>,
+    rtt: Option<Duration>,
     layout_digest: Option<Hash>,
 }
 
-/// The actor.
+/// The actor. Build it with [`PeerActor::new`] (which binds the UDP socket, so
+/// [`PeerActor::local_addr`] is known before start), then `start()` it inside a System.
 pub struct PeerActor {
-    self_id: NodeId,
     config: PeerConfig,
-    socket: Option<UdpSocket>,
-    server_cfg: Option<quinn::ServerConfig>,
-    endpoint: Option<Endpoint>,
-    local_addr: SocketAddr,
-    peers: HashMap<NodeId, Peer>,
+    tuning: PeerTuning,
+    identity: TlsIdentity,
+    self_id: NodeId,
     handler: Recipient<HandleRpc>,
+    local_addr: SocketAddr,
+    /// Bound in `new`, handed to quinn in `started` (quinn needs the runtime).
+    socket: Option<UdpSocket>,
+    endpoint: Option<Endpoint>,
+    peers: HashMap<NodeId, PeerState>,
+    ping_nonce: u64,
     observer: Option<RpcObserver>,
 }
 
-/// Close the endpoint (peers are told) and stop the actor.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-impl Handler<Shutdown> for PeerActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-/// A peer said hello on an incoming connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct PeerHello {
-    from: NodeId,
-    layout_digest: Hash,
-}
-
-/// A request on the outgoing connection to `id` failed at the connection level.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ConnBroken {
-    id: NodeId,
-    stable_id: usize,
-}
-
-fn transport(config: &PeerConfig) -> Result<Arc<TransportConfig>, PeerError> {
-    let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(MAX_CONCURRENT_STREAMS.into());
-    t.max_concurrent_uni_streams(0u32.into());
-    t.keep_alive_interval(Some(config.ping_interval));
-    t.max_idle_timeout(Some(
-        config
-            .idle_timeout
-            .try_into()
-            .map_err(|e| PeerError::Quic(format!("idle timeout: {e}")))?,
-    ));
-    Ok(Arc::new(t))
-}
+/// Called after every call to a peer (not to this node): message kind, peer, latency,
+/// success. The node feeds its RPC latency histogram with it.
+pub type RpcObserver = std::sync::Arc<dyn Fn(&'static str, NodeId, Duration, bool) + Send + Sync>;
 
 impl PeerActor {
-    /// Bind the UDP socket and build the TLS configurations. The endpoint itself is
-    /// created when the actor starts (quinn needs the runtime of the actor's System).
+    /// Bind `config.listen` and prepare the TLS configs; nothing is dialled before start.
     pub fn new(
         config: PeerConfig,
         identity: TlsIdentity,
         handler: Recipient<HandleRpc>,
-    ) -> Result<Self, PeerError> {
-        let socket = UdpSocket::bind(config.listen).map_err(|source| PeerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        Self::with_socket(config, socket, identity, handler)
+    ) -> Result<PeerActor, PeerError> {
+        PeerActor::with_tuning(config, PeerTuning::default(), identity, handler)
     }
 
-    /// As [`PeerActor::new`], on a socket the caller already bound (tests bind every
-    /// node's socket first to learn the ports, then write the member lists).
-    pub fn with_socket(
+    /// As [`PeerActor::new`], with explicit timers and transport knobs.
+    pub fn with_tuning(
         config: PeerConfig,
-        socket: UdpSocket,
+        tuning: PeerTuning,
         identity: TlsIdentity,
         handler: Recipient<HandleRpc>,
-    ) -> Result<Self, PeerError> {
-        let self_id = identity.node_id();
-        let local_addr = socket.local_addr().map_err(|source| PeerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let transport = transport(&config)?;
-        let members: HashSet<NodeId> = config.members.iter().map(|m| m.id).collect();
-        let server_tls = identity.server_config(members)?;
-        let server_quic =
-            QuicServerConfig::try_from(server_tls).map_err(|e| PeerError::Quic(e.to_string()))?;
-        let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(server_quic));
-        server_cfg.transport_config(transport.clone());
-        let mut peers = HashMap::new();
-        for m in &config.members {
-            if m.id == self_id {
-                continue;
-            }
-            let tls = identity.client_config(m.id)?;
-            let quic =
-                QuicClientConfig::try_from(tls).map_err(|e| PeerError::Quic(e.to_string()))?;
-            let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic));
-            client_cfg.transport_config(transport.clone());
-            peers.insert(
-                m.id,
-                Peer {
-                    addr: m.addr,
-                    client_cfg,
-                    conn: None,
-                    connecting: false,
-                    failures: 0,
-                    last_seen: None,
-                    layout_digest: None,
-                },
-            );
-        }
-        Ok(PeerActor {
-            self_id,
+    ) -> Result<PeerActor, PeerError> {
+        let socket = conn::bind_socket(config.listen, tuning.socket_buffer)?;
+        let local_addr = socket.local_addr().map_err(PeerError::LocalAddr)?;
+        let mut actor = PeerActor {
+            self_id: identity.node_id(),
             config,
-            socket: Some(socket),
-            server_cfg: Some(server_cfg),
-            endpoint: None,
-            local_addr,
-            peers,
+            tuning,
+            identity,
             handler,
+            local_addr,
+            socket: Some(socket),
+            endpoint: None,
+            peers: HashMap::new(),
+            ping_nonce: 0,
             observer: None,
-        })
+        };
+        // Check the server config builds now, so a TLS problem fails `new`, not `started`.
+        actor.server_config()?;
+        for m in actor.config.members.clone() {
+            actor.add_peer(m)?;
+        }
+        Ok(actor)
     }
 
-    /// Report every outgoing RPC's latency to `observer` (metrics).
-    pub fn with_observer(mut self, observer: RpcObserver) -> Self {
-        self.observer = Some(observer);
-        self
-    }
-
-    /// The bound UDP address (useful when listening on port 0).
+    /// The bound UDP address (with the port the OS chose for `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -356,209 +336,268 @@ impl PeerActor {
         self.self_id
     }
 
-    fn hello(&self) -> BlockRpc {
-        BlockRpc::Hello(Hello {
-            layout_digest: self.config.layout_digest,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        })
+    fn server_config(&self) -> Result<quinn::ServerConfig, PeerError> {
+        let members = self.config.members.iter().map(|m| m.id);
+        conn::server_config(&self.identity, members, &self.tuning)
     }
 
-    /// Open the connection to `id` (TLS handshake, then Hello) unless one exists or is
-    /// being opened.
-    fn connect(&mut self, id: NodeId, ctx: &mut Context<Self>) {
+    fn add_peer(&mut self, m: PeerAddr) -> Result<(), PeerError> {
+        if m.id == self.self_id {
+            return Ok(());
+        }
+        let client_config = conn::client_config(&self.identity, m.id, &self.tuning)?;
+        self.peers.insert(
+            m.id,
+            PeerState {
+                addr: m.addr,
+                client_config,
+                conn: None,
+                connecting: false,
+                failures: 0,
+                last_failure: None,
+                retry: None,
+                waiters: Vec::new(),
+                last_seen: None,
+                rtt: None,
+                layout_digest: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            layout_digest: self.config.layout_digest,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Dial `id` unless connected or already dialling.
+    fn start_connect(&mut self, id: NodeId, ctx: &mut Context<Self>) {
         let Some(endpoint) = self.endpoint.clone() else {
             return;
         };
         let hello = self.hello();
-        let limits = self.config.limits;
-        let Some(peer) = self.peers.get_mut(&id) else {
+        let (limits, timeout) = (self.config.limits, self.tuning.connect_timeout);
+        let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        if peer.connecting || peer.conn.is_some() {
+        if p.connecting || p.conn.is_some() {
             return;
         }
-        peer.connecting = true;
-        let (cfg, addr) = (peer.client_cfg.clone(), peer.addr);
-        let fut = async move {
-            let connecting = endpoint
-                .connect_with(cfg, addr, NODE_SERVER_NAME)
-                .map_err(|e| e.to_string())?;
-            let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
-                .await
-                .map_err(|_| "handshake timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            let reply = tokio::time::timeout(
-                Duration::from_secs(5),
-                wire::request(&conn, &hello, &limits, Priority::Client),
-            )
-            .await
-            .map_err(|_| "hello timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-            match reply {
-                BlockRpc::Hello(h) => Ok((conn, h)),
-                other => Err(format!("answered {} to hello", other.kind())),
+        if let Some(h) = p.retry.take() {
+            ctx.cancel_future(h);
+        }
+        p.connecting = true;
+        debug!(peer = %id.short(), addr = %p.addr, "dialling");
+        let dial = conn::dial(
+            endpoint,
+            p.client_config.clone(),
+            id,
+            p.addr,
+            hello,
+            limits,
+            timeout,
+        );
+        ctx.spawn(
+            dial.into_actor(self)
+                .map(move |res, act, ctx| act.dial_done(id, res, ctx)),
+        );
+    }
+
+    fn dial_done(
+        &mut self,
+        id: NodeId,
+        res: Result<conn::Dialed, RpcError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            // Removed from the cluster while we dialled.
+            if let Ok(d) = res {
+                d.conn
+                    .close(VarInt::from_u32(conn::CLOSE_REMOVED), b"not a member");
             }
+            return;
         };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            let ours = act.config.layout_digest;
-            let Some(peer) = act.peers.get_mut(&id) else {
-                return;
+        p.connecting = false;
+        match res {
+            Ok(d) => {
+                info!(peer = %id.short(), addr = %p.addr, rtt = ?d.rtt, "peer up");
+                if d.hello.layout_digest != self.config.layout_digest {
+                    warn!(peer = %id.short(), theirs = %d.hello.layout_digest.short(),
+                        ours = %self.config.layout_digest.short(), "peer has another cluster layout");
+                }
+                p.failures = 0;
+                p.last_failure = None;
+                p.last_seen = Some(Instant::now());
+                p.rtt = Some(d.rtt);
+                p.layout_digest = Some(d.hello.layout_digest);
+                for w in p.waiters.drain(..) {
+                    let _ = w.send(Ok(d.conn.clone()));
+                }
+                let stable_id = d.conn.stable_id();
+                let watched = d.conn.clone();
+                p.conn = Some(d.conn);
+                ctx.spawn(
+                    async move { watched.closed().await }
+                        .into_actor(self)
+                        .map(move |reason, act, ctx| act.conn_closed(id, stable_id, reason, ctx)),
+                );
+            }
+            Err(e) => {
+                p.failures += 1;
+                if p.failures == 1 {
+                    warn!(peer = %id.short(), addr = %p.addr, error = %e, "cannot reach peer");
+                } else {
+                    debug!(peer = %id.short(), failures = p.failures, error = %e, "still cannot reach peer");
+                }
+                for w in p.waiters.drain(..) {
+                    let _ = w.send(Err(e.clone()));
+                }
+                p.last_failure = Some((Instant::now(), e));
+                let delay = backoff(p.failures, self.tuning.backoff_min, self.tuning.backoff_max);
+                p.retry = Some(ctx.run_later(delay, move |act, ctx| {
+                    if let Some(p) = act.peers.get_mut(&id) {
+                        p.retry = None;
+                    }
+                    act.start_connect(id, ctx);
+                }));
+            }
+        }
+    }
+
+    fn conn_closed(
+        &mut self,
+        id: NodeId,
+        stable_id: usize,
+        reason: quinn::ConnectionError,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.conn.as_ref().map(|c| c.stable_id()) != Some(stable_id) {
+            return;
+        }
+        p.conn = None;
+        info!(peer = %id.short(), reason = %reason, "peer down");
+        self.start_connect(id, ctx);
+    }
+
+    /// The future of one call; it holds no borrow of the actor, so many run at once.
+    fn call_future(
+        &mut self,
+        node: NodeId,
+        rpc: BlockRpc,
+        timeout: Duration,
+        priority: Priority,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxFuture<'static, Result<BlockRpc, RpcError>> {
+        let timed_out = RpcError::Timeout {
+            node,
+            after: timeout,
+        };
+        if node == self.self_id {
+            // The local handler answers directly: no network, no serialisation.
+            let handler = self.handler.clone();
+            return Box::pin(async move {
+                match tokio::time::timeout(timeout, handler.send(HandleRpc { from: node, rpc }))
+                    .await
+                {
+                    Err(_) => Err(timed_out),
+                    Ok(Err(_)) => Err(RpcError::Unreachable {
+                        node,
+                        reason: "the local handler is gone".into(),
+                    }),
+                    Ok(Ok(reply)) => conn::reply_to_result(node, reply),
+                }
+            });
+        }
+        let redial_after = self.tuning.redial_after;
+        let Some(p) = self.peers.get_mut(&node) else {
+            return Box::pin(future::ready(Err(RpcError::UnknownNode { node })));
+        };
+        let connection: LocalBoxFuture<'static, Result<Connection, RpcError>> =
+            if let Some(c) = &p.conn {
+                Box::pin(future::ready(Ok(c.clone())))
+            } else {
+                if !p.connecting {
+                    if let Some((at, e)) = &p.last_failure {
+                        if at.elapsed() < redial_after {
+                            return Box::pin(future::ready(Err(e.clone())));
+                        }
+                    }
+                }
+                let (tx, rx) = oneshot::channel();
+                p.waiters.push(tx);
+                self.start_connect(node, ctx);
+                Box::pin(async move {
+                    rx.await.unwrap_or_else(|_| {
+                        Err(RpcError::Unreachable {
+                            node,
+                            reason: "connection attempt abandoned".into(),
+                        })
+                    })
+                })
             };
-            peer.connecting = false;
-            match res {
-                Ok((conn, hello)) => {
-                    tracing::info!(peer = %id.short(), addr = %peer.addr, version = %hello.version, "peer up");
-                    if hello.layout_digest != ours {
-                        tracing::error!(peer = %id.short(), "peer has a different member list (layout digest differs): placement disagrees until configs match");
-                    }
-                    peer.failures = 0;
-                    peer.last_seen = Some(Instant::now());
-                    peer.layout_digest = Some(hello.layout_digest);
-                    let stable_id = conn.stable_id();
-                    peer.conn = Some(conn.clone());
-                    ctx.spawn(async move { conn.closed().await }.into_actor(act).map(
-                        move |reason, act, ctx| act.on_closed(id, stable_id, reason.to_string(), ctx),
-                    ));
-                }
-                Err(e) => {
-                    if peer.failures == 0 {
-                        tracing::warn!(peer = %id.short(), addr = %peer.addr, "cannot connect to peer: {e}");
-                    } else {
-                        tracing::debug!(peer = %id.short(), "reconnect failed: {e}");
-                    }
-                    peer.failures = peer.failures.saturating_add(1);
-                    act.schedule_reconnect(id, ctx);
-                }
-            }
-        }));
-    }
-
-    fn on_closed(&mut self, id: NodeId, stable_id: usize, reason: String, ctx: &mut Context<Self>) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        if peer.conn.as_ref().map(|c| c.stable_id()) == Some(stable_id) {
-            tracing::info!(peer = %id.short(), "peer down: {reason}");
-            peer.conn = None;
-            peer.failures = peer.failures.saturating_add(1);
-            self.schedule_reconnect(id, ctx);
-        }
-    }
-
-    fn schedule_reconnect(&mut self, id: NodeId, ctx: &mut Context<Self>) {
-        let failures = self.peers.get(&id).map_or(0, |p| p.failures);
-        // 100 ms, 200 ms, 400 ms ... capped at reconnect_max.
-        let delay = Duration::from_millis(100)
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-            .min(self.config.reconnect_max);
-        ctx.run_later(delay, move |act, ctx| act.connect(id, ctx));
+        let limits = self.config.limits;
+        Box::pin(async move {
+            let exchange = async {
+                let conn = connection.await?;
+                conn::request(&conn, node, &rpc, priority, &limits).await
+            };
+            tokio::time::timeout(timeout, exchange)
+                .await
+                .unwrap_or(Err(timed_out))
+        })
     }
 
     fn ping_all(&mut self, ctx: &mut Context<Self>) {
-        let limits = self.config.limits;
-        let timeout = self.config.ping_interval.max(Duration::from_secs(1)) * 2;
-        for (id, peer) in &self.peers {
-            let Some(conn) = peer.conn.clone() else {
+        for (&id, p) in &self.peers {
+            let Some(conn) = p.conn.clone() else {
                 continue;
             };
-            let id = *id;
-            let nonce = rand::random::<u64>();
-            let fut = async move {
-                let r = tokio::time::timeout(
+            self.ping_nonce = self.ping_nonce.wrapping_add(1);
+            let nonce = self.ping_nonce;
+            let (limits, timeout) = (self.config.limits, self.tuning.ping_interval);
+            let ping = async move {
+                let start = Instant::now();
+                let res = tokio::time::timeout(
                     timeout,
-                    wire::request(&conn, &BlockRpc::Ping(nonce), &limits, Priority::Client),
+                    conn::request(&conn, id, &BlockRpc::Ping(nonce), Priority::Client, &limits),
                 )
                 .await;
-                (conn, r)
+                (res, start.elapsed())
             };
-            ctx.spawn(fut.into_actor(self).map(move |(conn, r), act, _ctx| match r {
-                Ok(Ok(BlockRpc::Pong(n))) if n == nonce => {
-                    if let Some(p) = act.peers.get_mut(&id) {
+            ctx.spawn(ping.into_actor(self).map(move |(res, rtt), act, _ctx| {
+                let Some(p) = act.peers.get_mut(&id) else {
+                    return;
+                };
+                match res {
+                    Ok(Ok(BlockRpc::Pong(n))) if n == nonce => {
+                        p.rtt = Some(rtt);
                         p.last_seen = Some(Instant::now());
                     }
-                }
-                other => {
-                    tracing::warn!(peer = %id.short(), "ping failed ({}); closing the connection to reconnect",
-                        match other { Ok(Ok(r)) => format!("answered {}", r.kind()), Ok(Err(e)) => e.to_string(), Err(_) => "timeout".into() });
-                    conn.close(0u32.into(), b"ping failed");
+                    Ok(Ok(other)) => {
+                        warn!(peer = %id.short(), kind = other.kind(), "unexpected answer to ping")
+                    }
+                    Ok(Err(e)) => debug!(peer = %id.short(), error = %e, "ping failed"),
+                    Err(_) => debug!(peer = %id.short(), "ping timed out"),
                 }
             }));
         }
     }
 
-    /// The future of one call; `'static` so it can run outside the actor.
-    fn call_future(
-        &mut self,
-        msg: Call,
-        ctx: &mut Context<Self>,
-    ) -> BoxFuture<'static, Result<BlockRpc, RpcError>> {
-        let Call {
-            node,
-            rpc,
-            timeout,
-            priority,
-        } = msg;
-        let observer = self.observer.clone();
-        let kind = rpc.kind();
-        if node == self.self_id {
-            let handler = self.handler.clone();
-            let from = self.self_id;
-            return async move {
-                match tokio::time::timeout(timeout, handler.send(HandleRpc { from, rpc })).await {
-                    Err(_) => Err(RpcError::Timeout {
-                        node,
-                        after: timeout,
-                    }),
-                    Ok(Err(_)) => Err(RpcError::Gone),
-                    Ok(Ok(reply)) => wire::reply_to_result(node, reply),
-                }
-            }
-            .boxed();
+    fn close_endpoint(&mut self) {
+        if let Some(ep) = self.endpoint.take() {
+            ep.close(VarInt::from_u32(conn::CLOSE_SHUTDOWN), b"shutdown");
         }
-        let Some(peer) = self.peers.get(&node) else {
-            return futures::future::ready(Err(RpcError::UnknownNode { node })).boxed();
-        };
-        let Some(conn) = peer.conn.clone() else {
-            let reason = if peer.connecting {
-                "connecting".to_string()
-            } else {
-                "not connected".to_string()
-            };
-            if !peer.connecting {
-                self.connect(node, ctx);
+        for p in self.peers.values_mut() {
+            p.conn = None;
+            for w in p.waiters.drain(..) {
+                let _ = w.send(Err(RpcError::Gone));
             }
-            return futures::future::ready(Err(RpcError::Unreachable { node, reason })).boxed();
-        };
-        let limits = self.config.limits;
-        let me = ctx.address();
-        async move {
-            let start = Instant::now();
-            let res =
-                match tokio::time::timeout(timeout, wire::request(&conn, &rpc, &limits, priority))
-                    .await
-                {
-                    Err(_) => Err(RpcError::Timeout {
-                        node,
-                        after: timeout,
-                    }),
-                    Ok(Err(wire::RequestError::Connection(reason))) => {
-                        me.do_send(ConnBroken {
-                            id: node,
-                            stable_id: conn.stable_id(),
-                        });
-                        Err(RpcError::Unreachable { node, reason })
-                    }
-                    Ok(Err(wire::RequestError::Protocol(reason))) => {
-                        Err(RpcError::Protocol { node, reason })
-                    }
-                    Ok(Ok(reply)) => wire::reply_to_result(node, reply),
-                };
-            if let Some(obs) = observer {
-                obs(kind, node, start.elapsed(), res.is_ok());
-            }
-            res
         }
-        .boxed()
     }
 }
 
@@ -566,56 +605,113 @@ impl Actor for PeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let (Some(socket), Some(server_cfg)) = (self.socket.take(), self.server_cfg.take()) else {
-            return;
-        };
-        let endpoint = match Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_cfg),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        ) {
-            Ok(e) => e,
+        let endpoint = self
+            .socket
+            .take()
+            .ok_or_else(|| "socket already used".to_string())
+            .and_then(|socket| {
+                let server = self.server_config().map_err(|e| e.to_string())?;
+                Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(server),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+                .map_err(|e| e.to_string())
+            });
+        let endpoint = match endpoint {
+            Ok(ep) => ep,
             Err(e) => {
-                tracing::error!(addr = %self.local_addr, "cannot start the QUIC endpoint: {e}");
+                tracing::error!(error = %e, "cannot start the QUIC endpoint");
                 ctx.stop();
                 return;
             }
         };
-        tracing::info!(node = %self.self_id, addr = %self.local_addr, "QUIC endpoint listening");
-        self.endpoint = Some(endpoint.clone());
-        let ctx_serve = wire::ServeContext {
-            handler: self.handler.clone(),
-            limits: self.config.limits,
-            hello: self.hello(),
-            actor: ctx.address().recipient(),
-        };
-        actix_rt::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                actix_rt::spawn(wire::serve_connection(incoming, ctx_serve.clone()));
-            }
+        info!(node = %self.self_id.short(), addr = %self.local_addr, "QUIC endpoint listening");
+        let incoming = futures::stream::unfold(endpoint.clone(), |ep| async move {
+            ep.accept().await.map(|inc| (inc, ep))
         });
+        ctx.add_stream(incoming);
+        self.endpoint = Some(endpoint);
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
-            self.connect(id, ctx);
+            self.start_connect(id, ctx);
         }
-        ctx.run_interval(self.config.ping_interval, |act, ctx| act.ping_all(ctx));
+        ctx.run_interval(self.tuning.ping_interval, |act, ctx| act.ping_all(ctx));
     }
 
-    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
-        if let Some(e) = &self.endpoint {
-            // Tell peers now, so they mark this node down at once instead of on timeout.
-            e.close(0u32.into(), b"shutdown");
-        }
-        Running::Stop
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.close_endpoint();
     }
+}
+
+/// Incoming connections: finish the handshake (the TLS verifier has already checked
+/// CA and membership) and serve the peer's streams, each in its own task.
+impl StreamHandler<quinn::Incoming> for PeerActor {
+    fn handle(&mut self, incoming: quinn::Incoming, _ctx: &mut Context<Self>) {
+        let serve = conn::ServeCtx {
+            handler: self.handler.clone(),
+            hello: self.hello(),
+            limits: self.config.limits,
+            read_timeout: self.tuning.request_read_timeout,
+        };
+        actix_rt::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(c) => match conn::peer_id(&c) {
+                    Some(from) => {
+                        debug!(peer = %from.short(), %remote, "incoming connection");
+                        conn::serve_connection(c, from, serve).await;
+                    }
+                    None => {
+                        warn!(%remote, "incoming connection without a readable certificate");
+                        c.close(VarInt::from_u32(conn::CLOSE_REMOVED), b"no certificate");
+                    }
+                },
+                Err(e) => debug!(%remote, error = %e, "incoming handshake failed"),
+            }
+        });
+    }
+
+    /// The endpoint was closed: nothing more will come, but the actor may still be
+    /// answering local calls, so it is not stopped here.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl Handler<Call> for PeerActor {
     type Result = ResponseFuture<Result<BlockRpc, RpcError>>;
 
     fn handle(&mut self, msg: Call, ctx: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.call_future(msg, ctx))
+        self.observed_call(msg.node, msg.rpc, msg.timeout, msg.priority, ctx)
+    }
+}
+
+impl PeerActor {
+    /// Report every outgoing call's latency to `observer`.
+    pub fn with_observer(mut self, observer: RpcObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observed_call(
+        &mut self,
+        node: NodeId,
+        rpc: BlockRpc,
+        timeout: Duration,
+        priority: Priority,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxFuture<'static, Result<BlockRpc, RpcError>> {
+        let kind = rpc.kind();
+        let fut = self.call_future(node, rpc, timeout, priority, ctx);
+        match self.observer.clone() {
+            Some(obs) if node != self.self_id => Box::pin(async move {
+                let start = std::time::Instant::now();
+                let r = fut.await;
+                obs(kind, node, start.elapsed(), r.is_ok());
+                r
+            }),
+            _ => fut,
+        }
     }
 }
 
@@ -623,125 +719,97 @@ impl Handler<CallMany> for PeerActor {
     type Result = ResponseFuture<Result<Vec<(NodeId, BlockRpc)>, QuorumError>>;
 
     fn handle(&mut self, msg: CallMany, ctx: &mut Context<Self>) -> Self::Result {
-        let CallMany {
-            nodes,
-            rpc,
-            quorum,
-            timeout,
-            priority,
-            interrupt_after_quorum,
-        } = msg;
-        let total = nodes.len();
-        let mut calls: futures::stream::FuturesUnordered<_> = nodes
-            .into_iter()
-            .map(|node| {
-                self.call_future(
-                    Call {
-                        node,
-                        rpc: rpc.clone(),
-                        timeout,
-                        priority,
-                    },
-                    ctx,
-                )
-                .map(move |r| (node, r))
+        let calls: Vec<_> = msg
+            .nodes
+            .iter()
+            .map(|&n| {
+                let f = self.observed_call(n, msg.rpc.clone(), msg.timeout, msg.priority, ctx);
+                (n, f)
             })
             .collect();
-        Box::pin(async move {
-            let mut oks = Vec::new();
-            let mut errors = Vec::new();
-            if quorum > total {
-                return Err(QuorumError {
-                    quorum,
-                    oks: 0,
-                    errors,
-                });
-            }
-            while let Some((node, r)) = calls.next().await {
-                match r {
-                    Ok(reply) => oks.push((node, reply)),
-                    Err(e) => errors.push((node, e)),
-                }
-                if oks.len() >= quorum {
-                    if !interrupt_after_quorum && !calls.is_empty() {
-                        // The other holders still get the request; nobody waits for them.
-                        actix_rt::spawn(async move { while calls.next().await.is_some() {} });
-                    }
-                    return Ok(oks);
-                }
-                if errors.len() > total - quorum {
-                    return Err(QuorumError {
-                        quorum,
-                        oks: oks.len(),
-                        errors,
-                    });
-                }
-            }
-            Err(QuorumError {
-                quorum,
-                oks: oks.len(),
-                errors,
-            })
-        })
+        Box::pin(call_many::gather_quorum(
+            calls,
+            msg.quorum,
+            msg.interrupt_after_quorum,
+        ))
     }
 }
 
 impl Handler<GetPeerStatus> for PeerActor {
     type Result = MessageResult<GetPeerStatus>;
 
+    /// Every member but this node, in no particular order.
     fn handle(&mut self, _msg: GetPeerStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        let mut v: Vec<PeerInfo> = self
+        MessageResult(
+            self.peers
+                .iter()
+                .map(|(&id, p)| PeerInfo {
+                    id,
+                    addr: p.addr,
+                    up: p.conn.is_some(),
+                    last_seen: p.last_seen,
+                    rtt: p.rtt,
+                    layout_digest: p.layout_digest,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<SetMembers> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetMembers, ctx: &mut Context<Self>) {
+        let wanted: HashMap<NodeId, SocketAddr> =
+            msg.members.iter().map(|m| (m.id, m.addr)).collect();
+        let stale: Vec<NodeId> = self
             .peers
             .iter()
-            .map(|(id, p)| PeerInfo {
-                id: *id,
-                addr: p.addr,
-                up: p.conn.is_some(),
-                last_seen: p.last_seen,
-                rtt: p.conn.as_ref().map(|c| c.rtt()),
-                layout_digest: p.layout_digest,
-            })
+            .filter(|(id, p)| wanted.get(id) != Some(&p.addr))
+            .map(|(id, _)| *id)
             .collect();
-        v.sort_by_key(|p| p.id);
-        MessageResult(v)
-    }
-}
-
-impl Handler<PeerHello> for PeerActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: PeerHello, ctx: &mut Context<Self>) {
-        let ours = self.config.layout_digest;
-        if let Some(p) = self.peers.get_mut(&msg.from) {
-            if msg.layout_digest != ours && p.layout_digest != Some(msg.layout_digest) {
-                tracing::error!(peer = %msg.from.short(), "peer has a different member list (layout digest differs)");
-            }
-            p.layout_digest = Some(msg.layout_digest);
-            // A peer that dials us is alive: if we thought it down, reconnect now.
-            if p.conn.is_none() && !p.connecting {
-                p.failures = 0;
-                self.connect(msg.from, ctx);
-            }
-        }
-    }
-}
-
-impl Handler<ConnBroken> for PeerActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnBroken, ctx: &mut Context<Self>) {
-        if let Some(p) = self.peers.get(&msg.id) {
-            if let Some(c) = &p.conn {
-                if c.stable_id() == msg.stable_id {
-                    c.close(0u32.into(), b"connection error");
-                    self.on_closed(
-                        msg.id,
-                        msg.stable_id,
-                        "request failed on the connection".into(),
-                        ctx,
-                    );
+        for id in stale {
+            if let Some(mut p) = self.peers.remove(&id) {
+                if let Some(h) = p.retry.take() {
+                    ctx.cancel_future(h);
+                }
+                if let Some(c) = p.conn.take() {
+                    c.close(VarInt::from_u32(conn::CLOSE_REMOVED), b"not a member");
+                }
+                for w in p.waiters.drain(..) {
+                    let _ = w.send(Err(RpcError::UnknownNode { node: id }));
                 }
             }
         }
+        self.config.members = msg.members;
+        match self.server_config() {
+            Ok(cfg) => {
+                if let Some(ep) = &self.endpoint {
+                    ep.set_server_config(Some(cfg));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot rebuild the server TLS config"),
+        }
+        let known: HashSet<NodeId> = self.peers.keys().copied().collect();
+        for m in self.config.members.clone() {
+            if m.id == self.self_id || known.contains(&m.id) {
+                continue;
+            }
+            let id = m.id;
+            match self.add_peer(m) {
+                Ok(()) => self.start_connect(id, ctx),
+                Err(e) => tracing::error!(peer = %id.short(), error = %e, "cannot add member"),
+            }
+        }
+    }
+}
+
+impl Handler<Shutdown> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+        info!(node = %self.self_id.short(), "peer actor shutting down");
+        self.close_endpoint();
+        ctx.stop();
     }
 }

@@ -1,139 +1,255 @@
-//! PeerActor tests: two and three peer actors in one System on loopback, with a
-//! test-double handler standing in for the node's dispatcher.
+//! Message-level tests: two or three PeerActors in one System on loopback, with
+//! certificates from [`crate::tls`] in a temp dir and a test-double handler.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use actix::prelude::*;
 use bytes::Bytes;
 
 use super::*;
 use crate::block::DataBlock;
+use crate::frame::{self, FrameLimits};
 use crate::hash::blake2sum;
-use crate::tls::{generate_ca, generate_node_cert};
+use crate::tls::{self, TlsIdentity};
 
-/// A handler storing blocks in memory; optionally never answers `GetBlock`.
-struct MemStore {
+/// Stores blocks in a map; counts every request; optionally answers late.
+struct TestHandler {
     blocks: HashMap<Hash, DataBlock>,
-    requests: u64,
-    hang_on_get: bool,
+    seen: Vec<(NodeId, &'static str)>,
+    delay: Option<Duration>,
 }
 
-impl Actor for MemStore {
+impl Actor for TestHandler {
     type Context = Context<Self>;
 }
 
-impl Handler<HandleRpc> for MemStore {
+impl Handler<HandleRpc> for TestHandler {
     type Result = ResponseFuture<BlockRpc>;
 
-    fn handle(&mut self, msg: HandleRpc, _: &mut Context<Self>) -> Self::Result {
-        self.requests += 1;
+    fn handle(&mut self, msg: HandleRpc, _ctx: &mut Context<Self>) -> Self::Result {
+        self.seen.push((msg.from, msg.rpc.kind()));
         let reply = match msg.rpc {
-            BlockRpc::PutBlock { hash, data } => match data.verify(&hash) {
-                Ok(()) => {
-                    self.blocks.insert(hash, data);
-                    BlockRpc::Ok
-                }
-                Err(e) => BlockRpc::error(ErrorCode::CorruptData, e.to_string()),
-            },
-            BlockRpc::GetBlock(h) if self.hang_on_get => {
-                let _ = h;
-                return Box::pin(async {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    BlockRpc::Ok
-                });
+            BlockRpc::PutBlock { hash, data } => {
+                self.blocks.insert(hash, data);
+                BlockRpc::Ok
             }
-            BlockRpc::GetBlock(h) => match self.blocks.get(&h) {
-                Some(d) => BlockRpc::PutBlock {
-                    hash: h,
-                    data: d.clone(),
+            BlockRpc::GetBlock(hash) => match self.blocks.get(&hash) {
+                Some(data) => BlockRpc::PutBlock {
+                    hash,
+                    data: data.clone(),
                 },
                 None => BlockRpc::error(ErrorCode::NotFound, "no such block"),
             },
-            other => BlockRpc::error(
-                ErrorCode::BadRequest,
-                format!("unexpected {}", other.kind()),
-            ),
+            _ => BlockRpc::Ok,
         };
-        Box::pin(async move { reply })
+        let delay = self.delay;
+        Box::pin(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            reply
+        })
     }
 }
 
 #[derive(Message)]
-#[rtype(result = "u64")]
-struct Requests;
+#[rtype(result = "Vec<(NodeId, &'static str)>")]
+struct Seen;
 
-impl Handler<Requests> for MemStore {
-    type Result = u64;
-    fn handle(&mut self, _: Requests, _: &mut Context<Self>) -> u64 {
-        self.requests
+impl Handler<Seen> for TestHandler {
+    type Result = MessageResult<Seen>;
+    fn handle(&mut self, _: Seen, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.seen.clone())
     }
 }
 
-fn store(hang_on_get: bool) -> Addr<MemStore> {
-    MemStore {
+fn handler(delay: Option<Duration>) -> Addr<TestHandler> {
+    TestHandler {
         blocks: HashMap::new(),
-        requests: 0,
-        hang_on_get,
+        seen: Vec::new(),
+        delay,
     }
     .start()
 }
 
-/// `n` node identities signed by one CA in `dir`.
-fn identities(dir: &Path, n: usize) -> Vec<TlsIdentity> {
-    let ca = dir.join("ca");
-    generate_ca(&ca).unwrap();
-    (0..n)
-        .map(|i| {
-            let d = dir.join(format!("n{i}"));
-            generate_node_cert(&ca, &format!("n{i}"), &d).unwrap();
-            load(&d)
-        })
-        .collect()
+fn tuning() -> PeerTuning {
+    PeerTuning {
+        connect_timeout: Duration::from_secs(1),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        redial_after: Duration::from_millis(100),
+        ping_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(3),
+        socket_buffer: 0,
+        ..PeerTuning::default()
+    }
 }
 
-fn load(d: &Path) -> TlsIdentity {
-    TlsIdentity::load(&d.join("ca.crt"), &d.join("node.crt"), &d.join("node.key")).unwrap()
+/// A cluster CA in a temp dir, and node identities signed by it.
+struct Certs {
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    n: usize,
 }
 
-fn bind() -> UdpSocket {
-    UdpSocket::bind("127.0.0.1:0").unwrap()
-}
+impl Certs {
+    fn new() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        tls::generate_ca(&ca).unwrap();
+        Certs { dir, ca, n: 0 }
+    }
 
-fn config(members: &[PeerAddr]) -> PeerConfig {
-    let mut c = PeerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        members.to_vec(),
-        blake2sum(b"layout"),
-    );
-    c.ping_interval = Duration::from_millis(500);
-    c.reconnect_max = Duration::from_millis(500);
-    c.idle_timeout = Duration::from_secs(3);
-    c
-}
+    fn next_dir(&mut self) -> PathBuf {
+        self.n += 1;
+        self.dir.path().join(format!("n{}", self.n))
+    }
 
-fn start_peer(
-    members: &[PeerAddr],
-    socket: UdpSocket,
-    id: &TlsIdentity,
-    h: &Addr<MemStore>,
-) -> Addr<PeerActor> {
-    PeerActor::with_socket(config(members), socket, id.clone(), h.clone().recipient())
+    fn node(&mut self) -> TlsIdentity {
+        let d = self.next_dir();
+        tls::generate_node_cert(&self.ca, "node", &d).unwrap();
+        TlsIdentity::load_dir(&d).unwrap()
+    }
+
+    /// A node certificate from another CA, loaded trusting *our* CA (so only the other
+    /// side's check can refuse it).
+    fn node_of_other_ca(&mut self) -> TlsIdentity {
+        let other_ca = self.dir.path().join(format!("other-ca{}", self.n));
+        tls::generate_ca(&other_ca).unwrap();
+        let d = self.next_dir();
+        tls::generate_node_cert(&other_ca, "intruder", &d).unwrap();
+        self.load_trusting_our_ca(&d)
+    }
+
+    fn self_signed_node(&mut self) -> TlsIdentity {
+        let d = self.next_dir();
+        tls::generate_self_signed_for_tests(&d);
+        self.load_trusting_our_ca(&d)
+    }
+
+    fn load_trusting_our_ca(&self, d: &Path) -> TlsIdentity {
+        TlsIdentity::load(
+            &self.ca.join(tls::CA_CERT_FILE),
+            &d.join(tls::NODE_CERT_FILE),
+            &d.join(tls::NODE_KEY_FILE),
+        )
         .unwrap()
-        .start()
+    }
 }
 
-async fn wait_up(a: &Addr<PeerActor>, peer: NodeId) {
-    let t = Instant::now();
+struct Node {
+    id: NodeId,
+    addr: SocketAddr,
+    peer: Addr<PeerActor>,
+    handler: Addr<TestHandler>,
+    identity: TlsIdentity,
+}
+
+fn digest() -> Hash {
+    blake2sum(b"layout")
+}
+
+fn start_node(
+    identity: TlsIdentity,
+    listen: SocketAddr,
+    members: Vec<PeerAddr>,
+    delay: Option<Duration>,
+) -> Node {
+    let h = handler(delay);
+    let config = PeerConfig {
+        listen,
+        members,
+        limits: FrameLimits::default(),
+        layout_digest: digest(),
+    };
+    let actor =
+        PeerActor::with_tuning(config, tuning(), identity.clone(), h.clone().recipient()).unwrap();
+    Node {
+        id: actor.node_id(),
+        addr: actor.local_addr(),
+        peer: actor.start(),
+        handler: h,
+        identity,
+    }
+}
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn member(n: &Node) -> PeerAddr {
+    PeerAddr {
+        id: n.id,
+        addr: n.addr,
+    }
+}
+
+/// `n` nodes that all know each other (wired with SetMembers once the ports are known).
+async fn cluster(certs: &mut Certs, n: usize, delays: &[Option<Duration>]) -> Vec<Node> {
+    let nodes: Vec<Node> = (0..n)
+        .map(|i| {
+            start_node(
+                certs.node(),
+                any_port(),
+                vec![],
+                delays.get(i).copied().flatten(),
+            )
+        })
+        .collect();
+    let members: Vec<PeerAddr> = nodes.iter().map(member).collect();
+    for node in &nodes {
+        node.peer
+            .send(SetMembers {
+                members: members.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    for a in &nodes {
+        for b in &nodes {
+            if a.id != b.id {
+                wait_up(&a.peer, b.id, Duration::from_secs(5)).await;
+            }
+        }
+    }
+    nodes
+}
+
+async fn status_of(peer: &Addr<PeerActor>, id: NodeId) -> Option<PeerInfo> {
+    peer.send(GetPeerStatus)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id == id)
+}
+
+async fn wait_up(peer: &Addr<PeerActor>, id: NodeId, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
-        let st = a.send(GetPeerStatus).await.unwrap();
-        if st.iter().any(|p| p.id == peer && p.up) {
+        if status_of(peer, id).await.is_some_and(|p| p.up) {
             return;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "peer {peer:?} never came up: {st:?}"
+            Instant::now() < deadline,
+            "peer {id:?} not up within {within:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn block(len: usize, seed: u8) -> (Hash, DataBlock) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    (blake2sum(&data), DataBlock::Plain(Bytes::from(data)))
+}
+
+/// A small request the test handler answers with `Ok`.
+fn probe() -> BlockRpc {
+    BlockRpc::NeedBlockQuery(blake2sum(b"probe"))
 }
 
 fn call(node: NodeId, rpc: BlockRpc, timeout: Duration) -> Call {
@@ -146,57 +262,44 @@ fn call(node: NodeId, rpc: BlockRpc, timeout: Duration) -> Call {
 }
 
 #[actix_rt::test]
-async fn put_and_get_round_trip_between_two_peers() {
-    let d = tempfile::tempdir().unwrap();
-    let ids = identities(d.path(), 2);
-    let socks = [bind(), bind()];
-    let members: Vec<PeerAddr> = ids
-        .iter()
-        .zip(&socks)
-        .map(|(i, s)| PeerAddr {
-            id: i.node_id(),
-            addr: s.local_addr().unwrap(),
-        })
-        .collect();
-    let [s0, s1] = socks;
-    let (h0, h1) = (store(false), store(false));
-    let a = start_peer(&members, s0, &ids[0], &h0);
-    let _b = start_peer(&members, s1, &ids[1], &h1);
-    let b_id = ids[1].node_id();
-    wait_up(&a, b_id).await;
-    let data = Bytes::from((0..(1 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-    let hash = blake2sum(&data);
+async fn put_then_get_round_trips_the_block_bytes() {
+    let mut certs = Certs::new();
+    let nodes = cluster(&mut certs, 2, &[]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (hash, data) = block(1 << 20, 7);
+
     let put = BlockRpc::PutBlock {
         hash,
-        data: DataBlock::Plain(data.clone()),
+        data: data.clone(),
     };
-    assert_eq!(
-        a.send(call(b_id, put, BLOCK_RW_TIMEOUT))
-            .await
-            .unwrap()
-            .unwrap(),
-        BlockRpc::Ok
-    );
-    match a
-        .send(call(b_id, BlockRpc::GetBlock(hash), BLOCK_RW_TIMEOUT))
+    let reply = a
+        .peer
+        .send(call(b.id, put, BLOCK_RW_TIMEOUT))
+        .await
+        .unwrap();
+    assert_eq!(reply.unwrap(), BlockRpc::Ok, "PutBlock not acknowledged");
+
+    let got = a
+        .peer
+        .send(call(b.id, BlockRpc::GetBlock(hash), BLOCK_RW_TIMEOUT))
         .await
         .unwrap()
-        .unwrap()
-    {
-        BlockRpc::PutBlock { hash: h, data: got } => {
+        .expect("GetBlock failed");
+    match got {
+        BlockRpc::PutBlock { hash: h, data: d } => {
             assert_eq!(h, hash);
-            assert_eq!(
-                got.verify_get(&hash).unwrap(),
-                data,
-                "bytes differ after the round trip"
-            );
+            assert_eq!(d.inner_buffer(), data.inner_buffer(), "block bytes differ");
         }
-        other => panic!("expected PutBlock, got {other:?}"),
+        other => panic!("GetBlock answered {other:?}"),
     }
-    // An error reply is an RpcError::Remote naming the code.
-    let e = a
+    let seen = b.handler.send(Seen).await.unwrap();
+    assert_eq!(seen, vec![(a.id, "put_block"), (a.id, "get_block")]);
+
+    // A missing block is a Remote error, not a transport one.
+    let missing = a
+        .peer
         .send(call(
-            b_id,
+            b.id,
             BlockRpc::GetBlock(blake2sum(b"nope")),
             BLOCK_RW_TIMEOUT,
         ))
@@ -204,37 +307,19 @@ async fn put_and_get_round_trip_between_two_peers() {
         .unwrap();
     assert!(
         matches!(
-            e,
+            missing,
             Err(RpcError::Remote {
                 code: ErrorCode::NotFound,
                 ..
             })
         ),
-        "got {e:?}"
+        "{missing:?}"
     );
-    // Data that does not match its hash is refused by the receiver.
-    let bad = BlockRpc::PutBlock {
-        hash,
-        data: DataBlock::Plain(Bytes::from_static(b"forged")),
-    };
-    let e = a.send(call(b_id, bad, BLOCK_RW_TIMEOUT)).await.unwrap();
-    assert!(
-        matches!(
-            e,
-            Err(RpcError::Remote {
-                code: ErrorCode::CorruptData,
-                ..
-            })
-        ),
-        "got {e:?}"
-    );
-    // A call to this node itself goes to the local handler.
+
+    // A call to this node goes to the local handler, not the network.
     let local = a
-        .send(call(
-            ids[0].node_id(),
-            BlockRpc::GetBlock(hash),
-            BLOCK_RW_TIMEOUT,
-        ))
+        .peer
+        .send(call(a.id, BlockRpc::GetBlock(hash), BLOCK_RW_TIMEOUT))
         .await
         .unwrap();
     assert!(matches!(
@@ -244,258 +329,355 @@ async fn put_and_get_round_trip_between_two_peers() {
             ..
         })
     ));
-    let st = a.send(GetPeerStatus).await.unwrap();
-    assert!(st[0].rtt.is_some() && st[0].layout_digest == Some(blake2sum(b"layout")));
-}
-
-#[actix_rt::test]
-async fn call_many_reaches_quorum_with_one_peer_down_and_fails_with_two() {
-    let d = tempfile::tempdir().unwrap();
-    let ids = identities(d.path(), 3);
-    let socks = [bind(), bind(), bind()];
-    let members: Vec<PeerAddr> = ids
-        .iter()
-        .zip(&socks)
-        .map(|(i, s)| PeerAddr {
-            id: i.node_id(),
-            addr: s.local_addr().unwrap(),
-        })
-        .collect();
-    let [s0, s1, s2] = socks;
-    drop(s2); // node 2 is down: nothing listens on its port.
-    let (h0, h1) = (store(false), store(false));
-    let a = start_peer(&members, s0, &ids[0], &h0);
-    let _b = start_peer(&members, s1, &ids[1], &h1);
-    wait_up(&a, ids[1].node_id()).await;
-    let nodes: Vec<NodeId> = ids.iter().map(|i| i.node_id()).collect();
-    let data = Bytes::from_static(b"quorum block");
-    let hash = blake2sum(&data);
-    let put = BlockRpc::PutBlock {
-        hash,
-        data: DataBlock::Plain(data),
-    };
-    let many = |quorum, nodes: Vec<NodeId>| CallMany {
-        nodes,
-        rpc: put.clone(),
-        quorum,
-        timeout: Duration::from_secs(2),
-        priority: Priority::Client,
-        interrupt_after_quorum: false,
-    };
-    let ok = a
-        .send(many(2, nodes.clone()))
-        .await
-        .unwrap()
-        .expect("2 of 3 should succeed");
-    assert_eq!(ok.len(), 2);
-    let err = a
-        .send(many(3, nodes.clone()))
-        .await
-        .unwrap()
-        .expect_err("3 of 3 must fail");
     assert_eq!(
-        err.errors.len(),
-        1,
-        "the error of the down node is listed: {err}"
+        a.handler.send(Seen).await.unwrap(),
+        vec![(a.id, "get_block")]
     );
-    assert_eq!(err.errors[0].0, nodes[2]);
-    // Two down (the live one excluded by asking node 2 twice): quorum 2 is impossible.
-    let err = a
-        .send(many(2, vec![nodes[0], nodes[2], nodes[2]]))
-        .await
-        .unwrap()
-        .expect_err("2 of 3 with two down must fail");
-    assert_eq!(err.errors.len(), 2, "{err}");
-}
 
-#[actix_rt::test]
-async fn a_peer_that_never_answers_times_out() {
-    let d = tempfile::tempdir().unwrap();
-    let ids = identities(d.path(), 2);
-    let socks = [bind(), bind()];
-    let members: Vec<PeerAddr> = ids
-        .iter()
-        .zip(&socks)
-        .map(|(i, s)| PeerAddr {
-            id: i.node_id(),
-            addr: s.local_addr().unwrap(),
-        })
-        .collect();
-    let [s0, s1] = socks;
-    let a = start_peer(&members, s0, &ids[0], &store(false));
-    let _b = start_peer(&members, s1, &ids[1], &store(true));
-    wait_up(&a, ids[1].node_id()).await;
-    let t = Instant::now();
-    let r = a
-        .send(call(
-            ids[1].node_id(),
-            BlockRpc::GetBlock(blake2sum(b"x")),
-            Duration::from_millis(300),
-        ))
+    // Unknown node.
+    let unknown = a
+        .peer
+        .send(call(NodeId([9; 32]), BlockRpc::Ok, BLOCK_RW_TIMEOUT))
         .await
         .unwrap();
-    assert!(matches!(r, Err(RpcError::Timeout { .. })), "got {r:?}");
-    let el = t.elapsed();
+    assert!(matches!(unknown, Err(RpcError::UnknownNode { .. })));
+}
+
+#[actix_rt::test]
+async fn peer_status_reports_up_rtt_and_layout_digest() {
+    let mut certs = Certs::new();
+    let nodes = cluster(&mut certs, 2, &[]).await;
+    // Let at least one ping round pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = status_of(&nodes[0].peer, nodes[1].id)
+        .await
+        .expect("peer listed");
+    assert!(st.up);
+    assert_eq!(st.addr, nodes[1].addr);
+    assert_eq!(st.layout_digest, Some(digest()));
     assert!(
-        el >= Duration::from_millis(300) && el < Duration::from_secs(2),
-        "timed out after {el:?}"
+        st.rtt.is_some_and(|r| r < Duration::from_secs(1)),
+        "{:?}",
+        st.rtt
     );
+    assert!(st
+        .last_seen
+        .is_some_and(|t| t.elapsed() < Duration::from_secs(1)));
+    let all = nodes[0].peer.send(GetPeerStatus).await.unwrap();
+    assert_eq!(all.len(), 1, "self must not be listed");
+}
+
+fn call_many(nodes: Vec<NodeId>, quorum: usize) -> CallMany {
+    let (hash, data) = block(4096, 1);
+    CallMany {
+        nodes,
+        rpc: BlockRpc::PutBlock { hash, data },
+        quorum,
+        timeout: Duration::from_secs(10),
+        priority: Priority::Background,
+        interrupt_after_quorum: false,
+    }
+}
+
+#[actix_rt::test]
+async fn call_many_reaches_quorum_with_one_peer_down_and_fails_with_two_down() {
+    let mut certs = Certs::new();
+    let nodes = cluster(&mut certs, 3, &[]).await;
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    let a = &nodes[0];
+
+    nodes[2].peer.send(Shutdown).await.unwrap();
+    let start = Instant::now();
+    let oks = a
+        .peer
+        .send(call_many(ids.clone(), 2))
+        .await
+        .unwrap()
+        .expect("2 of 3 with one down");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    let mut answered: Vec<NodeId> = oks.iter().map(|(n, _)| *n).collect();
+    answered.sort();
+    let mut expected = vec![ids[0], ids[1]];
+    expected.sort();
+    assert_eq!(answered, expected, "the quorum came from the wrong nodes");
+
+    nodes[1].peer.send(Shutdown).await.unwrap();
+    let start = Instant::now();
+    let err = a
+        .peer
+        .send(call_many(ids.clone(), 2))
+        .await
+        .unwrap()
+        .expect_err("2 of 3 with two down");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(err.oks, 1);
+    let mut failed: Vec<NodeId> = err.errors.iter().map(|(n, _)| *n).collect();
+    failed.sort();
+    let mut expected = vec![ids[1], ids[2]];
+    expected.sort();
+    assert_eq!(
+        failed, expected,
+        "errors not listed for both down peers: {err}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_handler_that_does_not_answer_in_time_gives_timeout() {
+    let mut certs = Certs::new();
+    let slow = Some(Duration::from_secs(20));
+    let nodes = cluster(&mut certs, 2, &[slow, slow]).await;
+    let t = Duration::from_millis(500);
+    for target in [nodes[1].id, nodes[0].id] {
+        let start = Instant::now();
+        let res = nodes[0].peer.send(call(target, probe(), t)).await.unwrap();
+        let took = start.elapsed();
+        assert!(matches!(res, Err(RpcError::Timeout { .. })), "{res:?}");
+        assert!(
+            took >= t && took < t + Duration::from_millis(700),
+            "took {took:?}"
+        );
+    }
+    // Pings are answered by the peer actor itself, so the peer stays up.
+    assert!(status_of(&nodes[0].peer, nodes[1].id).await.unwrap().up);
+}
+
+/// Bind `addr` again once the previous owner has let go of it.
+async fn restart_on(identity: TlsIdentity, addr: SocketAddr, members: Vec<PeerAddr>) -> Node {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let h = handler(None);
+        let config = PeerConfig {
+            listen: addr,
+            members: members.clone(),
+            limits: FrameLimits::default(),
+            layout_digest: digest(),
+        };
+        match PeerActor::with_tuning(config, tuning(), identity.clone(), h.clone().recipient()) {
+            Ok(actor) => {
+                return Node {
+                    id: actor.node_id(),
+                    addr: actor.local_addr(),
+                    peer: actor.start(),
+                    handler: h,
+                    identity,
+                }
+            }
+            Err(PeerError::Bind { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("cannot restart the peer on {addr}: {e}"),
+        }
+    }
 }
 
 #[actix_rt::test]
 async fn a_restarted_peer_is_used_again_without_restarting_the_caller() {
-    let d = tempfile::tempdir().unwrap();
-    let ids = identities(d.path(), 2);
-    let socks = [bind(), bind()];
-    let members: Vec<PeerAddr> = ids
-        .iter()
-        .zip(&socks)
-        .map(|(i, s)| PeerAddr {
-            id: i.node_id(),
-            addr: s.local_addr().unwrap(),
-        })
-        .collect();
-    let b_addr = members[1].addr;
-    let b_id = ids[1].node_id();
-    let [s0, s1] = socks;
-    let a = start_peer(&members, s0, &ids[0], &store(false));
-    let b = start_peer(&members, s1, &ids[1], &store(false));
-    wait_up(&a, b_id).await;
-    b.send(Shutdown).await.unwrap();
-    drop(b);
-    // Wait until A notices, then bring B back on the same port.
-    let t = Instant::now();
+    let mut certs = Certs::new();
+    let nodes = cluster(&mut certs, 2, &[]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    b.peer.send(Shutdown).await.unwrap();
+
+    let start = Instant::now();
+    let res = a
+        .peer
+        .send(call(b.id, probe(), Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert!(res.is_err(), "a call to a stopped peer succeeded");
+    assert!(
+        start.elapsed() < Duration::from_millis(2_500),
+        "call hung past its timeout"
+    );
+    wait_down(&a.peer, b.id).await;
+
+    let b2 = restart_on(b.identity.clone(), b.addr, vec![member(a), member(b)]).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let st = a.send(GetPeerStatus).await.unwrap();
-        if !st[0].up {
+        let res = a
+            .peer
+            .send(call(b2.id, probe(), Duration::from_secs(1)))
+            .await
+            .unwrap();
+        if res.is_ok() {
             break;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "A never noticed B going down"
+            Instant::now() < deadline,
+            "restarted peer not used again: {res:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let t = Instant::now();
-    let sock = loop {
-        match UdpSocket::bind(b_addr) {
-            Ok(s) => break s,
-            Err(e) => {
-                assert!(
-                    t.elapsed() < Duration::from_secs(5),
-                    "port of B not released: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    let _b2 = start_peer(&members, sock, &ids[1], &store(false));
-    let t = Instant::now();
-    loop {
-        let r = a
-            .send(call(
-                b_id,
-                BlockRpc::GetBlock(blake2sum(b"z")),
-                Duration::from_secs(2),
-            ))
-            .await
-            .unwrap();
-        if matches!(
-            r,
-            Err(RpcError::Remote {
-                code: ErrorCode::NotFound,
-                ..
-            })
-        ) {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "B not reachable again after restart: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        b2.handler.send(Seen).await.unwrap(),
+        vec![(a.id, "need_block_query")]
+    );
+    wait_up(&a.peer, b.id, Duration::from_secs(2)).await;
+}
+
+async fn wait_down(peer: &Addr<PeerActor>, id: NodeId) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of(peer, id).await.is_some_and(|p| p.up) {
+        assert!(Instant::now() < deadline, "peer {id:?} still up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Start A (a member list naming `intruder_id`, or not), start the intruder with its own
-/// identity, and check the intruder cannot call A and A's handler never sees a request.
-async fn assert_refused(a_ident: &TlsIdentity, intruder: &TlsIdentity, a_lists_intruder: bool) {
-    let (sa, sx) = (bind(), bind());
-    let a_member = PeerAddr {
-        id: a_ident.node_id(),
-        addr: sa.local_addr().unwrap(),
-    };
-    let x_member = PeerAddr {
-        id: intruder.node_id(),
-        addr: sx.local_addr().unwrap(),
-    };
-    let a_members = if a_lists_intruder {
-        vec![a_member.clone(), x_member.clone()]
-    } else {
-        vec![a_member.clone()]
-    };
-    let ha = store(false);
-    let a = start_peer(&a_members, sa, a_ident, &ha);
-    let x = start_peer(&[a_member.clone(), x_member], sx, intruder, &store(false));
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(2) {
-        let r = x
-            .send(call(
-                a_member.id,
-                BlockRpc::GetBlock(blake2sum(b"secret")),
-                Duration::from_secs(1),
-            ))
+/// `intruder` dials `a` (which it trusts) and calls it: refused, and `a`'s handler sees
+/// nothing. When `a` lists the intruder as a member, `a`'s own dial to it fails too.
+async fn assert_refused(a_members_intruder: bool, intruder: TlsIdentity, certs: &mut Certs) {
+    let a = start_node(certs.node(), any_port(), vec![], None);
+    let x = start_node(intruder, any_port(), vec![member(&a)], None);
+    if a_members_intruder {
+        a.peer
+            .send(SetMembers {
+                members: vec![member(&a), member(&x)],
+            })
             .await
             .unwrap();
-        assert!(
-            !matches!(r, Ok(_) | Err(RpcError::Remote { .. })),
-            "the intruder got an answer from A: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let st = x.send(GetPeerStatus).await.unwrap();
+    let (hash, data) = block(1024, 3);
+    let start = Instant::now();
+    let res = x
+        .peer
+        .send(call(
+            a.id,
+            BlockRpc::PutBlock { hash, data },
+            Duration::from_secs(3),
+        ))
+        .await
+        .unwrap();
+    // The server's TLS alert comes back as the connection's close reason.
     assert!(
-        st.iter().all(|p| !p.up),
-        "the intruder must never see A up: {st:?}"
+        matches!(&res, Err(RpcError::Unreachable { reason, .. }) if reason.contains("invalid peer certificate")),
+        "the refused node's call did not fail on its certificate: {res:?}"
     );
-    if a_lists_intruder {
-        let st = a.send(GetPeerStatus).await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(3_500),
+        "call hung past its timeout"
+    );
+    // Give `a`'s dial to the intruder (if any) time to fail.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        a.handler.send(Seen).await.unwrap().is_empty(),
+        "the server's handler saw a request from a refused node"
+    );
+    assert!(
+        !status_of(&x.peer, a.id).await.unwrap().up,
+        "intruder sees the node up"
+    );
+    if a_members_intruder {
         assert!(
-            st.iter().all(|p| !p.up),
-            "A must not accept the intruder as a peer: {st:?}"
+            !status_of(&a.peer, x.id).await.unwrap().up,
+            "node sees the intruder up"
         );
     }
-    assert_eq!(
-        ha.send(Requests).await.unwrap(),
-        0,
-        "A's handler must never see the intruder's requests"
-    );
-    x.send(Shutdown).await.unwrap();
-    a.send(Shutdown).await.unwrap();
+    assert!(x.handler.send(Seen).await.unwrap().is_empty());
 }
 
 #[actix_rt::test]
-async fn certificates_from_another_ca_self_signed_or_of_non_members_are_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let ids = identities(d.path(), 2);
-    // Another CA's node.
-    let other = d.path().join("other");
-    generate_ca(&other.join("ca")).unwrap();
-    generate_node_cert(&other.join("ca"), "evil", &other.join("evil")).unwrap();
-    let foreign = load(&other.join("evil"));
-    assert_refused(&ids[0], &foreign, true).await;
-    // A self-signed node certificate (its own CA).
-    let ss = d.path().join("selfsigned");
-    std::fs::create_dir_all(&ss).unwrap();
-    let kp = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec![crate::tls::NODE_SERVER_NAME.to_string()]).unwrap();
-    let cert = params.self_signed(&kp).unwrap();
-    std::fs::write(ss.join("node.crt"), cert.pem()).unwrap();
-    std::fs::write(ss.join("ca.crt"), cert.pem()).unwrap();
-    std::fs::write(ss.join("node.key"), kp.serialize_pem()).unwrap();
-    let selfsigned = load(&ss);
-    assert_refused(&ids[0], &selfsigned, true).await;
-    // A valid certificate of the right CA whose id is not a member.
-    assert_refused(&ids[0], &ids[1], false).await;
+async fn a_certificate_from_another_ca_is_refused() {
+    let mut certs = Certs::new();
+    let intruder = certs.node_of_other_ca();
+    assert_refused(true, intruder, &mut certs).await;
+}
+
+#[actix_rt::test]
+async fn a_self_signed_certificate_is_refused() {
+    let mut certs = Certs::new();
+    let intruder = certs.self_signed_node();
+    assert_refused(true, intruder, &mut certs).await;
+}
+
+#[actix_rt::test]
+async fn a_valid_certificate_of_a_non_member_is_refused() {
+    let mut certs = Certs::new();
+    let intruder = certs.node();
+    assert_refused(false, intruder, &mut certs).await;
+}
+
+/// A raw quinn client with a member's identity, to send bytes the PeerActor never would.
+async fn raw_connection(from: &TlsIdentity, to: &Node) -> (quinn::Endpoint, quinn::Connection) {
+    let ep = quinn::Endpoint::client(any_port()).unwrap();
+    let cfg = conn::client_config(from, to.id, &tuning()).unwrap();
+    let c = ep
+        .connect_with(cfg, to.addr, tls::NODE_SAN)
+        .unwrap()
+        .await
+        .unwrap();
+    (ep, c)
+}
+
+async fn raw_exchange(c: &quinn::Connection, bytes: &[u8]) -> Result<BlockRpc, String> {
+    let (mut send, mut recv) = c.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(bytes).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    frame::read_frame(&mut recv, &FrameLimits::default())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[actix_rt::test]
+async fn bad_frames_get_bad_request_and_the_connection_keeps_working() {
+    let mut certs = Certs::new();
+    let nodes = cluster(&mut certs, 2, &[]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (_ep, c) = raw_connection(&a.identity, b).await;
+
+    let good = frame::encode(&BlockRpc::GetBlock(blake2sum(b"x")))
+        .unwrap()
+        .to_vec();
+    let mut oversized = Vec::new();
+    oversized.extend_from_slice(&8u32.to_be_bytes());
+    oversized.extend_from_slice(&u32::MAX.to_be_bytes());
+    let mut garbage = vec![0, 0, 0, 4, 0, 0, 0, 0];
+    garbage.extend_from_slice(b"\xc1\xc1\xc1\xc1");
+    let reply_as_request = frame::encode(&BlockRpc::Pong(1)).unwrap().to_vec();
+    for (what, bytes) in [
+        ("oversized", oversized),
+        ("truncated", good[..good.len() - 2].to_vec()),
+        ("garbage", garbage),
+        ("reply as request", reply_as_request),
+    ] {
+        let reply = raw_exchange(&c, &bytes).await;
+        assert!(
+            matches!(
+                reply,
+                Ok(BlockRpc::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                })
+            ),
+            "{what}: {reply:?}"
+        );
+    }
+    // The same connection still serves good requests, and the handler saw only them.
+    let reply = raw_exchange(&c, &good).await;
+    assert!(
+        matches!(
+            reply,
+            Ok(BlockRpc::Error {
+                code: ErrorCode::NotFound,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(
+        b.handler.send(Seen).await.unwrap(),
+        vec![(a.id, "get_block")]
+    );
+    let ok = a
+        .peer
+        .send(call(b.id, probe(), Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(ok.unwrap(), BlockRpc::Ok);
 }
