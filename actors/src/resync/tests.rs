@@ -165,6 +165,7 @@ fn rig(dir: &Path, get_delay: Duration) -> Rig {
     let storage = StorageActor::new(StorageConfig {
         data_dir: dir.join("data"),
         data_fsync: false,
+        capacity: None,
     })
     .unwrap()
     .start();
