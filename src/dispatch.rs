@@ -11,7 +11,9 @@ use actix::prelude::*;
 
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
 use blocknode_actors::peer::HandleRpc;
-use blocknode_actors::refcount::{AddRef, DropRef, GetRc, RefcountActor, RefcountError};
+use blocknode_actors::refcount::{
+    AddRef, DigestPrefix, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountActor, RefcountError,
+};
 use blocknode_actors::resync::{GetBlockError, ResyncActor, Schedule, ScheduleReason};
 use blocknode_actors::storage::{BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock};
 use blocknode_actors::{Hash, RcEntry};
@@ -162,6 +164,38 @@ impl Handler<HandleRpc> for RpcDispatcher {
                         error: rc_err.or(err),
                     })
                 }
+                BlockRpc::RefDigestQuery { prefix } => {
+                    match refcount.send(DigestPrefix { prefix }).await {
+                        Ok(Ok(d)) => BlockRpc::RefDigestReply(d),
+                        Ok(Err(e)) => refcount_error(e),
+                        Err(e) => mailbox("refcount", e),
+                    }
+                }
+                BlockRpc::RefRecordsQuery {
+                    prefix,
+                    exact,
+                    limit,
+                } => {
+                    // Bounded so the reply fits the frame header limit.
+                    let limit = (limit as usize).min(128);
+                    match refcount
+                        .send(RecordsUnder {
+                            prefix,
+                            exact,
+                            limit,
+                        })
+                        .await
+                    {
+                        Ok(Ok(r)) => BlockRpc::RefRecords(r),
+                        Ok(Err(e)) => refcount_error(e),
+                        Err(e) => mailbox("refcount", e),
+                    }
+                }
+                BlockRpc::MergeRefs(records) => match refcount.send(MergeRefs { records }).await {
+                    Ok(Ok(_)) => BlockRpc::Ok,
+                    Ok(Err(e)) => refcount_error(e),
+                    Err(e) => mailbox("refcount", e),
+                },
                 BlockRpc::ScheduleResync(hash) => {
                     schedule(hash, Duration::ZERO, ScheduleReason::ReadFailed);
                     BlockRpc::Ok

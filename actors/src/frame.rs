@@ -91,6 +91,33 @@ pub struct BlockInfo {
     pub error: Option<String>,
 }
 
+/// One ref record as replicas exchange it: dropped wins when two records merge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefRecord {
+    pub hash: Hash,
+    pub ref_id: RefId,
+    pub live: bool,
+}
+
+/// Digest of the ref records whose key starts with a prefix, and of each child range
+/// (the prefix plus one more key byte; `byte` 256 stands for the key equal to the prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PrefixDigest {
+    pub count: u64,
+    #[serde(with = "serde_bytes")]
+    pub digest: Vec<u8>,
+    pub children: Vec<ChildDigest>,
+}
+
+/// Digest of one child range of a [`PrefixDigest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildDigest {
+    pub byte: u16,
+    pub count: u64,
+    #[serde(with = "serde_bytes")]
+    pub digest: Vec<u8>,
+}
+
 /// Every message exchanged between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockRpc {
@@ -122,6 +149,24 @@ pub enum BlockRpc {
     BlockInfoReply(BlockInfo),
     /// Ask the receiver to resync this block now (it lacked it or had it rotten).
     ScheduleResync(Hash),
+    /// Anti-entropy: digest of the receiver's ref records under a key prefix.
+    RefDigestQuery {
+        #[doc = "key prefix"]
+        prefix: Vec<u8>,
+    },
+    /// Answer to `RefDigestQuery`.
+    RefDigestReply(PrefixDigest),
+    /// Anti-entropy: the receiver's ref records under a prefix (`exact`: only the key
+    /// equal to the prefix), at most `limit`.
+    RefRecordsQuery {
+        prefix: Vec<u8>,
+        exact: bool,
+        limit: u32,
+    },
+    /// Answer to `RefRecordsQuery`.
+    RefRecords(Vec<RefRecord>),
+    /// Merge these ref records (dropped wins); answered with `Ok`.
+    MergeRefs(Vec<RefRecord>),
 }
 
 impl BlockRpc {
@@ -142,6 +187,11 @@ impl BlockRpc {
             BlockRpc::BlockInfoQuery(_) => "block_info_query",
             BlockRpc::BlockInfoReply(_) => "block_info_reply",
             BlockRpc::ScheduleResync(_) => "schedule_resync",
+            BlockRpc::RefDigestQuery { .. } => "ref_digest_query",
+            BlockRpc::RefDigestReply(_) => "ref_digest_reply",
+            BlockRpc::RefRecordsQuery { .. } => "ref_records_query",
+            BlockRpc::RefRecords(_) => "ref_records",
+            BlockRpc::MergeRefs(_) => "merge_refs",
         }
     }
 
@@ -158,19 +208,44 @@ impl BlockRpc {
 #[derive(Debug, Serialize, Deserialize)]
 enum WireHeader {
     Ok,
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     Hello(Hello),
     Ping(u64),
     Pong(u64),
     GetBlock(Hash),
-    PutBlock { hash: Hash, compressed: bool },
+    PutBlock {
+        hash: Hash,
+        compressed: bool,
+    },
     NeedBlockQuery(Hash),
     NeedBlockReply(bool),
-    AddRef { hash: Hash, ref_id: RefId },
-    DropRef { hash: Hash, ref_id: RefId },
+    AddRef {
+        hash: Hash,
+        ref_id: RefId,
+    },
+    DropRef {
+        hash: Hash,
+        ref_id: RefId,
+    },
     BlockInfoQuery(Hash),
     BlockInfoReply(BlockInfo),
     ScheduleResync(Hash),
+    RefDigestQuery {
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+    },
+    RefDigestReply(PrefixDigest),
+    RefRecordsQuery {
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+        exact: bool,
+        limit: u32,
+    },
+    RefRecords(Vec<RefRecord>),
+    MergeRefs(Vec<RefRecord>),
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -247,6 +322,22 @@ pub fn encode(rpc: &BlockRpc) -> Result<EncodedFrame, FrameError> {
         BlockRpc::BlockInfoQuery(h) => (WireHeader::BlockInfoQuery(h), None),
         BlockRpc::BlockInfoReply(i) => (WireHeader::BlockInfoReply(i), None),
         BlockRpc::ScheduleResync(h) => (WireHeader::ScheduleResync(h), None),
+        BlockRpc::RefDigestQuery { prefix } => (WireHeader::RefDigestQuery { prefix }, None),
+        BlockRpc::RefDigestReply(d) => (WireHeader::RefDigestReply(d), None),
+        BlockRpc::RefRecordsQuery {
+            prefix,
+            exact,
+            limit,
+        } => (
+            WireHeader::RefRecordsQuery {
+                prefix,
+                exact,
+                limit,
+            },
+            None,
+        ),
+        BlockRpc::RefRecords(r) => (WireHeader::RefRecords(r), None),
+        BlockRpc::MergeRefs(r) => (WireHeader::MergeRefs(r), None),
     };
     let header = rmp_serde::to_vec_named(&header).map_err(|e| FrameError::Encode(e.to_string()))?;
     let payload_len = payload.as_ref().map_or(0, |p| p.len());
@@ -321,6 +412,19 @@ pub fn decode_parts(header: &[u8], payload: Bytes) -> Result<BlockRpc, FrameErro
         WireHeader::BlockInfoQuery(h) => no_payload(BlockRpc::BlockInfoQuery(h)),
         WireHeader::BlockInfoReply(i) => no_payload(BlockRpc::BlockInfoReply(i)),
         WireHeader::ScheduleResync(h) => no_payload(BlockRpc::ScheduleResync(h)),
+        WireHeader::RefDigestQuery { prefix } => no_payload(BlockRpc::RefDigestQuery { prefix }),
+        WireHeader::RefDigestReply(d) => no_payload(BlockRpc::RefDigestReply(d)),
+        WireHeader::RefRecordsQuery {
+            prefix,
+            exact,
+            limit,
+        } => no_payload(BlockRpc::RefRecordsQuery {
+            prefix,
+            exact,
+            limit,
+        }),
+        WireHeader::RefRecords(r) => no_payload(BlockRpc::RefRecords(r)),
+        WireHeader::MergeRefs(r) => no_payload(BlockRpc::MergeRefs(r)),
     }
 }
 
@@ -419,6 +523,31 @@ mod tests {
                 error: Some("x".into()),
             }),
             BlockRpc::ScheduleResync(h),
+            BlockRpc::RefDigestQuery { prefix: vec![1, 2] },
+            BlockRpc::RefDigestReply(PrefixDigest {
+                count: 3,
+                digest: vec![7; 16],
+                children: vec![ChildDigest {
+                    byte: 256,
+                    count: 1,
+                    digest: vec![1; 16],
+                }],
+            }),
+            BlockRpc::RefRecordsQuery {
+                prefix: vec![9],
+                exact: false,
+                limit: 128,
+            },
+            BlockRpc::RefRecords(vec![RefRecord {
+                hash: h,
+                ref_id: "a".parse().unwrap(),
+                live: false,
+            }]),
+            BlockRpc::MergeRefs(vec![RefRecord {
+                hash: h,
+                ref_id: "b".parse().unwrap(),
+                live: true,
+            }]),
         ]
     }
 

@@ -31,6 +31,9 @@ use crate::ref_id::RefId;
 mod keys;
 mod pending;
 mod rebuild;
+mod sync;
+
+pub use sync::{DigestPrefix, MergeRefs, RecordsUnder};
 #[cfg(test)]
 mod tests;
 

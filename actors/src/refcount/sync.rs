@@ -1,0 +1,272 @@
+//! What anti-entropy asks of the refcount actor: digests of key ranges, the records of
+//! a range, merging records from another replica, and dropping the records of a
+//! partition this node no longer holds.
+//!
+//! Merge rule (commutative, idempotent, no clocks): a record is live or dropped, and
+//! dropped wins. Merging `live` into a dropped record changes nothing; merging `dropped`
+//! into a live or absent one records the tombstone. The count and its `RcChanged`
+//! notifications follow exactly as for `AddRef`/`DropRef`.
+//!
+//! Tombstones are kept: purging one is safe only once every holder of its partition is
+//! known to have it (else a replica that missed the drop would resurrect the ref at the
+//! next merge), and that acknowledgement is not tracked yet, so none is purged.
+
+use actix::prelude::*;
+
+use super::keys::{decode_state, split_ref_key};
+use super::{store_err, RefState, RefcountActor, RefcountError};
+use crate::frame::{ChildDigest, PrefixDigest, RefRecord};
+use crate::hash::blake2sum;
+use crate::refcount::keys::ref_key;
+
+/// Bytes of a digest.
+const DIGEST_LEN: usize = 16;
+
+fn record_digest(key: &[u8], live: bool) -> [u8; DIGEST_LEN] {
+    let mut input = Vec::with_capacity(key.len() + 1);
+    input.extend_from_slice(key);
+    input.push(live as u8);
+    let h = blake2sum(&input);
+    let mut d = [0u8; DIGEST_LEN];
+    d.copy_from_slice(&h.0[..DIGEST_LEN]);
+    d
+}
+
+fn xor(acc: &mut [u8; DIGEST_LEN], d: &[u8; DIGEST_LEN]) {
+    for (a, b) in acc.iter_mut().zip(d) {
+        *a ^= b;
+    }
+}
+
+/// Digest of the records under a prefix (and of each child range).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<PrefixDigest, RefcountError>")]
+pub struct DigestPrefix {
+    pub prefix: Vec<u8>,
+}
+
+/// The records under a prefix (only the key equal to it with `exact`), at most `limit`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<RefRecord>, RefcountError>")]
+pub struct RecordsUnder {
+    pub prefix: Vec<u8>,
+    pub exact: bool,
+    pub limit: usize,
+}
+
+/// Merge records from another replica; replies how many changed something here.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<usize, RefcountError>")]
+pub struct MergeRefs {
+    pub records: Vec<RefRecord>,
+}
+
+impl RefcountActor {
+    /// Every record under `prefix`, stored ones overlaid with pending writes, in order.
+    fn records_under(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RefState)>, RefcountError> {
+        let pending = self.pending.all_refs();
+        let mut out: std::collections::BTreeMap<Vec<u8>, RefState> =
+            std::collections::BTreeMap::new();
+        for item in self.refs.prefix(prefix) {
+            let (k, v) = item.into_inner().map_err(store_err)?;
+            out.insert(k.to_vec(), decode_state(&k, &v));
+        }
+        for (k, s) in pending.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.insert(k.clone(), *s);
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Apply one record by the merge rule.
+    fn merge_one(&mut self, r: &RefRecord) -> Result<bool, RefcountError> {
+        let key = ref_key(&r.hash, &r.ref_id);
+        match (self.ref_state(&key)?, r.live) {
+            (Some(RefState::Dropped), _) | (Some(RefState::Live), true) => Ok(false),
+            (_, true) => Ok(self
+                .set_ref(r.hash, r.ref_id.clone(), RefState::Live)?
+                .changed),
+            (_, false) => Ok(self
+                .set_ref(r.hash, r.ref_id.clone(), RefState::Dropped)?
+                .changed),
+        }
+    }
+}
+
+impl Handler<DigestPrefix> for RefcountActor {
+    type Result = Result<PrefixDigest, RefcountError>;
+
+    fn handle(&mut self, m: DigestPrefix, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut total = [0u8; DIGEST_LEN];
+        let mut count = 0u64;
+        let mut children: Vec<(u16, u64, [u8; DIGEST_LEN])> = Vec::new();
+        for (k, s) in self.records_under(&m.prefix)? {
+            let d = record_digest(&k, s == RefState::Live);
+            xor(&mut total, &d);
+            count += 1;
+            let byte = k.get(m.prefix.len()).map_or(256u16, |b| *b as u16);
+            match children.last_mut() {
+                Some(c) if c.0 == byte => {
+                    c.1 += 1;
+                    xor(&mut c.2, &d);
+                }
+                _ => children.push((byte, 1, d)),
+            }
+        }
+        Ok(PrefixDigest {
+            count,
+            digest: total.to_vec(),
+            children: children
+                .into_iter()
+                .map(|(byte, count, d)| ChildDigest {
+                    byte,
+                    count,
+                    digest: d.to_vec(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Handler<RecordsUnder> for RefcountActor {
+    type Result = Result<Vec<RefRecord>, RefcountError>;
+
+    fn handle(&mut self, m: RecordsUnder, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(self
+            .records_under(&m.prefix)?
+            .into_iter()
+            .filter(|(k, _)| !m.exact || k.len() == m.prefix.len())
+            .filter_map(|(k, s)| {
+                split_ref_key(&k).map(|(hash, ref_id)| RefRecord {
+                    hash,
+                    ref_id,
+                    live: s == RefState::Live,
+                })
+            })
+            .take(m.limit)
+            .collect())
+    }
+}
+
+impl Handler<MergeRefs> for RefcountActor {
+    type Result = ResponseFuture<Result<usize, RefcountError>>;
+
+    fn handle(&mut self, m: MergeRefs, ctx: &mut Context<Self>) -> Self::Result {
+        let mut changed = 0;
+        for r in &m.records {
+            match self.merge_one(r) {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(e) => return Box::pin(async move { Err(e) }),
+            }
+        }
+        self.reply_when_durable(Ok(changed), ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::hash::Hash;
+    use crate::refcount::{GetRc, RefcountConfig};
+
+    fn rec(i: u8, r: u8, live: bool) -> RefRecord {
+        RefRecord {
+            hash: Hash([i; 32]),
+            ref_id: format!("r{r}").parse().unwrap(),
+            live,
+        }
+    }
+
+    /// Merge `batches` in order into a fresh actor; return (digest of everything, rc of each hash).
+    fn merged(batches: Vec<Vec<RefRecord>>) -> (PrefixDigest, Vec<u64>) {
+        let sys = actix::System::new();
+        sys.block_on(async move {
+            let d = tempfile::tempdir().unwrap();
+            let db = fjall::Database::builder(d.path()).open().unwrap();
+            let a = RefcountActor::new(
+                db,
+                RefcountConfig {
+                    gc_delay: Duration::from_secs(600),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap()
+            .start();
+            for b in batches {
+                a.send(MergeRefs { records: b }).await.unwrap().unwrap();
+            }
+            let dig = a
+                .send(DigestPrefix { prefix: vec![] })
+                .await
+                .unwrap()
+                .unwrap();
+            let mut rcs = Vec::new();
+            for i in 0..4u8 {
+                rcs.push(
+                    a.send(GetRc {
+                        hash: Hash([i; 32]),
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .count(),
+                );
+            }
+            (dig, rcs)
+        })
+    }
+
+    fn records() -> impl Strategy<Value = Vec<RefRecord>> {
+        proptest::collection::vec(
+            (0u8..4, 0u8..4, any::<bool>()).prop_map(|(i, r, l)| rec(i, r, l)),
+            0..12,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Merging A then B gives the same records and counts as B then A.
+        #[test]
+        fn merge_is_commutative(a in records(), b in records()) {
+            prop_assert_eq!(merged(vec![a.clone(), b.clone()]), merged(vec![b, a]));
+        }
+
+        /// Merging the same records twice changes nothing the second time.
+        #[test]
+        fn merge_is_idempotent(a in records()) {
+            prop_assert_eq!(merged(vec![a.clone()]), merged(vec![a.clone(), a]));
+        }
+
+        /// A dropped record wins over a live one, in either order.
+        #[test]
+        fn dropped_wins(i in 0u8..4, r in 0u8..4) {
+            let (_, rc1) = merged(vec![vec![rec(i, r, true)], vec![rec(i, r, false)]]);
+            let (_, rc2) = merged(vec![vec![rec(i, r, false)], vec![rec(i, r, true)]]);
+            prop_assert_eq!(rc1[i as usize], 0);
+            prop_assert_eq!(rc2[i as usize], 0);
+        }
+    }
+
+    #[test]
+    fn digests_agree_exactly_when_the_records_do() {
+        let (d1, _) = merged(vec![vec![rec(1, 1, true), rec(2, 2, false)]]);
+        let (d2, _) = merged(vec![vec![rec(2, 2, false), rec(1, 1, true)]]);
+        let (d3, _) = merged(vec![vec![rec(1, 1, true), rec(2, 2, true)]]);
+        assert_eq!(d1, d2);
+        assert_ne!(
+            d1.digest, d3.digest,
+            "a live/dropped difference must show in the digest"
+        );
+        assert_eq!(d1.count, 2);
+        assert_eq!(d1.children.len(), 2, "one child range per first key byte");
+    }
+}
