@@ -8,10 +8,13 @@ use bytes::Bytes;
 
 use super::*;
 use crate::block::{DataBlock, VerifiedBlock};
-use crate::frame::ErrorCode;
+use crate::frame::{BlockRpc, ErrorCode};
 use crate::hash::blake2sum;
+use crate::peer::RpcError;
 use crate::placement::FixedPlacement;
+use crate::refcount::GetRc;
 use crate::refcount::{AddRef, DropRef, RefcountConfig};
+use crate::storage::{BlockExists, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
 /// One fake remote node.
