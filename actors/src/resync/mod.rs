@@ -97,6 +97,25 @@ impl ResyncConfig {
             after_gc_delay: AFTER_GC_DELAY,
         }
     }
+
+    /// How long each scheduling source waits (DESIGN.md, "The resync loop"):
+    /// - a new ref (rc 0→1): 2 × block timeout, to let the writer deliver the block;
+    /// - a dropped block (rc→0): gc_delay + after_gc_delay, its grace period and a margin;
+    /// - a `PutBlock` for a block with no refs: gc_delay, so the ref that usually follows
+    ///   the block arrives first and the orphan is collected only if none does;
+    /// - a failed read, repair, scrub, an operator: now. (Retries use the backoff.)
+    pub fn delay_for(&self, reason: ScheduleReason) -> Duration {
+        match reason {
+            ScheduleReason::NewRef => self.block_timeout.saturating_mul(2),
+            ScheduleReason::Dropped => self.gc_delay.saturating_add(self.after_gc_delay),
+            ScheduleReason::OrphanPut => self.gc_delay,
+            ScheduleReason::ReadFailed
+            | ScheduleReason::Repair
+            | ScheduleReason::Scrub
+            | ScheduleReason::Manual
+            | ScheduleReason::Retry => Duration::ZERO,
+        }
+    }
 }
 
 /// Errors of the resync actor.
@@ -142,13 +161,26 @@ pub enum ScheduleReason {
     Retry,
 }
 
-/// Look at `hash` after `delay`.
+/// Look at `hash` after `delay`. A hash waits in the queue once: if it already waits,
+/// the earlier of the two times wins. A hash being resynced right now is looked at
+/// again after that run (the new entry waits for the busy one).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Schedule {
     pub hash: Hash,
     pub delay: Duration,
     pub reason: ScheduleReason,
+}
+
+impl Schedule {
+    /// Schedule `hash` after the delay `config` gives `reason` ([`ResyncConfig::delay_for`]).
+    pub fn for_reason(hash: Hash, reason: ScheduleReason, config: &ResyncConfig) -> Self {
+        Schedule {
+            hash,
+            delay: config.delay_for(reason),
+            reason,
+        }
+    }
 }
 
 /// Retry one errored block now, or every errored block (`hash: None`); replies how many.
@@ -566,22 +598,13 @@ impl Handler<RcChanged> for ResyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: RcChanged, ctx: &mut Context<Self>) {
-        let (delay, reason) = if msg.new.count() > 0 {
-            (self.config.block_timeout * 2, ScheduleReason::NewRef)
+        // The refcount actor tells only of moves between zero and non-zero.
+        let reason = if msg.new.count() > 0 {
+            ScheduleReason::NewRef
         } else {
-            (
-                self.config.gc_delay + self.config.after_gc_delay,
-                ScheduleReason::Dropped,
-            )
+            ScheduleReason::Dropped
         };
-        self.handle(
-            Schedule {
-                hash: msg.hash,
-                delay,
-                reason,
-            },
-            ctx,
-        );
+        self.handle(Schedule::for_reason(msg.hash, reason, &self.config), ctx);
     }
 }
 
