@@ -323,6 +323,24 @@ mod tests {
     }
 
     #[test]
+    fn an_item_taken_when_the_node_stopped_is_run_again_after_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Database::builder(d.path()).open().unwrap();
+        let mut q = Queue::open(&db).unwrap();
+        let h = blake2sum(b"in flight");
+        q.schedule(h, 10).unwrap();
+        q.take(Item { due: 10, hash: h }).unwrap();
+        drop(q);
+        let mut q = Queue::open(&db).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.due(100, 8, |_| false).0, vec![Item { due: 10, hash: h }]);
+        // And a new schedule of it adds at most one more entry.
+        q.schedule(h, 20).unwrap();
+        q.schedule(h, 30).unwrap();
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
     fn errors_count_back_off_and_clear() {
         let (_d, mut q) = open();
         let h = blake2sum(b"e");

@@ -441,6 +441,12 @@ async fn failed_offload_keeps_the_block_records_the_error_and_retries_after_back
         400,
         "second retry after twice the base"
     );
+    assert!(
+        e.last_try >= errs[0].next_try,
+        "the retry ran at {} before its backoff ended at {}",
+        e.last_try,
+        errs[0].next_try
+    );
     // Node b recovers: the retry succeeds, the block moves and the error is cleared.
     r.peers
         .send(Edit(Box::new(|p| {
