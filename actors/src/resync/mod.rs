@@ -37,12 +37,13 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use serde::Serialize;
 
 use crate::hash::{Hash, NodeId};
-use crate::peer::Call;
+use crate::peer::{Call, BLOCK_RW_TIMEOUT, NEED_BLOCK_QUERY_TIMEOUT};
 use crate::placement::Placement;
 use crate::rc::now_msec;
 use crate::refcount::{RcChanged, RefcountActor};
 use crate::storage::StorageActor;
 use queue::{Item, Queue};
+pub use work::ResyncBlockError;
 use work::{Deps, Outcome};
 
 /// Most resync workers (each runs one block at a time).
@@ -89,8 +90,8 @@ impl ResyncConfig {
     pub fn new(self_id: NodeId) -> Self {
         ResyncConfig {
             self_id,
-            block_timeout: Duration::from_secs(30),
-            need_block_timeout: Duration::from_secs(5),
+            block_timeout: BLOCK_RW_TIMEOUT,
+            need_block_timeout: NEED_BLOCK_QUERY_TIMEOUT,
             gc_delay: Duration::from_secs(600),
             backoff_base: Duration::from_secs(60),
             scrub_interval: Duration::from_secs(30 * 86400),
@@ -490,7 +491,7 @@ impl ResyncActor {
                         }
                         Err(e) => {
                             act.ops_error += 1;
-                            act.record_error(hash, e);
+                            act.record_error(hash, e.to_string());
                         }
                     }
                     // Removed only now, after any retry is queued: a crash in between

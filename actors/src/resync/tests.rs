@@ -14,7 +14,7 @@ use crate::peer::RpcError;
 use crate::placement::FixedPlacement;
 use crate::refcount::GetRc;
 use crate::refcount::{AddRef, DropRef, RefcountConfig};
-use crate::storage::{BlockExists, WriteBlock};
+use crate::storage::{BlockExists, ReadBlock, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
 /// One fake remote node.
@@ -687,6 +687,73 @@ async fn an_orphan_put_is_collected_only_after_gc_delay() {
         t.elapsed() >= c.gc_delay,
         "collected after {:?}, before gc_delay",
         t.elapsed()
+    );
+}
+
+#[actix_rt::test]
+async fn a_corrupt_copy_from_one_holder_is_refused_and_the_next_holder_is_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("good copy");
+    let (h, data) = (v.hash(), v.data().clone());
+    // Node b (asked first) answers with other bytes under this hash.
+    put_on(&r, node(2), h, block("bad copy").data().clone()).await;
+    put_on(&r, node(3), h, data).await;
+    add_ref_quietly(&r, h).await;
+    r.resync
+        .send(Schedule::for_reason(h, ScheduleReason::Manual, &cfg(r.me)))
+        .await
+        .unwrap();
+    wait_until("the good copy to be written", || exists(&r, h)).await;
+    let got = r
+        .storage
+        .send(ReadBlock { hash: h })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        got.verify(&h).is_ok(),
+        "the stored copy must match its hash"
+    );
+    let (gets, _, _) = r.peers.send(Stats).await.unwrap();
+    assert_eq!(gets, 2, "b's corrupt copy, then c's good one");
+}
+
+#[actix_rt::test]
+async fn an_unreachable_holder_keeps_a_deletable_block_here() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("keep me");
+    let h = v.hash();
+    r.storage
+        .send(WriteBlock::verified(v))
+        .await
+        .unwrap()
+        .unwrap();
+    // Node c is down: nobody can tell whether it still needs the block.
+    r.peers
+        .send(Edit(Box::new(|p| {
+            p.nodes.remove(&node(3));
+        })))
+        .await
+        .unwrap();
+    r.resync
+        .send(Schedule::for_reason(h, ScheduleReason::Manual, &cfg(r.me)))
+        .await
+        .unwrap();
+    wait_until("the error to be recorded", || async {
+        r.resync.send(GetResyncStatus).await.unwrap().errors == 1
+    })
+    .await;
+    let err = r.resync.send(GetBlockError { hash: h }).await.unwrap();
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("NeedBlockQuery") || e.contains("needs the block")),
+        "the error names the failed query: {err:?}"
+    );
+    assert!(
+        exists(&r, h).await,
+        "an unanswered NeedBlockQuery must keep the block"
     );
 }
 
