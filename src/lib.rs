@@ -1,4 +1,23 @@
 //! `blocknode`: the cluster node built from the actors of `blocknode-actors`.
 //!
-//! The binary (`src/main.rs`) is thin over this library: command line, configuration,
-//! wiring the actors together, placement, the HTTP API and the command-line client.
+//! - [`config`]: every config key with its default, and the embedded single-node default;
+//! - [`placement`]: which nodes hold a hash (zone-aware, capacity-weighted rendezvous);
+//! - [`node`]: wiring — config → actors → HTTP API, and clean shutdown;
+//! - [`dispatch`]: answers the RPCs peers send, by messages to the actors;
+//! - [`service`]: the client path (put, get, refs, info) used by the API;
+//! - [`api`]: the HTTP API (actix-web); [`metrics`]: Prometheus metrics;
+//! - [`cli`], [`client`]: the command line and its HTTP client;
+//! - [`dev_cluster`]: a loopback cluster for trying, testing and benchmarking.
+//!
+//! The binary (`src/main.rs`) is thin over this library.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dev_cluster;
+pub mod dispatch;
+pub mod metrics;
+pub mod node;
+pub mod placement;
+pub mod service;

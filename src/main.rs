@@ -1,6 +1,47 @@
-//! The `blocknode` binary: see the library for its parts.
+//! The `blocknode` binary: parse the command line and hand over to the library.
+
+use clap::Parser;
+
+use blocknode::cli::{CertCommand, Cli, Command};
+use blocknode::{client, config, dev_cluster, node};
 
 fn main() {
-    eprintln!("blocknode: not built yet");
-    std::process::exit(2);
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run { config: None } => node::run(config::Config::embedded_default(), true),
+        Command::Run { config: Some(path) } => node::run(config::Config::load(&path)?, false),
+        Command::Cert(CertCommand::Ca { out }) => {
+            blocknode_actors::tls::generate_ca(&out)?;
+            println!("cluster CA written to {} (ca.crt, ca.key)", out.display());
+            Ok(())
+        }
+        Command::Cert(CertCommand::Node { ca, name, out }) => {
+            let id = blocknode_actors::tls::generate_node_cert(&ca, &name, &out)?;
+            println!("{id}");
+            eprintln!(
+                "node {name}: node.crt, node.key and ca.crt written to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::DevCluster(args) => dev_cluster::run(args),
+        other => {
+            let c = client::Client::new(cli.api, cli.token)?;
+            client::run(&c, other)
+        }
+    }
 }

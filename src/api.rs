@@ -1,0 +1,552 @@
+//! The HTTP API (actix-web): routes, authentication and the JSON error format.
+//!
+//! Every route but `GET /health` needs `Authorization: Bearer <admin token>`. Block bodies
+//! are raw bytes; everything else is JSON; every error is `{"error": "...", "code": "..."}`
+//! with a fitting status. Handlers only translate: the work is messages to actors, made
+//! through [`Service`].
+
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use bytes::BytesMut;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use blocknode_actors::peer::GetPeerStatus;
+use blocknode_actors::refcount::RefState;
+use blocknode_actors::resync::{
+    GetResyncStatus, ListResyncErrors, RetryNow, ScrubCommand, SetScrubTranquility, SetTranquility,
+    SetWorkers, StartRepair,
+};
+use blocknode_actors::storage::GetStorageStats;
+use blocknode_actors::{Hash, RefId};
+
+use crate::metrics::Snapshot;
+use crate::service::{Service, ServiceError};
+
+/// An API error: status, machine code and a human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        HttpResponse::build(self.status).json(json!({"error": self.message, "code": self.code}))
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let (status, code) = match &e {
+            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ServiceError::Quorum(_) => (StatusCode::SERVICE_UNAVAILABLE, "quorum_failed"),
+            ServiceError::RefDropped { .. } => (StatusCode::CONFLICT, "ref_dropped"),
+            ServiceError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+fn actor_err(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("{what} actor unavailable: {e}"),
+    )
+}
+
+fn parse_hash(s: &str) -> Result<Hash, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid block hash {s:?}: {e}")))
+}
+
+fn parse_ref(s: &str) -> Result<RefId, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid ref name: {e}")))
+}
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// Register every route on an actix-web app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
+        .route("/v1/blocks", web::put().to(put_block))
+        .route("/v1/blocks/{hash}", web::get().to(get_block))
+        .route("/v1/blocks/{hash}", web::head().to(get_block))
+        .route("/v1/blocks/{hash}/info", web::get().to(block_info))
+        .route("/v1/blocks/{hash}/refs/{ref}", web::put().to(add_ref))
+        .route("/v1/blocks/{hash}/refs/{ref}", web::delete().to(drop_ref))
+        .route("/v1/status", web::get().to(status))
+        .route("/v1/resync/errors", web::get().to(resync_errors))
+        .route("/v1/resync/retry", web::post().to(resync_retry))
+        .route("/v1/repair", web::post().to(repair))
+        .route("/v1/scrub/{action}", web::post().to(scrub))
+        .route("/v1/workers", web::get().to(get_workers))
+        .route("/v1/workers", web::put().to(put_workers));
+}
+
+/// Answer unknown routes and methods with the JSON error format.
+pub async fn not_found(req: HttpRequest) -> ApiResult {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+/// Bearer-token check for everything but `GET /health`.
+pub async fn require_token(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
+    if req.path() == "/health" {
+        return next.call(req).await.map(|r| r.map_into_left_body());
+    }
+    let expected = req
+        .app_data::<web::Data<Service>>()
+        .map(|s| s.cfg.admin_token.clone())
+        .unwrap_or_default();
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if expected.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        // The same answer for a missing and a wrong token: nothing to learn from it.
+        let resp = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid bearer token",
+        )
+        .error_response();
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    next.call(req).await.map(|r| r.map_into_left_body())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+#[derive(Deserialize)]
+struct PutQuery {
+    #[serde(rename = "ref")]
+    ref_id: Option<String>,
+}
+
+async fn put_block(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+    query: web::Query<PutQuery>,
+    mut body: web::Payload,
+) -> ApiResult {
+    let max = svc.cfg.max_block_size;
+    let ref_id = query.ref_id.as_deref().map(parse_ref).transpose()?;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("block is larger than max_block_size ({max} bytes)"),
+        )
+    };
+    // Refuse by the declared length before reading anything.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
+        if buf.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let (hash, size) = svc.put_block(buf.freeze(), ref_id).await?;
+    Ok(HttpResponse::Created().json(json!({"hash": hash.to_hex(), "size": size})))
+}
+
+async fn get_block(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult {
+    let hash = parse_hash(&path)?;
+    let data = svc.get_block(hash).await?;
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("application/octet-stream");
+    resp.insert_header(("X-Block-Hash", hash.to_hex()));
+    if req.method() == actix_web::http::Method::HEAD {
+        resp.no_chunking(data.len() as u64);
+        return Ok(resp.finish());
+    }
+    Ok(resp.body(data))
+}
+
+async fn add_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> ApiResult {
+    let (h, r) = path.into_inner();
+    let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
+    svc.set_ref(hash, ref_id, true).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn drop_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> ApiResult {
+    let (h, r) = path.into_inner();
+    let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
+    svc.set_ref(hash, ref_id, false).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn block_info(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
+    let hash = parse_hash(&path)?;
+    let holders = svc.block_info(hash).await;
+    let refs = svc.local_refs(hash).await?;
+    let local_rc = refs.iter().filter(|(_, s)| *s == RefState::Live).count();
+    let refs: Vec<_> = refs
+        .into_iter()
+        .map(|(r, s)| {
+            json!({"ref": r.as_str(), "state": match s { RefState::Live => "live", RefState::Dropped => "dropped" }})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "hash": hash.to_hex(),
+        "holders": holders,
+        "local": {"rc": local_rc, "refs": refs},
+    })))
+}
+
+async fn status(svc: web::Data<Service>) -> ApiResult {
+    let peers = svc
+        .peers
+        .send(GetPeerStatus)
+        .await
+        .map_err(|e| actor_err("peer", e))?;
+    let storage = svc
+        .storage
+        .send(GetStorageStats)
+        .await
+        .map_err(|e| actor_err("storage", e))?;
+    let resync = svc
+        .resync
+        .send(GetResyncStatus)
+        .await
+        .map_err(|e| actor_err("resync", e))?;
+    let disagreeing: Vec<String> = peers
+        .iter()
+        .filter(|p| p.layout_digest.is_some_and(|d| d != svc.layout_digest))
+        .map(|p| p.id.to_hex())
+        .collect();
+    let peers_json: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id.to_hex(),
+                "addr": p.addr.to_string(),
+                "up": p.up,
+                "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                "last_seen_secs_ago": p.last_seen.map(|t| t.elapsed().as_secs_f64()),
+                "layout_agrees": p.layout_digest.map(|d| d == svc.layout_digest),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "node": {
+            "id": svc.self_id.to_hex(),
+            "zone": svc.cfg.zone,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": svc.started.elapsed().as_secs(),
+        },
+        "layout": {
+            "digest": svc.layout_digest.to_hex(),
+            "replication_factor": svc.cfg.replication_factor,
+            "write_quorum": svc.cfg.write_quorum,
+            "disagreeing_peers": disagreeing,
+        },
+        "peers": peers_json,
+        "storage": {
+            "blocks": storage.blocks,
+            "bytes": storage.bytes,
+            "bytes_written": storage.bytes_written,
+            "bytes_read": storage.bytes_read,
+            "corruptions_found": storage.corruptions_found,
+        },
+        "resync": resync,
+    })))
+}
+
+async fn resync_errors(svc: web::Data<Service>) -> ApiResult {
+    let errors = svc
+        .resync
+        .send(ListResyncErrors)
+        .await
+        .map_err(|e| actor_err("resync", e))?;
+    Ok(HttpResponse::Ok().json(json!({ "errors": errors })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    hash: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn resync_retry(svc: web::Data<Service>, body: web::Json<RetryBody>) -> ApiResult {
+    let target = match (&body.hash, body.all) {
+        (Some(h), false) => Some(parse_hash(h)?),
+        (None, true) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either {\"hash\": \"<64 hex>\"} or {\"all\": true}",
+            ))
+        }
+    };
+    let n = svc
+        .resync
+        .send(RetryNow { hash: target })
+        .await
+        .map_err(|e| actor_err("resync", e))?;
+    Ok(HttpResponse::Ok().json(json!({ "rescheduled": n })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RepairBody {
+    #[serde(default)]
+    rebuild_rc: bool,
+}
+
+async fn repair(svc: web::Data<Service>, body: Option<web::Json<RepairBody>>) -> ApiResult {
+    let rebuild_rc = body.map(|b| b.rebuild_rc).unwrap_or(false);
+    svc.resync
+        .send(StartRepair { rebuild_rc })
+        .await
+        .map_err(|e| actor_err("resync", e))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "repair_refused", e.to_string()))?;
+    Ok(HttpResponse::Accepted().json(json!({ "started": true, "rebuild_rc": rebuild_rc })))
+}
+
+async fn scrub(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
+    let cmd = match path.as_str() {
+        "start" => ScrubCommand::Start,
+        "pause" => ScrubCommand::Pause,
+        "resume" => ScrubCommand::Resume,
+        "cancel" => ScrubCommand::Cancel,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                format!("unknown scrub action {other:?}: use start, pause, resume or cancel"),
+            ))
+        }
+    };
+    svc.resync
+        .send(cmd)
+        .await
+        .map_err(|e| actor_err("resync", e))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "scrub_refused", e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({ "scrub": path.as_str() })))
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Workers {
+    resync_workers: Option<u64>,
+    resync_tranquility: Option<u64>,
+    scrub_tranquility: Option<u64>,
+}
+
+async fn workers_json(svc: &Service) -> ApiResult {
+    let s = svc
+        .resync
+        .send(GetResyncStatus)
+        .await
+        .map_err(|e| actor_err("resync", e))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "resync_workers": s.workers,
+        "resync_tranquility": s.tranquility,
+        "scrub_tranquility": s.scrub.tranquility,
+    })))
+}
+
+async fn get_workers(svc: web::Data<Service>) -> ApiResult {
+    workers_json(&svc).await
+}
+
+async fn put_workers(svc: web::Data<Service>, body: web::Json<Workers>) -> ApiResult {
+    let refused = |e: String| ApiError::bad_request(e);
+    if let Some(n) = body.resync_workers {
+        svc.resync
+            .send(SetWorkers(n as usize))
+            .await
+            .map_err(|e| actor_err("resync", e))?
+            .map_err(|e| refused(e.to_string()))?;
+    }
+    if let Some(n) = body.resync_tranquility {
+        svc.resync
+            .send(SetTranquility(n as u32))
+            .await
+            .map_err(|e| actor_err("resync", e))?
+            .map_err(|e| refused(e.to_string()))?;
+    }
+    if let Some(n) = body.scrub_tranquility {
+        svc.resync
+            .send(SetScrubTranquility(n as u32))
+            .await
+            .map_err(|e| actor_err("resync", e))?
+            .map_err(|e| refused(e.to_string()))?;
+    }
+    workers_json(&svc).await
+}
+
+async fn metrics(svc: web::Data<Service>) -> ApiResult {
+    let storage = svc
+        .storage
+        .send(GetStorageStats)
+        .await
+        .map_err(|e| actor_err("storage", e))?;
+    let resync = svc
+        .resync
+        .send(GetResyncStatus)
+        .await
+        .map_err(|e| actor_err("resync", e))?;
+    let peers = svc
+        .peers
+        .send(GetPeerStatus)
+        .await
+        .map_err(|e| actor_err("peer", e))?;
+    let mut s = Snapshot::default();
+    s.gauge(
+        "blocks_stored",
+        "Blocks stored on this node",
+        storage.blocks as i64,
+    );
+    s.gauge(
+        "stored_bytes",
+        "Bytes of block files on this node",
+        storage.bytes as i64,
+    );
+    s.counter(
+        "disk_written_bytes",
+        "Bytes written to block files",
+        storage.bytes_written,
+    );
+    s.counter(
+        "disk_read_bytes",
+        "Bytes read from block files",
+        storage.bytes_read,
+    );
+    let plain = svc.metrics.bytes_written.get();
+    s.gauge_f64(
+        "compression_ratio",
+        "Plain bytes accepted / bytes written to disk (since start)",
+        if storage.bytes_written > 0 {
+            plain as f64 / storage.bytes_written as f64
+        } else {
+            1.0
+        },
+    );
+    s.gauge(
+        "resync_queue_length",
+        "Blocks waiting in the resync queue",
+        resync.queue_length as i64,
+    );
+    s.gauge(
+        "resync_errors",
+        "Blocks whose last resync failed",
+        resync.errors as i64,
+    );
+    s.gauge_family(
+        "resync_ops",
+        "Resync operations by result",
+        vec![
+            (
+                crate::metrics::ResultLabels {
+                    result: "ok".into(),
+                },
+                resync.ops_ok as i64,
+            ),
+            (
+                crate::metrics::ResultLabels {
+                    result: "error".into(),
+                },
+                resync.ops_error as i64,
+            ),
+        ],
+    );
+    s.counter(
+        "scrub_corruptions",
+        "Corrupted blocks found by scrub (all time)",
+        resync.scrub.corruptions,
+    );
+    s.gauge_family(
+        "peer_up",
+        "1 if the peer is connected, 0 if not",
+        peers
+            .iter()
+            .map(|p| {
+                (
+                    crate::metrics::PeerLabels { peer: p.id.short() },
+                    p.up as i64,
+                )
+            })
+            .collect(),
+    );
+    let text = svc
+        .metrics
+        .encode(s.registry())
+        .map_err(|e| ApiError::internal(format!("encoding metrics: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
+}
+
+/// Timeout of small intra-cluster requests when the config does not say.
+pub const DEFAULT_SMALL_RPC_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,423 @@
+//! The node's configuration: every key, its default and its meaning, in one place.
+//!
+//! A config file is TOML; unknown keys are refused with their name; durations are
+//! human-readable (`"10m"`, `"30s"`, `"30days"`) and sizes too (`"16MiB"`). Without a
+//! file, [`Config::embedded_default`] describes a single-node cluster under
+//! `./blocknode-data`. README's configuration reference mirrors this file
+//! ([`EXAMPLE_CONFIG`] is parsed by a test so the example stays true).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Deserializer};
+
+use blocknode_actors::NodeId;
+
+/// Where the embedded default keeps everything.
+pub const DEFAULT_BASE_DIR: &str = "blocknode-data";
+/// HTTP API address of the embedded default.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:3900";
+/// QUIC address of the embedded default.
+pub const DEFAULT_QUIC_LISTEN: &str = "127.0.0.1:3901";
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); use e.g. \"30s\", \"10m\", \"30days\""
+        ))
+    })
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Int(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Int(n) => Ok(n),
+        Size::Text(s) => s
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| {
+                serde::de::Error::custom(format!("invalid size {s:?} ({e}); use e.g. \"16MiB\""))
+            }),
+    }
+}
+
+fn de_compression<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Level {
+        Int(i32),
+        Text(String),
+    }
+    match Level::deserialize(d)? {
+        Level::Int(n) if (1..=19).contains(&n) => Ok(Some(n)),
+        Level::Int(n) => Err(serde::de::Error::custom(format!(
+            "compression_level {n} is out of range: use 1..=19 or \"none\""
+        ))),
+        Level::Text(s) if s == "none" => Ok(None),
+        Level::Text(s) => Err(serde::de::Error::custom(format!(
+            "compression_level {s:?}: use 1..=19 or \"none\""
+        ))),
+    }
+}
+
+fn default_compression() -> Option<i32> {
+    Some(1)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_zone() -> String {
+    "z1".into()
+}
+fn default_rf() -> usize {
+    1
+}
+fn default_gc_delay() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_block_rw_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_need_block_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_backoff() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_scrub_interval() -> Duration {
+    Duration::from_secs(30 * 86400)
+}
+fn default_max_block_size() -> u64 {
+    16 << 20
+}
+fn default_capacity() -> u32 {
+    1
+}
+
+/// One cluster member.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Node id: 64 hex digits, printed by `blocknode cert node`.
+    pub id: String,
+    /// QUIC address of the node.
+    pub addr: SocketAddr,
+    /// Zone (failure domain); replicas spread over zones first.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Relative capacity; a node with capacity 2 gets about twice the partitions.
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+}
+
+/// A node's configuration. Every key is optional except where noted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the block files. Required.
+    pub data_dir: PathBuf,
+    /// Directory of the metadata store (refs, rc, resync queue). Required.
+    pub metadata_dir: PathBuf,
+    /// This node's zone. Default `"z1"`.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Number of nodes holding each block. Default 1.
+    #[serde(default = "default_rf")]
+    pub replication_factor: usize,
+    /// Acknowledgements a write needs. Default: a majority of `replication_factor`.
+    #[serde(default)]
+    pub write_quorum: Option<usize>,
+    /// zstd level (1..=19) for new blocks, or `"none"`. Default 1.
+    #[serde(default = "default_compression", deserialize_with = "de_compression")]
+    pub compression_level: Option<i32>,
+    /// fsync block files and directories before acknowledging a write. Default true.
+    #[serde(default = "default_true")]
+    pub data_fsync: bool,
+    /// Grace period between a block's last ref dropped and its deletion. Default "10m".
+    #[serde(default = "default_gc_delay", deserialize_with = "de_duration")]
+    pub gc_delay: Duration,
+    /// Timeout of a block read or write between nodes. Default "30s".
+    #[serde(default = "default_block_rw_timeout", deserialize_with = "de_duration")]
+    pub block_rw_timeout: Duration,
+    /// Timeout of small requests between nodes (need-block queries, refs). Default "5s".
+    #[serde(
+        default = "default_need_block_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub need_block_timeout: Duration,
+    /// First retry delay of a failed resync (doubling, capped at 64×). Default "60s".
+    #[serde(default = "default_backoff", deserialize_with = "de_duration")]
+    pub resync_backoff_base: Duration,
+    /// Automatic scrub interval (±5 days jitter). Default "30days".
+    #[serde(default = "default_scrub_interval", deserialize_with = "de_duration")]
+    pub scrub_interval: Duration,
+    /// Largest block accepted. Default "16MiB"; at most "256MiB".
+    #[serde(default = "default_max_block_size", deserialize_with = "de_size")]
+    pub max_block_size: u64,
+    /// QUIC (node-to-node) listen address. Default "127.0.0.1:3901".
+    #[serde(default = "default_quic")]
+    pub quic_listen: SocketAddr,
+    /// HTTP API listen address. Default "127.0.0.1:3900".
+    #[serde(default = "default_http")]
+    pub http_listen: SocketAddr,
+    /// Cluster CA certificate (PEM). Required.
+    pub ca_cert: PathBuf,
+    /// This node's certificate (PEM). Required.
+    pub node_cert: PathBuf,
+    /// This node's private key (PEM, mode 0600). Required.
+    pub node_key: PathBuf,
+    /// File holding the admin API token (created with mode 0600 if missing). Required.
+    pub admin_token_file: PathBuf,
+    /// Every cluster member, this node included. Empty: a single-node cluster of this node.
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+fn default_quic() -> SocketAddr {
+    // unwrap: a constant, valid address.
+    DEFAULT_QUIC_LISTEN.parse().unwrap()
+}
+fn default_http() -> SocketAddr {
+    // unwrap: a constant, valid address.
+    DEFAULT_HTTP_LISTEN.parse().unwrap()
+}
+
+/// An example cluster config, shown in README and parsed by a test.
+pub const EXAMPLE_CONFIG: &str = r#"# /etc/blocknode/node1.toml
+data_dir = "/var/lib/blocknode/data"
+metadata_dir = "/var/lib/blocknode/meta"
+zone = "dc1"
+replication_factor = 3
+write_quorum = 2                 # default: majority of replication_factor
+compression_level = 1            # 1..=19 or "none"
+data_fsync = true
+gc_delay = "10m"
+block_rw_timeout = "30s"
+need_block_timeout = "5s"
+resync_backoff_base = "60s"
+scrub_interval = "30days"
+max_block_size = "16MiB"
+quic_listen = "0.0.0.0:3901"
+http_listen = "127.0.0.1:3900"
+ca_cert = "/etc/blocknode/certs/ca.crt"
+node_cert = "/etc/blocknode/certs/node.crt"
+node_key = "/etc/blocknode/certs/node.key"
+admin_token_file = "/etc/blocknode/admin.token"
+
+[[members]]
+id = "0c8e7c4f9d3a1b2e6f5a4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0918"
+addr = "10.0.0.1:3901"
+zone = "dc1"
+capacity = 1
+
+[[members]]
+id = "5b4a39281706f5e4d3c2b1a09180c8e7c4f9d3a1b2e6f5a4d3c2b1a09f8e7d6c"
+addr = "10.0.0.2:3901"
+zone = "dc2"
+
+[[members]]
+id = "e7d6c5b4a39281706f5e4d3c2b1a09180c8e7c4f9d3a1b2e6f5a4d3c2b1a09f8"
+addr = "10.0.0.3:3901"
+zone = "dc3"
+"#;
+
+impl Config {
+    /// Parse a config text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+        let cfg: Config =
+            toml::from_str(text).with_context(|| format!("invalid config {origin}"))?;
+        cfg.validate()
+            .with_context(|| format!("invalid config {origin}"))?;
+        Ok(cfg)
+    }
+
+    /// Read and parse a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded single-node default: everything under `./blocknode-data`.
+    pub fn embedded_default() -> Config {
+        let base = PathBuf::from(DEFAULT_BASE_DIR);
+        Config {
+            data_dir: base.join("data"),
+            metadata_dir: base.join("meta"),
+            zone: default_zone(),
+            replication_factor: 1,
+            write_quorum: None,
+            compression_level: default_compression(),
+            data_fsync: true,
+            gc_delay: default_gc_delay(),
+            block_rw_timeout: default_block_rw_timeout(),
+            need_block_timeout: default_need_block_timeout(),
+            resync_backoff_base: default_backoff(),
+            scrub_interval: default_scrub_interval(),
+            max_block_size: default_max_block_size(),
+            quic_listen: default_quic(),
+            http_listen: default_http(),
+            ca_cert: base.join("certs/node/ca.crt"),
+            node_cert: base.join("certs/node/node.crt"),
+            node_key: base.join("certs/node/node.key"),
+            admin_token_file: base.join("admin.token"),
+            members: Vec::new(),
+        }
+    }
+
+    /// The write quorum in force (the configured one, else a majority).
+    pub fn effective_write_quorum(&self) -> usize {
+        self.write_quorum.unwrap_or(self.replication_factor / 2 + 1)
+    }
+
+    /// Member ids parsed.
+    pub fn member_ids(&self) -> anyhow::Result<Vec<NodeId>> {
+        self.members
+            .iter()
+            .map(|m| {
+                m.id.parse::<NodeId>()
+                    .map_err(|e| anyhow::anyhow!("members: invalid id {:?}: {e}", m.id))
+            })
+            .collect()
+    }
+
+    /// Check the values that serde alone cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.replication_factor == 0 {
+            bail!("replication_factor must be at least 1");
+        }
+        let n = if self.members.is_empty() {
+            1
+        } else {
+            self.members.len()
+        };
+        if self.replication_factor > n {
+            bail!(
+                "replication_factor {} is larger than the number of members ({n})",
+                self.replication_factor
+            );
+        }
+        let q = self.effective_write_quorum();
+        if q == 0 || q > self.replication_factor {
+            bail!(
+                "write_quorum {q} must be between 1 and replication_factor ({})",
+                self.replication_factor
+            );
+        }
+        if self.max_block_size > 256 << 20 {
+            bail!(
+                "max_block_size {} is over the 256 MiB limit",
+                self.max_block_size
+            );
+        }
+        let ids = self.member_ids()?;
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != ids.len() {
+            bail!("members: a node id is listed twice");
+        }
+        if self.members.iter().any(|m| m.capacity == 0) {
+            bail!("members: capacity must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+data_dir = "d"
+metadata_dir = "m"
+ca_cert = "ca.crt"
+node_cert = "n.crt"
+node_key = "n.key"
+admin_token_file = "t"
+"#;
+
+    #[test]
+    fn the_readme_example_parses() {
+        let c = Config::parse(EXAMPLE_CONFIG, "example").unwrap();
+        assert_eq!(c.replication_factor, 3);
+        assert_eq!(c.effective_write_quorum(), 2);
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(c.max_block_size, 16 << 20);
+        assert_eq!(c.scrub_interval, Duration::from_secs(30 * 86400));
+    }
+
+    #[test]
+    fn defaults_fill_missing_keys() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.gc_delay, Duration::from_secs(600));
+        assert_eq!(c.compression_level, Some(1));
+        assert!(c.data_fsync);
+        assert_eq!(c.effective_write_quorum(), 1);
+        assert_eq!(c.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = Config::parse(&format!("{MINIMAL}\ngc_dealy = \"1m\"\n"), "t").unwrap_err();
+        assert!(format!("{e:#}").contains("gc_dealy"), "{e:#}");
+    }
+
+    #[test]
+    fn durations_sizes_and_levels_are_human_readable_and_checked() {
+        let c = Config::parse(
+            &format!("{MINIMAL}\ngc_delay = \"1h 30m\"\nmax_block_size = \"1MiB\"\ncompression_level = \"none\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.gc_delay, Duration::from_secs(5400));
+        assert_eq!(c.max_block_size, 1 << 20);
+        assert_eq!(c.compression_level, None);
+        for bad in [
+            "gc_delay = \"soon\"",
+            "max_block_size = \"big\"",
+            "compression_level = 30",
+            "max_block_size = \"1GiB\"",
+        ] {
+            assert!(
+                Config::parse(&format!("{MINIMAL}\n{bad}\n"), "t").is_err(),
+                "{bad} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn inconsistent_replication_settings_are_refused() {
+        for bad in [
+            "replication_factor = 2",
+            "replication_factor = 0",
+            "write_quorum = 2",
+        ] {
+            let e = Config::parse(&format!("{MINIMAL}\n{bad}\n"), "t").unwrap_err();
+            assert!(
+                format!("{e:#}").contains("replication_factor")
+                    || format!("{e:#}").contains("write_quorum"),
+                "{e:#}"
+            );
+        }
+        let e = Config::parse(
+            &format!("{MINIMAL}\n[[members]]\nid = \"xyz\"\naddr = \"127.0.0.1:1\"\n"),
+            "t",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("invalid id"), "{e:#}");
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        Config::embedded_default().validate().unwrap();
+    }
+}

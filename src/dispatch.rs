@@ -1,0 +1,176 @@
+//! [`RpcDispatcher`]: answers the requests peers send this node.
+//!
+//! It owns nothing but the addresses of the actors that own state. The peer actor hands
+//! it every incoming [`HandleRpc`] (and the ones this node sends itself); it turns each
+//! into messages to the storage, refcount and resync actors and their answers into a
+//! reply frame. Kept in the binary so the actors stay ignorant of each other.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
+use blocknode_actors::peer::HandleRpc;
+use blocknode_actors::refcount::{AddRef, DropRef, GetRc, RefcountActor, RefcountError};
+use blocknode_actors::resync::{GetBlockError, ResyncActor, Schedule, ScheduleReason};
+use blocknode_actors::storage::{BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock};
+use blocknode_actors::{Hash, RcEntry};
+
+/// Routes incoming RPCs to the actors that own the data.
+pub struct RpcDispatcher {
+    storage: Addr<StorageActor>,
+    refcount: Addr<RefcountActor>,
+    resync: Addr<ResyncActor>,
+    /// A block received with no ref here is collected after this delay, like any orphan.
+    gc_delay: Duration,
+}
+
+impl RpcDispatcher {
+    /// A dispatcher over the node's actors.
+    pub fn new(
+        storage: Addr<StorageActor>,
+        refcount: Addr<RefcountActor>,
+        resync: Addr<ResyncActor>,
+        gc_delay: Duration,
+    ) -> Self {
+        RpcDispatcher {
+            storage,
+            refcount,
+            resync,
+            gc_delay,
+        }
+    }
+}
+
+impl Actor for RpcDispatcher {
+    type Context = Context<Self>;
+}
+
+fn mailbox(what: &str, e: MailboxError) -> BlockRpc {
+    BlockRpc::error(
+        ErrorCode::Unavailable,
+        format!("{what} actor unavailable: {e}"),
+    )
+}
+
+fn storage_error(e: StorageError) -> BlockRpc {
+    let code = match &e {
+        StorageError::NotFound { .. } => ErrorCode::NotFound,
+        StorageError::Corrupted { .. } => ErrorCode::Corrupted,
+        StorageError::CorruptData { .. } => ErrorCode::CorruptData,
+        StorageError::DiskFull { .. } => ErrorCode::DiskFull,
+        _ => ErrorCode::Internal,
+    };
+    BlockRpc::error(code, e.to_string())
+}
+
+fn refcount_error(e: RefcountError) -> BlockRpc {
+    let code = match &e {
+        RefcountError::RefDropped { .. } => ErrorCode::RefDropped,
+        _ => ErrorCode::Internal,
+    };
+    BlockRpc::error(code, e.to_string())
+}
+
+impl Handler<HandleRpc> for RpcDispatcher {
+    type Result = ResponseFuture<BlockRpc>;
+
+    fn handle(&mut self, msg: HandleRpc, _ctx: &mut Context<Self>) -> Self::Result {
+        let storage = self.storage.clone();
+        let refcount = self.refcount.clone();
+        let resync = self.resync.clone();
+        let gc_delay = self.gc_delay;
+        let from = msg.from;
+        Box::pin(async move {
+            let schedule = |hash: Hash, delay: Duration, reason: ScheduleReason| {
+                resync.do_send(Schedule {
+                    hash,
+                    delay,
+                    reason,
+                })
+            };
+            match msg.rpc {
+                BlockRpc::GetBlock(hash) => match storage.send(ReadBlock { hash }).await {
+                    Ok(Ok(data)) => BlockRpc::PutBlock { hash, data },
+                    Ok(Err(e)) => {
+                        if matches!(e, StorageError::Corrupted { .. }) {
+                            schedule(hash, Duration::ZERO, ScheduleReason::ReadFailed);
+                        }
+                        storage_error(e)
+                    }
+                    Err(e) => mailbox("storage", e),
+                },
+                BlockRpc::PutBlock { hash, data } => {
+                    match storage.send(WriteBlock::new(hash, data)).await {
+                        Ok(Ok(_)) => {
+                            // A block nobody references here is an orphan: look at it again
+                            // after the grace period (a ref may still be on its way).
+                            match refcount.send(GetRc { hash }).await {
+                                Ok(Ok(rc)) if rc.is_needed() => {}
+                                _ => schedule(hash, gc_delay, ScheduleReason::OrphanPut),
+                            }
+                            BlockRpc::Ok
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(hash = %hash.short(), peer = %from.short(), "refused block: {e}");
+                            storage_error(e)
+                        }
+                        Err(e) => mailbox("storage", e),
+                    }
+                }
+                BlockRpc::NeedBlockQuery(hash) => {
+                    // Garage's need_block: referenced here and not stored here.
+                    let rc = refcount.send(GetRc { hash }).await;
+                    let exists = storage.send(BlockExists { hash }).await;
+                    match (rc, exists) {
+                        (Ok(Ok(rc)), Ok(Ok(exists))) => {
+                            BlockRpc::NeedBlockReply(rc.is_needed() && !exists)
+                        }
+                        (Ok(Err(e)), _) => refcount_error(e),
+                        (_, Ok(Err(e))) => storage_error(e),
+                        (Err(e), _) | (_, Err(e)) => mailbox("storage/refcount", e),
+                    }
+                }
+                BlockRpc::AddRef { hash, ref_id } => {
+                    match refcount.send(AddRef { hash, ref_id }).await {
+                        Ok(Ok(_)) => BlockRpc::Ok,
+                        Ok(Err(e)) => refcount_error(e),
+                        Err(e) => mailbox("refcount", e),
+                    }
+                }
+                BlockRpc::DropRef { hash, ref_id } => {
+                    match refcount.send(DropRef { hash, ref_id }).await {
+                        Ok(Ok(_)) => BlockRpc::Ok,
+                        Ok(Err(e)) => refcount_error(e),
+                        Err(e) => mailbox("refcount", e),
+                    }
+                }
+                BlockRpc::BlockInfoQuery(hash) => {
+                    let rc = refcount.send(GetRc { hash }).await;
+                    let exists = storage.send(BlockExists { hash }).await;
+                    let err = resync.send(GetBlockError { hash }).await.ok().flatten();
+                    let (rc, rc_err) = match rc {
+                        Ok(Ok(rc)) => (rc, None),
+                        Ok(Err(e)) => (RcEntry::Absent, Some(e.to_string())),
+                        Err(e) => (RcEntry::Absent, Some(e.to_string())),
+                    };
+                    let present = matches!(exists, Ok(Ok(true)));
+                    BlockRpc::BlockInfoReply(BlockInfo {
+                        present,
+                        rc: rc.count(),
+                        deletable: matches!(rc, RcEntry::Deletable { .. }),
+                        error: rc_err.or(err),
+                    })
+                }
+                BlockRpc::ScheduleResync(hash) => {
+                    schedule(hash, Duration::ZERO, ScheduleReason::ReadFailed);
+                    BlockRpc::Ok
+                }
+                other => BlockRpc::error(
+                    ErrorCode::BadRequest,
+                    format!("{} is not a request", other.kind()),
+                ),
+            }
+        })
+    }
+}

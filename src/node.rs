@@ -1,0 +1,263 @@
+//! Running a node: read the config, prepare first-start files (certificates, admin
+//! token), start the actors, hand each the addresses it needs, serve the HTTP API, and
+//! stop cleanly on SIGINT/SIGTERM. Reading [`start`] shows the whole node.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context as _;
+
+use blocknode_actors::frame::FrameLimits;
+use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, Shutdown};
+use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
+use blocknode_actors::resync::{ResyncActor, ResyncConfig};
+use blocknode_actors::storage::{StorageActor, StorageConfig};
+use blocknode_actors::tls::{generate_ca, generate_node_cert, TlsIdentity};
+use blocknode_actors::NodeId;
+
+use crate::api;
+use crate::config::{Config, Member};
+use crate::dispatch::RpcDispatcher;
+use crate::metrics::{Metrics, RpcLabels};
+use crate::placement::{ClusterPlacement, PlacementNode};
+use crate::service::{Service, ServiceConfig};
+
+/// Create the embedded default's CA and node certificate if they do not exist yet.
+pub fn ensure_default_certs(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.node_cert.exists() {
+        return Ok(());
+    }
+    let node_dir = cfg
+        .node_cert
+        .parent()
+        .context("node_cert has no parent directory")?;
+    let base = node_dir
+        .parent()
+        .context("certificate directory has no parent")?;
+    let ca_dir = base.join("ca");
+    if !ca_dir.join("ca.crt").exists() {
+        generate_ca(&ca_dir).context("creating the cluster CA")?;
+    }
+    let id = generate_node_cert(&ca_dir, "blocknode", node_dir)
+        .context("creating the node certificate")?;
+    tracing::info!(node = %id, "created a cluster CA and a node certificate in {}", base.display());
+    Ok(())
+}
+
+/// Read the admin token, creating it (32 random bytes, hex, mode 0600) and printing it
+/// once if the file does not exist.
+pub fn ensure_token(path: &Path) -> anyhow::Result<String> {
+    if path.exists() {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading admin token {}", path.display()))?;
+        let t = t.trim().to_string();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "admin token file {} is empty",
+            path.display()
+        );
+        return Ok(t);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating admin token {}", path.display()))?;
+    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    // Printed once, on creation: the file (mode 0600) is where it lives afterwards.
+    println!("admin token (saved in {}): {token}", path.display());
+    Ok(token)
+}
+
+/// Run a node until SIGINT/SIGTERM. `embedded` prepares the default's files.
+pub fn run(cfg: Config, embedded: bool) -> anyhow::Result<()> {
+    if embedded {
+        ensure_default_certs(&cfg)?;
+    }
+    let token = ensure_token(&cfg.admin_token_file)?;
+    let identity = TlsIdentity::load(&cfg.ca_cert, &cfg.node_cert, &cfg.node_key)
+        .context("loading the node's TLS identity")?;
+    let system = actix_rt::System::new();
+    system.block_on(start(cfg, identity, token))
+}
+
+/// The member list in force: the configured one, or this node alone.
+fn members(cfg: &Config, self_id: NodeId) -> anyhow::Result<Vec<(NodeId, Member)>> {
+    if cfg.members.is_empty() {
+        return Ok(vec![(
+            self_id,
+            Member {
+                id: self_id.to_hex(),
+                addr: cfg.quic_listen,
+                zone: cfg.zone.clone(),
+                capacity: 1,
+            },
+        )]);
+    }
+    let ids = cfg.member_ids()?;
+    anyhow::ensure!(
+        ids.contains(&self_id),
+        "this node ({self_id}) is not in the members list of its config"
+    );
+    Ok(ids.into_iter().zip(cfg.members.iter().cloned()).collect())
+}
+
+async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Result<()> {
+    let self_id = identity.node_id();
+    let members = members(&cfg, self_id)?;
+    anyhow::ensure!(
+        cfg.replication_factor <= members.len(),
+        "replication_factor {} is larger than the member list ({})",
+        cfg.replication_factor,
+        members.len()
+    );
+    let nodes: Vec<PlacementNode> = members
+        .iter()
+        .map(|(id, m)| PlacementNode {
+            id: *id,
+            zone: m.zone.clone(),
+            capacity: m.capacity,
+        })
+        .collect();
+    let placement = Arc::new(ClusterPlacement::new(&nodes, cfg.replication_factor));
+    let layout_digest = placement.digest();
+    tracing::info!(node = %self_id, zone = %cfg.zone, members = members.len(), layout = %layout_digest.short(), "starting blocknode");
+
+    std::fs::create_dir_all(&cfg.metadata_dir)
+        .with_context(|| format!("creating metadata dir {}", cfg.metadata_dir.display()))?;
+    let db = fjall::Database::builder(&cfg.metadata_dir)
+        .open()
+        .with_context(|| {
+            format!(
+                "opening the metadata store in {}",
+                cfg.metadata_dir.display()
+            )
+        })?;
+    let storage = StorageActor::new(StorageConfig {
+        data_dir: cfg.data_dir.clone(),
+        data_fsync: cfg.data_fsync,
+    })?
+    .start();
+    // The resync actor is created first (not started) so the refcount actor can be
+    // given its address; it starts once the peer actor it needs exists.
+    let resync_ctx = Context::<ResyncActor>::new();
+    let refcount = RefcountActor::new(
+        db.clone(),
+        RefcountConfig {
+            gc_delay: cfg.gc_delay,
+            ..Default::default()
+        },
+        Some(resync_ctx.address().recipient()),
+    )?
+    .start();
+    let dispatcher = RpcDispatcher::new(
+        storage.clone(),
+        refcount.clone(),
+        resync_ctx.address(),
+        cfg.gc_delay,
+    )
+    .start();
+    let metrics = Arc::new(Metrics::new());
+    let observer_metrics = metrics.clone();
+    let peer_members = members
+        .iter()
+        .map(|(id, m)| PeerAddr {
+            id: *id,
+            addr: m.addr,
+        })
+        .collect();
+    let peers = PeerActor::new(
+        PeerConfig {
+            listen: cfg.quic_listen,
+            members: peer_members,
+            limits: FrameLimits {
+                max_payload_len: cfg.max_block_size as usize,
+                ..FrameLimits::default()
+            },
+            layout_digest,
+        },
+        identity,
+        dispatcher.recipient(),
+    )?
+    .with_observer(Arc::new(move |kind, peer, took, _ok| {
+        observer_metrics
+            .rpc_duration
+            .get_or_create(&RpcLabels {
+                message: kind.to_string(),
+                peer: peer.short(),
+            })
+            .observe(took.as_secs_f64());
+    }))
+    .start();
+    let mut rcfg = ResyncConfig::new(self_id);
+    rcfg.block_timeout = cfg.block_rw_timeout;
+    rcfg.need_block_timeout = cfg.need_block_timeout;
+    rcfg.gc_delay = cfg.gc_delay;
+    rcfg.backoff_base = cfg.resync_backoff_base;
+    rcfg.scrub_interval = cfg.scrub_interval;
+    let resync = resync_ctx.run(ResyncActor::new(
+        db.clone(),
+        rcfg,
+        storage.clone(),
+        refcount.clone(),
+        peers.clone().recipient(),
+        placement.clone(),
+    )?);
+
+    let service = Service {
+        self_id,
+        cfg: Arc::new(ServiceConfig {
+            zone: cfg.zone.clone(),
+            replication_factor: cfg.replication_factor,
+            write_quorum: cfg.effective_write_quorum(),
+            compression_level: cfg.compression_level,
+            max_block_size: cfg.max_block_size as usize,
+            block_rw_timeout: cfg.block_rw_timeout,
+            small_rpc_timeout: cfg.need_block_timeout,
+            admin_token: token,
+        }),
+        storage,
+        refcount,
+        resync,
+        peers: peers.clone(),
+        placement,
+        layout_digest,
+        metrics,
+        started: Instant::now(),
+    };
+    let data = web::Data::new(service);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(middleware::from_fn(api::require_token))
+            .configure(api::configure)
+            .default_service(web::to(api::not_found))
+    })
+    .workers(2)
+    .shutdown_timeout(10)
+    .bind(cfg.http_listen)
+    .with_context(|| format!("binding the HTTP API on {}", cfg.http_listen))?
+    .run();
+    tracing::info!(node = %self_id, api = %cfg.http_listen, quic = %cfg.quic_listen, "blocknode ready");
+    // actix-web stops the server on SIGINT/SIGTERM; then the node winds down.
+    let res = server.await;
+    tracing::info!("shutting down");
+    let _ = peers.send(Shutdown).await;
+    if let Err(e) =
+        actix_rt::task::spawn_blocking(move || db.persist(fjall::PersistMode::SyncAll)).await
+    {
+        tracing::warn!("final metadata sync failed: {e}");
+    }
+    System::current().stop();
+    res.context("HTTP server failed")
+}

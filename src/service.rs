@@ -1,0 +1,351 @@
+//! [`Service`]: the running node as the HTTP API sees it — the actors' addresses, the
+//! placement and the client-path operations (put, get, refs, info) built from messages.
+//!
+//! A `Service` is cheap to clone (addresses and `Arc`s) and is shared by every HTTP
+//! worker thread; it owns no domain state itself: every read or change is a message to
+//! the actor that owns the state.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
+use blocknode_actors::peer::{Call, CallMany, PeerActor, Priority, QuorumError, RpcError};
+use blocknode_actors::refcount::{ListRefs, RefState, RefcountActor};
+use blocknode_actors::resync::{ResyncActor, Schedule, ScheduleReason};
+use blocknode_actors::storage::{ReadBlock, StorageActor, StorageError};
+use blocknode_actors::{Hash, NodeId, Placement, RefId, VerifiedBlock};
+
+use crate::metrics::Metrics;
+
+/// The settings the client path needs (taken from the node's config).
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// This node's zone, shown in status.
+    pub zone: String,
+    /// Number of nodes that hold each block.
+    pub replication_factor: usize,
+    /// Acknowledgements needed before a write is answered.
+    pub write_quorum: usize,
+    /// zstd level for new blocks; `None` stores them plain.
+    pub compression_level: Option<i32>,
+    /// Largest block accepted by `PUT /v1/blocks`, in bytes.
+    pub max_block_size: usize,
+    /// Timeout of a block read or write to a peer.
+    pub block_rw_timeout: Duration,
+    /// Timeout of small requests (refs, info, need-block queries).
+    pub small_rpc_timeout: Duration,
+    /// Bearer token of the admin API.
+    pub admin_token: String,
+}
+
+/// The node's actors and settings, as used by the API.
+#[derive(Clone)]
+pub struct Service {
+    pub self_id: NodeId,
+    pub cfg: Arc<ServiceConfig>,
+    pub storage: Addr<StorageActor>,
+    pub refcount: Addr<RefcountActor>,
+    pub resync: Addr<ResyncActor>,
+    pub peers: Addr<PeerActor>,
+    pub placement: Arc<dyn Placement>,
+    pub layout_digest: Hash,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+}
+
+/// Why a client-path operation failed; the API maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("block {0} was not found on any node that should hold it")]
+    NotFound(Hash),
+    #[error("write quorum not reached ({0})")]
+    Quorum(QuorumError),
+    #[error(
+        "ref {ref_id} of block {hash} was dropped and cannot be added again; use a new ref id"
+    )]
+    RefDropped { hash: Hash, ref_id: RefId },
+    #[error("disk full on a node holding block {0}")]
+    DiskFull(Hash),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// Classify a quorum failure: a refusal every node agrees on is reported as such.
+    fn from_quorum(hash: Hash, ref_id: Option<&RefId>, e: QuorumError) -> ServiceError {
+        let codes: Vec<Option<ErrorCode>> = e
+            .errors
+            .iter()
+            .map(|(_, err)| match err {
+                RpcError::Remote { code, .. } => Some(*code),
+                _ => None,
+            })
+            .collect();
+        if let Some(r) = ref_id {
+            if codes.contains(&Some(ErrorCode::RefDropped)) {
+                return ServiceError::RefDropped {
+                    hash,
+                    ref_id: r.clone(),
+                };
+            }
+        }
+        if codes.contains(&Some(ErrorCode::DiskFull)) {
+            return ServiceError::DiskFull(hash);
+        }
+        ServiceError::Quorum(e)
+    }
+}
+
+/// One holder's view of a block, for `GET /v1/blocks/{hash}/info`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HolderInfo {
+    pub node: String,
+    pub present: bool,
+    pub rc: u64,
+    pub deletable: bool,
+    pub error: Option<String>,
+}
+
+impl Service {
+    /// The nodes that should hold `hash`, this node first when it is one of them (local
+    /// reads are cheapest), then the others in placement order.
+    pub fn holders(&self, hash: &Hash) -> Vec<NodeId> {
+        let mut nodes = self.placement.write_nodes(hash);
+        if let Some(i) = nodes.iter().position(|n| *n == self.self_id) {
+            let me = nodes.remove(i);
+            nodes.insert(0, me);
+        }
+        nodes
+    }
+
+    /// Store a block on its holders; answers once `write_quorum` acknowledged a durable
+    /// write, and adds `ref_id` with the same quorum when given.
+    pub async fn put_block(
+        &self,
+        plain: Bytes,
+        ref_id: Option<RefId>,
+    ) -> Result<(Hash, usize), ServiceError> {
+        let level = self.cfg.compression_level;
+        // Hashing and compression are CPU work: keep them off the HTTP worker's loop.
+        let block = actix_rt::task::spawn_blocking(move || VerifiedBlock::hash_plain(plain, level))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("hashing task failed: {e}")))?;
+        let hash = block.hash();
+        let size = block.plain_len();
+        let nodes = self.holders(&hash);
+        let rpc = BlockRpc::PutBlock {
+            hash,
+            data: block.into_data(),
+        };
+        self.call_quorum(hash, nodes.clone(), rpc, self.cfg.block_rw_timeout, None)
+            .await?;
+        if let Some(r) = ref_id {
+            self.call_quorum(
+                hash,
+                nodes,
+                BlockRpc::AddRef {
+                    hash,
+                    ref_id: r.clone(),
+                },
+                self.cfg.small_rpc_timeout,
+                Some(&r),
+            )
+            .await?;
+        }
+        self.metrics.bytes_written.inc_by(size as u64);
+        Ok((hash, size))
+    }
+
+    async fn call_quorum(
+        &self,
+        hash: Hash,
+        nodes: Vec<NodeId>,
+        rpc: BlockRpc,
+        timeout: Duration,
+        ref_id: Option<&RefId>,
+    ) -> Result<(), ServiceError> {
+        let quorum = self.cfg.write_quorum.min(nodes.len()).max(1);
+        let res = self
+            .peers
+            .send(CallMany {
+                nodes,
+                rpc,
+                quorum,
+                timeout,
+                priority: Priority::Client,
+                interrupt_after_quorum: false,
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))?;
+        res.map(|_| ())
+            .map_err(|e| ServiceError::from_quorum(hash, ref_id, e))
+    }
+
+    /// Add or drop a ref on the block's holders with the write quorum.
+    pub async fn set_ref(&self, hash: Hash, ref_id: RefId, live: bool) -> Result<(), ServiceError> {
+        let rpc = if live {
+            BlockRpc::AddRef {
+                hash,
+                ref_id: ref_id.clone(),
+            }
+        } else {
+            BlockRpc::DropRef {
+                hash,
+                ref_id: ref_id.clone(),
+            }
+        };
+        let nodes = self.holders(&hash);
+        self.call_quorum(hash, nodes, rpc, self.cfg.small_rpc_timeout, Some(&ref_id))
+            .await
+    }
+
+    /// Read a block: the holders in order (this node first), the first verified copy
+    /// wins. Holders that lacked it or had it rotten are asked to resync it.
+    pub async fn get_block(&self, hash: Hash) -> Result<Bytes, ServiceError> {
+        let mut lacking = Vec::new();
+        let mut found = None;
+        for node in self.holders(&hash) {
+            if node == self.self_id {
+                match self.storage.send(ReadBlock { hash }).await {
+                    Ok(Ok(data)) => match data.verify_get(&hash) {
+                        Ok(plain) => {
+                            found = Some(plain);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(hash = %hash.short(), "local read returned unverified data: {e}")
+                        }
+                    },
+                    Ok(Err(StorageError::NotFound { .. }))
+                    | Ok(Err(StorageError::Corrupted { .. })) => lacking.push(node),
+                    Ok(Err(e)) => {
+                        tracing::warn!(hash = %hash.short(), "local read failed: {e}");
+                    }
+                    Err(e) => return Err(ServiceError::Internal(format!("storage actor: {e}"))),
+                }
+                continue;
+            }
+            let reply = self
+                .peers
+                .send(Call {
+                    node,
+                    rpc: BlockRpc::GetBlock(hash),
+                    timeout: self.cfg.block_rw_timeout,
+                    priority: Priority::Client,
+                })
+                .await
+                .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))?;
+            match reply {
+                Ok(BlockRpc::PutBlock { hash: h, data }) if h == hash => {
+                    // Verify on a blocking thread: every served byte is checked here.
+                    let checked =
+                        actix_rt::task::spawn_blocking(move || data.verify_get(&hash)).await;
+                    match checked {
+                        Ok(Ok(plain)) => {
+                            found = Some(plain);
+                            break;
+                        }
+                        _ => {
+                            tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer sent bytes that fail verification");
+                            lacking.push(node);
+                        }
+                    }
+                }
+                Err(RpcError::Remote {
+                    code: ErrorCode::NotFound | ErrorCode::Corrupted,
+                    ..
+                }) => lacking.push(node),
+                Ok(other) => {
+                    tracing::warn!(hash = %hash.short(), peer = %node.short(), "unexpected reply {} to GetBlock", other.kind())
+                }
+                Err(e) => tracing::debug!(hash = %hash.short(), "get from peer failed: {e}"),
+            }
+        }
+        for node in lacking {
+            self.ask_resync(node, hash);
+        }
+        match found {
+            Some(plain) => {
+                self.metrics.bytes_read.inc_by(plain.len() as u64);
+                Ok(plain)
+            }
+            None => Err(ServiceError::NotFound(hash)),
+        }
+    }
+
+    /// Ask `node` to resync `hash` now (fire and forget).
+    fn ask_resync(&self, node: NodeId, hash: Hash) {
+        if node == self.self_id {
+            self.resync.do_send(Schedule {
+                hash,
+                delay: Duration::ZERO,
+                reason: ScheduleReason::ReadFailed,
+            });
+        } else {
+            let call = self.peers.send(Call {
+                node,
+                rpc: BlockRpc::ScheduleResync(hash),
+                timeout: self.cfg.small_rpc_timeout,
+                priority: Priority::Background,
+            });
+            actix_rt::spawn(async move {
+                let _ = call.await;
+            });
+        }
+    }
+
+    /// Every holder's view of the block, in placement order.
+    pub async fn block_info(&self, hash: Hash) -> Vec<HolderInfo> {
+        let nodes = self.placement.write_nodes(&hash);
+        let calls = nodes.iter().map(|node| {
+            self.peers.send(Call {
+                node: *node,
+                rpc: BlockRpc::BlockInfoQuery(hash),
+                timeout: self.cfg.small_rpc_timeout,
+                priority: Priority::Client,
+            })
+        });
+        let replies = futures::future::join_all(calls).await;
+        nodes
+            .iter()
+            .zip(replies)
+            .map(|(node, r)| match r {
+                Ok(Ok(BlockRpc::BlockInfoReply(BlockInfo {
+                    present,
+                    rc,
+                    deletable,
+                    error,
+                }))) => HolderInfo {
+                    node: node.to_hex(),
+                    present,
+                    rc,
+                    deletable,
+                    error,
+                },
+                other => HolderInfo {
+                    node: node.to_hex(),
+                    present: false,
+                    rc: 0,
+                    deletable: false,
+                    error: Some(match other {
+                        Ok(Err(e)) => format!("unreachable: {e}"),
+                        Ok(Ok(r)) => format!("unexpected reply {}", r.kind()),
+                        Err(e) => format!("peer actor: {e}"),
+                    }),
+                },
+            })
+            .collect()
+    }
+
+    /// This node's refs of a block.
+    pub async fn local_refs(&self, hash: Hash) -> Result<Vec<(RefId, RefState)>, ServiceError> {
+        self.refcount
+            .send(ListRefs { hash })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("refcount actor: {e}")))?
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+}
