@@ -193,15 +193,44 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_call() {
     // An intruder: its own CA, a config that lists the real members plus itself.
     let evil = c.dir.path().join("evil");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(common::bin()).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let ca = evil.join("ca");
     run(&["cert", "ca", "--out", ca.to_str().unwrap()]);
-    let evil_id = run(&["cert", "node", "--ca", ca.to_str().unwrap(), "--name", "evil", "--out", evil.join("certs").to_str().unwrap()]);
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (http, quic) = (free(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let evil_id = run(&[
+        "cert",
+        "node",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--name",
+        "evil",
+        "--out",
+        evil.join("certs").to_str().unwrap(),
+    ]);
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, quic) = (
+        free(),
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+    );
     let base = std::fs::read_to_string(&c.nodes[0].config).unwrap();
     let members = &base[base.find("[[members]]").unwrap()..];
     let cfg = format!(
@@ -215,7 +244,11 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_call() {
     std::fs::write(evil.join("config.toml"), cfg).unwrap();
     let log = std::fs::File::create(evil.join("node.log")).unwrap();
     let mut child = std::process::Command::new(common::bin())
-        .args(["run", "--config", evil.join("config.toml").to_str().unwrap()])
+        .args([
+            "run",
+            "--config",
+            evil.join("config.toml").to_str().unwrap(),
+        ])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -229,31 +262,70 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_call() {
     }
     let guard = Kill(&mut child);
     let api = format!("http://127.0.0.1:{http}");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    wait_for("the intruder's API", Duration::from_secs(20), || agent.get(&format!("{api}/health")).call().ok().map(|_| ()));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    wait_for("the intruder's API", Duration::from_secs(20), || {
+        agent.get(&format!("{api}/health")).call().ok().map(|_| ())
+    });
     std::thread::sleep(Duration::from_secs(3));
-    let token = std::fs::read_to_string(evil.join("admin.token")).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(evil.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
     let auth = format!("Bearer {token}");
     // It sees every real node down.
     let st: serde_json::Value = serde_json::from_slice(
-        &agent.get(&format!("{api}/v1/status")).header("Authorization", &auth).call().unwrap().body_mut().read_to_vec().unwrap(),
+        &agent
+            .get(&format!("{api}/v1/status"))
+            .header("Authorization", &auth)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_vec()
+            .unwrap(),
     )
     .unwrap();
     for p in st["peers"].as_array().unwrap() {
         if p["id"].as_str() != Some(evil_id.as_str()) {
-            assert_eq!(p["up"].as_bool(), Some(false), "the intruder must not connect to {p}");
+            assert_eq!(
+                p["up"].as_bool(),
+                Some(false),
+                "the intruder must not connect to {p}"
+            );
         }
     }
     // It cannot read the cluster's blocks, nor write through it.
-    let r = agent.get(&format!("{api}/v1/blocks/{hash}")).header("Authorization", &auth).call().unwrap();
-    assert_eq!(r.status().as_u16(), 404, "the intruder must not fetch a cluster block");
-    let r = agent.put(&format!("{api}/v1/blocks")).header("Authorization", &auth).send(&b"intrusion"[..]).unwrap();
-    assert_eq!(r.status().as_u16(), 503, "a write through the intruder cannot reach quorum");
+    let r = agent
+        .get(&format!("{api}/v1/blocks/{hash}"))
+        .header("Authorization", &auth)
+        .call()
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "the intruder must not fetch a cluster block"
+    );
+    let r = agent
+        .put(&format!("{api}/v1/blocks"))
+        .header("Authorization", &auth)
+        .send(&b"intrusion"[..])
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        503,
+        "a write through the intruder cannot reach quorum"
+    );
     // The real nodes never list it as a peer, nor stored anything from it.
     for i in 0..3 {
         let s = c.get_json(i, "/v1/status");
         assert!(
-            s["peers"].as_array().unwrap().iter().all(|p| p["id"].as_str() != Some(evil_id.as_str())),
+            s["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["id"].as_str() != Some(evil_id.as_str())),
             "{} lists the intruder as a peer",
             c.nodes[i].name
         );

@@ -994,3 +994,93 @@ async fn queued_items_survive_a_restart() {
     // RetryNow of that hash makes it due now; with no ref and no file, resync does nothing.
     assert_eq!(r2.send(RetryNow { hash: Some(h) }).await.unwrap(), 1);
 }
+
+/// `n` distinct blocks of `size` pseudo-random (incompressible) bytes.
+fn random_blocks(n: usize, size: usize) -> Vec<VerifiedBlock> {
+    (0..n)
+        .map(|i| {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64 + 1);
+            let mut buf = Vec::with_capacity(size);
+            while buf.len() < size {
+                // xorshift64: fast and good enough to defeat compression.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            buf.truncate(size);
+            VerifiedBlock::hash_plain(Bytes::from(buf), None)
+        })
+        .collect()
+}
+
+/// Throughput of resync fetching missing referenced blocks from the peer double (no
+/// network, no fsync: the resync pipeline itself — actor hops, verification, file
+/// writes). `BENCH_BLOCKS` (default 1000) blocks of 1 MiB, tranquility 0, 1 then 4
+/// workers. Run with:
+/// `cargo test --release -p blocknode-actors resync_fetch_throughput -- --ignored --nocapture`
+#[actix_rt::test]
+#[ignore]
+async fn resync_fetch_throughput_of_missing_1mib_blocks_with_1_and_4_workers() {
+    let n: usize = std::env::var("BENCH_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let size = 1 << 20;
+    let t = Instant::now();
+    let blocks = random_blocks(n, size);
+    println!("generated and hashed {n} blocks in {:?}", t.elapsed());
+    for workers in [1usize, 4] {
+        let d = tempfile::tempdir().unwrap();
+        let r = rig(d.path(), Duration::ZERO);
+        r.resync.send(SetWorkers(workers)).await.unwrap().unwrap();
+        r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+        let all: Vec<(Hash, DataBlock)> = blocks
+            .iter()
+            .map(|v| (v.hash(), v.data().clone()))
+            .collect();
+        let hashes: Vec<Hash> = all.iter().map(|(h, _)| *h).collect();
+        r.peers
+            .send(Edit(Box::new(move |p| {
+                p.nodes.get_mut(&node(2)).unwrap().blocks.extend(all);
+            })))
+            .await
+            .unwrap();
+        let quiet = RefcountActor::new(r.db.clone(), RefcountConfig::default(), None)
+            .unwrap()
+            .start();
+        futures::future::join_all(hashes.iter().map(|h| {
+            quiet.send(AddRef {
+                hash: *h,
+                ref_id: "a".parse().unwrap(),
+            })
+        }))
+        .await;
+        let t = Instant::now();
+        for h in &hashes {
+            r.resync
+                .send(Schedule::for_reason(*h, ScheduleReason::Repair, &cfg(r.me)))
+                .await
+                .unwrap();
+        }
+        loop {
+            let stored = r.storage.send(GetStorageStats).await.unwrap().blocks;
+            if stored as usize >= n {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(600),
+                "only {stored} of {n} blocks fetched in 10 min"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = t.elapsed();
+        println!(
+            "workers {workers}, tranquility 0: {n} × 1 MiB resynced in {took:.2?} = {:.0} MiB/s, {:.2} ms per block",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64() * 1000.0 / n as f64
+        );
+        let st = r.resync.send(GetResyncStatus).await.unwrap();
+        assert_eq!(st.errors, 0, "no resync error expected");
+    }
+}
