@@ -1,9 +1,11 @@
 //! ResyncActor: the persisted resync queue, its errors, repair and scrub.
 //!
-//! State owned (fjall keyspaces of the node's metadata database, see [`keys`] below):
-//! the queue of blocks to look at, the errors table with its backoff, the settings
-//! (workers, tranquility, scrub tranquility) and the scrub's position and counters;
-//! in memory, the busy set (blocks being resynced now) and the repair progress.
+//! State owned: four keyspaces of the node's metadata database (encodings in `keys.rs`):
+//! `resync_queue` (blocks to look at, in due order) with its per-hash index
+//! `resync_queue_index` (one waiting entry per hash), `resync_errors` (the errors table
+//! and its backoff) and `resync_settings` (workers, tranquility, scrub tranquility, the
+//! scrub's state, position and counters); in memory, the busy set (blocks being
+//! resynced now) and the repair progress.
 //!
 //! Messages: [`Schedule`], [`RcChanged`] (from the refcount actor), [`RetryNow`],
 //! [`SetWorkers`], [`SetTranquility`], [`SetScrubTranquility`], [`StartRepair`],
@@ -11,13 +13,19 @@
 //! It talks to the storage and refcount actors and, through a `Recipient<Call>`, to the
 //! peers (a test double stands in for them in tests).
 //!
+//! Files: `decision.rs` (the pure decision and backoff), `keys.rs` (encodings),
+//! `queue.rs` (queue and errors over fjall), `work.rs` (resyncing one block),
+//! `repair.rs`, `scrub.rs`; this file holds the messages and the worker loop.
+//!
 //! Resyncing a block is the seed's `resync_block` ([`decision::decide`]): a block that is
 //! referenced but missing is fetched from the other nodes that should hold it; a block
 //! whose grace period is over is first offered to the other holders that still need it,
 //! then deleted here if it is still deletable. Workers take due items from the queue,
 //! never two for the same block (busy set), and sleep `tranquility × time taken` after
-//! each. An item leaves the queue only once processed, so a crash loses nothing.
-
+//! each. Nothing polls: workers sleep until the earliest due time, and a schedule or a
+//! freed worker wakes them. An item leaves the queue only once processed, so a stop or
+//! a crash loses nothing (an in-flight resync is simply run again: it is idempotent,
+//! and the storage actor's writes are atomic).
 pub mod decision;
 mod keys;
 mod queue;
