@@ -201,6 +201,11 @@ async fn put_block(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
+    // The body and its compressed copy are in memory at once: charge twice the size
+    // (the largest block when the length is not declared) before reading anything.
+    let _ram = svc
+        .reserve_ram(2 * declared.unwrap_or(max as u64).min(max as u64))
+        .await?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;

@@ -49,6 +49,10 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_size(d).map(Some)
+}
+
 fn de_compression<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -97,6 +101,9 @@ fn default_scrub_interval() -> Duration {
 }
 fn default_max_block_size() -> u64 {
     16 << 20
+}
+fn default_ram_buffer() -> u64 {
+    256 << 20
 }
 fn default_capacity() -> u32 {
     1
@@ -162,6 +169,14 @@ pub struct Config {
     /// Largest block accepted. Default "16MiB"; at most "256MiB".
     #[serde(default = "default_max_block_size", deserialize_with = "de_size")]
     pub max_block_size: u64,
+    /// Most bytes of block files this node stores (a quota; unset: the filesystem's
+    /// limit). Writes past it are refused with 507 Insufficient Storage.
+    #[serde(default, deserialize_with = "de_opt_size")]
+    pub data_dir_capacity: Option<u64>,
+    /// Most bytes of block data held in memory by client requests in flight; past it,
+    /// new requests wait (back-pressure). Default "256MiB".
+    #[serde(default = "default_ram_buffer", deserialize_with = "de_size")]
+    pub block_ram_buffer_max: u64,
     /// QUIC (node-to-node) listen address. Default "127.0.0.1:3901".
     #[serde(default = "default_quic")]
     pub quic_listen: SocketAddr,
@@ -263,6 +278,8 @@ impl Config {
             resync_backoff_base: default_backoff(),
             scrub_interval: default_scrub_interval(),
             max_block_size: default_max_block_size(),
+            data_dir_capacity: None,
+            block_ram_buffer_max: default_ram_buffer(),
             quic_listen: default_quic(),
             http_listen: default_http(),
             ca_cert: base.join("certs/node/ca.crt"),
@@ -310,6 +327,13 @@ impl Config {
             bail!(
                 "write_quorum {q} must be between 1 and replication_factor ({})",
                 self.replication_factor
+            );
+        }
+        if self.block_ram_buffer_max < 2 * self.max_block_size {
+            bail!(
+                "block_ram_buffer_max ({}) must hold at least one block request (2 × max_block_size = {})",
+                self.block_ram_buffer_max,
+                2 * self.max_block_size
             );
         }
         if self.max_block_size > 256 << 20 {

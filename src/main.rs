@@ -5,7 +5,29 @@ use clap::Parser;
 use blocknode::cli::{CertCommand, Cli, Command};
 use blocknode::{client, config, dev_cluster, node};
 
+/// Block buffers (up to 16 MiB by default) must go back to the OS when freed, or the
+/// RAM budget (`block_ram_buffer_max`) bounds requests but not the process: glibc's
+/// dynamic mmap threshold rises after the first large free, and later block buffers
+/// then stay cached in per-thread arenas (measured: 8 concurrent 16 MiB puts left RSS
+/// at 78 MiB instead of ~40). Pinning the threshold at 1 MiB keeps them mmapped.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pin_mmap_threshold() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_MMAP_THRESHOLD: i32 = -3;
+    // SAFETY: mallopt is glibc's documented tuning call; it is called once, before any
+    // thread is started, with a valid parameter and value.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn pin_mmap_threshold() {}
+
 fn main() {
+    pin_mmap_threshold();
     if let Err(e) = real_main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);

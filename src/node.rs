@@ -146,6 +146,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     let storage = StorageActor::new(StorageConfig {
         data_dir: cfg.data_dir.clone(),
         data_fsync: cfg.data_fsync,
+        capacity: cfg.data_dir_capacity,
     })?
     .start();
     // The resync actor is created first (not started) so the refcount actor can be
@@ -234,6 +235,9 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         layout_digest,
         metrics,
         started: Instant::now(),
+        ram_budget: Arc::new(tokio::sync::Semaphore::new(
+            (cfg.block_ram_buffer_max / 1024).min(u32::MAX as u64) as usize,
+        )),
     };
     let data = web::Data::new(service);
     let server = HttpServer::new(move || {

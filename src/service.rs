@@ -54,6 +54,10 @@ pub struct Service {
     pub layout_digest: Hash,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
+    /// Budget of block bytes held by client requests in flight, in KiB permits
+    /// (`block_ram_buffer_max`). A request waits for its share before reading its body:
+    /// back-pressure instead of allocation. A limiter, not domain state.
+    pub ram_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a client-path operation failed; the API maps each to a status code.
@@ -110,6 +114,19 @@ pub struct HolderInfo {
 }
 
 impl Service {
+    /// Wait for `bytes` of the RAM budget; the permit returns them when dropped.
+    pub async fn reserve_ram(
+        &self,
+        bytes: u64,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        self.ram_budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("RAM budget closed: {e}")))
+    }
+
     /// The nodes that should hold `hash`, this node first when it is one of them (local
     /// reads are cheapest), then the others in placement order.
     pub fn holders(&self, hash: &Hash) -> Vec<NodeId> {

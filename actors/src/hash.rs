@@ -177,4 +177,22 @@ mod tests {
         let multibyte = "é".repeat(32);
         assert!(multibyte.parse::<Hash>().is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, ..Default::default() })]
+
+        /// Any text either parses to a hash that prints back identically, or is refused;
+        /// it never panics.
+        #[test]
+        fn hash_parser_never_panics_and_round_trips(s in "\\PC{0,80}") {
+            if let Ok(h) = s.parse::<Hash>() {
+                proptest::prop_assert_eq!(h.to_hex(), s);
+            }
+        }
+
+        #[test]
+        fn hex_of_any_32_bytes_parses_back(b in proptest::array::uniform32(0u8..)) {
+            proptest::prop_assert_eq!(Hash(b).to_hex().parse::<Hash>().unwrap(), Hash(b));
+        }
+    }
 }

@@ -132,4 +132,18 @@ mod tests {
         ));
         assert!("x".repeat(255).parse::<RefId>().is_ok());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, ..Default::default() })]
+
+        /// Any text is either a valid, path-safe ref name or refused; never a panic.
+        #[test]
+        fn ref_parser_never_panics_and_accepts_only_path_safe_names(s in "\\PC{0,300}") {
+            if let Ok(r) = s.parse::<RefId>() {
+                proptest::prop_assert!(!r.as_str().contains('/') && r.as_str() != ".." && r.as_str() != ".");
+                proptest::prop_assert!(r.as_str().len() <= MAX_REF_ID_LEN && !r.as_str().is_empty());
+            }
+            let _ = RefId::from_bytes(s.as_bytes());
+        }
+    }
 }

@@ -31,6 +31,9 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// fsync each block file and its directory before acknowledging a write.
     pub data_fsync: bool,
+    /// Most bytes of block files this node may hold (a quota below the filesystem's
+    /// own limit); a write past it is refused with [`StorageError::DiskFull`].
+    pub capacity: Option<u64>,
 }
 
 /// Errors of the storage actor; each names the block or path involved.
@@ -192,6 +195,8 @@ struct StatsDelta {
     written: u64,
     read: u64,
     corrupted: u64,
+    /// Bytes reserved against the capacity by this job, released when it ends.
+    unreserve: u64,
 }
 
 /// One job's work, run on the blocking pool, and what it did to the counters.
@@ -203,6 +208,8 @@ pub struct StorageActor {
     stats: StorageStats,
     /// Hashes with a job running; each holds the jobs waiting behind it, in order.
     lanes: HashMap<Hash, VecDeque<JobFuture>>,
+    /// Bytes of writes in flight, counted against the capacity before they land.
+    reserved: u64,
 }
 
 impl StorageActor {
@@ -238,6 +245,7 @@ impl StorageActor {
             config,
             stats,
             lanes: HashMap::new(),
+            reserved: 0,
         })
     }
 
@@ -273,6 +281,7 @@ impl StorageActor {
         s.bytes_written += d.written;
         s.bytes_read += d.read;
         s.corruptions_found += d.corrupted;
+        self.reserved = self.reserved.saturating_sub(d.unreserve);
     }
 
     /// Wrap blocking work `f` into a lane job answering on a oneshot channel.
@@ -536,7 +545,20 @@ impl Handler<WriteBlock> for StorageActor {
     fn handle(&mut self, msg: WriteBlock, ctx: &mut Context<Self>) -> Self::Result {
         let cfg = self.config.clone();
         let hash = msg.hash;
-        self.job(hash, ctx, move || do_write(&cfg, msg))
+        let len = msg.data.inner_buffer().len() as u64;
+        if let Some(cap) = self.config.capacity {
+            if self.stats.bytes + self.reserved + len > cap {
+                tracing::warn!(hash = %hash.short(), capacity = cap, used = self.stats.bytes, "refusing a write: data_dir capacity reached");
+                let path = self.config.data_dir.clone();
+                return Box::pin(async move { Err(StorageError::DiskFull { path }) });
+            }
+        }
+        self.reserved += len;
+        self.job(hash, ctx, move || {
+            let (res, mut delta) = do_write(&cfg, msg);
+            delta.unreserve = len;
+            (res, delta)
+        })
     }
 }
 

@@ -197,6 +197,11 @@ impl Cluster {
         )
     }
 
+    /// PID of node `i` (it must be running).
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().expect("node is running").id()
+    }
+
     /// SIGKILL node `i` and wait for it.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {
@@ -357,7 +362,9 @@ impl Drop for Cluster {
 
 /// Random bytes for test blocks (incompressible).
 pub fn random_bytes(n: usize) -> Vec<u8> {
-    (0..n).map(|_| rand::random::<u8>()).collect()
+    let mut v = vec![0u8; n];
+    rand::fill(&mut v[..]);
+    v
 }
 
 /// Find every file under `dir` whose name ends with `suffix`.

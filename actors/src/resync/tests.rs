@@ -173,6 +173,7 @@ fn rig_with(dir: &Path, get_delay: Duration, config: ResyncConfig) -> Rig {
     let storage = StorageActor::new(StorageConfig {
         data_dir: dir.join("data"),
         data_fsync: false,
+        capacity: None,
     })
     .unwrap()
     .start();

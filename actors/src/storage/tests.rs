@@ -8,9 +8,45 @@ fn start(dir: &Path) -> Addr<StorageActor> {
     StorageActor::new(StorageConfig {
         data_dir: dir.to_path_buf(),
         data_fsync: true,
+        capacity: None,
     })
     .expect("opening storage")
     .start()
+}
+
+#[actix_rt::test]
+async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes() {
+    let d = tempfile::tempdir().unwrap();
+    let a = StorageActor::new(StorageConfig {
+        data_dir: d.path().to_path_buf(),
+        data_fsync: false,
+        capacity: Some(25_000),
+    })
+    .unwrap()
+    .start();
+    let (h1, _) = write(&a, &random(10_000), None).await;
+    write(&a, &random(10_000), None).await;
+    let third = VerifiedBlock::hash_plain(random(10_000), None);
+    let h3 = third.hash();
+    let r = a.send(WriteBlock::verified(third.clone())).await.unwrap();
+    match r {
+        Err(StorageError::DiskFull { path }) => assert_eq!(path, d.path()),
+        other => panic!("expected DiskFull, got {other:?}"),
+    }
+    let p = paths(d.path(), &h3);
+    assert!(
+        !p.plain.exists() && !p.zst.exists(),
+        "no partial file may stay"
+    );
+    assert!(
+        a.send(ReadBlock { hash: h1 }).await.unwrap().is_ok(),
+        "reads keep working when full"
+    );
+    a.send(DeleteBlock { hash: h1 }).await.unwrap().unwrap();
+    assert!(
+        a.send(WriteBlock::verified(third)).await.unwrap().is_ok(),
+        "writes succeed again once space is freed"
+    );
 }
 
 fn random(n: usize) -> Bytes {
