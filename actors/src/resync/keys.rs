@@ -1,8 +1,13 @@
 //! Key and value encodings of the resync keyspaces.
 //!
 //! - `resync_queue`: key = due time (ms since the epoch, u64 big-endian) ++ 32-byte
-//!   hash, so iteration order is due order; value empty. A hash may be queued more than
-//!   once (as in the seed); the busy set keeps two workers off the same block.
+//!   hash, so iteration order is due order; value empty. An item is removed only after
+//!   its block was processed, so a crash loses nothing.
+//! - `resync_queue_index`: key = 32-byte hash; value = the due time (u64 big-endian) of
+//!   the hash's one waiting entry in `resync_queue`. Written in the same batch as the
+//!   queue, it keeps one waiting entry per hash: a schedule for a queued hash either
+//!   moves its entry earlier or is dropped. An entry leaves the index when a worker takes
+//!   it (it stays in the queue until done), so the hash can be queued again meanwhile.
 //! - `resync_errors`: key = 32-byte hash; value = error count, last try, next try (three
 //!   u64 big-endian, times in ms) ++ the last error message (UTF-8).
 //! - `resync_settings`: key = a setting name below; value = u64 big-endian, except

@@ -1,9 +1,11 @@
 //! ResyncActor: the persisted resync queue, its errors, repair and scrub.
 //!
-//! State owned (fjall keyspaces of the node's metadata database, see [`keys`] below):
-//! the queue of blocks to look at, the errors table with its backoff, the settings
-//! (workers, tranquility, scrub tranquility) and the scrub's position and counters;
-//! in memory, the busy set (blocks being resynced now) and the repair progress.
+//! State owned: four keyspaces of the node's metadata database (encodings in `keys.rs`):
+//! `resync_queue` (blocks to look at, in due order) with its per-hash index
+//! `resync_queue_index` (one waiting entry per hash), `resync_errors` (the errors table
+//! and its backoff) and `resync_settings` (workers, tranquility, scrub tranquility, the
+//! scrub's state, position and counters); in memory, the busy set (blocks being
+//! resynced now) and the repair progress.
 //!
 //! Messages: [`Schedule`], [`RcChanged`] (from the refcount actor), [`RetryNow`],
 //! [`SetWorkers`], [`SetTranquility`], [`SetScrubTranquility`], [`StartRepair`],
@@ -11,15 +13,25 @@
 //! It talks to the storage and refcount actors and, through a `Recipient<Call>`, to the
 //! peers (a test double stands in for them in tests).
 //!
+//! Files: `decision.rs` (the pure decision and backoff), `keys.rs` (encodings),
+//! `queue.rs` (queue and errors over fjall), `work.rs` (resyncing one block),
+//! `repair.rs`, `scrub.rs`; this file holds the messages and the worker loop.
+//!
 //! Resyncing a block is the seed's `resync_block` ([`decision::decide`]): a block that is
 //! referenced but missing is fetched from the other nodes that should hold it; a block
 //! whose grace period is over is first offered to the other holders that still need it,
 //! then deleted here if it is still deletable. Workers take due items from the queue,
 //! never two for the same block (busy set), and sleep `tranquility × time taken` after
-//! each. An item leaves the queue only once processed, so a crash loses nothing.
-
+//! each. Nothing polls: workers sleep until the earliest due time, and a schedule or a
+//! freed worker wakes them. An item leaves the queue only once processed, so a stop or
+//! a crash loses nothing (an in-flight resync is simply run again: it is idempotent,
+//! and the storage actor's writes are atomic).
 pub mod decision;
 mod keys;
+mod queue;
+mod repair;
+mod scrub;
+mod work;
 
 #[cfg(test)]
 mod tests;
@@ -32,17 +44,15 @@ use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use serde::Serialize;
 
-use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
-use crate::peer::{Call, Priority, RpcError};
+use crate::peer::{Call, BLOCK_RW_TIMEOUT, NEED_BLOCK_QUERY_TIMEOUT};
 use crate::placement::Placement;
 use crate::rc::now_msec;
-use crate::refcount::{ClearIfDeletable, GetRc, ListRcHashes, RcChanged, RebuildRc, RefcountActor};
-use crate::storage::{
-    BlockExists, DeleteBlock, ListBlocks, ReadBlock, StorageActor, StorageError, WriteBlock,
-};
-use decision::{backoff, decide, Decision};
-use keys::ErrorEntry;
+use crate::refcount::{RcChanged, RefcountActor};
+use crate::storage::StorageActor;
+use queue::{Item, Queue};
+pub use work::ResyncBlockError;
+use work::{Deps, Outcome};
 
 /// Most resync workers (each runs one block at a time).
 pub const MAX_WORKERS: usize = 8;
@@ -51,6 +61,16 @@ pub const MAX_WORKERS: usize = 8;
 pub const AFTER_GC_DELAY: Duration = Duration::from_secs(10);
 /// Hashes listed per page by repair and scrub (bounds their memory).
 const PAGE: usize = 256;
+/// Default resync tranquility: after each block, sleep twice the time it took, so
+/// background work takes at most a third of a worker's time (the seed's default).
+pub const DEFAULT_TRANQUILITY: u32 = 2;
+/// Default scrub tranquility: reading every block is long and rarely urgent.
+pub const DEFAULT_SCRUB_TRANQUILITY: u32 = 4;
+/// How often queue and error changes are synced to the journal when something changed
+/// (the refcount actor's syncs cover them too; this bounds the loss when nothing else
+/// writes). A lost change is safe: a lost schedule is redone by repair, a lost removal
+/// only re-runs an idempotent resync.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Settings of a [`ResyncActor`].
 #[derive(Debug, Clone)]
@@ -78,12 +98,31 @@ impl ResyncConfig {
     pub fn new(self_id: NodeId) -> Self {
         ResyncConfig {
             self_id,
-            block_timeout: Duration::from_secs(30),
-            need_block_timeout: Duration::from_secs(5),
+            block_timeout: BLOCK_RW_TIMEOUT,
+            need_block_timeout: NEED_BLOCK_QUERY_TIMEOUT,
             gc_delay: Duration::from_secs(600),
             backoff_base: Duration::from_secs(60),
             scrub_interval: Duration::from_secs(30 * 86400),
             after_gc_delay: AFTER_GC_DELAY,
+        }
+    }
+
+    /// How long each scheduling source waits (DESIGN.md, "The resync loop"):
+    /// - a new ref (rc 0→1): 2 × block timeout, to let the writer deliver the block;
+    /// - a dropped block (rc→0): gc_delay + after_gc_delay, its grace period and a margin;
+    /// - a `PutBlock` for a block with no refs: gc_delay, so the ref that usually follows
+    ///   the block arrives first and the orphan is collected only if none does;
+    /// - a failed read, repair, scrub, an operator: now. (Retries use the backoff.)
+    pub fn delay_for(&self, reason: ScheduleReason) -> Duration {
+        match reason {
+            ScheduleReason::NewRef => self.block_timeout.saturating_mul(2),
+            ScheduleReason::Dropped => self.gc_delay.saturating_add(self.after_gc_delay),
+            ScheduleReason::OrphanPut => self.gc_delay,
+            ScheduleReason::ReadFailed
+            | ScheduleReason::Repair
+            | ScheduleReason::Scrub
+            | ScheduleReason::Manual
+            | ScheduleReason::Retry => Duration::ZERO,
         }
     }
 }
@@ -131,13 +170,26 @@ pub enum ScheduleReason {
     Retry,
 }
 
-/// Look at `hash` after `delay`.
+/// Look at `hash` after `delay`. A hash waits in the queue once: if it already waits,
+/// the earlier of the two times wins. A hash being resynced right now is looked at
+/// again after that run (the new entry waits for the busy one).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Schedule {
     pub hash: Hash,
     pub delay: Duration,
     pub reason: ScheduleReason,
+}
+
+impl Schedule {
+    /// Schedule `hash` after the delay `config` gives `reason` ([`ResyncConfig::delay_for`]).
+    pub fn for_reason(hash: Hash, reason: ScheduleReason, config: &ResyncConfig) -> Self {
+        Schedule {
+            hash,
+            delay: config.delay_for(reason),
+            reason,
+        }
+    }
 }
 
 /// Retry one errored block now, or every errored block (`hash: None`); replies how many.
@@ -269,42 +321,28 @@ pub struct ResyncStatus {
     pub repair: RepairStatus,
 }
 
-/// What the workers need to resync a block: cheap to clone into a `'static` future.
-#[derive(Clone)]
-struct Deps {
-    self_id: NodeId,
-    storage: Addr<StorageActor>,
-    refcount: Addr<RefcountActor>,
-    peers: Recipient<Call>,
-    placement: Arc<dyn Placement>,
-    block_timeout: Duration,
-    need_block_timeout: Duration,
-}
-
-/// Result of one resync.
-enum Outcome {
-    Done,
-    /// Look again at this time (ms): grace period still running.
-    Later(u64),
-}
-
-/// The actor.
+/// The actor. Start it on its own `Arbiter` (as the refcount actor): its fjall calls are
+/// small and never fsync, but a write can wait for the journal lock while another actor
+/// of the same database syncs.
 pub struct ResyncActor {
     config: ResyncConfig,
     db: Database,
-    queue: Keyspace,
-    errors: Keyspace,
+    /// `resync_queue`, `resync_queue_index` and `resync_errors`.
+    queue: Queue,
+    /// `resync_settings` (see `keys.rs`).
     settings: Keyspace,
     deps: Deps,
     workers: usize,
     tranquility: u32,
     scrub_tranquility: u32,
+    /// Worker slots in use (a worker keeps its slot during its tranquility pause).
     active: usize,
-    /// Items in `resync_queue` (counted at start, then kept; `approximate_len` counts
-    /// deleted keys until compaction).
-    queued: u64,
+    /// Blocks being resynced now: never two workers on one block.
     busy: HashSet<Hash>,
+    /// The timer that wakes the workers at the earliest due time.
     wake: Option<SpawnHandle>,
+    /// Something was written since the last journal sync.
+    dirty: bool,
     ops_ok: u64,
     ops_error: u64,
     repair: RepairStatus,
@@ -318,7 +356,8 @@ pub struct ResyncActor {
 }
 
 impl ResyncActor {
-    /// Open the keyspaces and restore the persisted settings and scrub state.
+    /// Open the keyspaces and restore the persisted queue, settings and scrub state.
+    /// Workers start when the actor starts.
     pub fn new(
         db: Database,
         config: ResyncConfig,
@@ -327,15 +366,15 @@ impl ResyncActor {
         peers: Recipient<Call>,
         placement: Arc<dyn Placement>,
     ) -> Result<Self, ResyncError> {
-        let queue = db.keyspace("resync_queue", KeyspaceCreateOptions::default)?;
-        let errors = db.keyspace("resync_errors", KeyspaceCreateOptions::default)?;
+        let queue = Queue::open(&db)?;
         let settings = db.keyspace("resync_settings", KeyspaceCreateOptions::default)?;
         let get = |k: &str| -> Result<Option<u64>, ResyncError> {
             Ok(settings.get(k)?.and_then(|v| keys::parse_u64(&v)))
         };
         let workers = get(keys::WORKERS)?.map_or(1, |w| (w as usize).clamp(1, MAX_WORKERS));
-        let tranquility = get(keys::TRANQUILITY)?.map_or(2, |t| t as u32);
-        let scrub_tranquility = get(keys::SCRUB_TRANQUILITY)?.map_or(4, |t| t as u32);
+        let tranquility = get(keys::TRANQUILITY)?.map_or(DEFAULT_TRANQUILITY, |t| t as u32);
+        let scrub_tranquility =
+            get(keys::SCRUB_TRANQUILITY)?.map_or(DEFAULT_SCRUB_TRANQUILITY, |t| t as u32);
         let scrub_state = match get(keys::SCRUB_STATE)? {
             Some(1) => ScrubState::Running,
             Some(2) => ScrubState::Paused,
@@ -349,7 +388,7 @@ impl ResyncActor {
         let scrub_next_run = match get(keys::SCRUB_NEXT_RUN)? {
             Some(t) => t,
             None => {
-                let t = next_scrub_time(config.scrub_interval);
+                let t = scrub::next_scrub_time(config.scrub_interval);
                 settings.insert(keys::SCRUB_NEXT_RUN, t.to_be_bytes())?;
                 t
             }
@@ -363,13 +402,10 @@ impl ResyncActor {
             block_timeout: config.block_timeout,
             need_block_timeout: config.need_block_timeout,
         };
-        let queued = queue.iter().count() as u64;
         Ok(ResyncActor {
             config,
-            queued,
             db,
             queue,
-            errors,
             settings,
             deps,
             workers,
@@ -378,6 +414,7 @@ impl ResyncActor {
             active: 0,
             busy: HashSet::new(),
             wake: None,
+            dirty: false,
             ops_ok: 0,
             ops_error: 0,
             repair: RepairStatus::default(),
@@ -391,62 +428,38 @@ impl ResyncActor {
         })
     }
 
-    fn put_setting(&self, key: &str, v: u64) {
+    fn put_setting(&mut self, key: &str, v: u64) {
+        self.dirty = true;
         if let Err(e) = self.settings.insert(key, v.to_be_bytes()) {
             tracing::error!("cannot persist resync setting {key}: {e}");
         }
     }
 
+    /// Queue `hash` at `due_ms` (one waiting entry per hash: see [`Queue::schedule`]).
+    /// The caller then calls [`Self::pump`] so a sleeping worker wakes at once.
     fn enqueue(&mut self, hash: Hash, due_ms: u64) {
-        let key = keys::queue_key(due_ms, &hash);
-        if matches!(self.queue.contains_key(&key), Ok(true)) {
-            return;
-        }
-        match self.queue.insert(key, []) {
-            Ok(()) => self.queued += 1,
-            Err(e) => tracing::error!(hash = %hash.short(), "cannot queue block for resync: {e}"),
+        self.dirty = true;
+        if let Err(e) = self.queue.schedule(hash, due_ms) {
+            tracing::error!(hash = %hash.short(), "cannot queue block for resync: {e}");
         }
     }
 
-    /// Start workers on due items while there are free workers; else sleep until the
-    /// earliest due item (a new schedule wakes us earlier).
+    /// Start workers on due items while there are free workers; then sleep until the
+    /// earliest item not yet due (a new schedule or a freed worker pumps again earlier).
+    /// Nothing polls: with an empty queue no timer runs at all.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if let Some(h) = self.wake.take() {
             ctx.cancel_future(h);
         }
-        let now = now_msec();
-        let mut next_due: Option<u64> = None;
-        let mut starts = Vec::new();
-        if self.active < self.workers {
-            for kv in self.queue.iter() {
-                let Ok(key) = kv.key() else { break };
-                let Some((due, hash)) = keys::parse_queue_key(&key) else {
-                    tracing::warn!(
-                        "removing an invalid resync queue key of {} bytes",
-                        key.len()
-                    );
-                    if self.queue.remove(key.to_vec()).is_ok() {
-                        self.queued = self.queued.saturating_sub(1);
-                    }
-                    continue;
-                };
-                if due > now {
-                    next_due = Some(due);
-                    break;
-                }
-                if self.busy.contains(&hash) || starts.iter().any(|(_, h)| *h == hash) {
-                    continue;
-                }
-                starts.push((key.to_vec(), hash));
-                if self.active + starts.len() >= self.workers {
-                    break;
-                }
-            }
+        let free = self.workers.saturating_sub(self.active);
+        let busy = &self.busy;
+        let (items, next_due) = self.queue.due(now_msec(), free, |h| busy.contains(h));
+        let started = items.len();
+        for item in items {
+            self.start_worker(item, ctx);
         }
-        for (key, hash) in starts {
-            self.start_worker(key, hash, ctx);
-        }
-        if self.active < self.workers {
+        // With every worker busy, the next pump comes from a worker finishing.
+        if started < free {
             if let Some(due) = next_due {
                 let wait = Duration::from_millis(due.saturating_sub(now_msec()).max(1));
                 self.wake = Some(ctx.run_later(wait, |act, ctx| {
@@ -457,38 +470,44 @@ impl ResyncActor {
         }
     }
 
-    fn start_worker(&mut self, key: Vec<u8>, hash: Hash, ctx: &mut Context<Self>) {
+    fn start_worker(&mut self, item: Item, ctx: &mut Context<Self>) {
+        let hash = item.hash;
+        if let Err(e) = self.queue.take(item) {
+            tracing::error!(hash = %hash.short(), "resync queue: cannot take item: {e}");
+        }
         self.active += 1;
         self.busy.insert(hash);
-        let deps = self.deps.clone();
         let start = Instant::now();
         ctx.spawn(
-            resync_block(deps, hash)
+            work::resync_block(self.deps.clone(), hash)
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     let took = start.elapsed();
-                    if act.queue.remove(key).is_ok() {
-                        act.queued = act.queued.saturating_sub(1);
-                    }
                     act.busy.remove(&hash);
+                    act.dirty = true;
                     match res {
                         Ok(Outcome::Done) => {
                             act.ops_ok += 1;
-                            let _ = act.errors.remove(hash.as_bytes().to_vec());
+                            if let Err(e) = act.queue.clear_error(&hash) {
+                                tracing::error!(hash = %hash.short(), "cannot clear resync error: {e}");
+                            }
                         }
                         Ok(Outcome::Later(at)) => {
                             act.ops_ok += 1;
-                            act.enqueue(
-                                hash,
-                                at.saturating_add(act.config.after_gc_delay.as_millis() as u64),
-                            );
+                            let after = act.config.after_gc_delay.as_millis() as u64;
+                            act.enqueue(hash, at.saturating_add(after));
                         }
                         Err(e) => {
                             act.ops_error += 1;
-                            act.record_error(hash, e);
+                            act.record_error(hash, e.to_string());
                         }
                     }
-                    if act.repair.running || act.repair.phase == "done" {
+                    // Removed only now, after any retry is queued: a crash in between
+                    // leaves the item to be run again, never lost.
+                    if let Err(e) = act.queue.finish(item) {
+                        tracing::error!(hash = %hash.short(), "resync queue: cannot remove item: {e}");
+                    }
+                    if act.repair.running || act.repair.done < act.repair.queued {
                         act.repair.done += 1;
                     }
                     let pause = took.saturating_mul(act.tranquility);
@@ -507,39 +526,26 @@ impl ResyncActor {
 
     fn record_error(&mut self, hash: Hash, error: String) {
         let now = now_msec();
-        let prev = self
-            .errors
-            .get(hash.as_bytes())
-            .ok()
-            .flatten()
-            .and_then(|v| ErrorEntry::parse(&v));
-        let count = prev.map_or(0, |p| p.count) + 1;
-        let next_try = now + backoff(self.config.backoff_base, count).as_millis() as u64;
-        tracing::warn!(hash = %hash.short(), count, "resync failed, retrying in {:?}: {error}", Duration::from_millis(next_try - now));
-        let entry = ErrorEntry {
-            count,
-            last_try: now,
-            next_try,
-            message: error,
-        };
-        if let Err(e) = self.errors.insert(hash.as_bytes().to_vec(), entry.encode()) {
-            tracing::error!("cannot record resync error: {e}");
+        match self
+            .queue
+            .record_error(hash, error.clone(), self.config.backoff_base, now)
+        {
+            Ok(e) => {
+                tracing::warn!(hash = %hash.short(), count = e.count, "resync failed, retrying in {:?}: {error}", Duration::from_millis(e.next_try - now));
+                self.enqueue(hash, e.next_try);
+            }
+            Err(e) => {
+                tracing::error!(hash = %hash.short(), "cannot record resync error ({e}); retrying after the base delay");
+                let base = self.config.backoff_base.as_millis() as u64;
+                self.enqueue(hash, now.saturating_add(base));
+            }
         }
-        self.enqueue(hash, next_try);
-    }
-
-    fn error_entries(&self) -> Vec<(Hash, ErrorEntry)> {
-        self.errors
-            .iter()
-            .filter_map(|kv| kv.into_inner().ok())
-            .filter_map(|(k, v)| Some((Hash::from_slice(&k)?, ErrorEntry::parse(&v)?)))
-            .collect()
     }
 
     fn status(&self) -> ResyncStatus {
         ResyncStatus {
-            queue_length: self.queued,
-            errors: self.errors.iter().count() as u64,
+            queue_length: self.queue.len(),
+            errors: self.queue.error_count(),
             busy: self.busy.len() as u64,
             workers: self.workers,
             tranquility: self.tranquility,
@@ -556,273 +562,6 @@ impl ResyncActor {
             repair: self.repair.clone(),
         }
     }
-
-    fn set_scrub_state(&mut self, s: ScrubState) {
-        self.scrub_state = s;
-        self.put_setting(
-            keys::SCRUB_STATE,
-            match s {
-                ScrubState::Idle => 0,
-                ScrubState::Running => 1,
-                ScrubState::Paused => 2,
-            },
-        );
-    }
-
-    /// Check the next block of the scrub walk, then schedule the next step after
-    /// `scrub_tranquility × time taken`.
-    fn scrub_step(&mut self, ctx: &mut Context<Self>) {
-        if self.scrub_state != ScrubState::Running || self.scrub_stepping {
-            return;
-        }
-        self.scrub_stepping = true;
-        let storage = self.deps.storage.clone();
-        if self.scrub_page.is_empty() {
-            let after = self.scrub_position;
-            ctx.spawn(
-                async move { storage.send(ListBlocks { after, limit: PAGE }).await }
-                    .into_actor(self)
-                    .map(|res, act, ctx| {
-                        act.scrub_stepping = false;
-                        match res {
-                            Ok(Ok(page)) if page.is_empty() => act.finish_scrub(),
-                            Ok(Ok(mut page)) => {
-                                page.reverse();
-                                act.scrub_page = page;
-                                act.scrub_step(ctx);
-                            }
-                            other => {
-                                tracing::warn!(
-                                    "scrub cannot list blocks ({other:?}); retrying in 10 s"
-                                );
-                                ctx.run_later(Duration::from_secs(10), |act, ctx| {
-                                    act.scrub_step(ctx)
-                                });
-                            }
-                        }
-                    }),
-            );
-            return;
-        }
-        let Some(hash) = self.scrub_page.pop() else {
-            self.scrub_stepping = false;
-            return;
-        };
-        let start = Instant::now();
-        ctx.spawn(
-            async move { storage.send(ReadBlock { hash }).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.scrub_stepping = false;
-                    match res {
-                        Ok(Err(StorageError::Corrupted { .. })) => {
-                            act.scrub_corruptions += 1;
-                            act.put_setting(keys::SCRUB_CORRUPTIONS, act.scrub_corruptions);
-                            tracing::warn!(hash = %hash.short(), "scrub found a rotten block; quarantined, resyncing it");
-                            act.enqueue(hash, now_msec());
-                            act.pump(ctx);
-                        }
-                        Ok(Err(e)) => tracing::warn!(hash = %hash.short(), "scrub could not read block: {e}"),
-                        _ => {}
-                    }
-                    act.scrub_checked += 1;
-                    act.scrub_position = Some(hash);
-                    let _ = act.settings.insert(keys::SCRUB_POSITION, hash.as_bytes().to_vec());
-                    act.put_setting(keys::SCRUB_CHECKED, act.scrub_checked);
-                    let pause = start.elapsed().saturating_mul(act.scrub_tranquility);
-                    ctx.run_later(pause, |act, ctx| act.scrub_step(ctx));
-                }),
-        );
-    }
-
-    fn finish_scrub(&mut self) {
-        tracing::info!(
-            checked = self.scrub_checked,
-            corruptions = self.scrub_corruptions,
-            "scrub finished"
-        );
-        self.set_scrub_state(ScrubState::Idle);
-        self.scrub_position = None;
-        let _ = self.settings.remove(keys::SCRUB_POSITION);
-        self.scrub_next_run = next_scrub_time(self.config.scrub_interval);
-        self.put_setting(keys::SCRUB_NEXT_RUN, self.scrub_next_run);
-    }
-
-    fn start_scrub(&mut self, ctx: &mut Context<Self>) {
-        tracing::info!("scrub started");
-        self.scrub_position = None;
-        self.scrub_page.clear();
-        self.scrub_checked = 0;
-        let _ = self.settings.remove(keys::SCRUB_POSITION);
-        self.put_setting(keys::SCRUB_CHECKED, 0);
-        self.set_scrub_state(ScrubState::Running);
-        self.scrub_step(ctx);
-    }
-}
-
-/// Next automatic scrub: now + interval, randomised by ±5 days when the interval is at
-/// least 10 days, so a cluster started at once does not scrub everywhere at once.
-fn next_scrub_time(interval: Duration) -> u64 {
-    let jitter_span = 5 * 86400 * 1000u64;
-    let base = now_msec() + interval.as_millis() as u64;
-    if interval >= Duration::from_secs(10 * 86400) {
-        base - jitter_span + rand::random::<u64>() % (2 * jitter_span)
-    } else {
-        base
-    }
-}
-
-/// The seed's `resync_block`.
-async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, String> {
-    let exists = d
-        .storage
-        .send(BlockExists { hash })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let rc = d
-        .refcount
-        .send(GetRc { hash })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let others: Vec<NodeId> = d
-        .placement
-        .write_nodes(&hash)
-        .into_iter()
-        .filter(|n| *n != d.self_id)
-        .collect();
-    match decide(exists, rc, now_msec()) {
-        Decision::Nothing => Ok(Outcome::Done),
-        Decision::WaitUntil(at) => Ok(Outcome::Later(at)),
-        Decision::Fetch => {
-            let mut tried = Vec::new();
-            for node in &others {
-                let r = d
-                    .peers
-                    .send(Call {
-                        node: *node,
-                        rpc: BlockRpc::GetBlock(hash),
-                        timeout: d.block_timeout,
-                        priority: Priority::Background,
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match r {
-                    Ok(BlockRpc::PutBlock { hash: h, data }) if h == hash => {
-                        match d
-                            .storage
-                            .send(WriteBlock::new(hash, data))
-                            .await
-                            .map_err(|e| e.to_string())?
-                        {
-                            Ok(_) => {
-                                tracing::info!(hash = %hash.short(), peer = %node.short(), "fetched missing block");
-                                return Ok(Outcome::Done);
-                            }
-                            Err(StorageError::CorruptData { .. }) => {
-                                tried.push(format!("{}: sent corrupt data", node.short()))
-                            }
-                            Err(e) => return Err(e.to_string()),
-                        }
-                    }
-                    Ok(other) => tried.push(format!("{}: answered {}", node.short(), other.kind())),
-                    Err(e) => tried.push(short_err(node, &e)),
-                }
-            }
-            Err(format!(
-                "block is referenced here but no other holder could provide it ({})",
-                if tried.is_empty() {
-                    "no other holder".to_string()
-                } else {
-                    tried.join("; ")
-                }
-            ))
-        }
-        Decision::Offload => {
-            let queries = others.iter().map(|node| {
-                d.peers.send(Call {
-                    node: *node,
-                    rpc: BlockRpc::NeedBlockQuery(hash),
-                    timeout: d.need_block_timeout,
-                    priority: Priority::Background,
-                })
-            });
-            let answers = futures::future::join_all(queries).await;
-            let mut need = Vec::new();
-            for (node, a) in others.iter().zip(answers) {
-                match a.map_err(|e| e.to_string())? {
-                    Ok(BlockRpc::NeedBlockReply(true)) => need.push(*node),
-                    Ok(BlockRpc::NeedBlockReply(false)) => {}
-                    Ok(other) => {
-                        return Err(format!(
-                            "{} answered {} to NeedBlockQuery",
-                            node.short(),
-                            other.kind()
-                        ))
-                    }
-                    Err(e) => {
-                        return Err(format!(
-                            "cannot ask {} whether it needs the block: {e}",
-                            node.short()
-                        ))
-                    }
-                }
-            }
-            if !need.is_empty() {
-                let data = d
-                    .storage
-                    .send(ReadBlock { hash })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                for node in &need {
-                    let r = d
-                        .peers
-                        .send(Call {
-                            node: *node,
-                            rpc: BlockRpc::PutBlock {
-                                hash,
-                                data: data.clone(),
-                            },
-                            timeout: d.block_timeout,
-                            priority: Priority::Background,
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if let Err(e) = r {
-                        return Err(format!("offload to {} failed: {e}", node.short()));
-                    }
-                }
-                tracing::info!(hash = %hash.short(), nodes = need.len(), "offloaded block to the holders that need it");
-            }
-            // Only if it is still deletable: a ref may have come back meanwhile.
-            let rc = d
-                .refcount
-                .send(GetRc { hash })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            if rc.is_deletable(now_msec()) {
-                d.storage
-                    .send(DeleteBlock { hash })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                d.refcount
-                    .send(ClearIfDeletable { hash })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                tracing::debug!(hash = %hash.short(), "deleted unneeded block");
-            }
-            Ok(Outcome::Done)
-        }
-    }
-}
-
-fn short_err(node: &NodeId, e: &RpcError) -> String {
-    format!("{}: {e}", node.short())
 }
 
 impl Actor for ResyncActor {
@@ -834,16 +573,22 @@ impl Actor for ResyncActor {
             tracing::info!(position = ?self.scrub_position, "resuming scrub");
             self.scrub_step(ctx);
         }
-        // Automatic scrub, and a periodic journal sync of queue changes (the refcount
-        // actor's syncs cover them too; this bounds the loss when nothing else writes).
+        // Automatic scrub (checked each minute: its time is days away), and the
+        // periodic journal sync of our changes.
         ctx.run_interval(Duration::from_secs(60), |act, ctx| {
             if act.scrub_state == ScrubState::Idle && now_msec() >= act.scrub_next_run {
                 act.start_scrub(ctx);
             }
         });
-        ctx.run_interval(Duration::from_secs(5), |act, _ctx| {
-            let db = act.db.clone();
-            actix_rt::task::spawn_blocking(move || db.persist(fjall::PersistMode::SyncAll));
+        ctx.run_interval(PERSIST_INTERVAL, |act, _ctx| {
+            if std::mem::take(&mut act.dirty) {
+                let db = act.db.clone();
+                actix_rt::task::spawn_blocking(move || {
+                    if let Err(e) = db.persist(fjall::PersistMode::SyncAll) {
+                        tracing::error!("cannot sync the resync queue to the journal: {e}");
+                    }
+                });
+            }
         });
     }
 }
@@ -862,22 +607,13 @@ impl Handler<RcChanged> for ResyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: RcChanged, ctx: &mut Context<Self>) {
-        let (delay, reason) = if msg.new.count() > 0 {
-            (self.config.block_timeout * 2, ScheduleReason::NewRef)
+        // The refcount actor tells only of moves between zero and non-zero.
+        let reason = if msg.new.count() > 0 {
+            ScheduleReason::NewRef
         } else {
-            (
-                self.config.gc_delay + self.config.after_gc_delay,
-                ScheduleReason::Dropped,
-            )
+            ScheduleReason::Dropped
         };
-        self.handle(
-            Schedule {
-                hash: msg.hash,
-                delay,
-                reason,
-            },
-            ctx,
-        );
+        self.handle(Schedule::for_reason(msg.hash, reason, &self.config), ctx);
     }
 }
 
@@ -888,15 +624,18 @@ impl Handler<RetryNow> for ResyncActor {
         let now = now_msec();
         let hashes: Vec<Hash> = match msg.hash {
             Some(h) => vec![h],
-            None => self.error_entries().into_iter().map(|(h, _)| h).collect(),
+            None => self
+                .queue
+                .error_entries()
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect(),
         };
         for h in &hashes {
-            if let Ok(Some(v)) = self.errors.get(h.as_bytes()) {
-                if let Some(mut e) = ErrorEntry::parse(&v) {
-                    e.next_try = now;
-                    let _ = self.errors.insert(h.as_bytes().to_vec(), e.encode());
-                }
+            if let Err(e) = self.queue.retry_error_now(h, now) {
+                tracing::error!(hash = %h.short(), "cannot update resync error: {e}");
             }
+            // Moves the waiting retry (due at its backoff) to now.
             self.enqueue(*h, now);
         }
         self.pump(ctx);
@@ -938,147 +677,6 @@ impl Handler<SetScrubTranquility> for ResyncActor {
     }
 }
 
-/// Queue a page of hashes found by repair.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct EnqueueRepair(Vec<Hash>);
-
-impl Handler<EnqueueRepair> for ResyncActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: EnqueueRepair, ctx: &mut Context<Self>) {
-        let now = now_msec();
-        self.repair.queued += msg.0.len() as u64;
-        for h in msg.0 {
-            self.enqueue(h, now);
-        }
-        self.pump(ctx);
-    }
-}
-
-/// Repair moved to another phase.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct RepairPhase(&'static str);
-
-impl Handler<RepairPhase> for ResyncActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: RepairPhase, _ctx: &mut Context<Self>) {
-        self.repair.phase = msg.0.to_string();
-        if msg.0 == "done" {
-            self.repair.running = false;
-            tracing::info!(queued = self.repair.queued, "repair: every hash queued");
-        }
-    }
-}
-
-impl Handler<StartRepair> for ResyncActor {
-    type Result = Result<(), ResyncError>;
-
-    fn handle(&mut self, msg: StartRepair, ctx: &mut Context<Self>) -> Self::Result {
-        if self.repair.running {
-            return Err(ResyncError::RepairRunning);
-        }
-        tracing::info!(rebuild_rc = msg.rebuild_rc, "repair started");
-        self.repair = RepairStatus {
-            running: true,
-            phase: "starting".into(),
-            queued: 0,
-            done: 0,
-        };
-        let me = ctx.address();
-        let storage = self.deps.storage.clone();
-        let refcount = self.deps.refcount.clone();
-        actix_rt::spawn(async move {
-            if msg.rebuild_rc {
-                me.do_send(RepairPhase("rebuild_rc"));
-                match refcount.send(RebuildRc).await {
-                    Ok(Ok(r)) => {
-                        tracing::info!(entries = r.entries, fixed = r.fixed, "repair: rc rebuilt")
-                    }
-                    other => tracing::warn!("repair: rc rebuild failed: {other:?}"),
-                }
-            }
-            me.do_send(RepairPhase("rc"));
-            let mut after = None;
-            loop {
-                match refcount.send(ListRcHashes { after, limit: PAGE }).await {
-                    Ok(Ok(page)) if !page.is_empty() => {
-                        after = page.last().copied();
-                        let _ = me.send(EnqueueRepair(page)).await;
-                    }
-                    Ok(Ok(_)) => break,
-                    other => {
-                        tracing::warn!("repair: listing rc entries failed: {other:?}");
-                        break;
-                    }
-                }
-            }
-            me.do_send(RepairPhase("blocks"));
-            let mut after = None;
-            loop {
-                match storage.send(ListBlocks { after, limit: PAGE }).await {
-                    Ok(Ok(page)) if !page.is_empty() => {
-                        after = page.last().copied();
-                        let _ = me.send(EnqueueRepair(page)).await;
-                    }
-                    Ok(Ok(_)) => break,
-                    other => {
-                        tracing::warn!("repair: listing blocks failed: {other:?}");
-                        break;
-                    }
-                }
-            }
-            me.do_send(RepairPhase("done"));
-        });
-        Ok(())
-    }
-}
-
-impl Handler<ScrubCommand> for ResyncActor {
-    type Result = Result<(), ResyncError>;
-
-    fn handle(&mut self, msg: ScrubCommand, ctx: &mut Context<Self>) -> Self::Result {
-        let state = self.scrub_state;
-        let refuse = |action| {
-            Err(ResyncError::ScrubState {
-                action,
-                state: state.name(),
-            })
-        };
-        match (msg, state) {
-            (ScrubCommand::Start, ScrubState::Running) => refuse("start"),
-            (ScrubCommand::Start, _) => {
-                self.start_scrub(ctx);
-                Ok(())
-            }
-            (ScrubCommand::Pause, ScrubState::Running) => {
-                tracing::info!("scrub paused");
-                self.set_scrub_state(ScrubState::Paused);
-                Ok(())
-            }
-            (ScrubCommand::Pause, _) => refuse("pause"),
-            (ScrubCommand::Resume, ScrubState::Paused) => {
-                tracing::info!("scrub resumed");
-                self.set_scrub_state(ScrubState::Running);
-                self.scrub_step(ctx);
-                Ok(())
-            }
-            (ScrubCommand::Resume, _) => refuse("resume"),
-            (ScrubCommand::Cancel, ScrubState::Idle) => refuse("cancel"),
-            (ScrubCommand::Cancel, _) => {
-                tracing::info!("scrub cancelled");
-                self.set_scrub_state(ScrubState::Idle);
-                self.scrub_position = None;
-                self.scrub_page.clear();
-                let _ = self.settings.remove(keys::SCRUB_POSITION);
-                Ok(())
-            }
-        }
-    }
-}
-
 impl Handler<GetResyncStatus> for ResyncActor {
     type Result = MessageResult<GetResyncStatus>;
 
@@ -1092,7 +690,8 @@ impl Handler<ListResyncErrors> for ResyncActor {
 
     fn handle(&mut self, _msg: ListResyncErrors, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(
-            self.error_entries()
+            self.queue
+                .error_entries()
                 .into_iter()
                 .map(|(h, e)| ResyncErrorInfo {
                     hash: h.to_hex(),
@@ -1110,11 +709,6 @@ impl Handler<GetBlockError> for ResyncActor {
     type Result = Option<String>;
 
     fn handle(&mut self, msg: GetBlockError, _ctx: &mut Context<Self>) -> Option<String> {
-        self.errors
-            .get(msg.hash.as_bytes())
-            .ok()
-            .flatten()
-            .and_then(|v| ErrorEntry::parse(&v))
-            .map(|e| e.message)
+        self.queue.error(&msg.hash).map(|e| e.message)
     }
 }

@@ -8,10 +8,13 @@ use bytes::Bytes;
 
 use super::*;
 use crate::block::{DataBlock, VerifiedBlock};
-use crate::frame::ErrorCode;
+use crate::frame::{BlockRpc, ErrorCode};
 use crate::hash::blake2sum;
+use crate::peer::RpcError;
 use crate::placement::FixedPlacement;
+use crate::refcount::GetRc;
 use crate::refcount::{AddRef, DropRef, RefcountConfig};
+use crate::storage::{BlockExists, ReadBlock, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
 /// One fake remote node.
@@ -160,6 +163,11 @@ fn cfg(me: NodeId) -> ResyncConfig {
 
 /// Storage, refcount (notifying resync) and resync on `dir`; fake peers b and c.
 fn rig(dir: &Path, get_delay: Duration) -> Rig {
+    rig_with(dir, get_delay, cfg(node(1)))
+}
+
+/// [`rig`] with another resync config.
+fn rig_with(dir: &Path, get_delay: Duration, config: ResyncConfig) -> Rig {
     let (me, b, c) = (node(1), node(2), node(3));
     let db = Database::builder(dir.join("meta")).open().unwrap();
     let storage = StorageActor::new(StorageConfig {
@@ -193,7 +201,7 @@ fn rig(dir: &Path, get_delay: Duration) -> Rig {
     let resync = resync_ctx.run(
         ResyncActor::new(
             db.clone(),
-            cfg(me),
+            config,
             storage.clone(),
             refcount.clone(),
             peers.clone().recipient(),
@@ -230,6 +238,52 @@ where
 
 fn block(s: &str) -> VerifiedBlock {
     VerifiedBlock::hash_plain(Bytes::from(s.repeat(100)), None)
+}
+
+/// Path of a plain block file in the seed's layout.
+fn block_path(dir: &Path, h: Hash) -> std::path::PathBuf {
+    let hex = h.to_hex();
+    dir.join("data")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex)
+}
+
+/// Give fake node `n` a copy of block `h`.
+async fn put_on(r: &Rig, n: NodeId, h: Hash, data: DataBlock) {
+    r.peers
+        .send(Edit(Box::new(move |p| {
+            p.nodes.get_mut(&n).unwrap().blocks.insert(h, data);
+        })))
+        .await
+        .unwrap();
+}
+
+/// Reference `h` (the refcount actor tells resync: rc 0→1).
+async fn add_ref(r: &Rig, h: Hash) {
+    r.refcount
+        .send(AddRef {
+            hash: h,
+            ref_id: "a".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Reference `h` through a second refcount actor over the same keyspaces that does
+/// not tell resync, so a test controls every schedule itself.
+async fn add_ref_quietly(r: &Rig, h: Hash) {
+    RefcountActor::new(r.db.clone(), RefcountConfig::default(), None)
+        .unwrap()
+        .start()
+        .send(AddRef {
+            hash: h,
+            ref_id: "a".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 async fn exists(r: &Rig, h: Hash) -> bool {
@@ -388,6 +442,12 @@ async fn failed_offload_keeps_the_block_records_the_error_and_retries_after_back
         400,
         "second retry after twice the base"
     );
+    assert!(
+        e.last_try >= errs[0].next_try,
+        "the retry ran at {} before its backoff ended at {}",
+        e.last_try,
+        errs[0].next_try
+    );
     // Node b recovers: the retry succeeds, the block moves and the error is cleared.
     r.peers
         .send(Edit(Box::new(|p| {
@@ -405,58 +465,322 @@ async fn failed_offload_keeps_the_block_records_the_error_and_retries_after_back
 #[actix_rt::test]
 async fn one_block_is_never_resynced_by_two_workers_at_once() {
     let d = tempfile::tempdir().unwrap();
+    // Every GetBlock takes 60 ms, so schedules land while the block is being fetched.
     let r = rig(d.path(), Duration::from_millis(60));
     r.resync.send(SetWorkers(4)).await.unwrap().unwrap();
     r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
-    let v = block("contended");
-    let h = v.hash();
-    r.refcount
-        .send(AddRef {
-            hash: h,
-            ref_id: "a".parse().unwrap(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let others: Vec<Hash> = (0..3).map(|i| block(&format!("other{i}")).hash()).collect();
-    for o in &others {
-        r.refcount
-            .send(AddRef {
-                hash: *o,
-                ref_id: "a".parse().unwrap(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    for _ in 0..8 {
+    // Referenced here, held by nobody: every attempt asks b and c, fails, and is retried.
+    let h = block("contended").hash();
+    add_ref(&r, h).await;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(700) {
         r.resync
             .send(Schedule {
                 hash: h,
                 delay: Duration::ZERO,
-                reason: ScheduleReason::Manual,
+                reason: ScheduleReason::ReadFailed,
             })
             .await
             .unwrap();
+        r.resync.send(RetryNow { hash: Some(h) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for o in &others {
-        r.resync
-            .send(Schedule {
-                hash: *o,
-                delay: Duration::ZERO,
-                reason: ScheduleReason::Manual,
-            })
-            .await
-            .unwrap();
-    }
-    wait_until("every queued attempt to run", || async {
-        r.peers.send(Stats).await.unwrap().0 >= 2 * (8 + 3)
-    })
-    .await;
-    let (_, max, _) = r.peers.send(Stats).await.unwrap();
+    let (gets, max, _) = r.peers.send(Stats).await.unwrap();
+    assert!(
+        gets >= 6,
+        "the hash should have been retried several times meanwhile, got {gets} GetBlock"
+    );
     assert_eq!(max, 1, "a hash was fetched by two workers at once");
     let st = r.resync.send(GetResyncStatus).await.unwrap();
     assert_eq!(st.workers, 4);
+    assert!(
+        st.queue_length <= 2,
+        "one waiting entry (plus the running one) per hash, got {}",
+        st.queue_length
+    );
+}
+
+#[actix_rt::test]
+async fn a_hash_scheduled_again_waits_once_and_the_earlier_time_wakes_a_worker_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("soon");
+    let (h, data) = (v.hash(), v.data().clone());
+    put_on(&r, node(2), h, data).await;
+    add_ref_quietly(&r, h).await;
+    for delay in [3600, 7200, 5400] {
+        r.resync
+            .send(Schedule {
+                hash: h,
+                delay: Duration::from_secs(delay),
+                reason: ScheduleReason::Manual,
+            })
+            .await
+            .unwrap();
+    }
+    let st = r.resync.send(GetResyncStatus).await.unwrap();
+    assert_eq!(
+        st.queue_length, 1,
+        "the same hash scheduled three times waits once"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!exists(&r, h).await, "nothing is due for an hour");
+    // The worker sleeps until the hour is up; an earlier schedule must wake it now.
+    let t = Instant::now();
+    r.resync
+        .send(Schedule::for_reason(
+            h,
+            ScheduleReason::ReadFailed,
+            &cfg(r.me),
+        ))
+        .await
+        .unwrap();
+    wait_until("the block to be fetched", || exists(&r, h)).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a new schedule must wake the sleeping worker, took {:?}",
+        t.elapsed()
+    );
+    wait_until(
+        "the queue to empty (the later entry was replaced)",
+        || async { r.resync.send(GetResyncStatus).await.unwrap().queue_length == 0 },
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_block_scheduled_while_being_resynced_is_looked_at_again_afterwards() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::from_millis(300));
+    r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+    let v = block("twice");
+    let (h, data) = (v.hash(), v.data().clone());
+    put_on(&r, node(2), h, data).await;
+    add_ref_quietly(&r, h).await;
+    r.resync
+        .send(Schedule::for_reason(h, ScheduleReason::Manual, &cfg(r.me)))
+        .await
+        .unwrap();
+    wait_until("the block to be busy", || async {
+        r.resync.send(GetResyncStatus).await.unwrap().busy == 1
+    })
+    .await;
+    r.resync
+        .send(Schedule::for_reason(
+            h,
+            ScheduleReason::ReadFailed,
+            &cfg(r.me),
+        ))
+        .await
+        .unwrap();
+    wait_until("both runs to finish", || async {
+        let st = r.resync.send(GetResyncStatus).await.unwrap();
+        st.ops_ok == 2 && st.queue_length == 0
+    })
+    .await;
+    assert!(exists(&r, h).await);
+    let (gets, max, _) = r.peers.send(Stats).await.unwrap();
+    assert_eq!(
+        (gets, max),
+        (1, 1),
+        "the second run finds the block present and fetches nothing"
+    );
+}
+
+#[actix_rt::test]
+async fn retry_now_runs_every_errored_block_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg(node(1));
+    c.backoff_base = Duration::from_secs(3600);
+    let r = rig_with(d.path(), Duration::ZERO, c);
+    let blocks: Vec<VerifiedBlock> = (0..3).map(|i| block(&format!("late{i}"))).collect();
+    for v in &blocks {
+        add_ref_quietly(&r, v.hash()).await;
+        r.resync
+            .send(Schedule::for_reason(
+                v.hash(),
+                ScheduleReason::Repair,
+                &cfg(r.me),
+            ))
+            .await
+            .unwrap();
+    }
+    wait_until("three errors (nobody has the blocks)", || async {
+        r.resync.send(GetResyncStatus).await.unwrap().errors == 3
+    })
+    .await;
+    let errs = r.resync.send(ListResyncErrors).await.unwrap();
+    assert!(
+        errs.iter()
+            .all(|e| e.count == 1 && e.next_try - e.last_try == 3_600_000),
+        "first retry an hour later: {errs:?}"
+    );
+    for v in &blocks {
+        put_on(&r, node(3), v.hash(), v.data().clone()).await;
+    }
+    assert_eq!(r.resync.send(RetryNow { hash: None }).await.unwrap(), 3);
+    for v in &blocks {
+        wait_until("the retried block to be fetched", || exists(&r, v.hash())).await;
+    }
+    wait_until("the errors to be cleared", || async {
+        r.resync.send(GetResyncStatus).await.unwrap().errors == 0
+    })
+    .await;
+    assert_eq!(
+        r.resync.send(GetResyncStatus).await.unwrap().queue_length,
+        0
+    );
+}
+
+#[actix_rt::test]
+async fn a_failed_read_refetches_a_lost_file_now() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("lost");
+    let (h, data) = (v.hash(), v.data().clone());
+    r.storage
+        .send(WriteBlock::verified(v))
+        .await
+        .unwrap()
+        .unwrap();
+    add_ref_quietly(&r, h).await;
+    put_on(&r, node(3), h, data).await;
+    // The file disappears behind the storage actor's back (a disk replaced, say).
+    std::fs::remove_file(block_path(d.path(), h)).unwrap();
+    assert!(!exists(&r, h).await);
+    let c = cfg(r.me);
+    assert_eq!(c.delay_for(ScheduleReason::ReadFailed), Duration::ZERO);
+    r.resync
+        .send(Schedule::for_reason(h, ScheduleReason::ReadFailed, &c))
+        .await
+        .unwrap();
+    wait_until("the block to be fetched back", || exists(&r, h)).await;
+}
+
+#[actix_rt::test]
+async fn an_orphan_put_is_collected_only_after_gc_delay() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("orphan put");
+    let h = v.hash();
+    r.storage
+        .send(WriteBlock::verified(v))
+        .await
+        .unwrap()
+        .unwrap();
+    let c = cfg(r.me);
+    assert_eq!(c.delay_for(ScheduleReason::OrphanPut), c.gc_delay);
+    let t = Instant::now();
+    r.resync
+        .send(Schedule::for_reason(h, ScheduleReason::OrphanPut, &c))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(
+        exists(&r, h).await,
+        "an orphan must survive its grace period (a ref may still come)"
+    );
+    wait_until("the orphan to be collected", || async {
+        !exists(&r, h).await
+    })
+    .await;
+    assert!(
+        t.elapsed() >= c.gc_delay,
+        "collected after {:?}, before gc_delay",
+        t.elapsed()
+    );
+}
+
+#[actix_rt::test]
+async fn a_corrupt_copy_from_one_holder_is_refused_and_the_next_holder_is_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("good copy");
+    let (h, data) = (v.hash(), v.data().clone());
+    // Node b (asked first) answers with other bytes under this hash.
+    put_on(&r, node(2), h, block("bad copy").data().clone()).await;
+    put_on(&r, node(3), h, data).await;
+    add_ref_quietly(&r, h).await;
+    r.resync
+        .send(Schedule::for_reason(h, ScheduleReason::Manual, &cfg(r.me)))
+        .await
+        .unwrap();
+    wait_until("the good copy to be written", || exists(&r, h)).await;
+    let got = r
+        .storage
+        .send(ReadBlock { hash: h })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        got.verify(&h).is_ok(),
+        "the stored copy must match its hash"
+    );
+    let (gets, _, _) = r.peers.send(Stats).await.unwrap();
+    assert_eq!(gets, 2, "b's corrupt copy, then c's good one");
+}
+
+#[actix_rt::test]
+async fn an_unreachable_holder_keeps_a_deletable_block_here() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("keep me");
+    let h = v.hash();
+    r.storage
+        .send(WriteBlock::verified(v))
+        .await
+        .unwrap()
+        .unwrap();
+    // Node c is down: nobody can tell whether it still needs the block.
+    r.peers
+        .send(Edit(Box::new(|p| {
+            p.nodes.remove(&node(3));
+        })))
+        .await
+        .unwrap();
+    r.resync
+        .send(Schedule::for_reason(h, ScheduleReason::Manual, &cfg(r.me)))
+        .await
+        .unwrap();
+    wait_until("the error to be recorded", || async {
+        r.resync.send(GetResyncStatus).await.unwrap().errors == 1
+    })
+    .await;
+    let err = r.resync.send(GetBlockError { hash: h }).await.unwrap();
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("NeedBlockQuery") || e.contains("needs the block")),
+        "the error names the failed query: {err:?}"
+    );
+    assert!(
+        exists(&r, h).await,
+        "an unanswered NeedBlockQuery must keep the block"
+    );
+}
+
+#[test]
+fn each_scheduling_source_has_the_delay_the_design_gives() {
+    let c = cfg(node(1));
+    assert_eq!(c.delay_for(ScheduleReason::NewRef), 2 * c.block_timeout);
+    assert_eq!(
+        c.delay_for(ScheduleReason::Dropped),
+        c.gc_delay + c.after_gc_delay
+    );
+    assert_eq!(c.delay_for(ScheduleReason::OrphanPut), c.gc_delay);
+    for now in [
+        ScheduleReason::ReadFailed,
+        ScheduleReason::Repair,
+        ScheduleReason::Scrub,
+        ScheduleReason::Manual,
+    ] {
+        assert_eq!(c.delay_for(now), Duration::ZERO, "{now:?} runs now");
+    }
+    let d = ResyncConfig::new(node(1));
+    assert_eq!(
+        d.delay_for(ScheduleReason::Dropped),
+        Duration::from_secs(610),
+        "default: gc_delay 10 min + 10 s"
+    );
 }
 
 #[actix_rt::test]
@@ -670,4 +994,94 @@ async fn queued_items_survive_a_restart() {
     assert_eq!(r2.send(GetResyncStatus).await.unwrap().queue_length, 1);
     // RetryNow of that hash makes it due now; with no ref and no file, resync does nothing.
     assert_eq!(r2.send(RetryNow { hash: Some(h) }).await.unwrap(), 1);
+}
+
+/// `n` distinct blocks of `size` pseudo-random (incompressible) bytes.
+fn random_blocks(n: usize, size: usize) -> Vec<VerifiedBlock> {
+    (0..n)
+        .map(|i| {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64 + 1);
+            let mut buf = Vec::with_capacity(size);
+            while buf.len() < size {
+                // xorshift64: fast and good enough to defeat compression.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            buf.truncate(size);
+            VerifiedBlock::hash_plain(Bytes::from(buf), None)
+        })
+        .collect()
+}
+
+/// Throughput of resync fetching missing referenced blocks from the peer double (no
+/// network, no fsync: the resync pipeline itself — actor hops, verification, file
+/// writes). `BENCH_BLOCKS` (default 1000) blocks of 1 MiB, tranquility 0, 1 then 4
+/// workers. Run with:
+/// `cargo test --release -p blocknode-actors resync_fetch_throughput -- --ignored --nocapture`
+#[actix_rt::test]
+#[ignore]
+async fn resync_fetch_throughput_of_missing_1mib_blocks_with_1_and_4_workers() {
+    let n: usize = std::env::var("BENCH_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let size = 1 << 20;
+    let t = Instant::now();
+    let blocks = random_blocks(n, size);
+    println!("generated and hashed {n} blocks in {:?}", t.elapsed());
+    for workers in [1usize, 4] {
+        let d = tempfile::tempdir().unwrap();
+        let r = rig(d.path(), Duration::ZERO);
+        r.resync.send(SetWorkers(workers)).await.unwrap().unwrap();
+        r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+        let all: Vec<(Hash, DataBlock)> = blocks
+            .iter()
+            .map(|v| (v.hash(), v.data().clone()))
+            .collect();
+        let hashes: Vec<Hash> = all.iter().map(|(h, _)| *h).collect();
+        r.peers
+            .send(Edit(Box::new(move |p| {
+                p.nodes.get_mut(&node(2)).unwrap().blocks.extend(all);
+            })))
+            .await
+            .unwrap();
+        let quiet = RefcountActor::new(r.db.clone(), RefcountConfig::default(), None)
+            .unwrap()
+            .start();
+        futures::future::join_all(hashes.iter().map(|h| {
+            quiet.send(AddRef {
+                hash: *h,
+                ref_id: "a".parse().unwrap(),
+            })
+        }))
+        .await;
+        let t = Instant::now();
+        for h in &hashes {
+            r.resync
+                .send(Schedule::for_reason(*h, ScheduleReason::Repair, &cfg(r.me)))
+                .await
+                .unwrap();
+        }
+        loop {
+            let stored = r.storage.send(GetStorageStats).await.unwrap().blocks;
+            if stored as usize >= n {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(600),
+                "only {stored} of {n} blocks fetched in 10 min"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = t.elapsed();
+        println!(
+            "workers {workers}, tranquility 0: {n} × 1 MiB resynced in {took:.2?} = {:.0} MiB/s, {:.2} ms per block",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64() * 1000.0 / n as f64
+        );
+        let st = r.resync.send(GetResyncStatus).await.unwrap();
+        assert_eq!(st.errors, 0, "no resync error expected");
+    }
 }
