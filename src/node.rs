@@ -13,7 +13,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 
 use blocknode_actors::frame::FrameLimits;
-use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, Shutdown};
+use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, PeerTuning, Shutdown};
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
 use blocknode_actors::storage::{StorageActor, StorageConfig};
@@ -177,7 +177,11 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             addr: m.addr,
         })
         .collect();
-    let peers = PeerActor::new(
+    // One budget for block bytes in memory, shared by client PUTs and peer PutBlocks.
+    let ram_budget = Arc::new(tokio::sync::Semaphore::new(
+        (cfg.block_ram_buffer_max / 1024).min(u32::MAX as u64) as usize,
+    ));
+    let peers = PeerActor::with_tuning(
         PeerConfig {
             listen: cfg.quic_listen,
             members: peer_members,
@@ -186,6 +190,10 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
                 ..FrameLimits::default()
             },
             layout_digest,
+        },
+        PeerTuning {
+            ram_budget: Some(ram_budget.clone()),
+            ..PeerTuning::default()
         },
         identity,
         dispatcher.recipient(),
@@ -235,9 +243,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         layout_digest,
         metrics,
         started: Instant::now(),
-        ram_budget: Arc::new(tokio::sync::Semaphore::new(
-            (cfg.block_ram_buffer_max / 1024).min(u32::MAX as u64) as usize,
-        )),
+        ram_budget,
     };
     let data = web::Data::new(service);
     let server = HttpServer::new(move || {

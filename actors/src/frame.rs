@@ -453,12 +453,30 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     limits: &FrameLimits,
 ) -> Result<BlockRpc, FrameError> {
+    let (hl, pl) = read_prefix(r, limits).await?;
+    read_body(r, hl, pl).await
+}
+
+/// Read and check a frame's prefix: `(header_len, payload_len)`, nothing allocated yet
+/// (a caller may reserve memory for the payload before reading on).
+pub async fn read_prefix<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limits: &FrameLimits,
+) -> Result<(usize, usize), FrameError> {
     let mut prefix = [0u8; PREFIX_LEN];
     read_exact(r, &mut prefix, "length prefix").await?;
-    let (hl, pl) = parse_prefix(&prefix, limits)?;
-    let mut header = vec![0u8; hl];
+    parse_prefix(&prefix, limits)
+}
+
+/// Read the header and payload announced by a checked prefix and decode the message.
+pub async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut R,
+    header_len: usize,
+    payload_len: usize,
+) -> Result<BlockRpc, FrameError> {
+    let mut header = vec![0u8; header_len];
     read_exact(r, &mut header, "header").await?;
-    let mut payload = vec![0u8; pl];
+    let mut payload = vec![0u8; payload_len];
     read_exact(r, &mut payload, "payload").await?;
     decode_parts(&header, Bytes::from(payload))
 }

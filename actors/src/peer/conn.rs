@@ -241,6 +241,29 @@ pub(crate) struct ServeCtx {
     pub limits: FrameLimits,
     /// How long a peer may take to send its whole request frame.
     pub read_timeout: Duration,
+    /// The node's budget of block bytes in memory (KiB permits); a request's payload is
+    /// reserved before it is read, so a burst of large PutBlocks waits instead of
+    /// allocating.
+    pub ram_budget: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+}
+
+/// Read one request frame, reserving its payload in the RAM budget before allocating
+/// it; the permit is held until the reply is sent.
+async fn read_request(
+    recv: &mut RecvStream,
+    ctx: &ServeCtx,
+) -> Result<(BlockRpc, Option<tokio::sync::OwnedSemaphorePermit>), frame::FrameError> {
+    let (hl, pl) = frame::read_prefix(recv, &ctx.limits).await?;
+    let permit = match &ctx.ram_budget {
+        Some(b) if pl > 0 => {
+            let kib = u32::try_from(pl.div_ceil(1024)).unwrap_or(u32::MAX);
+            Some(b.clone().acquire_many_owned(kib).await.map_err(|e| {
+                frame::FrameError::Io(std::io::Error::other(format!("RAM budget closed: {e}")))
+            })?)
+        }
+        _ => None,
+    };
+    Ok((frame::read_body(recv, hl, pl).await?, permit))
 }
 
 /// Serve the streams `from` opens on `conn` until the connection ends; each stream runs
@@ -273,13 +296,13 @@ fn is_reply_only(rpc: &BlockRpc) -> bool {
 }
 
 async fn serve_stream(mut send: SendStream, mut recv: RecvStream, from: NodeId, ctx: ServeCtx) {
-    let request = match tokio::time::timeout(
+    let (request, _permit) = match tokio::time::timeout(
         ctx.read_timeout,
-        frame::read_frame(&mut recv, &ctx.limits),
+        read_request(&mut recv, &ctx),
     )
     .await
     {
-        Ok(Ok(rpc)) => rpc,
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             warn!(peer = %from.short(), error = %e, "bad request frame");
             let _ = write_frame(

@@ -187,6 +187,9 @@ pub struct PeerTuning {
     pub socket_buffer: usize,
     /// Initial QUIC MTU; `None` keeps quinn's safe default (1200, then discovery).
     pub initial_mtu: Option<u16>,
+    /// The node's RAM budget of block bytes (KiB permits), shared with the HTTP API;
+    /// incoming payloads are reserved in it before they are read. None: unbounded.
+    pub ram_budget: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl Default for PeerTuning {
@@ -202,6 +205,7 @@ impl Default for PeerTuning {
             request_read_timeout: BLOCK_RW_TIMEOUT,
             socket_buffer: 4 << 20,
             initial_mtu: None,
+            ram_budget: None,
         }
     }
 }
@@ -654,6 +658,7 @@ impl StreamHandler<quinn::Incoming> for PeerActor {
             hello: self.hello(),
             limits: self.config.limits,
             read_timeout: self.tuning.request_read_timeout,
+            ram_budget: self.tuning.ram_budget.clone(),
         };
         actix_rt::spawn(async move {
             let remote = incoming.remote_address();

@@ -681,3 +681,104 @@ async fn bad_frames_get_bad_request_and_the_connection_keeps_working() {
         .unwrap();
     assert_eq!(ok.unwrap(), BlockRpc::Ok);
 }
+
+#[actix_rt::test]
+async fn a_flood_of_streams_from_one_peer_leaves_the_node_responsive_to_others() {
+    let mut certs = Certs::new();
+    let slow = Some(Duration::from_millis(300));
+    let nodes = cluster(&mut certs, 3, &[None, None, slow]).await;
+    let target = nodes[2].id;
+    // Node 0 opens 2,000 requests at once; quinn lets 256 streams in at a time.
+    let flood: Vec<_> = (0..2000)
+        .map(|_| {
+            nodes[0]
+                .peer
+                .send(call(target, probe(), Duration::from_secs(30)))
+        })
+        .collect();
+    let flood = futures::future::join_all(flood);
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let start = Instant::now();
+        let r = nodes[1]
+            .peer
+            .send(call(target, probe(), Duration::from_secs(10)))
+            .await
+            .unwrap();
+        (r, start.elapsed())
+    };
+    let (results, (r, took)) = futures::join!(flood, other);
+    assert!(
+        r.is_ok(),
+        "another peer's request failed during the flood: {r:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "another peer waited {took:?} behind the flood"
+    );
+    let ok = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert_eq!(ok, 2000, "the flood itself is served, only paced");
+    assert!(status_of(&nodes[0].peer, target).await.unwrap().up);
+}
+
+#[actix_rt::test]
+async fn incoming_payloads_wait_for_the_ram_budget() {
+    let mut certs = Certs::new();
+    let a = start_node(certs.node(), any_port(), vec![], None);
+    // B may hold 2 MiB of incoming block bytes; its handler takes 300 ms per request.
+    let h = handler(Some(Duration::from_millis(300)));
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(2048));
+    let cfg = PeerConfig {
+        listen: any_port(),
+        members: vec![],
+        limits: FrameLimits::default(),
+        layout_digest: digest(),
+    };
+    let tun = PeerTuning {
+        ram_budget: Some(budget.clone()),
+        ..tuning()
+    };
+    let b_actor = PeerActor::with_tuning(cfg, tun, certs.node(), h.clone().recipient()).unwrap();
+    let (b_id, b_addr) = (b_actor.node_id(), b_actor.local_addr());
+    let b = b_actor.start();
+    let members = vec![
+        member(&a),
+        PeerAddr {
+            id: b_id,
+            addr: b_addr,
+        },
+    ];
+    for p in [&a.peer, &b] {
+        p.send(SetMembers {
+            members: members.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    wait_up(&a.peer, b_id, Duration::from_secs(5)).await;
+    let start = Instant::now();
+    let puts: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (hash, data) = block(1 << 20, i);
+            a.peer.send(call(
+                b_id,
+                BlockRpc::PutBlock { hash, data },
+                Duration::from_secs(30),
+            ))
+        })
+        .collect();
+    for r in futures::future::join_all(puts).await {
+        assert!(matches!(r, Ok(Ok(BlockRpc::Ok))), "{r:?}");
+    }
+    // Two 1 MiB payloads fit at a time, so eight take at least four handler rounds.
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1150),
+        "payloads did not wait for the budget: {took:?}"
+    );
+    assert_eq!(
+        budget.available_permits(),
+        2048,
+        "every reservation is returned"
+    );
+}
