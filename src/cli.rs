@@ -66,6 +66,8 @@ pub enum Command {
     /// Resync workers and tranquility.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Benchmark a temporary (or, with --api, a running) cluster against this machine's limits.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +190,16 @@ mod tests {
             vec!["blocknode", "block", "retry-now", "--all"],
             vec!["blocknode", "worker", "set", "resync_workers", "4"],
             vec!["blocknode", "scrub", "pause"],
+            vec![
+                "blocknode",
+                "bench",
+                "--size",
+                "4KiB",
+                "--workload",
+                "put,get,resync",
+                "--json",
+                "b.json",
+            ],
         ] {
             assert!(Cli::try_parse_from(&args).is_ok(), "{args:?} should parse");
         }

@@ -7,11 +7,13 @@
 //! - [`service`]: the client path (put, get, refs, info) used by the API;
 //! - [`api`]: the HTTP API (actix-web); [`metrics`]: Prometheus metrics;
 //! - [`cli`], [`client`]: the command line and its HTTP client;
-//! - [`dev_cluster`]: a loopback cluster for trying, testing and benchmarking.
+//! - [`dev_cluster`]: a loopback cluster for trying, testing and benchmarking;
+//! - [`bench`]: `blocknode bench`, figures against the machine's limits.
 //!
 //! The binary (`src/main.rs`) is thin over this library.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

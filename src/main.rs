@@ -61,6 +61,7 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DevCluster(args) => dev_cluster::run(args),
+        Command::Bench(args) => blocknode::bench::run(args, cli.api, cli.token),
         other => {
             let c = client::Client::new(cli.api, cli.token)?;
             client::run(&c, other)
