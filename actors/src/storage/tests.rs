@@ -1,17 +1,683 @@
-//! StorageActor tests: start the actor in an actix System, talk to it only through
-//! messages, and check the replies and the files it owns.
+//! StorageActor through its messages: replies, and the files they leave on disk.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures::future::join_all;
 
 use super::*;
 use crate::hash::blake2sum;
 
-fn start(dir: &Path) -> Addr<StorageActor> {
+/// Bound on any single exchange with the actor (fsync on a busy VM can be slow).
+const STEP: Duration = Duration::from_secs(30);
+
+fn start(dir: &Path, fsync: bool) -> Addr<StorageActor> {
     StorageActor::new(StorageConfig {
         data_dir: dir.to_path_buf(),
-        data_fsync: true,
+        data_fsync: fsync,
         capacity: None,
     })
-    .expect("opening storage")
+    .expect("storage actor should start on a fresh or existing directory")
     .start()
+}
+
+async fn ask<M>(addr: &Addr<StorageActor>, m: M) -> M::Result
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    StorageActor: Handler<M>,
+{
+    tokio::time::timeout(STEP, addr.send(m))
+        .await
+        .expect("storage actor did not answer in time")
+        .expect("storage actor mailbox closed")
+}
+
+fn text(n: usize) -> Bytes {
+    Bytes::from(
+        "the quick brown fox jumps over the lazy dog "
+            .repeat(n / 44 + 1)
+            .into_bytes()[..n]
+            .to_vec(),
+    )
+}
+
+fn random(n: usize) -> Bytes {
+    Bytes::from((0..n).map(|_| rand::random::<u8>()).collect::<Vec<u8>>())
+}
+
+fn plain_block(data: Bytes) -> (Hash, DataBlock) {
+    (blake2sum(&data), DataBlock::Plain(data))
+}
+
+fn compressed_block(data: Bytes) -> (Hash, DataBlock) {
+    let b = DataBlock::from_buffer(data.clone(), Some(1));
+    assert!(b.is_compressed(), "test data should compress");
+    (blake2sum(&data), b)
+}
+
+fn block_path(dir: &Path, hash: &Hash, zst: bool) -> PathBuf {
+    let b = hash.as_bytes();
+    let name = if zst {
+        format!("{}.zst", hash.to_hex())
+    } else {
+        hash.to_hex()
+    };
+    dir.join(format!("{:02x}", b[0]))
+        .join(format!("{:02x}", b[1]))
+        .join(name)
+}
+
+/// Every regular file under `dir`, relative and sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn flip_byte(path: &Path) {
+    let mut b = fs::read(path).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    fs::write(path, b).unwrap();
+}
+
+#[actix_rt::test]
+async fn write_then_read_round_trips_a_plain_block() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    let (h, b) = plain_block(random(10_000));
+    let out = ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
+    assert_eq!(out, WriteOutcome::Written);
+    assert_eq!(
+        fs::read(block_path(d.path(), &h, false)).unwrap(),
+        b.inner_buffer()[..],
+        "plain file should hold the block's bytes"
+    );
+    assert!(ask(&s, BlockExists { hash: h }).await.unwrap());
+    let back = ask(&s, ReadBlock { hash: h }).await.unwrap();
+    assert_eq!(back, b, "read should return what was written");
+    let st = ask(&s, GetStorageStats).await;
+    assert_eq!((st.blocks, st.bytes), (1, 10_000));
+    assert_eq!((st.bytes_written, st.bytes_read), (10_000, 10_000));
+}
+
+#[actix_rt::test]
+async fn write_then_read_round_trips_a_compressed_block_stored_as_is() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    let (h, b) = compressed_block(text(100_000));
+    let v = VerifiedBlock::verify(h, b.clone()).unwrap();
+    let out = ask(&s, WriteBlock::verified(v)).await.unwrap();
+    assert_eq!(out, WriteOutcome::Written);
+    let zst = block_path(d.path(), &h, true);
+    assert_eq!(fs::read(&zst).unwrap(), b.inner_buffer()[..]);
+    assert!(!block_path(d.path(), &h, false).exists(), "no plain copy");
+    let back = ask(&s, ReadBlock { hash: h }).await.unwrap();
+    assert!(back.is_compressed(), "read should return the stored form");
+    assert_eq!(back.verify_get(&h).unwrap(), text(100_000));
+}
+
+#[actix_rt::test]
+async fn an_existing_copy_makes_a_write_a_no_op() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (h, b) = plain_block(random(5_000));
+    assert_eq!(
+        ask(&s, WriteBlock::new(h, b.clone())).await.unwrap(),
+        WriteOutcome::Written
+    );
+    let before = fs::metadata(block_path(d.path(), &h, false))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        ask(&s, WriteBlock::new(h, b)).await.unwrap(),
+        WriteOutcome::AlreadyPresent
+    );
+    let after = fs::metadata(block_path(d.path(), &h, false))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        before, after,
+        "an existing plain copy must not be rewritten"
+    );
+
+    // A compressed copy wins over plain data too.
+    let data = text(50_000);
+    let (hc, bc) = compressed_block(data.clone());
+    ask(&s, WriteBlock::new(hc, bc.clone())).await.unwrap();
+    for again in [bc, DataBlock::Plain(data)] {
+        assert_eq!(
+            ask(&s, WriteBlock::new(hc, again)).await.unwrap(),
+            WriteOutcome::AlreadyPresent
+        );
+    }
+    assert!(!block_path(d.path(), &hc, false).exists());
+    assert_eq!(ask(&s, GetStorageStats).await.blocks, 2);
+}
+
+#[actix_rt::test]
+async fn a_compressed_write_replaces_a_plain_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    let data = text(80_000);
+    let (h, comp) = compressed_block(data.clone());
+    ask(&s, WriteBlock::new(h, DataBlock::Plain(data)))
+        .await
+        .unwrap();
+    assert!(block_path(d.path(), &h, false).exists());
+    let out = ask(&s, WriteBlock::new(h, comp.clone())).await.unwrap();
+    assert_eq!(out, WriteOutcome::ReplacedPlain);
+    assert!(
+        !block_path(d.path(), &h, false).exists(),
+        "plain copy should be gone"
+    );
+    assert!(block_path(d.path(), &h, true).exists());
+    let st = ask(&s, GetStorageStats).await;
+    assert_eq!(st.blocks, 1);
+    assert_eq!(st.bytes, comp.inner_buffer().len() as u64);
+    assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), comp);
+}
+
+#[actix_rt::test]
+async fn mismatched_data_is_refused_and_nothing_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    let wrong = blake2sum(b"some other block");
+    let r = ask(&s, WriteBlock::new(wrong, DataBlock::Plain(random(100)))).await;
+    assert!(
+        matches!(r, Err(StorageError::CorruptData { hash }) if hash == wrong),
+        "plain mismatch should be CorruptData, got {r:?}"
+    );
+    let (_, comp) = compressed_block(text(10_000));
+    let r = ask(&s, WriteBlock::new(wrong, comp)).await;
+    assert!(
+        matches!(r, Err(StorageError::CorruptData { .. })),
+        "compressed mismatch should be CorruptData, got {r:?}"
+    );
+    let r = ask(
+        &s,
+        WriteBlock::new(
+            wrong,
+            DataBlock::Compressed(Bytes::from_static(b"not zstd")),
+        ),
+    )
+    .await;
+    assert!(matches!(r, Err(StorageError::CorruptData { .. })), "{r:?}");
+    assert_eq!(
+        files_under(d.path()),
+        Vec::<String>::new(),
+        "no file written"
+    );
+    assert_eq!(ask(&s, GetStorageStats).await, StorageStats::default());
+}
+
+async fn assert_rot_is_quarantined(zst: bool) {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    let (h, b) = if zst {
+        compressed_block(text(60_000))
+    } else {
+        plain_block(random(60_000))
+    };
+    ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
+    let path = block_path(d.path(), &h, zst);
+    let corrupted = PathBuf::from(format!("{}.corrupted", path.display()));
+    let corrupted1 = PathBuf::from(format!("{}.1.corrupted", path.display()));
+
+    for (round, expected) in [(0, &corrupted), (1, &corrupted1)] {
+        flip_byte(&path);
+        let r = ask(&s, ReadBlock { hash: h }).await;
+        match r {
+            Err(StorageError::Corrupted { hash, quarantined }) => {
+                assert_eq!(hash, h);
+                assert_eq!(&quarantined, expected, "round {round}: quarantine name");
+            }
+            other => panic!("round {round}: expected Corrupted, got {other:?}"),
+        }
+        assert!(
+            !path.exists(),
+            "round {round}: rotten file still under its name"
+        );
+        assert!(expected.exists(), "round {round}: quarantined copy missing");
+        assert!(matches!(
+            ask(&s, ReadBlock { hash: h }).await,
+            Err(StorageError::NotFound { .. })
+        ));
+        // A repair writes it back; the second rot must not overwrite the first quarantine.
+        assert_eq!(
+            ask(&s, WriteBlock::new(h, b.clone())).await.unwrap(),
+            WriteOutcome::Written
+        );
+    }
+    assert!(corrupted.exists(), "first quarantined copy must be kept");
+    let st = ask(&s, GetStorageStats).await;
+    assert_eq!(st.corruptions_found, 2);
+    assert_eq!(st.blocks, 1, "only the rewritten copy counts");
+    assert_eq!(st.bytes, b.inner_buffer().len() as u64);
+}
+
+#[actix_rt::test]
+async fn a_flipped_byte_in_a_plain_file_is_quarantined_on_read() {
+    assert_rot_is_quarantined(false).await;
+}
+
+#[actix_rt::test]
+async fn a_flipped_byte_in_a_compressed_file_is_quarantined_on_read() {
+    assert_rot_is_quarantined(true).await;
+}
+
+#[actix_rt::test]
+async fn a_zero_length_file_is_valid_only_for_the_empty_block() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (empty, b) = plain_block(Bytes::new());
+    assert_eq!(
+        ask(&s, WriteBlock::new(empty, b)).await.unwrap(),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        ask(&s, ReadBlock { hash: empty }).await.unwrap(),
+        DataBlock::Plain(Bytes::new())
+    );
+
+    // A truncated plain file of a non-empty block, and an empty .zst of the empty block.
+    let (h, b) = plain_block(random(1000));
+    ask(&s, WriteBlock::new(h, b)).await.unwrap();
+    fs::write(block_path(d.path(), &h, false), b"").unwrap();
+    fs::write(block_path(d.path(), &empty, true), b"").unwrap();
+    for hash in [h, empty] {
+        let r = ask(&s, ReadBlock { hash }).await;
+        assert!(
+            matches!(r, Err(StorageError::Corrupted { .. })),
+            "empty file for {hash} should be Corrupted, got {r:?}"
+        );
+    }
+    // The plain copy of the empty block is still there once its bad .zst is gone.
+    assert!(ask(&s, ReadBlock { hash: empty }).await.is_ok());
+}
+
+#[actix_rt::test]
+async fn a_directory_in_place_of_a_block_file_is_quarantined() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    let (h, b) = plain_block(random(300));
+    let path = block_path(d.path(), &h, false);
+    fs::create_dir_all(path.join("junk")).unwrap();
+    assert!(!ask(&s, BlockExists { hash: h }).await.unwrap());
+    let r = ask(&s, ReadBlock { hash: h }).await;
+    assert!(
+        matches!(&r, Err(StorageError::Corrupted { quarantined, .. })
+            if quarantined.is_dir() && quarantined.ends_with(format!("{h}.corrupted"))),
+        "expected the directory quarantined, got {r:?}"
+    );
+    assert!(!path.exists());
+    // A write to a path blocked by a directory quarantines it and succeeds.
+    fs::create_dir_all(&path).unwrap();
+    assert_eq!(
+        ask(&s, WriteBlock::new(h, b.clone())).await.unwrap(),
+        WriteOutcome::Written
+    );
+    assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), b);
+    assert_eq!(ask(&s, GetStorageStats).await.corruptions_found, 2);
+}
+
+#[actix_rt::test]
+async fn an_unreadable_file_is_an_io_error_and_is_not_quarantined() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (h, b) = plain_block(random(300));
+    ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
+    let path = block_path(d.path(), &h, false);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();
+    let r = ask(&s, ReadBlock { hash: h }).await;
+    if fs::read(&path).is_ok() {
+        // Running as root: permissions do not stop reads, so the block reads fine.
+        assert_eq!(r.unwrap(), b, "root reads the block despite mode 000");
+    } else {
+        assert!(
+            matches!(&r, Err(StorageError::Io { path: p, .. }) if *p == path),
+            "expected an Io error naming {}, got {r:?}",
+            path.display()
+        );
+        assert!(path.exists(), "an unreadable file must not be quarantined");
+        assert_eq!(ask(&s, GetStorageStats).await.corruptions_found, 0);
+    }
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[actix_rt::test]
+async fn a_file_in_place_of_a_block_directory_gives_io_errors_naming_the_path() {
+    // Unlike mode 000, this fails for root too.
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (h, b) = plain_block(random(300));
+    let top = d.path().join(format!("{:02x}", h.as_bytes()[0]));
+    fs::write(&top, b"in the way").unwrap();
+    let r = ask(&s, ReadBlock { hash: h }).await;
+    assert!(
+        matches!(&r, Err(StorageError::Io { path, .. }) if path.starts_with(&top)),
+        "read: {r:?}"
+    );
+    let r = ask(&s, WriteBlock::new(h, b)).await;
+    assert!(
+        matches!(&r, Err(StorageError::Io { path, .. }) if path.starts_with(&top)),
+        "write: {r:?}"
+    );
+    assert!(ask(&s, BlockExists { hash: h }).await.is_err());
+    assert_eq!(fs::read(&top).unwrap(), b"in the way");
+}
+
+#[actix_rt::test]
+async fn delete_removes_both_copies_and_reports_whether_one_existed() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    let data = text(40_000);
+    let (h, comp) = compressed_block(data.clone());
+    ask(&s, WriteBlock::new(h, comp)).await.unwrap();
+    // A crash between writing the .zst and removing the plain file leaves both.
+    fs::write(block_path(d.path(), &h, false), &data).unwrap();
+    assert!(ask(&s, DeleteBlock { hash: h }).await.unwrap());
+    assert!(!block_path(d.path(), &h, false).exists());
+    assert!(!block_path(d.path(), &h, true).exists());
+    assert!(
+        !ask(&s, DeleteBlock { hash: h }).await.unwrap(),
+        "second delete finds nothing"
+    );
+    assert!(!ask(&s, BlockExists { hash: h }).await.unwrap());
+    assert!(matches!(
+        ask(&s, ReadBlock { hash: h }).await,
+        Err(StorageError::NotFound { hash }) if hash == h
+    ));
+    let st = ask(&s, GetStorageStats).await;
+    assert_eq!((st.blocks, st.bytes), (0, 0), "stats after delete: {st:?}");
+}
+
+#[actix_rt::test]
+async fn list_blocks_pages_through_300_blocks_in_order_without_duplicates() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let writes: Vec<_> = (0..300)
+        .map(|_| {
+            let (h, b) = plain_block(random(16));
+            (h, s.send(WriteBlock::new(h, b)))
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for (h, w) in writes {
+        w.await.unwrap().unwrap();
+        expected.push(h);
+    }
+    expected.sort();
+
+    let mut got = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ask(&s, ListBlocks { after, limit: 7 }).await.unwrap();
+        assert!(page.len() <= 7, "page longer than its limit");
+        match page.last() {
+            Some(last) => after = Some(*last),
+            None => break,
+        }
+        got.extend(page);
+    }
+    assert_eq!(got, expected, "pages should list every block once, sorted");
+    assert!(ask(
+        &s,
+        ListBlocks {
+            after: None,
+            limit: 0
+        }
+    )
+    .await
+    .unwrap()
+    .is_empty());
+}
+
+#[actix_rt::test]
+async fn list_blocks_skips_temp_quarantined_and_foreign_names() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let data = text(30_000);
+    let (h, comp) = compressed_block(data.clone());
+    ask(&s, WriteBlock::new(h, comp)).await.unwrap();
+    let dir = block_path(d.path(), &h, false)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    fs::write(block_path(d.path(), &h, false), &data).unwrap();
+    let other = blake2sum(b"not stored");
+    for name in [
+        format!("{other}.tmp.0123456789abcdef"),
+        format!("{other}.corrupted"),
+        other.to_hex().to_uppercase(),
+        "README".to_string(),
+    ] {
+        fs::write(dir.join(name), b"x").unwrap();
+    }
+    // A valid name in the wrong directory cannot be read, so it is not listed either.
+    fs::write(dir.join(other.to_hex()), b"x").unwrap();
+    let all = ask(
+        &s,
+        ListBlocks {
+            after: None,
+            limit: 100,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(all, vec![h], "only the real block, once");
+}
+
+#[test]
+fn stale_temp_files_are_removed_at_start_and_blocks_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let (h, b) = plain_block(random(1234));
+    let path = block_path(d.path(), &h, false);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, b.inner_buffer()).unwrap();
+    let temp = PathBuf::from(format!("{}.tmp.00000000deadbeef", path.display()));
+    let corrupted = PathBuf::from(format!("{}.corrupted", path.display()));
+    fs::write(&temp, b"half a block").unwrap();
+    fs::write(&corrupted, b"rotten").unwrap();
+    let top_temp = d.path().join("aa.tmp.0000000000000001");
+    fs::write(&top_temp, b"x").unwrap();
+
+    let actor = StorageActor::new(StorageConfig {
+        data_dir: d.path().to_path_buf(),
+        data_fsync: false,
+        capacity: None,
+    })
+    .unwrap();
+    assert!(!temp.exists(), "stale temp file should be removed");
+    assert!(!top_temp.exists(), "stale temp file should be removed");
+    assert!(corrupted.exists(), "quarantined copies are kept");
+    assert!(path.exists());
+    System::new().block_on(async move {
+        let s = actor.start();
+        let st = ask(&s, GetStorageStats).await;
+        assert_eq!((st.blocks, st.bytes), (1, 1234), "startup count: {st:?}");
+    });
+}
+
+#[test]
+fn blocks_persist_across_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_path_buf();
+    let (hp, bp) = plain_block(random(777));
+    let (hc, bc) = compressed_block(text(9_000));
+    let (hd, bd) = plain_block(random(10));
+    let (bp2, bc2) = (bp.clone(), bc.clone());
+    let dir2 = dir.clone();
+    std::thread::spawn(move || {
+        System::new().block_on(async move {
+            let s = start(&dir2, true);
+            for (h, b) in [(hp, bp2), (hc, bc2), (hd, bd)] {
+                ask(&s, WriteBlock::new(h, b)).await.unwrap();
+            }
+            assert!(ask(&s, DeleteBlock { hash: hd }).await.unwrap());
+        })
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        System::new().block_on(async move {
+            let s = start(&dir, true);
+            assert_eq!(ask(&s, ReadBlock { hash: hp }).await.unwrap(), bp);
+            assert_eq!(ask(&s, ReadBlock { hash: hc }).await.unwrap(), bc);
+            assert!(!ask(&s, BlockExists { hash: hd }).await.unwrap());
+            let mut want = vec![hp, hc];
+            want.sort();
+            let listed = ask(
+                &s,
+                ListBlocks {
+                    after: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(listed, want);
+            let st = ask(&s, GetStorageStats).await;
+            assert_eq!(st.blocks, 2, "blocks counted again after restart");
+            assert_eq!(
+                st.bytes,
+                (bp.inner_buffer().len() + bc.inner_buffer().len()) as u64
+            );
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+#[actix_rt::test]
+async fn concurrent_writes_of_one_hash_and_of_many_hashes_all_succeed() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    let data = text(64_000);
+    let (h, comp) = compressed_block(data.clone());
+    // Half plain, half compressed, all at once, on one hash.
+    let same = join_all((0..50).map(|i| {
+        let b = if i % 2 == 0 {
+            DataBlock::Plain(data.clone())
+        } else {
+            comp.clone()
+        };
+        s.send(WriteBlock::new(h, b))
+    }));
+    let outcomes: Vec<WriteOutcome> = tokio::time::timeout(STEP, same)
+        .await
+        .expect("50 writes of one hash timed out")
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    let written = outcomes
+        .iter()
+        .filter(|o| **o == WriteOutcome::Written)
+        .count();
+    assert_eq!(
+        written, 1,
+        "exactly one write creates the block: {outcomes:?}"
+    );
+    assert!(block_path(d.path(), &h, true).exists());
+    assert!(
+        !block_path(d.path(), &h, false).exists(),
+        "compressed wins in the end"
+    );
+
+    let blocks: Vec<_> = (0..50).map(|_| plain_block(random(4096))).collect();
+    let many = join_all(
+        blocks
+            .iter()
+            .map(|(h, b)| s.send(WriteBlock::new(*h, b.clone()))),
+    );
+    for r in tokio::time::timeout(STEP, many)
+        .await
+        .expect("50 writes of different hashes timed out")
+    {
+        assert_eq!(r.unwrap().unwrap(), WriteOutcome::Written);
+    }
+    let reads = join_all(blocks.iter().map(|(h, _)| s.send(ReadBlock { hash: *h })));
+    for (r, (_, b)) in tokio::time::timeout(STEP, reads)
+        .await
+        .unwrap()
+        .into_iter()
+        .zip(&blocks)
+    {
+        assert_eq!(&r.unwrap().unwrap(), b);
+    }
+    let st = ask(&s, GetStorageStats).await;
+    assert_eq!(st.blocks, 51);
+    assert_eq!(st.bytes, comp.inner_buffer().len() as u64 + 50 * 4096);
+}
+
+#[actix_rt::test]
+async fn operations_on_one_hash_run_in_the_order_they_were_sent() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (h, b) = plain_block(random(2048));
+    // Sent without waiting: write, delete, exists, write, read must see that order.
+    let w1 = s.send(WriteBlock::new(h, b.clone()));
+    let del = s.send(DeleteBlock { hash: h });
+    let ex = s.send(BlockExists { hash: h });
+    let w2 = s.send(WriteBlock::new(h, b.clone()));
+    let rd = s.send(ReadBlock { hash: h });
+    let (w1, del, ex, w2, rd) =
+        tokio::time::timeout(STEP, futures::future::join5(w1, del, ex, w2, rd))
+            .await
+            .unwrap();
+    assert_eq!(w1.unwrap().unwrap(), WriteOutcome::Written);
+    assert!(del.unwrap().unwrap(), "delete after write finds the block");
+    assert!(!ex.unwrap().unwrap(), "exists after delete is false");
+    assert_eq!(w2.unwrap().unwrap(), WriteOutcome::Written);
+    assert_eq!(rd.unwrap().unwrap(), b);
+}
+
+/// Needs a small filesystem: `mount -t tmpfs -o size=1m tmpfs /mnt/full`, then
+/// `BLOCKNODE_FULL_DIR=/mnt/full cargo test -p blocknode-actors disk_full -- --ignored`.
+#[actix_rt::test]
+#[ignore = "needs BLOCKNODE_FULL_DIR on a filesystem smaller than 2 MiB"]
+async fn a_full_disk_is_reported_and_leaves_no_partial_file() {
+    let dir = PathBuf::from(
+        std::env::var("BLOCKNODE_FULL_DIR").expect("set BLOCKNODE_FULL_DIR to a small fs"),
+    );
+    let d = tempfile::tempdir_in(&dir).unwrap();
+    let s = start(d.path(), true);
+    let (h, b) = plain_block(random(2 << 20));
+    let r = ask(&s, WriteBlock::new(h, b)).await;
+    assert!(
+        matches!(&r, Err(StorageError::DiskFull { path }) if *path == block_path(d.path(), &h, false)),
+        "expected DiskFull naming the block path, got {r:?}"
+    );
+    assert_eq!(
+        files_under(d.path()),
+        Vec::<String>::new(),
+        "no partial file"
+    );
+    assert_eq!(ask(&s, GetStorageStats).await.blocks, 0);
+    // The node keeps working once space is back.
+    let (h2, b2) = plain_block(random(1000));
+    assert_eq!(
+        ask(&s, WriteBlock::new(h2, b2)).await.unwrap(),
+        WriteOutcome::Written
+    );
 }
 
 #[actix_rt::test]
@@ -24,18 +690,23 @@ async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes()
     })
     .unwrap()
     .start();
-    let (h1, _) = write(&a, &random(10_000), None).await;
-    write(&a, &random(10_000), None).await;
-    let third = VerifiedBlock::hash_plain(random(10_000), None);
-    let h3 = third.hash();
-    let r = a.send(WriteBlock::verified(third.clone())).await.unwrap();
-    match r {
+    let mk = |seed: u8| {
+        let data: Vec<u8> = (0..10_000u32)
+            .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+            .collect();
+        crate::block::VerifiedBlock::hash_plain(bytes::Bytes::from(data), None)
+    };
+    let (b1, b2, b3) = (mk(3), mk(5), mk(7));
+    let h1 = b1.hash();
+    a.send(WriteBlock::verified(b1)).await.unwrap().unwrap();
+    a.send(WriteBlock::verified(b2)).await.unwrap().unwrap();
+    let h3 = b3.hash();
+    match a.send(WriteBlock::verified(b3.clone())).await.unwrap() {
         Err(StorageError::DiskFull { path }) => assert_eq!(path, d.path()),
         other => panic!("expected DiskFull, got {other:?}"),
     }
-    let p = paths(d.path(), &h3);
     assert!(
-        !p.plain.exists() && !p.zst.exists(),
+        !a.send(BlockExists { hash: h3 }).await.unwrap().unwrap(),
         "no partial file may stay"
     );
     assert!(
@@ -44,351 +715,7 @@ async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes()
     );
     a.send(DeleteBlock { hash: h1 }).await.unwrap().unwrap();
     assert!(
-        a.send(WriteBlock::verified(third)).await.unwrap().is_ok(),
+        a.send(WriteBlock::verified(b3)).await.unwrap().is_ok(),
         "writes succeed again once space is freed"
     );
-}
-
-fn random(n: usize) -> Bytes {
-    Bytes::from((0..n).map(|_| rand::random::<u8>()).collect::<Vec<u8>>())
-}
-
-fn text(n: usize) -> Bytes {
-    Bytes::from(
-        "all work and no play makes jack a dull boy "
-            .repeat(n / 40 + 1)
-            .into_bytes()[..n]
-            .to_vec(),
-    )
-}
-
-async fn write(a: &Addr<StorageActor>, data: &Bytes, level: Option<i32>) -> (Hash, WriteOutcome) {
-    let v = VerifiedBlock::hash_plain(data.clone(), level);
-    let h = v.hash();
-    let out = a
-        .send(WriteBlock::new(h, v.into_data()))
-        .await
-        .unwrap()
-        .unwrap();
-    (h, out)
-}
-
-fn paths(dir: &Path, h: &Hash) -> BlockPaths {
-    BlockPaths::new(dir, h)
-}
-
-#[actix_rt::test]
-async fn write_then_read_round_trips_plain_and_compressed() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(d.path());
-    for (data, level, compressed) in [
-        (random(10_000), Some(1), false),
-        (text(50_000), Some(1), true),
-    ] {
-        let (h, out) = write(&a, &data, level).await;
-        assert_eq!(out, WriteOutcome::Written);
-        let p = paths(d.path(), &h);
-        assert_eq!(
-            p.zst.is_file(),
-            compressed,
-            "compressed copy should be stored as .zst"
-        );
-        assert_eq!(p.plain.is_file(), !compressed);
-        let back = a.send(ReadBlock { hash: h }).await.unwrap().unwrap();
-        assert_eq!(back.verify_get(&h).unwrap(), data, "read bytes differ");
-        assert!(a.send(BlockExists { hash: h }).await.unwrap().unwrap());
-    }
-    let s = a.send(GetStorageStats).await.unwrap();
-    assert_eq!(s.blocks, 2);
-    assert!(s.bytes > 0 && s.bytes_written == s.bytes && s.bytes_read == s.bytes);
-}
-
-#[actix_rt::test]
-async fn existing_copy_makes_a_write_a_no_op_and_compressed_replaces_plain() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(d.path());
-    let data = text(20_000);
-    let (h, first) = write(&a, &data, None).await;
-    assert_eq!(first, WriteOutcome::Written);
-    let (_, again) = write(&a, &data, None).await;
-    assert_eq!(again, WriteOutcome::AlreadyPresent);
-    let (_, replaced) = write(&a, &data, Some(3)).await;
-    assert_eq!(replaced, WriteOutcome::ReplacedPlain);
-    let p = paths(d.path(), &h);
-    assert!(
-        p.zst.is_file() && !p.plain.exists(),
-        "plain copy should be gone"
-    );
-    // A plain copy never replaces a compressed one.
-    let (_, plain_after) = write(&a, &data, None).await;
-    assert_eq!(plain_after, WriteOutcome::AlreadyPresent);
-    assert_eq!(a.send(GetStorageStats).await.unwrap().blocks, 1);
-}
-
-#[actix_rt::test]
-async fn mismatched_data_is_refused_and_nothing_written() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(d.path());
-    let h = blake2sum(b"the real content");
-    let r = a
-        .send(WriteBlock::new(
-            h,
-            DataBlock::Plain(Bytes::from_static(b"forged content")),
-        ))
-        .await
-        .unwrap();
-    assert!(
-        matches!(r, Err(StorageError::CorruptData { .. })),
-        "got {r:?}"
-    );
-    let p = paths(d.path(), &h);
-    assert!(
-        !p.plain.exists() && !p.zst.exists(),
-        "nothing may be written"
-    );
-    assert!(!a.send(BlockExists { hash: h }).await.unwrap().unwrap());
-}
-
-#[actix_rt::test]
-async fn flipped_byte_is_detected_and_quarantined() {
-    for (data, level) in [(random(4096), None), (text(40_000), Some(1))] {
-        let d = tempfile::tempdir().unwrap();
-        let a = start(d.path());
-        let (h, _) = write(&a, &data, level).await;
-        let p = paths(d.path(), &h);
-        let file = if p.zst.exists() {
-            p.zst.clone()
-        } else {
-            p.plain.clone()
-        };
-        let mut bytes = fs::read(&file).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 1;
-        fs::write(&file, &bytes).unwrap();
-        let r = a.send(ReadBlock { hash: h }).await.unwrap();
-        match r {
-            Err(StorageError::Corrupted { quarantined, .. }) => {
-                assert!(quarantined.is_file(), "quarantined copy must be kept");
-                assert!(quarantined.to_string_lossy().ends_with(".corrupted"));
-            }
-            other => panic!("expected Corrupted, got {other:?}"),
-        }
-        assert!(!file.exists(), "the rotten file must leave its name");
-        assert!(!a.send(BlockExists { hash: h }).await.unwrap().unwrap());
-        let s = a.send(GetStorageStats).await.unwrap();
-        assert_eq!((s.corruptions_found, s.blocks), (1, 0));
-        // A good copy can be written again after quarantine.
-        let (_, out) = write(&a, &data, level).await;
-        assert_eq!(out, WriteOutcome::Written);
-    }
-}
-
-#[actix_rt::test]
-async fn odd_files_never_panic() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(d.path());
-    // Zero-length file: valid only for the empty block.
-    let (empty, _) = write(&a, &Bytes::new(), None).await;
-    assert!(
-        a.send(ReadBlock { hash: empty }).await.unwrap().is_ok(),
-        "the empty block is valid"
-    );
-    let h = blake2sum(b"zero");
-    let p = paths(d.path(), &h);
-    fs::create_dir_all(&p.dir).unwrap();
-    fs::write(&p.plain, b"").unwrap();
-    let r = a.send(ReadBlock { hash: h }).await.unwrap();
-    assert!(
-        matches!(r, Err(StorageError::Corrupted { .. })),
-        "zero-length file: {r:?}"
-    );
-    // A directory where a block file should be.
-    let h2 = blake2sum(b"dir");
-    let p2 = paths(d.path(), &h2);
-    fs::create_dir_all(&p2.plain).unwrap();
-    let r = a.send(ReadBlock { hash: h2 }).await.unwrap();
-    assert!(
-        matches!(r, Err(StorageError::Corrupted { .. })),
-        "directory in place of a file: {r:?}"
-    );
-    assert!(!p2.plain.exists());
-    // An unreadable file: an I/O error naming the path (root can read anything, so
-    // only check the error when the permission really bites).
-    let data = random(100);
-    let (h3, _) = write(&a, &data, None).await;
-    let p3 = paths(d.path(), &h3);
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&p3.plain, fs::Permissions::from_mode(0o000)).unwrap();
-    let bites = fs::File::open(&p3.plain).is_err();
-    let r = a.send(ReadBlock { hash: h3 }).await.unwrap();
-    if bites {
-        assert!(
-            matches!(r, Err(StorageError::Io { .. })),
-            "unreadable file: {r:?}"
-        );
-        assert!(p3.plain.exists(), "an unreadable file is not quarantined");
-    } else {
-        assert!(r.is_ok());
-    }
-}
-
-#[actix_rt::test]
-async fn delete_removes_every_copy() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(d.path());
-    let (h, _) = write(&a, &text(10_000), Some(1)).await;
-    assert!(a.send(DeleteBlock { hash: h }).await.unwrap().unwrap());
-    assert!(
-        !a.send(DeleteBlock { hash: h }).await.unwrap().unwrap(),
-        "second delete finds nothing"
-    );
-    let p = paths(d.path(), &h);
-    assert!(!p.plain.exists() && !p.zst.exists());
-    assert!(matches!(
-        a.send(ReadBlock { hash: h }).await.unwrap(),
-        Err(StorageError::NotFound { .. })
-    ));
-    assert_eq!(a.send(GetStorageStats).await.unwrap().blocks, 0);
-}
-
-#[actix_rt::test]
-async fn list_blocks_pages_through_everything_in_order() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(d.path());
-    let mut want = Vec::new();
-    for i in 0..300u32 {
-        let (h, _) = write(&a, &Bytes::from(i.to_be_bytes().to_vec()), None).await;
-        want.push(h);
-    }
-    // Noise that must not be listed.
-    let p = paths(d.path(), &want[0]);
-    fs::write(p.dir.join("notes.txt"), b"x").unwrap();
-    fs::write(format!("{}.corrupted", p.plain.display()), b"x").unwrap();
-    want.sort();
-    let mut got = Vec::new();
-    let mut after = None;
-    loop {
-        let page = a
-            .send(ListBlocks { after, limit: 7 })
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(page.len() <= 7);
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().copied();
-        got.extend(page);
-    }
-    assert_eq!(got, want, "pages should list every block once, sorted");
-}
-
-#[actix_rt::test]
-async fn stale_temp_files_are_removed_at_start_and_state_survives_restart() {
-    let d = tempfile::tempdir().unwrap();
-    let data = random(5000);
-    let h = {
-        let a = start(d.path());
-        write(&a, &data, None).await.0
-    };
-    let p = paths(d.path(), &h);
-    let stale = p.dir.join(format!("{}.tmp.0123456789abcdef", h.to_hex()));
-    fs::write(&stale, b"half a block").unwrap();
-    let a = start(d.path());
-    assert!(
-        !stale.exists(),
-        "stale temp file should be removed at start"
-    );
-    assert_eq!(a.send(GetStorageStats).await.unwrap().blocks, 1);
-    let back = a.send(ReadBlock { hash: h }).await.unwrap().unwrap();
-    assert_eq!(back.verify_get(&h).unwrap(), data);
-}
-
-#[actix_rt::test]
-async fn concurrent_writes_of_same_and_different_hashes_succeed() {
-    let d = tempfile::tempdir().unwrap();
-    let a = start(d.path());
-    let same = random(20_000);
-    let v = VerifiedBlock::hash_plain(same.clone(), None);
-    let mut futs = Vec::new();
-    for i in 0..50u32 {
-        let msg = if i % 2 == 0 {
-            WriteBlock::verified(v.clone())
-        } else {
-            WriteBlock::verified(VerifiedBlock::hash_plain(
-                Bytes::from(i.to_le_bytes().to_vec()),
-                None,
-            ))
-        };
-        futs.push(a.send(msg));
-    }
-    let res = futures::future::join_all(futs).await;
-    let written = res
-        .iter()
-        .filter(|r| matches!(r, Ok(Ok(WriteOutcome::Written))))
-        .count();
-    assert!(
-        res.iter().all(|r| matches!(r, Ok(Ok(_)))),
-        "every write should succeed"
-    );
-    assert_eq!(
-        written, 26,
-        "the same block is written once, the 25 others once each"
-    );
-    assert_eq!(a.send(GetStorageStats).await.unwrap().blocks, 26);
-}
-
-/// Storage write throughput vs a plain loop doing the same fsyncs, in the same run.
-/// `cargo test --release -p blocknode-actors storage_write_bench -- --ignored --nocapture`
-#[actix_rt::test]
-#[ignore]
-async fn storage_write_bench() {
-    let n: usize = 256;
-    let blocks: Vec<VerifiedBlock> = (0..n)
-        .map(|_| VerifiedBlock::hash_plain(random(1 << 20), None))
-        .collect();
-    let mib = n as f64;
-    for conc in [1usize, 16] {
-        let base = tempfile::tempdir_in(".").unwrap();
-        let t = std::time::Instant::now();
-        let bufs: Vec<_> = blocks
-            .iter()
-            .map(|b| (b.hash(), b.data().inner_buffer().clone()))
-            .collect();
-        let chunks: Vec<Vec<_>> = bufs.chunks(n.div_ceil(conc)).map(|c| c.to_vec()).collect();
-        let root = base.path().to_path_buf();
-        std::thread::scope(|s| {
-            for chunk in chunks {
-                let root = root.clone();
-                s.spawn(move || {
-                    for (h, b) in chunk {
-                        let p = BlockPaths::new(&root, &h);
-                        fs::create_dir_all(&p.dir).unwrap();
-                        write_atomic(&p.plain, &[&b], true).unwrap();
-                    }
-                });
-            }
-        });
-        let raw = mib / t.elapsed().as_secs_f64();
-        let d = tempfile::tempdir_in(".").unwrap();
-        let a = start(d.path());
-        let t = std::time::Instant::now();
-        let mut pending = futures::stream::FuturesUnordered::new();
-        let mut it = blocks.iter().cloned();
-        use futures::StreamExt;
-        for b in it.by_ref().take(conc) {
-            pending.push(a.send(WriteBlock::verified(b)));
-        }
-        while let Some(r) = pending.next().await {
-            r.unwrap().unwrap();
-            if let Some(b) = it.next() {
-                pending.push(a.send(WriteBlock::verified(b)));
-            }
-        }
-        let actor = mib / t.elapsed().as_secs_f64();
-        println!(
-            "concurrency {conc}: StorageActor {actor:.0} MiB/s, plain loop {raw:.0} MiB/s, ratio {:.2}",
-            actor / raw
-        );
-    }
 }

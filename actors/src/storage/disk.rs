@@ -1,0 +1,512 @@
+//! The blocking half of the storage actor: plain functions over the block tree, run on
+//! the blocking pool by [`super::StorageActor`], never on its event loop.
+//!
+//! On-disk layout (kept from Garage 0.6, so a Garage data directory reads the same):
+//! `<data_dir>/<hex of byte 0>/<hex of byte 1>/<64-hex>` holds a block's plain bytes,
+//! `...<64-hex>.zst` the zstd frame of [`DataBlock::Compressed`] as is. A copy that failed
+//! verification is renamed `<name>.corrupted` (then `<name>.1.corrupted`, ... so an older
+//! quarantined copy is never overwritten). Temp files of [`fsutil::write_atomic`] sit
+//! beside their target until renamed; one left by a crash is deleted by [`scan`].
+//!
+//! Every function here assumes the actor's per-hash lane: no other call on the same hash
+//! runs at the same time, so "check then act" on one hash's files is race-free.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, warn};
+
+use super::{StorageError, WriteOutcome};
+use crate::block::DataBlock;
+use crate::fsutil;
+use crate::hash::Hash;
+
+/// Suffix of a compressed block file.
+const ZST_SUFFIX: &str = ".zst";
+/// Suffix given to a quarantined copy.
+const CORRUPTED_SUFFIX: &str = ".corrupted";
+/// Most `.N.corrupted` names tried for one file before giving up (an operator has left
+/// that many rotten copies of one block unexamined; something else is wrong).
+const MAX_QUARANTINE_SLOTS: u32 = 1000;
+
+/// Where blocks live and how they are written; cheap to clone into blocking tasks.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    pub data_dir: PathBuf,
+    pub fsync: bool,
+}
+
+/// Changes to [`super::StorageStats`] made by one operation, applied by the actor on
+/// its own thread once the blocking task is done.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StatsDelta {
+    pub blocks: i64,
+    pub bytes: i64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    pub corruptions: u64,
+    /// Bytes reserved against the capacity by this job, released when it ends.
+    pub unreserve: u64,
+}
+
+/// What sits at a block file's path.
+enum Probe {
+    Absent,
+    /// A regular file of this many bytes.
+    File(u64),
+    /// A directory, symlink or other non-file: never a valid copy.
+    NotAFile,
+}
+
+fn io_err(path: &Path, source: io::Error) -> StorageError {
+    if fsutil::is_disk_full(&source) {
+        StorageError::DiskFull {
+            path: path.to_path_buf(),
+        }
+    } else {
+        StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn probe(path: &Path) -> Result<Probe, StorageError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => Ok(Probe::File(m.len())),
+        Ok(_) => Ok(Probe::NotAFile),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Probe::Absent),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+/// Parse a two-digit lowercase hex directory name.
+fn parse_byte_dir(name: &str) -> Option<u8> {
+    let b = name.as_bytes();
+    if b.len() != 2 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u8::from_str_radix(name, 16).ok()
+}
+
+/// The hash named by a block file name (`<64-hex>` or `<64-hex>.zst`); `None` for temp
+/// files, quarantined copies and anything else.
+fn parse_block_name(name: &str) -> Option<(Hash, bool)> {
+    if fsutil::is_temp_file_name(name) {
+        return None;
+    }
+    let (stem, compressed) = match name.strip_suffix(ZST_SUFFIX) {
+        Some(s) => (s, true),
+        None => (name, false),
+    };
+    stem.parse::<Hash>().ok().map(|h| (h, compressed))
+}
+
+impl Layout {
+    fn block_dir(&self, hash: &Hash) -> PathBuf {
+        let b = hash.as_bytes();
+        self.data_dir
+            .join(format!("{:02x}", b[0]))
+            .join(format!("{:02x}", b[1]))
+    }
+
+    /// (plain path, compressed path) of a block.
+    fn block_paths(&self, hash: &Hash) -> (PathBuf, PathBuf) {
+        let dir = self.block_dir(hash);
+        let hex = hash.to_hex();
+        (dir.join(&hex), dir.join(format!("{hex}{ZST_SUFFIX}")))
+    }
+
+    fn sync_dir_of(&self, path: &Path) -> Result<(), StorageError> {
+        if self.fsync {
+            if let Some(dir) = path.parent() {
+                fsutil::sync_dir(dir).map_err(|e| io_err(dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Create `<hh>/<hh>` if missing; with fsync, make the new entries durable too, or a
+    /// crash could lose a directory holding acknowledged blocks.
+    fn ensure_block_dir(&self, dir: &Path) -> Result<(), StorageError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        if self.fsync {
+            let mut d = dir;
+            while let Some(parent) = d.parent() {
+                fsutil::sync_dir(parent).map_err(|e| io_err(parent, e))?;
+                if parent == self.data_dir {
+                    break;
+                }
+                d = parent;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rename a rotten copy out of the way, never over an older quarantined one.
+    fn quarantine(&self, path: &Path, delta: &mut StatsDelta) -> Result<PathBuf, StorageError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for i in 0..MAX_QUARANTINE_SLOTS {
+            let target = if i == 0 {
+                path.with_file_name(format!("{name}{CORRUPTED_SUFFIX}"))
+            } else {
+                path.with_file_name(format!("{name}.{i}{CORRUPTED_SUFFIX}"))
+            };
+            match fs::symlink_metadata(&target) {
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::rename(path, &target).map_err(|e| io_err(path, e))?;
+                    delta.corruptions += 1;
+                    self.sync_dir_of(path)?;
+                    warn!(path = %path.display(), quarantined = %target.display(), "quarantined a rotten block copy");
+                    return Ok(target);
+                }
+                Err(e) => return Err(io_err(&target, e)),
+            }
+        }
+        Err(StorageError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::other(format!(
+                "{MAX_QUARANTINE_SLOTS} quarantined copies already exist"
+            )),
+        })
+    }
+
+    /// Quarantine a non-file at a block path (it was never counted as a copy).
+    fn quarantine_non_file(
+        &self,
+        hash: Hash,
+        path: &Path,
+        delta: &mut StatsDelta,
+    ) -> Result<PathBuf, StorageError> {
+        warn!(%hash, path = %path.display(), "found a non-file where a block file belongs");
+        self.quarantine(path, delta)
+    }
+
+    /// Store a block following Garage's rules: a compressed copy wins over everything, a
+    /// plain copy wins over plain data, compressed data replaces a plain copy.
+    pub fn write(
+        &self,
+        hash: Hash,
+        data: DataBlock,
+        verified: bool,
+        delta: &mut StatsDelta,
+    ) -> Result<WriteOutcome, StorageError> {
+        if !verified {
+            if let Err(e) = data.verify(&hash) {
+                debug!(%hash, error = %e, "refused a write of mismatched data");
+                return Err(StorageError::CorruptData { hash });
+            }
+        }
+        let dir = self.block_dir(&hash);
+        self.ensure_block_dir(&dir)?;
+        let (plain, zst) = self.block_paths(&hash);
+
+        let mut zst_state = probe(&zst)?;
+        if let Probe::NotAFile = zst_state {
+            self.quarantine_non_file(hash, &zst, delta)?;
+            zst_state = Probe::Absent;
+        }
+        if let Probe::File(_) = zst_state {
+            return Ok(WriteOutcome::AlreadyPresent);
+        }
+        let mut plain_state = probe(&plain)?;
+        if let Probe::NotAFile = plain_state {
+            self.quarantine_non_file(hash, &plain, delta)?;
+            plain_state = Probe::Absent;
+        }
+        let new_len = data.inner_buffer().len() as u64;
+        match (plain_state, data.is_compressed()) {
+            (Probe::File(_), false) => Ok(WriteOutcome::AlreadyPresent),
+            (Probe::File(old_len), true) => {
+                fsutil::write_atomic(&zst, &[data.inner_buffer()], self.fsync)
+                    .map_err(|e| io_err(&zst, e))?;
+                delta.bytes += new_len as i64;
+                delta.bytes_written += new_len;
+                // The compressed copy is durable before the plain one goes, so a crash in
+                // between leaves two copies, never none.
+                fs::remove_file(&plain).map_err(|e| io_err(&plain, e))?;
+                delta.bytes -= old_len as i64;
+                self.sync_dir_of(&plain)?;
+                Ok(WriteOutcome::ReplacedPlain)
+            }
+            (_, compressed) => {
+                let target = if compressed { &zst } else { &plain };
+                fsutil::write_atomic(target, &[data.inner_buffer()], self.fsync)
+                    .map_err(|e| io_err(target, e))?;
+                delta.blocks += 1;
+                delta.bytes += new_len as i64;
+                delta.bytes_written += new_len;
+                Ok(WriteOutcome::Written)
+            }
+        }
+    }
+
+    /// Read and verify the compressed copy if there is one, else the plain one.
+    pub fn read(&self, hash: Hash, delta: &mut StatsDelta) -> Result<DataBlock, StorageError> {
+        let (plain, zst) = self.block_paths(&hash);
+        let plain_is_file = || matches!(probe(&plain), Ok(Probe::File(_)));
+        for (path, compressed) in [(&zst, true), (&plain, false)] {
+            let len = match probe(path)? {
+                Probe::Absent => continue,
+                Probe::NotAFile => {
+                    let quarantined = self.quarantine_non_file(hash, path, delta)?;
+                    return Err(StorageError::Corrupted { hash, quarantined });
+                }
+                Probe::File(len) => len,
+            };
+            // Permission denied and the like: the copy may be fine, so it is reported, not
+            // quarantined.
+            let bytes = bytes::Bytes::from(fs::read(path).map_err(|e| io_err(path, e))?);
+            delta.bytes_read += bytes.len() as u64;
+            let block = if compressed {
+                DataBlock::Compressed(bytes)
+            } else {
+                DataBlock::Plain(bytes)
+            };
+            match block.verify(&hash) {
+                Ok(()) => return Ok(block),
+                Err(e) => {
+                    warn!(%hash, path = %path.display(), error = %e, "block copy failed verification");
+                    let quarantined = self.quarantine(path, delta)?;
+                    delta.bytes -= len as i64;
+                    if !(compressed && plain_is_file()) {
+                        delta.blocks -= 1;
+                    }
+                    return Err(StorageError::Corrupted { hash, quarantined });
+                }
+            }
+        }
+        Err(StorageError::NotFound { hash })
+    }
+
+    /// Whether a regular file holds a copy (not verified).
+    pub fn exists(&self, hash: Hash) -> Result<bool, StorageError> {
+        let (plain, zst) = self.block_paths(&hash);
+        Ok(matches!(probe(&zst)?, Probe::File(_)) || matches!(probe(&plain)?, Probe::File(_)))
+    }
+
+    /// Remove both copies; whether one was there.
+    pub fn delete(&self, hash: Hash, delta: &mut StatsDelta) -> Result<bool, StorageError> {
+        let (plain, zst) = self.block_paths(&hash);
+        let mut existed = false;
+        for path in [&zst, &plain] {
+            if let Probe::File(len) = probe(path)? {
+                fs::remove_file(path).map_err(|e| io_err(path, e))?;
+                if !existed {
+                    delta.blocks -= 1;
+                }
+                delta.bytes -= len as i64;
+                existed = true;
+            }
+        }
+        if existed {
+            self.sync_dir_of(&plain)?;
+        }
+        Ok(existed)
+    }
+
+    /// Sorted names of the `hh` subdirectories of `dir` that are `>= from`.
+    fn byte_dirs(dir: &Path, from: u8) -> Result<Vec<u8>, StorageError> {
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| io_err(dir, e))?;
+            if let Some(b) = entry.file_name().to_str().and_then(parse_byte_dir) {
+                if b >= from {
+                    out.push(b);
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Up to `limit` hashes strictly after `after`, ascending. Reads the level-1 and
+    /// level-2 directory names (at most 256 each) and then one leaf directory at a time,
+    /// stopping as soon as `limit` is reached.
+    pub fn list(&self, after: Option<Hash>, limit: usize) -> Result<Vec<Hash>, StorageError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let start = after.map(|h| [h.0[0], h.0[1]]);
+        let first = start.map_or(0, |s| s[0]);
+        for b0 in Self::byte_dirs(&self.data_dir, first)? {
+            let dir0 = self.data_dir.join(format!("{b0:02x}"));
+            let second = match start {
+                Some(s) if s[0] == b0 => s[1],
+                _ => 0,
+            };
+            for b1 in Self::byte_dirs(&dir0, second)? {
+                let dir1 = dir0.join(format!("{b1:02x}"));
+                let rd = match fs::read_dir(&dir1) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&dir1, e)),
+                };
+                let mut here = Vec::new();
+                for entry in rd {
+                    let entry = entry.map_err(|e| io_err(&dir1, e))?;
+                    let Some((hash, _)) = entry.file_name().to_str().and_then(parse_block_name)
+                    else {
+                        continue;
+                    };
+                    // A file in the wrong directory would never be found by a read.
+                    if hash.0[0] != b0 || hash.0[1] != b1 {
+                        debug!(path = %entry.path().display(), "block file in the wrong directory, not listed");
+                        continue;
+                    }
+                    if after.is_none_or(|a| hash > a) {
+                        here.push(hash);
+                    }
+                }
+                here.sort_unstable();
+                // A plain and a compressed copy of one block are adjacent after sorting.
+                here.dedup();
+                let room = limit - out.len();
+                out.extend(here.into_iter().take(room));
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What [`scan`] found in the block tree.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ScanReport {
+    pub blocks: u64,
+    pub bytes: u64,
+    pub temp_removed: u64,
+}
+
+/// Walk the tree one directory at a time: delete temp files left by a crash, count block
+/// files and their bytes. Must run before any write starts, since a live write's temp file
+/// looks exactly like a stale one. Unreadable subdirectories are logged and skipped (the
+/// counts are then low, never the node down).
+pub(super) fn scan(data_dir: &Path) -> Result<ScanReport, StorageError> {
+    let mut report = ScanReport::default();
+    let remove_temp = |path: &Path, report: &mut ScanReport| match fs::remove_file(path) {
+        Ok(()) => report.temp_removed += 1,
+        Err(e) => warn!(path = %path.display(), error = %e, "could not remove a stale temp file"),
+    };
+    for entry0 in fs::read_dir(data_dir).map_err(|e| io_err(data_dir, e))? {
+        let entry0 = entry0.map_err(|e| io_err(data_dir, e))?;
+        let name0 = entry0.file_name();
+        let name0 = name0.to_string_lossy();
+        if fsutil::is_temp_file_name(&name0) {
+            remove_temp(&entry0.path(), &mut report);
+            continue;
+        }
+        if parse_byte_dir(&name0).is_none() {
+            continue;
+        }
+        let dir0 = entry0.path();
+        let rd0 = match fs::read_dir(&dir0) {
+            Ok(rd) => rd,
+            Err(e) => {
+                warn!(dir = %dir0.display(), error = %e, "cannot read block directory; skipped");
+                continue;
+            }
+        };
+        for entry1 in rd0.flatten() {
+            let name1 = entry1.file_name();
+            let name1 = name1.to_string_lossy();
+            if fsutil::is_temp_file_name(&name1) {
+                remove_temp(&entry1.path(), &mut report);
+                continue;
+            }
+            if parse_byte_dir(&name1).is_none() {
+                continue;
+            }
+            let dir1 = entry1.path();
+            let rd1 = match fs::read_dir(&dir1) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    warn!(dir = %dir1.display(), error = %e, "cannot read block directory; skipped");
+                    continue;
+                }
+            };
+            // Bounded by one leaf directory: a block with both copies counts once.
+            let mut seen = HashSet::new();
+            for entry in rd1.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if fsutil::is_temp_file_name(&name) {
+                    remove_temp(&entry.path(), &mut report);
+                    continue;
+                }
+                let Some((hash, _)) = parse_block_name(&name) else {
+                    continue;
+                };
+                match entry.metadata() {
+                    Ok(m) if m.is_file() => {
+                        report.bytes += m.len();
+                        if seen.insert(hash) {
+                            report.blocks += 1;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(path = %entry.path().display(), error = %e, "cannot stat block file")
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_and_edquot_map_to_disk_full_and_others_to_io() {
+        let p = Path::new("/data/aa/bb/x");
+        for code in [28, 122] {
+            assert!(
+                matches!(io_err(p, io::Error::from_raw_os_error(code)), StorageError::DiskFull { path } if path == p),
+                "errno {code} should be DiskFull"
+            );
+        }
+        assert!(matches!(
+            io_err(p, io::Error::from_raw_os_error(13)),
+            StorageError::Io { .. }
+        ));
+    }
+
+    #[test]
+    fn only_exact_block_names_parse() {
+        let h = crate::hash::blake2sum(b"x");
+        assert_eq!(parse_block_name(&h.to_hex()), Some((h, false)));
+        assert_eq!(parse_block_name(&format!("{h}.zst")), Some((h, true)));
+        for bad in [
+            format!("{h}.corrupted"),
+            format!("{h}.zst.corrupted"),
+            format!("{h}.tmp.0123456789abcdef"),
+            h.to_hex().to_uppercase(),
+            h.to_hex()[..63].to_string(),
+        ] {
+            assert_eq!(parse_block_name(&bad), None, "{bad} should not parse");
+        }
+        assert_eq!(parse_byte_dir("0a"), Some(10));
+        assert_eq!(parse_byte_dir("0A"), None);
+        assert_eq!(parse_byte_dir("abc"), None);
+    }
+}

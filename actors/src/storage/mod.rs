@@ -1,0 +1,364 @@
+//! StorageActor: owns the data directory and every block file in it.
+//!
+//! State: the [`StorageConfig`] (where the tree is, whether to fsync), the
+//! [`StorageStats`] counters, and one *lane* per hash that has work in progress. Messages:
+//! [`WriteBlock`], [`ReadBlock`], [`BlockExists`], [`DeleteBlock`], [`ListBlocks`],
+//! [`GetStorageStats`]. It talks to nobody: the resync actor, the peer handlers and the
+//! HTTP API send it messages and it only answers.
+//!
+//! File I/O, hashing and zstd never run on the actor's thread: each operation is a plain
+//! function of [`disk`] run with `spawn_blocking`. Operations on one hash are serialised by
+//! its lane (a queue of jobs; the next one starts when the running one ends), so a read
+//! never sees half of a replace and two writes of one block do not race; operations on
+//! different hashes run concurrently. No lock is involved: the lane map belongs to the
+//! actor and is touched only on its thread. Counters change on the actor's thread too,
+//! before the reply is sent, so a later [`GetStorageStats`] sees them.
+//!
+//! When the actor stops, replies still pending resolve to [`StorageError::Task`]; a blocking
+//! task already running finishes on its own (every write is atomic, so none is left half
+//! done).
+
+mod disk;
+#[cfg(test)]
+mod tests;
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use tracing::{debug_span, error, info, warn};
+
+use self::disk::{Layout, StatsDelta};
+use crate::block::{DataBlock, VerifiedBlock};
+use crate::hash::Hash;
+
+/// Settings of a [`StorageActor`].
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Root of the block tree: `<data_dir>/<hh>/<hh>/<64-hex>[.zst]`.
+    pub data_dir: PathBuf,
+    /// fsync each block file and its directory before acknowledging a write.
+    pub data_fsync: bool,
+    /// Most bytes of block files this node may hold (a quota below the filesystem's
+    /// own limit); a write past it is refused with [`StorageError::DiskFull`].
+    pub capacity: Option<u64>,
+}
+
+/// Errors of the storage actor; each names the block or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("block {hash} is not stored here")]
+    NotFound { hash: Hash },
+    #[error("block {hash} failed verification; its file was quarantined as {}", quarantined.display())]
+    Corrupted { hash: Hash, quarantined: PathBuf },
+    #[error("data sent for block {hash} does not match its hash; nothing was written")]
+    CorruptData { hash: Hash },
+    #[error("no space left on the device holding {}", path.display())]
+    DiskFull { path: PathBuf },
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// What a [`WriteBlock`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A new file was written.
+    Written,
+    /// An equivalent copy was already there; nothing was written.
+    AlreadyPresent,
+    /// A compressed copy replaced a plain one.
+    ReplacedPlain,
+}
+
+/// Store a block. Unverified data is hashed first and refused with
+/// [`StorageError::CorruptData`] on mismatch; a [`VerifiedBlock`] is written as is.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<WriteOutcome, StorageError>")]
+pub struct WriteBlock {
+    pub hash: Hash,
+    pub data: DataBlock,
+    verified: bool,
+}
+
+impl WriteBlock {
+    /// A write whose data will be verified against `hash` before anything is written.
+    pub fn new(hash: Hash, data: DataBlock) -> Self {
+        WriteBlock {
+            hash,
+            data,
+            verified: false,
+        }
+    }
+
+    /// A write of a block already verified on this node (not hashed again).
+    pub fn verified(block: VerifiedBlock) -> Self {
+        WriteBlock {
+            hash: block.hash(),
+            data: block.into_data(),
+            verified: true,
+        }
+    }
+
+    /// Whether the data was already verified.
+    pub fn is_verified(&self) -> bool {
+        self.verified
+    }
+}
+
+/// Read and verify a block. A copy that fails verification is renamed `.corrupted` and
+/// reported as [`StorageError::Corrupted`].
+#[derive(Message, Debug)]
+#[rtype(result = "Result<DataBlock, StorageError>")]
+pub struct ReadBlock {
+    pub hash: Hash,
+}
+
+/// Whether a copy of the block is stored (not verified).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct BlockExists {
+    pub hash: Hash,
+}
+
+/// Delete every stored copy of the block; replies whether one was there.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct DeleteBlock {
+    pub hash: Hash,
+}
+
+/// Up to `limit` stored hashes strictly after `after`, in ascending order, read from the
+/// tree one directory at a time (so memory stays bounded and a walk can resume).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<Hash>, StorageError>")]
+pub struct ListBlocks {
+    pub after: Option<Hash>,
+    pub limit: usize,
+}
+
+/// Counters of the storage actor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub blocks: u64,
+    pub bytes: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    pub corruptions_found: u64,
+}
+
+/// Ask for [`StorageStats`].
+#[derive(Message, Debug)]
+#[rtype(result = "StorageStats")]
+pub struct GetStorageStats;
+
+/// A queued operation on one hash: run on the blocking pool, it returns the counters it
+/// changed and the reply to send once they are applied.
+type Job = Box<dyn FnOnce() -> JobDone + Send>;
+
+/// The end of a [`Job`], back on the actor's thread.
+struct JobDone {
+    delta: StatsDelta,
+    reply: Box<dyn FnOnce() + Send>,
+}
+
+/// The actor: see the module documentation.
+pub struct StorageActor {
+    layout: Layout,
+    stats: StorageStats,
+    /// Present for a hash while one of its jobs runs; holds the jobs waiting behind it.
+    lanes: HashMap<Hash, VecDeque<Job>>,
+    /// `capacity` of the config.
+    capacity: Option<u64>,
+    /// Bytes of writes in flight, counted against the capacity before they land.
+    reserved: u64,
+}
+
+impl StorageActor {
+    /// Create the data directory if needed, delete temp files a crash left behind and count
+    /// the stored blocks. Walks the tree one directory at a time (memory stays bounded for
+    /// any number of blocks); it runs before the actor starts, so no live write's temp file
+    /// can be mistaken for a stale one.
+    pub fn new(config: StorageConfig) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StorageError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let report = disk::scan(&config.data_dir)?;
+        info!(
+            data_dir = %config.data_dir.display(),
+            blocks = report.blocks,
+            bytes = report.bytes,
+            stale_temp_files_removed = report.temp_removed,
+            "storage ready"
+        );
+        Ok(StorageActor {
+            capacity: config.capacity,
+            reserved: 0,
+            layout: Layout {
+                data_dir: config.data_dir,
+                fsync: config.data_fsync,
+            },
+            stats: StorageStats {
+                blocks: report.blocks,
+                bytes: report.bytes,
+                ..StorageStats::default()
+            },
+            lanes: HashMap::new(),
+        })
+    }
+
+    /// Queue `op` on the lane of `hash` and return a future of its result.
+    fn submit<T, F>(
+        &mut self,
+        hash: Hash,
+        ctx: &mut Context<Self>,
+        op: F,
+    ) -> ResponseFuture<Result<T, StorageError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Layout, &mut StatsDelta) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let layout = self.layout.clone();
+        let job: Job = Box::new(move || {
+            let _span = debug_span!("storage", hash = %hash.short()).entered();
+            let mut delta = StatsDelta::default();
+            let res = op(&layout, &mut delta);
+            JobDone {
+                delta,
+                reply: Box::new(move || {
+                    // The asker may have gone away; nothing to do then.
+                    let _ = tx.send(res);
+                }),
+            }
+        });
+        match self.lanes.entry(hash) {
+            Entry::Occupied(mut lane) => lane.get_mut().push_back(job),
+            Entry::Vacant(lane) => {
+                lane.insert(VecDeque::new());
+                self.start(hash, job, ctx);
+            }
+        }
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(StorageError::Task(format!(
+                    "operation on block {hash} was dropped before it finished"
+                )))
+            })
+        })
+    }
+
+    /// Run a job on the blocking pool; when it ends, apply its counters, reply, and start
+    /// the next job of the same lane (or close the lane).
+    fn start(&mut self, hash: Hash, job: Job, ctx: &mut Context<Self>) {
+        let fut = actix_rt::task::spawn_blocking(job);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(done) => {
+                    act.apply(done.delta);
+                    (done.reply)();
+                }
+                // The reply sender died with the task: the asker gets `Task`.
+                Err(e) => error!(%hash, error = %e, "storage task failed"),
+            }
+            let next = act.lanes.get_mut(&hash).and_then(|q| q.pop_front());
+            match next {
+                Some(job) => act.start(hash, job, ctx),
+                None => {
+                    act.lanes.remove(&hash);
+                }
+            }
+        }));
+    }
+
+    fn apply(&mut self, d: StatsDelta) {
+        let s = &mut self.stats;
+        s.blocks = s.blocks.saturating_add_signed(d.blocks);
+        s.bytes = s.bytes.saturating_add_signed(d.bytes);
+        s.bytes_written += d.bytes_written;
+        s.bytes_read += d.bytes_read;
+        s.corruptions_found += d.corruptions;
+        self.reserved = self.reserved.saturating_sub(d.unreserve);
+    }
+}
+
+impl Actor for StorageActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<WriteBlock> for StorageActor {
+    type Result = ResponseFuture<Result<WriteOutcome, StorageError>>;
+    fn handle(&mut self, m: WriteBlock, ctx: &mut Context<Self>) -> Self::Result {
+        let WriteBlock {
+            hash,
+            data,
+            verified,
+        } = m;
+        let len = data.inner_buffer().len() as u64;
+        if let Some(cap) = self.capacity {
+            if self.stats.bytes + self.reserved + len > cap {
+                warn!(hash = %hash.short(), capacity = cap, used = self.stats.bytes, "refusing a write: data_dir capacity reached");
+                let path = self.layout.data_dir.clone();
+                return Box::pin(async move { Err(StorageError::DiskFull { path }) });
+            }
+        }
+        self.reserved += len;
+        self.submit(hash, ctx, move |l, d| {
+            d.unreserve = len;
+            l.write(hash, data, verified, d)
+        })
+    }
+}
+
+impl Handler<ReadBlock> for StorageActor {
+    type Result = ResponseFuture<Result<DataBlock, StorageError>>;
+    fn handle(&mut self, m: ReadBlock, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        self.submit(hash, ctx, move |l, d| l.read(hash, d))
+    }
+}
+
+impl Handler<BlockExists> for StorageActor {
+    type Result = ResponseFuture<Result<bool, StorageError>>;
+    fn handle(&mut self, m: BlockExists, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        self.submit(hash, ctx, move |l, _| l.exists(hash))
+    }
+}
+
+impl Handler<DeleteBlock> for StorageActor {
+    type Result = ResponseFuture<Result<bool, StorageError>>;
+    fn handle(&mut self, m: DeleteBlock, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        self.submit(hash, ctx, move |l, d| l.delete(hash, d))
+    }
+}
+
+impl Handler<ListBlocks> for StorageActor {
+    type Result = ResponseFuture<Result<Vec<Hash>, StorageError>>;
+    /// Not on a lane: a listing spans many hashes and only reads directory names, so it
+    /// runs beside writes (a block written meanwhile may or may not appear).
+    fn handle(&mut self, m: ListBlocks, _ctx: &mut Context<Self>) -> Self::Result {
+        let layout = self.layout.clone();
+        Box::pin(async move {
+            actix_rt::task::spawn_blocking(move || layout.list(m.after, m.limit))
+                .await
+                .unwrap_or_else(|e| Err(StorageError::Task(format!("listing blocks: {e}"))))
+        })
+    }
+}
+
+impl Handler<GetStorageStats> for StorageActor {
+    type Result = MessageResult<GetStorageStats>;
+    fn handle(&mut self, _m: GetStorageStats, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats.clone())
+    }
+}
