@@ -507,13 +507,9 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         None => PathBuf::from(".blocknode-bench-disk-limit"),
     };
     std::fs::create_dir_all(&limit_dir)?;
-    let disk = limits::disk_write(
-        &limit_dir,
-        count.clamp(16, 1024),
-        size,
-        args.concurrency,
-        args.fsync,
-    );
+    // At least 256 files (or 64 MiB), so the limit is not a few milliseconds of page cache.
+    let limit_files = count.max(256).max((64 << 20) / size).min(4096);
+    let disk = limits::disk_write(&limit_dir, limit_files, size, args.concurrency, args.fsync);
     let _ = std::fs::remove_dir_all(&limit_dir);
     let disk = disk?;
     let blake = limits::blake2_one_core(&sample);
