@@ -335,9 +335,11 @@ fn drive(
     }
 }
 
-fn put_op(a: &ureq::Agent, api: &(String, String), data: &[u8]) -> anyhow::Result<String> {
+/// PUT a block with a ref (as a real client does: an unreferenced block is an orphan
+/// that GC collects and repair does not restore).
+fn put_op(a: &ureq::Agent, api: &(String, String), data: &[u8], i: usize) -> anyhow::Result<String> {
     let mut r = a
-        .put(&format!("{}/v1/blocks", api.0))
+        .put(&format!("{}/v1/blocks?ref=bench-{i}", api.0))
         .header("Authorization", format!("Bearer {}", api.1))
         .send(data)?;
     let status = r.status().as_u16();
@@ -534,7 +536,7 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         let apis = &target.apis;
         let fig = match w.as_str() {
             "put" => drive(&target, &args, "put", count, duration, |a, i| {
-                let h = put_op(a, &apis[i % apis.len()], &block(i))?;
+                let h = put_op(a, &apis[i % apis.len()], &block(i), i)?;
                 if let Ok(mut v) = hashes.lock() {
                     v.push(h);
                 }
@@ -551,7 +553,7 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
                 let hs = hashes.lock().map(|v| v.clone()).unwrap_or_default();
                 drive(&target, &args, "mixed", count, duration, |a, i| {
                     if i % 2 == 0 || hs.is_empty() {
-                        put_op(a, &apis[i % apis.len()], &block(count + i))?;
+                        put_op(a, &apis[i % apis.len()], &block(count + i), count + i)?;
                         Ok(size as u64)
                     } else {
                         get_op(a, &apis[i % apis.len()], &hs[i % hs.len()], size)
