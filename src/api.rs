@@ -267,22 +267,31 @@ async fn block_info(svc: web::Data<Service>, path: web::Path<String>) -> ApiResu
     })))
 }
 
+/// What `status` and `metrics` show: each actor's own view, asked at once.
+async fn node_state(
+    svc: &Service,
+) -> Result<
+    (
+        Vec<blocknode_actors::peer::PeerInfo>,
+        blocknode_actors::storage::StorageStats,
+        blocknode_actors::resync::ResyncStatus,
+    ),
+    ApiError,
+> {
+    let (peers, storage, resync) = futures::join!(
+        svc.peers.send(GetPeerStatus),
+        svc.storage.send(GetStorageStats),
+        svc.resync.send(GetResyncStatus)
+    );
+    Ok((
+        peers.map_err(|e| actor_err("peer", e))?,
+        storage.map_err(|e| actor_err("storage", e))?,
+        resync.map_err(|e| actor_err("resync", e))?,
+    ))
+}
+
 async fn status(svc: web::Data<Service>) -> ApiResult {
-    let peers = svc
-        .peers
-        .send(GetPeerStatus)
-        .await
-        .map_err(|e| actor_err("peer", e))?;
-    let storage = svc
-        .storage
-        .send(GetStorageStats)
-        .await
-        .map_err(|e| actor_err("storage", e))?;
-    let resync = svc
-        .resync
-        .send(GetResyncStatus)
-        .await
-        .map_err(|e| actor_err("resync", e))?;
+    let (peers, storage, resync) = node_state(&svc).await?;
     let disagreeing: Vec<String> = peers
         .iter()
         .filter(|p| p.layout_digest.is_some_and(|d| d != svc.layout_digest))
@@ -452,21 +461,7 @@ async fn put_workers(svc: web::Data<Service>, body: web::Json<Workers>) -> ApiRe
 }
 
 async fn metrics(svc: web::Data<Service>) -> ApiResult {
-    let storage = svc
-        .storage
-        .send(GetStorageStats)
-        .await
-        .map_err(|e| actor_err("storage", e))?;
-    let resync = svc
-        .resync
-        .send(GetResyncStatus)
-        .await
-        .map_err(|e| actor_err("resync", e))?;
-    let peers = svc
-        .peers
-        .send(GetPeerStatus)
-        .await
-        .map_err(|e| actor_err("peer", e))?;
+    let (peers, storage, resync) = node_state(&svc).await?;
     let mut s = Snapshot::default();
     s.gauge(
         "blocks_stored",

@@ -337,7 +337,12 @@ fn drive(
 
 /// PUT a block with a ref (as a real client does: an unreferenced block is an orphan
 /// that GC collects and repair does not restore).
-fn put_op(a: &ureq::Agent, api: &(String, String), data: &[u8], i: usize) -> anyhow::Result<String> {
+fn put_op(
+    a: &ureq::Agent,
+    api: &(String, String),
+    data: &[u8],
+    i: usize,
+) -> anyhow::Result<String> {
     let mut r = a
         .put(&format!("{}/v1/blocks?ref=bench-{i}", api.0))
         .header("Authorization", format!("Bearer {}", api.1))
