@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use blocknode_actors::{Hash, RefId};
+
 use crate::cli::{BlockCommand, Command, RefCommand, WorkerCommand};
 use crate::config::{DEFAULT_BASE_DIR, DEFAULT_HTTP_LISTEN};
 
@@ -98,16 +100,7 @@ impl Client {
             .read_to_vec()
             .with_context(|| format!("reading the answer of {method} {path}"))?;
         if status >= 400 {
-            let (msg, code) = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .map(|v| {
-                    (
-                        v["error"].as_str().unwrap_or("").to_string(),
-                        v["code"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .unwrap_or_else(|| (String::from_utf8_lossy(&body).into_owned(), String::new()));
-            bail!("{msg} ({code}, HTTP {status})");
+            bail!("{}", api_error_line(status, &body));
         }
         Ok(body)
     }
@@ -121,22 +114,94 @@ impl Client {
     }
 }
 
+/// The one-line reason for an HTTP error answer: `<error> (<code>, HTTP <status>)` from
+/// the API's JSON error body; for anything else (a proxy's HTML page, an empty body) its
+/// first non-empty line, cut short, so the command still fails with one line.
+fn api_error_line(status: u16, body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if let Some(msg) = v["error"].as_str() {
+            return match v["code"].as_str().filter(|c| !c.is_empty()) {
+                Some(code) => format!("{msg} ({code}, HTTP {status})"),
+                None => format!("{msg} (HTTP {status})"),
+            };
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty());
+    match line {
+        Some(l) if l.chars().count() > 200 => {
+            format!(
+                "{}… (HTTP {status})",
+                l.chars().take(200).collect::<String>()
+            )
+        }
+        Some(l) => format!("{l} (HTTP {status})"),
+        None => format!("the API answered HTTP {status} with no explanation"),
+    }
+}
+
+/// A block hash given on the command line, checked here so a typo fails with a clear
+/// reason instead of reaching (or, with a `/`, misrouting to) another API route.
+fn hash_arg(s: &str) -> anyhow::Result<Hash> {
+    s.parse()
+        .map_err(|e| anyhow::anyhow!("invalid block hash {s:?}: {e}"))
+}
+
+/// A ref name given on the command line, checked for the same reason as [`hash_arg`].
+fn ref_arg(s: &str) -> anyhow::Result<RefId> {
+    s.parse()
+        .map_err(|e| anyhow::anyhow!("invalid ref name {s:?}: {e}"))
+}
+
+/// Percent-encode a query value: everything but RFC 3986's unreserved characters.
+/// Needed for refs: `+` is legal in a ref name but means a space in a query string.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// When a failed block is retried, relative to `now_ms` (both ms since the epoch).
+fn next_try_text(next_try_ms: Option<u64>, now_ms: u64) -> String {
+    match next_try_ms {
+        None => "?".into(),
+        Some(t) if t <= now_ms => "now".into(),
+        Some(t) => format!(
+            "in {}",
+            humantime::format_duration(std::time::Duration::from_secs((t - now_ms).div_ceil(1000)))
+        ),
+    }
+}
+
 /// Run one client command.
 pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Put { file, ref_id } => {
+            let ref_id = ref_id.as_deref().map(ref_arg).transpose()?;
             let mut data = Vec::new();
             std::fs::File::open(&file)
                 .and_then(|mut f| f.read_to_end(&mut data))
                 .with_context(|| format!("reading {}", file.display()))?;
             let path = match ref_id {
-                Some(r) => format!("/v1/blocks?ref={r}"),
+                Some(r) => format!("/v1/blocks?ref={}", query_escape(r.as_str())),
                 None => "/v1/blocks".into(),
             };
-            let v: Value = serde_json::from_slice(&c.call("PUT", &path, Some(data), false)?)?;
-            println!("{}", v["hash"].as_str().unwrap_or_default());
+            let answer = c.call("PUT", &path, Some(data), false)?;
+            let v: Value = serde_json::from_slice(&answer)
+                .context("the API answered the put with something that is not JSON")?;
+            match v["hash"].as_str() {
+                Some(h) => println!("{h}"),
+                None => bail!("the API answered the put without a hash: {v}"),
+            }
         }
         Command::Get { hash, output } => {
+            let hash = hash_arg(&hash)?;
             let data = c.call("GET", &format!("/v1/blocks/{hash}"), None, false)?;
             match output {
                 Some(p) => {
@@ -146,9 +211,11 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
             }
         }
         Command::Ref(RefCommand::Add { hash, r#ref }) => {
+            let (hash, r#ref) = (hash_arg(&hash)?, ref_arg(&r#ref)?);
             c.call("PUT", &format!("/v1/blocks/{hash}/refs/{ref}"), None, false)?;
         }
         Command::Ref(RefCommand::Drop { hash, r#ref }) => {
+            let (hash, r#ref) = (hash_arg(&hash)?, ref_arg(&r#ref)?);
             c.call(
                 "DELETE",
                 &format!("/v1/blocks/{hash}/refs/{ref}"),
@@ -157,6 +224,7 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
             )?;
         }
         Command::Block(BlockCommand::Info { hash }) => {
+            let hash = hash_arg(&hash)?.to_hex();
             let v = c.json("GET", &format!("/v1/blocks/{hash}/info"), None)?;
             println!("block {}", v["hash"].as_str().unwrap_or(&hash));
             println!(
@@ -202,18 +270,23 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
             if errs.is_empty() {
                 println!("no resync errors");
             }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             for e in errs {
                 println!(
-                    "{} tries={} error={}",
+                    "{}  tries {}  next try {}  {}",
                     e["hash"].as_str().unwrap_or("?"),
                     e["count"],
+                    next_try_text(e["next_try"].as_u64(), now_ms),
                     e["error"].as_str().unwrap_or("")
                 );
             }
         }
         Command::Block(BlockCommand::RetryNow { hash, all }) => {
             let body = match (hash, all) {
-                (Some(h), false) => serde_json::json!({"hash": h}),
+                (Some(h), false) => serde_json::json!({"hash": hash_arg(&h)?.to_hex()}),
                 (None, true) => serde_json::json!({"all": true}),
                 _ => bail!("give a HASH or --all"),
             };
@@ -312,5 +385,210 @@ fn print_status(v: &Value) {
             rp["queued"],
             rp["done"]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+
+    use blocknode_actors::blake2sum;
+
+    use super::*;
+
+    /// A one-request HTTP server on a port from the OS: answers `response` and hands
+    /// back the request's head (request line and headers) for inspection.
+    fn serve_once(response: String) -> (String, JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).unwrap();
+            (&stream).write_all(response.as_bytes()).unwrap();
+            head
+        });
+        (base, handle)
+    }
+
+    fn http_response(status: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn api_errors_are_one_line_with_message_code_and_status() {
+        let hash = blake2sum(b"x").to_hex();
+        let (base, server) = serve_once(http_response(
+            "409 Conflict",
+            r#"{"error":"ref r1 was dropped","code":"ref_dropped"}"#,
+        ));
+        let c = Client::new(Some(base), Some("tok".into())).unwrap();
+        let e = run(
+            &c,
+            Command::Ref(RefCommand::Add {
+                hash: hash.clone(),
+                r#ref: "r1".into(),
+            }),
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "ref r1 was dropped (ref_dropped, HTTP 409)"
+        );
+        let head = server.join().unwrap();
+        assert!(
+            head.starts_with(&format!("PUT /v1/blocks/{hash}/refs/r1 HTTP/1.1")),
+            "wrong request line: {head}"
+        );
+        assert!(
+            head.lines()
+                .any(|l| l.eq_ignore_ascii_case("authorization: Bearer tok")),
+            "no bearer token sent: {head}"
+        );
+    }
+
+    #[test]
+    fn put_escapes_the_ref_so_a_plus_is_not_read_as_a_space() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, b"abc").unwrap();
+        let hash = blake2sum(b"abc").to_hex();
+        let (base, server) = serve_once(http_response(
+            "201 Created",
+            &format!(r#"{{"hash":"{hash}","size":3}}"#),
+        ));
+        let c = Client::new(Some(base), Some("tok".into())).unwrap();
+        run(
+            &c,
+            Command::Put {
+                file,
+                ref_id: Some("a+b=c".into()),
+            },
+        )
+        .unwrap();
+        let head = server.join().unwrap();
+        assert!(
+            head.starts_with("PUT /v1/blocks?ref=a%2Bb%3Dc HTTP/1.1"),
+            "ref not escaped in the query: {head}"
+        );
+    }
+
+    #[test]
+    fn the_api_reads_an_escaped_ref_back_unchanged() {
+        use std::collections::HashMap;
+        type Q = actix_web::web::Query<HashMap<String, String>>;
+        let r = "a+b=c:d@e.f_g-h";
+        let q = Q::from_query(&format!("ref={}", query_escape(r))).unwrap();
+        assert_eq!(q["ref"], r, "the server must see the ref the user typed");
+        // Why the escape matters: unescaped, the server reads `+` as a space.
+        assert_eq!(Q::from_query("ref=a+b").unwrap()["ref"], "a b");
+    }
+
+    #[test]
+    fn a_put_answer_without_a_hash_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, b"abc").unwrap();
+        let (base, server) = serve_once(http_response("201 Created", "{}"));
+        let c = Client::new(Some(base), Some("tok".into())).unwrap();
+        let e = run(&c, Command::Put { file, ref_id: None }).unwrap_err();
+        assert!(format!("{e:#}").contains("without a hash"), "{e:#}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn bad_hashes_and_refs_are_refused_before_any_request() {
+        // Nothing listens on this address: reaching it would fail with "cannot reach".
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let c = Client::new(Some(base), Some("tok".into())).unwrap();
+        let good = blake2sum(b"x").to_hex();
+        let cases = [
+            (
+                Command::Get {
+                    hash: "abc/info".into(),
+                    output: None,
+                },
+                "invalid block hash",
+            ),
+            (
+                Command::Ref(RefCommand::Drop {
+                    hash: good.clone(),
+                    r#ref: "a b".into(),
+                }),
+                "invalid ref name",
+            ),
+            (
+                Command::Block(BlockCommand::Info {
+                    hash: good.to_uppercase(),
+                }),
+                "invalid block hash",
+            ),
+            (
+                Command::Block(BlockCommand::RetryNow {
+                    hash: Some("12".into()),
+                    all: false,
+                }),
+                "invalid block hash",
+            ),
+        ];
+        for (cmd, want) in cases {
+            let shown = format!("{cmd:?}");
+            let e = run(&c, cmd).unwrap_err();
+            assert!(format!("{e:#}").contains(want), "{shown}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_that_are_not_api_json_still_give_one_line() {
+        assert_eq!(
+            api_error_line(502, b"<html>\n<h1>Bad Gateway</h1>\n</html>"),
+            "<html> (HTTP 502)"
+        );
+        assert_eq!(
+            api_error_line(500, b""),
+            "the API answered HTTP 500 with no explanation"
+        );
+        assert_eq!(
+            api_error_line(401, br#"{"error":"missing token"}"#),
+            "missing token (HTTP 401)"
+        );
+        let long = "x".repeat(1000);
+        let line = api_error_line(500, long.as_bytes());
+        assert!(line.len() < 250 && !line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn next_try_is_shown_relative_to_now() {
+        assert_eq!(next_try_text(Some(1_000), 5_000), "now");
+        assert_eq!(next_try_text(Some(65_000), 5_000), "in 1m");
+        assert_eq!(next_try_text(None, 5_000), "?");
     }
 }
