@@ -33,12 +33,29 @@ pub struct DevClusterFile {
     pub nodes: Vec<DevNode>,
 }
 
-fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Loopback ports from the OS, each kept bound until every node has its own: a port
+/// released at once could be handed out again by the next `bind(0)`, giving two nodes
+/// the same address. Dropping the reservation frees them for the nodes.
+#[derive(Default)]
+struct PortReservation {
+    tcp: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
 }
 
-fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+impl PortReservation {
+    fn tcp(&mut self) -> anyhow::Result<u16> {
+        let l = TcpListener::bind("127.0.0.1:0").context("reserving a TCP port")?;
+        let port = l.local_addr()?.port();
+        self.tcp.push(l);
+        Ok(port)
+    }
+
+    fn udp(&mut self) -> anyhow::Result<u16> {
+        let s = UdpSocket::bind("127.0.0.1:0").context("reserving a UDP port")?;
+        let port = s.local_addr()?.port();
+        self.udp.push(s);
+        Ok(port)
+    }
 }
 
 fn toml_str(p: &Path) -> String {
@@ -85,6 +102,7 @@ pub fn init(args: &DevClusterArgs) -> anyhow::Result<DevClusterFile> {
         quic: u16,
     }
     let mut pending = Vec::new();
+    let mut ports = PortReservation::default();
     for i in 1..=args.nodes {
         let name = format!("node{i}");
         let node_dir = dir.join(&name);
@@ -93,10 +111,11 @@ pub fn init(args: &DevClusterArgs) -> anyhow::Result<DevClusterFile> {
             name,
             id: id.to_hex(),
             node_dir,
-            http: free_tcp_port()?,
-            quic: free_udp_port()?,
+            http: ports.tcp()?,
+            quic: ports.udp()?,
         });
     }
+    drop(ports);
     let mut members = String::new();
     for (i, p) in pending.iter().enumerate() {
         members.push_str(&format!(
@@ -304,11 +323,31 @@ mod tests {
             serde_json::from_slice(&std::fs::read(d.path().join("c/cluster.json")).unwrap())
                 .unwrap();
         assert_eq!(back.nodes.len(), 3);
-        let mut apis: Vec<_> = f.nodes.iter().map(|n| n.api.clone()).collect();
-        apis.dedup();
-        assert_eq!(apis.len(), 3, "distinct API ports");
+        let (mut http, mut quic) = (Vec::new(), Vec::new());
         for n in &f.nodes {
             let cfg = crate::config::Config::load(&n.config).unwrap();
+            assert_eq!(n.api, format!("http://{}", cfg.http_listen));
+            http.push(cfg.http_listen.port());
+            quic.push(cfg.quic_listen.port());
+            let identity = blocknode_actors::tls::TlsIdentity::load(
+                &cfg.ca_cert,
+                &cfg.node_cert,
+                &cfg.node_key,
+            )
+            .unwrap();
+            assert_eq!(
+                identity.node_id().to_hex(),
+                n.id,
+                "cluster.json must give the id of {}'s certificate",
+                n.name
+            );
+            assert!(
+                cfg.members
+                    .iter()
+                    .any(|m| m.id == n.id && m.zone == cfg.zone),
+                "{} must be a member, in its own zone",
+                n.name
+            );
             assert_eq!(cfg.members.len(), 3);
             assert_eq!(cfg.replication_factor, 3);
             assert_eq!(cfg.gc_delay, Duration::from_secs(1));
@@ -316,6 +355,11 @@ mod tests {
                 let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{} should be 0600", key.display());
             }
+        }
+        for (what, mut ports) in [("HTTP", http), ("QUIC", quic)] {
+            ports.sort();
+            ports.dedup();
+            assert_eq!(ports.len(), 3, "every node needs its own {what} port");
         }
         assert!(init(&args).is_err(), "a non-empty directory is refused");
     }
