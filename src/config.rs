@@ -440,6 +440,63 @@ admin_token_file = "t"
         assert!(format!("{e:#}").contains("invalid id"), "{e:#}");
     }
 
+    /// The field names serde knows for `T`, read from the list its derive hands to
+    /// `deserialize_struct`, so the check below cannot drift from the struct.
+    fn serde_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+        struct Capture<'a>(&'a mut &'static [&'static str]);
+        impl<'de> Deserializer<'de> for Capture<'_> {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                _visitor: V,
+            ) -> Result<V::Value, Self::Error> {
+                *self.0 = fields;
+                Err(serde::de::Error::custom("captured"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut fields: &'static [&'static str] = &[];
+        let _ = T::deserialize(Capture(&mut fields));
+        fields
+    }
+
+    #[test]
+    fn every_config_key_is_in_the_readme_reference() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("## Configuration reference")
+            .expect("README has a configuration reference");
+        let reference = &readme[start..];
+        let reference = &reference[..reference[3..]
+            .find("\n## ")
+            .map_or(reference.len(), |i| i + 3)];
+        let config_fields = serde_fields::<Config>();
+        let member_fields = serde_fields::<Member>();
+        assert!(
+            config_fields.len() > 20 && member_fields.len() == 4,
+            "field capture failed"
+        );
+        for key in config_fields.iter().chain(member_fields) {
+            assert!(
+                reference.contains(&format!("`{key}`"))
+                    || reference.contains(&format!("`[[{key}]]`")),
+                "config key `{key}` is missing from README's configuration reference"
+            );
+        }
+    }
+
     #[test]
     fn embedded_default_is_valid() {
         Config::embedded_default().validate().unwrap();
