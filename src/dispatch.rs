@@ -5,8 +5,6 @@
 //! into messages to the storage, refcount and resync actors and their answers into a
 //! reply frame. Kept in the binary so the actors stay ignorant of each other.
 
-use std::time::Duration;
-
 use actix::prelude::*;
 
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
@@ -14,7 +12,9 @@ use blocknode_actors::peer::HandleRpc;
 use blocknode_actors::refcount::{
     AddRef, DigestPrefix, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountActor, RefcountError,
 };
-use blocknode_actors::resync::{GetBlockError, ResyncActor, Schedule, ScheduleReason};
+use blocknode_actors::resync::{
+    GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
+};
 use blocknode_actors::storage::{BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock};
 use blocknode_actors::{Hash, RcEntry};
 
@@ -23,8 +23,8 @@ pub struct RpcDispatcher {
     storage: Addr<StorageActor>,
     refcount: Addr<RefcountActor>,
     resync: Addr<ResyncActor>,
-    /// A block received with no ref here is collected after this delay, like any orphan.
-    gc_delay: Duration,
+    /// The resync settings: every schedule delay comes from `ResyncConfig::delay_for`.
+    resync_cfg: std::sync::Arc<ResyncConfig>,
 }
 
 impl RpcDispatcher {
@@ -33,13 +33,13 @@ impl RpcDispatcher {
         storage: Addr<StorageActor>,
         refcount: Addr<RefcountActor>,
         resync: Addr<ResyncActor>,
-        gc_delay: Duration,
+        resync_cfg: ResyncConfig,
     ) -> Self {
         RpcDispatcher {
             storage,
             refcount,
             resync,
-            gc_delay,
+            resync_cfg: std::sync::Arc::new(resync_cfg),
         }
     }
 }
@@ -81,22 +81,18 @@ impl Handler<HandleRpc> for RpcDispatcher {
         let storage = self.storage.clone();
         let refcount = self.refcount.clone();
         let resync = self.resync.clone();
-        let gc_delay = self.gc_delay;
+        let resync_cfg = self.resync_cfg.clone();
         let from = msg.from;
         Box::pin(async move {
-            let schedule = |hash: Hash, delay: Duration, reason: ScheduleReason| {
-                resync.do_send(Schedule {
-                    hash,
-                    delay,
-                    reason,
-                })
+            let schedule = |hash: Hash, reason: ScheduleReason| {
+                resync.do_send(Schedule::for_reason(hash, reason, &resync_cfg))
             };
             match msg.rpc {
                 BlockRpc::GetBlock(hash) => match storage.send(ReadBlock { hash }).await {
                     Ok(Ok(data)) => BlockRpc::PutBlock { hash, data },
                     Ok(Err(e)) => {
                         if matches!(e, StorageError::Corrupted { .. }) {
-                            schedule(hash, Duration::ZERO, ScheduleReason::ReadFailed);
+                            schedule(hash, ScheduleReason::ReadFailed);
                         }
                         storage_error(e)
                     }
@@ -109,7 +105,7 @@ impl Handler<HandleRpc> for RpcDispatcher {
                             // after the grace period (a ref may still be on its way).
                             match refcount.send(GetRc { hash }).await {
                                 Ok(Ok(rc)) if rc.is_needed() => {}
-                                _ => schedule(hash, gc_delay, ScheduleReason::OrphanPut),
+                                _ => schedule(hash, ScheduleReason::OrphanPut),
                             }
                             BlockRpc::Ok
                         }
@@ -197,7 +193,7 @@ impl Handler<HandleRpc> for RpcDispatcher {
                     Err(e) => mailbox("refcount", e),
                 },
                 BlockRpc::ScheduleResync(hash) => {
-                    schedule(hash, Duration::ZERO, ScheduleReason::ReadFailed);
+                    schedule(hash, ScheduleReason::ReadFailed);
                     BlockRpc::Ok
                 }
                 other => BlockRpc::error(

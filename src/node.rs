@@ -161,11 +161,17 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         Some(resync_ctx.address().recipient()),
     )?
     .start();
+    let mut rcfg = ResyncConfig::new(self_id);
+    rcfg.block_timeout = cfg.block_rw_timeout;
+    rcfg.need_block_timeout = cfg.need_block_timeout;
+    rcfg.gc_delay = cfg.gc_delay;
+    rcfg.backoff_base = cfg.resync_backoff_base;
+    rcfg.scrub_interval = cfg.scrub_interval;
     let dispatcher = RpcDispatcher::new(
         storage.clone(),
         refcount.clone(),
         resync_ctx.address(),
-        cfg.gc_delay,
+        rcfg.clone(),
     )
     .start();
     let metrics = Arc::new(Metrics::new());
@@ -208,12 +214,6 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             .observe(took.as_secs_f64());
     }))
     .start();
-    let mut rcfg = ResyncConfig::new(self_id);
-    rcfg.block_timeout = cfg.block_rw_timeout;
-    rcfg.need_block_timeout = cfg.need_block_timeout;
-    rcfg.gc_delay = cfg.gc_delay;
-    rcfg.backoff_base = cfg.resync_backoff_base;
-    rcfg.scrub_interval = cfg.scrub_interval;
     let resync = resync_ctx.run(ResyncActor::new(
         db.clone(),
         rcfg,
