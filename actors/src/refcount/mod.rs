@@ -33,7 +33,7 @@ mod pending;
 mod rebuild;
 mod sync;
 
-pub use sync::{DigestPrefix, MergeRefs, RecordsUnder};
+pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUnder};
 #[cfg(test)]
 mod tests;
 
@@ -221,7 +221,7 @@ impl RefcountActor {
     /// A ref's current state: pending write, else stored record, else `None`.
     fn ref_state(&self, key: &[u8]) -> Result<Option<RefState>, RefcountError> {
         if let Some(s) = self.pending.ref_state(key) {
-            return Ok(Some(s));
+            return Ok(s);
         }
         let v = self.refs.get(key).map_err(store_err)?;
         Ok(v.map(|v| decode_state(key, &v)))
@@ -244,7 +244,12 @@ impl RefcountActor {
             let state = decode_state(&k, &v);
             out.insert(k.to_vec(), state);
         }
-        out.extend(self.pending.refs_of(hash));
+        for (k, s) in self.pending.refs_of(hash) {
+            match s {
+                Some(s) => out.insert(k, s),
+                None => out.remove(&k),
+            };
+        }
         Ok(out)
     }
 
@@ -302,7 +307,7 @@ impl RefcountActor {
         if changed || write_rc {
             let g = self.pending.open_generation();
             if changed {
-                g.refs.insert(key, target);
+                g.refs.insert(key, Some(target));
             }
             if write_rc {
                 g.rc.insert(hash, new_rc);
@@ -469,7 +474,10 @@ fn write_batch(
 ) -> Result<(), fjall::Error> {
     let mut b = db.batch().durability(Some(PersistMode::SyncAll));
     for (k, s) in batch.refs {
-        b.insert(refs, k, encode_state(s).to_vec());
+        match s {
+            Some(s) => b.insert(refs, k, encode_state(s).to_vec()),
+            None => b.remove(refs, k),
+        }
     }
     for (h, e) in batch.rc {
         match e.serialize() {

@@ -24,8 +24,9 @@ pub type Durable = Result<(), String>;
 /// One group of writes, committed and synced together.
 #[derive(Default)]
 pub struct Generation {
-    /// `refs` key → new state (the last write of a key wins within the batch).
-    pub refs: BTreeMap<Vec<u8>, RefState>,
+    /// `refs` key → new state (the last write of a key wins within the batch); `None`
+    /// removes the key (a partition this node no longer holds, see `ForgetPartition`).
+    pub refs: BTreeMap<Vec<u8>, Option<RefState>>,
     /// hash → new rc entry; `Absent` removes the key.
     pub rc: BTreeMap<Hash, RcEntry>,
     /// Operations staged here (the unit of `max_ops`).
@@ -38,7 +39,7 @@ pub struct Generation {
 
 /// The writes of one generation, copied out for the persist task.
 pub struct Batch {
-    pub refs: Vec<(Vec<u8>, RefState)>,
+    pub refs: Vec<(Vec<u8>, Option<RefState>)>,
     pub rc: Vec<(Hash, RcEntry)>,
 }
 
@@ -60,8 +61,8 @@ impl Pending {
         }
     }
 
-    /// The pending state of a `refs` key, if one is pending.
-    pub fn ref_state(&self, key: &[u8]) -> Option<RefState> {
+    /// The pending state of a `refs` key, if one is pending (`Some(None)`: removed).
+    pub fn ref_state(&self, key: &[u8]) -> Option<Option<RefState>> {
         self.gens
             .iter()
             .rev()
@@ -74,7 +75,7 @@ impl Pending {
     }
 
     /// Pending refs of one block, merged (newer generations win).
-    pub fn refs_of(&self, hash: &Hash) -> BTreeMap<Vec<u8>, RefState> {
+    pub fn refs_of(&self, hash: &Hash) -> BTreeMap<Vec<u8>, Option<RefState>> {
         let mut out = BTreeMap::new();
         for g in &self.gens {
             for (k, s) in g.refs.range(hash.as_bytes().to_vec()..) {
@@ -88,7 +89,7 @@ impl Pending {
     }
 
     /// Every pending ref write, merged (newer generations win).
-    pub fn all_refs(&self) -> BTreeMap<Vec<u8>, RefState> {
+    pub fn all_refs(&self) -> BTreeMap<Vec<u8>, Option<RefState>> {
         let mut out = BTreeMap::new();
         for g in &self.gens {
             out.extend(g.refs.iter().map(|(k, s)| (k.clone(), *s)));
@@ -164,7 +165,9 @@ mod tests {
         let h = Hash([5; 32]);
         let mut key = h.as_bytes().to_vec();
         key.extend_from_slice(b"r1");
-        p.open_generation().refs.insert(key.clone(), RefState::Live);
+        p.open_generation()
+            .refs
+            .insert(key.clone(), Some(RefState::Live));
         let batch = p
             .take_next_batch()
             .expect("front generation must be handed out");
@@ -176,11 +179,11 @@ mod tests {
         // The front is in flight, so this goes to a new generation.
         p.open_generation()
             .refs
-            .insert(key.clone(), RefState::Dropped);
-        assert_eq!(p.ref_state(&key), Some(RefState::Dropped));
-        assert_eq!(p.refs_of(&h).get(&key), Some(&RefState::Dropped));
+            .insert(key.clone(), Some(RefState::Dropped));
+        assert_eq!(p.ref_state(&key), Some(Some(RefState::Dropped)));
+        assert_eq!(p.refs_of(&h).get(&key), Some(&Some(RefState::Dropped)));
         assert!(p.finish().is_some());
-        assert_eq!(p.ref_state(&key), Some(RefState::Dropped));
+        assert_eq!(p.ref_state(&key), Some(Some(RefState::Dropped)));
         assert!(p.take_next_batch().is_some());
         assert!(p.finish().is_some());
         assert!(p.gens.is_empty() && p.ref_state(&key).is_none());

@@ -54,7 +54,7 @@ pub fn desired_entry(
 pub fn scan(
     refs: &Keyspace,
     rc: &Keyspace,
-    pending_refs: &BTreeMap<Vec<u8>, RefState>,
+    pending_refs: &BTreeMap<Vec<u8>, Option<RefState>>,
     pending_rc: &BTreeMap<Hash, RcEntry>,
 ) -> Result<Vec<ScanEntry>, fjall::Error> {
     let mut live: BTreeMap<Hash, u64> = BTreeMap::new();
@@ -72,7 +72,9 @@ pub fn scan(
         }
     }
     for (k, s) in pending_refs {
-        if let (Some(hash), RefState::Live) = (k.get(..HASH_LEN).and_then(Hash::from_slice), s) {
+        if let (Some(hash), Some(RefState::Live)) =
+            (k.get(..HASH_LEN).and_then(Hash::from_slice), s)
+        {
             *live.entry(hash).or_default() += 1;
         }
     }

@@ -9,14 +9,24 @@
 //!
 //! Tombstones are kept: purging one is safe only once every holder of its partition is
 //! known to have it (else a replica that missed the drop would resurrect the ref at the
-//! next merge), and that acknowledgement is not tracked yet, so none is purged.
+//! next merge), *and* no hint, retried client request or stale former holder can still
+//! bring the live record back. Equal digests on all holders prove the first part, but
+//! nothing bounds the second (a node can come back after months), so no tombstone is
+//! ever purged: a dropped ref costs its key and one byte forever. That is the price of
+//! "dropped wins" without clocks.
+//!
+//! [`ForgetPartition`] is different from a drop: it *removes* records (no tombstone) of a
+//! partition this node no longer holds, after anti-entropy has seen every new holder's
+//! digest include them. It never creates or loses a tombstone anywhere else.
 
 use actix::prelude::*;
 
 use super::keys::{decode_state, split_ref_key};
-use super::{store_err, RefState, RefcountActor, RefcountError};
+use super::{store_err, RcChanged, RefState, RefcountActor, RefcountError};
 use crate::frame::{ChildDigest, PrefixDigest, RefRecord};
 use crate::hash::blake2sum;
+use crate::hash::Hash;
+use crate::rc::RcEntry;
 use crate::refcount::keys::ref_key;
 
 /// Bytes of a digest.
@@ -61,23 +71,68 @@ pub struct MergeRefs {
     pub records: Vec<RefRecord>,
 }
 
+/// Remove (not drop) the records and rc entries of the hashes whose first byte is
+/// `partition`, at most `limit` of each per message: the node no longer holds that
+/// partition and its new holders have the records (the anti-entropy actor checks that).
+/// A block whose count falls to zero is announced by `RcChanged` like any drop, so
+/// resync offloads it to the holders that need it and only then deletes it here.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<ForgetReport, RefcountError>")]
+pub struct ForgetPartition {
+    pub partition: u8,
+    pub limit: usize,
+}
+
+/// What [`ForgetPartition`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForgetReport {
+    pub refs: usize,
+    pub rc_entries: usize,
+    /// Whether records may remain (a limit was hit): send the message again.
+    pub more: bool,
+}
+
 impl RefcountActor {
-    /// Every record under `prefix`, stored ones overlaid with pending writes, in order.
-    fn records_under(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RefState)>, RefcountError> {
+    /// Visit every record under `prefix` in key order (stored ones overlaid with pending
+    /// writes) until `f` returns false. Streams the stored range, so memory stays bounded
+    /// however many refs a partition holds (the overlay is only the unsynced writes).
+    fn each_record_under(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], RefState) -> bool,
+    ) -> Result<(), RefcountError> {
         let pending = self.pending.all_refs();
-        let mut out: std::collections::BTreeMap<Vec<u8>, RefState> =
-            std::collections::BTreeMap::new();
+        let mut overlay = pending
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
         for item in self.refs.prefix(prefix) {
             let (k, v) = item.into_inner().map_err(store_err)?;
-            out.insert(k.to_vec(), decode_state(&k, &v));
-        }
-        for (k, s) in pending.range(prefix.to_vec()..) {
-            if !k.starts_with(prefix) {
-                break;
+            while let Some((pk, ps)) = overlay.next_if(|(pk, _)| pk.as_slice() < &k[..]) {
+                if let Some(s) = ps {
+                    if !f(pk, *s) {
+                        return Ok(());
+                    }
+                }
             }
-            out.insert(k.clone(), *s);
+            let state = match overlay.next_if(|(pk, _)| pk.as_slice() == &k[..]) {
+                Some((_, ps)) => *ps,
+                None => Some(decode_state(&k, &v)),
+            };
+            if let Some(s) = state {
+                if !f(&k, s) {
+                    return Ok(());
+                }
+            }
         }
-        Ok(out.into_iter().collect())
+        for (pk, ps) in overlay {
+            if let Some(s) = ps {
+                if !f(pk, *s) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Apply one record by the merge rule.
@@ -95,6 +150,89 @@ impl RefcountActor {
     }
 }
 
+impl Handler<ForgetPartition> for RefcountActor {
+    type Result = ResponseFuture<Result<ForgetReport, RefcountError>>;
+
+    fn handle(&mut self, m: ForgetPartition, ctx: &mut Context<Self>) -> Self::Result {
+        let limit = m.limit.max(1);
+        let prefix = [m.partition];
+        let mut keys = Vec::new();
+        if let Err(e) = self.each_record_under(&prefix, |k, _| {
+            keys.push(k.to_vec());
+            keys.len() < limit
+        }) {
+            return Box::pin(async move { Err(e) });
+        }
+        let mut entries: Vec<(Hash, RcEntry)> = Vec::new();
+        let overlay = self.pending.all_rc();
+        let mut first = [0u8; 32];
+        first[0] = m.partition;
+        let mut ov = overlay
+            .range(Hash(first)..)
+            .filter(|(h, _)| h.as_bytes()[0] == m.partition)
+            .peekable();
+        // Stored entries overlaid with pending ones (pending `Absent` hides a key).
+        for item in self.rc.prefix(prefix) {
+            if entries.len() >= limit {
+                break;
+            }
+            let (k, v) = match item.into_inner() {
+                Ok(kv) => kv,
+                Err(e) => return Box::pin(async move { Err(store_err(e)) }),
+            };
+            let Some(hash) = Hash::from_slice(&k) else {
+                continue;
+            };
+            while let Some((h, e)) = ov.next_if(|(h, _)| **h < hash) {
+                if *e != RcEntry::Absent {
+                    entries.push((*h, *e));
+                }
+            }
+            let e = match ov.next_if(|(h, _)| **h == hash) {
+                Some((_, e)) => *e,
+                // A corrupt entry is removed too: its refs are going away with it.
+                None => RcEntry::parse(&v).unwrap_or(RcEntry::Present { count: 1 }),
+            };
+            if e != RcEntry::Absent {
+                entries.push((hash, e));
+            }
+        }
+        entries.extend(
+            ov.filter(|(_, e)| **e != RcEntry::Absent)
+                .map(|(h, e)| (*h, *e)),
+        );
+        entries.truncate(limit);
+        let report = ForgetReport {
+            refs: keys.len(),
+            rc_entries: entries.len(),
+            more: keys.len() >= limit || entries.len() >= limit,
+        };
+        if !keys.is_empty() || !entries.is_empty() {
+            let g = self.pending.open_generation();
+            for k in keys {
+                g.refs.insert(k, None);
+            }
+            for (hash, old) in entries {
+                g.rc.insert(hash, RcEntry::Absent);
+                if old.count() > 0 {
+                    g.changes.push(RcChanged {
+                        hash,
+                        old,
+                        new: RcEntry::Absent,
+                    });
+                }
+            }
+        }
+        tracing::info!(
+            partition = m.partition,
+            refs = report.refs,
+            rc = report.rc_entries,
+            "forgot records of a partition this node no longer holds"
+        );
+        self.reply_when_durable(Ok(report), ctx)
+    }
+}
+
 impl Handler<DigestPrefix> for RefcountActor {
     type Result = Result<PrefixDigest, RefcountError>;
 
@@ -102,8 +240,8 @@ impl Handler<DigestPrefix> for RefcountActor {
         let mut total = [0u8; DIGEST_LEN];
         let mut count = 0u64;
         let mut children: Vec<(u16, u64, [u8; DIGEST_LEN])> = Vec::new();
-        for (k, s) in self.records_under(&m.prefix)? {
-            let d = record_digest(&k, s == RefState::Live);
+        self.each_record_under(&m.prefix, |k, s| {
+            let d = record_digest(k, s == RefState::Live);
             xor(&mut total, &d);
             count += 1;
             let byte = k.get(m.prefix.len()).map_or(256u16, |b| *b as u16);
@@ -114,7 +252,8 @@ impl Handler<DigestPrefix> for RefcountActor {
                 }
                 _ => children.push((byte, 1, d)),
             }
-        }
+            true
+        })?;
         Ok(PrefixDigest {
             count,
             digest: total.to_vec(),
@@ -134,19 +273,24 @@ impl Handler<RecordsUnder> for RefcountActor {
     type Result = Result<Vec<RefRecord>, RefcountError>;
 
     fn handle(&mut self, m: RecordsUnder, _ctx: &mut Context<Self>) -> Self::Result {
-        Ok(self
-            .records_under(&m.prefix)?
-            .into_iter()
-            .filter(|(k, _)| !m.exact || k.len() == m.prefix.len())
-            .filter_map(|(k, s)| {
-                split_ref_key(&k).map(|(hash, ref_id)| RefRecord {
+        let mut out = Vec::new();
+        if m.limit == 0 {
+            return Ok(out);
+        }
+        self.each_record_under(&m.prefix, |k, s| {
+            if m.exact && k.len() != m.prefix.len() {
+                return true;
+            }
+            if let Some((hash, ref_id)) = split_ref_key(k) {
+                out.push(RefRecord {
                     hash,
                     ref_id,
                     live: s == RefState::Live,
-                })
-            })
-            .take(m.limit)
-            .collect())
+                });
+            }
+            out.len() < m.limit
+        })?;
+        Ok(out)
     }
 }
 

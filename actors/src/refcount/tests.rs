@@ -555,3 +555,85 @@ fn add_ref_throughput_per_op_vs_batched() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn forget_partition_removes_only_that_partition_without_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let rec = Recorder::default().start();
+    let a = RefcountActor::new(
+        db.clone(),
+        RefcountConfig::default(),
+        Some(rec.clone().recipient()),
+    )
+    .unwrap()
+    .start();
+    // Partition 7: two blocks (one live, one only a tombstone); partition 8: one block.
+    let mut in7 = [7u8; 32];
+    in7[1] = 0; // sorts before [7; 32]: the rc range must start at [7, 0, ..]
+    let in7 = Hash(in7);
+    add(&a, in7, "a").await.unwrap();
+    add(&a, in7, "b").await.unwrap();
+    drop_ref(&a, h(7), "gone").await.unwrap();
+    add(&a, h(8), "keep").await.unwrap();
+    drop_ref(&a, h(8), "dead").await.unwrap();
+
+    // A limit of 2 takes two messages for the three refs of partition 7.
+    let first = a
+        .send(ForgetPartition {
+            partition: 7,
+            limit: 2,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.more,
+        "limit reached, more must be reported: {first:?}"
+    );
+    let second = a
+        .send(ForgetPartition {
+            partition: 7,
+            limit: 2,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.refs + second.refs, 3, "{first:?} then {second:?}");
+    assert_eq!(rc(&a, in7).await.unwrap(), RcEntry::Absent);
+    assert!(
+        a.send(ListRefs { hash: in7 })
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty(),
+        "forgotten refs are still listed"
+    );
+    // Forgotten, not dropped: the same ref id can be added again (no tombstone left).
+    add(&a, h(7), "gone")
+        .await
+        .expect("a forgotten tombstone must not refuse a later add");
+    // Partition 8 is untouched, including its tombstone.
+    assert_eq!(rc(&a, h(8)).await.unwrap(), RcEntry::Present { count: 1 });
+    assert!(matches!(
+        add(&a, h(8), "dead").await,
+        Err(RefcountError::RefDropped { .. })
+    ));
+    let seen = rec.send(Recorded).await.unwrap();
+    assert!(
+        seen.contains(&RcChanged {
+            hash: in7,
+            old: RcEntry::Present { count: 2 },
+            new: RcEntry::Absent
+        }),
+        "the fall to zero must be announced so resync offloads the block: {seen:?}"
+    );
+    // And it is durable: reopen and look again.
+    drop(a);
+    let refs = keyspace(&db, REFS_KEYSPACE);
+    let n7 = refs.prefix([7u8]).count();
+    assert_eq!(
+        n7, 1,
+        "only the re-added ref may remain in partition 7 on disk"
+    );
+}
