@@ -12,7 +12,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
-use blocknode_actors::peer::{Call, CallMany, PeerActor, Priority, QuorumError, RpcError};
+use blocknode_actors::peer::{
+    Call, CallMany, CallsFailed, PeerActor, Priority, QuorumError, RpcError,
+};
 use blocknode_actors::refcount::{ListRefs, RefState, RefcountActor};
 use blocknode_actors::resync::{ResyncActor, Schedule, ScheduleReason};
 use blocknode_actors::storage::{ReadBlock, StorageActor, StorageError};
@@ -58,6 +60,8 @@ pub struct Service {
     /// (`block_ram_buffer_max`). A request waits for its share before reading its body:
     /// back-pressure instead of allocation. A limiter, not domain state.
     pub ram_budget: Arc<tokio::sync::Semaphore>,
+    /// Where the failed calls of a write go (hinted handoff); `None` when it is off.
+    pub hints: Option<Recipient<CallsFailed>>,
 }
 
 /// Why a client-path operation failed; the API maps each to a status code.
@@ -194,6 +198,7 @@ impl Service {
                 timeout,
                 priority: Priority::Client,
                 interrupt_after_quorum: false,
+                report_failures: self.hints.clone(),
             })
             .await
             .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))?;

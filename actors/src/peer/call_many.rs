@@ -15,11 +15,16 @@ use super::{QuorumError, RpcError};
 use crate::frame::BlockRpc;
 use crate::hash::NodeId;
 
-/// Run `calls` together and apply the quorum rule.
+/// What to do with the failures of all calls, once all ended (not run when none failed).
+pub(crate) type FailureReport = Box<dyn FnOnce(Vec<(NodeId, RpcError)>)>;
+
+/// Run `calls` together and apply the quorum rule. With `report`, the calls are never
+/// interrupted (their outcome must be known) and `report` gets every failure.
 pub(crate) async fn gather_quorum<F>(
     calls: Vec<(NodeId, F)>,
     quorum: usize,
     interrupt_after_quorum: bool,
+    report: Option<FailureReport>,
 ) -> Result<Vec<(NodeId, BlockRpc)>, QuorumError>
 where
     F: Future<Output = Result<BlockRpc, RpcError>> + 'static,
@@ -38,7 +43,7 @@ where
             break Err(QuorumError {
                 quorum,
                 oks: oks.len(),
-                errors,
+                errors: std::mem::take(&mut errors),
             });
         }
         // Cannot be None: the quorum is not reached and still reachable, so some
@@ -47,7 +52,7 @@ where
             break Err(QuorumError {
                 quorum,
                 oks: oks.len(),
-                errors,
+                errors: std::mem::take(&mut errors),
             });
         };
         match result {
@@ -55,8 +60,33 @@ where
             Err(e) => errors.push((node, e)),
         }
     };
-    if !interrupt_after_quorum && !pending.is_empty() {
-        actix_rt::spawn(async move { while pending.next().await.is_some() {} });
+    match report {
+        Some(report) => {
+            let mut failed: Vec<(NodeId, RpcError)> = match &outcome {
+                Ok(_) => errors,
+                Err(e) => e.errors.clone(),
+            };
+            if pending.is_empty() {
+                if !failed.is_empty() {
+                    report(failed);
+                }
+            } else {
+                actix_rt::spawn(async move {
+                    while let Some((node, result)) = pending.next().await {
+                        if let Err(e) = result {
+                            failed.push((node, e));
+                        }
+                    }
+                    if !failed.is_empty() {
+                        report(failed);
+                    }
+                });
+            }
+        }
+        None if !interrupt_after_quorum && !pending.is_empty() => {
+            actix_rt::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        None => {}
     }
     outcome
 }
@@ -108,7 +138,7 @@ mod tests {
             (node(2), ok_after(20, done.clone())),
             (node(3), ok_after(2_000, done.clone())),
         ];
-        let oks = gather_quorum(calls, 2, true)
+        let oks = gather_quorum(calls, 2, true, None)
             .await
             .expect("quorum of 2 fast oks");
         assert_eq!(oks.len(), 2, "exactly the quorum is returned");
@@ -125,7 +155,7 @@ mod tests {
             (node(1), ok_after(1, done.clone())),
             (node(2), ok_after(50, done.clone())),
         ];
-        gather_quorum(calls, 1, false).await.expect("quorum of 1");
+        gather_quorum(calls, 1, false, None).await.expect("quorum of 1");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(
             done.get(),
@@ -138,7 +168,7 @@ mod tests {
             (node(1), ok_after(1, done.clone())),
             (node(2), ok_after(50, done.clone())),
         ];
-        gather_quorum(calls, 1, true).await.expect("quorum of 1");
+        gather_quorum(calls, 1, true, None).await.expect("quorum of 1");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(
             done.get(),
@@ -156,7 +186,7 @@ mod tests {
             (node(2), err_after(10, node(2))),
             (node(3), ok_after(2_000, done.clone())),
         ];
-        let err = gather_quorum(calls, 2, true)
+        let err = gather_quorum(calls, 2, true, None)
             .await
             .expect_err("two of three failed");
         assert!(
@@ -169,11 +199,47 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn failures_after_the_quorum_are_reported_once_all_calls_ended() {
+        let done = Rc::new(Cell::new(0));
+        let seen: Rc<std::cell::RefCell<Option<Vec<NodeId>>>> = Rc::default();
+        let sink = seen.clone();
+        let calls = vec![
+            (node(1), ok_after(1, done.clone())),
+            (node(2), ok_after(2, done.clone())),
+            (node(3), err_after(80, node(3))),
+        ];
+        let report: FailureReport = Box::new(move |failed| {
+            *sink.borrow_mut() = Some(failed.into_iter().map(|(n, _)| n).collect());
+        });
+        let oks = gather_quorum(calls, 2, true, Some(report))
+            .await
+            .expect("two fast oks make the quorum");
+        assert_eq!(oks.len(), 2);
+        assert!(seen.borrow().is_none(), "reported before the slow call ended");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            seen.borrow().clone(),
+            Some(vec![node(3)]),
+            "the late failure must be reported (and the call not interrupted)"
+        );
+
+        // Nothing failed: no report.
+        let seen2: Rc<Cell<bool>> = Rc::default();
+        let sink2 = seen2.clone();
+        let calls = vec![(node(1), ok_after(1, done.clone()))];
+        gather_quorum(calls, 1, false, Some(Box::new(move |_| sink2.set(true))))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!seen2.get(), "a report was sent although every call succeeded");
+    }
+
+    #[actix_rt::test]
     async fn edge_quorums() {
         let none: Vec<(NodeId, LocalBoxFuture<'static, _>)> = Vec::new();
-        assert!(gather_quorum(none, 0, true).await.unwrap().is_empty());
+        assert!(gather_quorum(none, 0, true, None).await.unwrap().is_empty());
         let done = Rc::new(Cell::new(0));
-        let err = gather_quorum(vec![(node(1), ok_after(1, done))], 2, true)
+        let err = gather_quorum(vec![(node(1), ok_after(1, done))], 2, true, None)
             .await
             .expect_err("quorum above the number of nodes cannot succeed");
         assert_eq!(err.quorum, 2);

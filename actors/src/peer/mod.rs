@@ -102,6 +102,17 @@ pub struct CallMany {
     pub priority: Priority,
     /// Cancel the calls still running once the quorum is reached.
     pub interrupt_after_quorum: bool,
+    /// Told, once every call has ended, which nodes failed (also those that failed after
+    /// the quorum was reached); not told when none did. Hinted handoff hangs off this.
+    pub report_failures: Option<Recipient<CallsFailed>>,
+}
+
+/// The calls of one [`CallMany`] that failed, sent once all of them ended.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct CallsFailed {
+    pub rpc: BlockRpc,
+    pub failed: Vec<(NodeId, RpcError)>,
 }
 
 /// A request received from a peer (or from this node), for the handler given at start.
@@ -732,10 +743,17 @@ impl Handler<CallMany> for PeerActor {
                 (n, f)
             })
             .collect();
+        let report = msg.report_failures.map(|r| {
+            let rpc = msg.rpc;
+            Box::new(move |failed: Vec<(NodeId, RpcError)>| {
+                r.do_send(CallsFailed { rpc, failed });
+            }) as Box<dyn FnOnce(Vec<(NodeId, RpcError)>)>
+        });
         Box::pin(call_many::gather_quorum(
             calls,
             msg.quorum,
             msg.interrupt_after_quorum,
+            report,
         ))
     }
 }

@@ -376,6 +376,7 @@ fn call_many(nodes: Vec<NodeId>, quorum: usize) -> CallMany {
         timeout: Duration::from_secs(10),
         priority: Priority::Background,
         interrupt_after_quorum: false,
+        report_failures: None,
     }
 }
 

@@ -401,6 +401,7 @@ impl ResyncActor {
             placement,
             block_timeout: config.block_timeout,
             need_block_timeout: config.need_block_timeout,
+            may_delete: true,
         };
         Ok(ResyncActor {
             config,
@@ -600,6 +601,23 @@ impl Handler<Schedule> for ResyncActor {
         tracing::debug!(hash = %msg.hash.short(), reason = ?msg.reason, delay = ?msg.delay, "resync scheduled");
         self.enqueue(msg.hash, now_msec() + msg.delay.as_millis() as u64);
         self.pump(ctx);
+    }
+}
+
+/// Whether the nodes agree on the member list (sent by the anti-entropy actor). While
+/// they do not, resync deletes nothing: it cannot know who the holders are.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetLayoutAgreement(pub bool);
+
+impl Handler<SetLayoutAgreement> for ResyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLayoutAgreement, _ctx: &mut Context<Self>) {
+        if self.deps.may_delete != msg.0 {
+            tracing::info!(agreed = msg.0, "layout agreement changed; deletions {}", if msg.0 { "allowed" } else { "put off" });
+        }
+        self.deps.may_delete = msg.0;
     }
 }
 

@@ -1085,3 +1085,47 @@ async fn resync_fetch_throughput_of_missing_1mib_blocks_with_1_and_4_workers() {
         assert_eq!(st.errors, 0, "no resync error expected");
     }
 }
+
+#[actix_rt::test]
+async fn no_block_is_deleted_while_member_lists_disagree() {
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let v = block("keep me while layouts differ");
+    let h = v.hash();
+    r.storage
+        .send(WriteBlock::verified(v))
+        .await
+        .unwrap()
+        .unwrap();
+    r.resync.send(SetLayoutAgreement(false)).await.unwrap();
+    let id: crate::RefId = "a".parse().unwrap();
+    r.refcount
+        .send(AddRef {
+            hash: h,
+            ref_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    r.refcount
+        .send(DropRef { hash: h, ref_id: id })
+        .await
+        .unwrap()
+        .unwrap();
+    // gc_delay (100 ms) + after_gc_delay (50 ms) passed many times over.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        exists(&r, h).await,
+        "a deletable block was deleted while the member lists disagreed"
+    );
+    let status = r.resync.send(GetResyncStatus).await.unwrap();
+    assert!(
+        status.queue_length >= 1,
+        "the put-off block must stay queued: {status:?}"
+    );
+    r.resync.send(SetLayoutAgreement(true)).await.unwrap();
+    wait_until("the block to be deleted once the layouts agree", || async {
+        !exists(&r, h).await
+    })
+    .await;
+}

@@ -27,6 +27,9 @@ pub(super) struct Deps {
     pub(super) placement: Arc<dyn Placement>,
     pub(super) block_timeout: Duration,
     pub(super) need_block_timeout: Duration,
+    /// False while this node's member list differs from a peer's: no block is deleted
+    /// then (an offload is put off), since the holders are not agreed on.
+    pub(super) may_delete: bool,
 }
 
 /// Result of one resync.
@@ -103,6 +106,11 @@ pub(super) async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, ResyncB
         Decision::Nothing => Ok(Outcome::Done),
         Decision::WaitUntil(at) => Ok(Outcome::Later(at)),
         Decision::Fetch => fetch(&d, hash, &others).await.map(|()| Outcome::Done),
+        // Look again later (after the usual extra delay) once the layouts agree.
+        Decision::Offload if !d.may_delete => {
+            tracing::debug!(hash = %hash.short(), "deletion put off: member lists differ between nodes");
+            Ok(Outcome::Later(now_msec()))
+        }
         Decision::Offload => offload(&d, hash, &others).await.map(|()| Outcome::Done),
     }
 }
