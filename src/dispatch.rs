@@ -160,8 +160,9 @@ impl Handler<HandleRpc> for RpcDispatcher {
                         error: rc_err.or(err),
                     })
                 }
-                BlockRpc::RefDigestQuery { prefix } => {
-                    match refcount.send(DigestPrefix { prefix }).await {
+                BlockRpc::RefDigestQuery { prefix, known } => {
+                    let known = (!known.is_empty()).then_some(known);
+                    match refcount.send(DigestPrefix { prefix, known }).await {
                         Ok(Ok(d)) => BlockRpc::RefDigestReply(d),
                         Ok(Err(e)) => refcount_error(e),
                         Err(e) => mailbox("refcount", e),

@@ -153,6 +153,9 @@ pub enum BlockRpc {
     RefDigestQuery {
         #[doc = "key prefix"]
         prefix: Vec<u8>,
+        #[doc = "the asker's digest of the same range (empty: unknown); when the"]
+        #[doc = "receiver's is equal, its reply leaves the children out"]
+        known: Vec<u8>,
     },
     /// Answer to `RefDigestQuery`.
     RefDigestReply(PrefixDigest),
@@ -236,6 +239,8 @@ enum WireHeader {
     RefDigestQuery {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
+        #[serde(with = "serde_bytes", default)]
+        known: Vec<u8>,
     },
     RefDigestReply(PrefixDigest),
     RefRecordsQuery {
@@ -322,7 +327,9 @@ pub fn encode(rpc: &BlockRpc) -> Result<EncodedFrame, FrameError> {
         BlockRpc::BlockInfoQuery(h) => (WireHeader::BlockInfoQuery(h), None),
         BlockRpc::BlockInfoReply(i) => (WireHeader::BlockInfoReply(i), None),
         BlockRpc::ScheduleResync(h) => (WireHeader::ScheduleResync(h), None),
-        BlockRpc::RefDigestQuery { prefix } => (WireHeader::RefDigestQuery { prefix }, None),
+        BlockRpc::RefDigestQuery { prefix, known } => {
+            (WireHeader::RefDigestQuery { prefix, known }, None)
+        }
         BlockRpc::RefDigestReply(d) => (WireHeader::RefDigestReply(d), None),
         BlockRpc::RefRecordsQuery {
             prefix,
@@ -412,7 +419,9 @@ pub fn decode_parts(header: &[u8], payload: Bytes) -> Result<BlockRpc, FrameErro
         WireHeader::BlockInfoQuery(h) => no_payload(BlockRpc::BlockInfoQuery(h)),
         WireHeader::BlockInfoReply(i) => no_payload(BlockRpc::BlockInfoReply(i)),
         WireHeader::ScheduleResync(h) => no_payload(BlockRpc::ScheduleResync(h)),
-        WireHeader::RefDigestQuery { prefix } => no_payload(BlockRpc::RefDigestQuery { prefix }),
+        WireHeader::RefDigestQuery { prefix, known } => {
+            no_payload(BlockRpc::RefDigestQuery { prefix, known })
+        }
         WireHeader::RefDigestReply(d) => no_payload(BlockRpc::RefDigestReply(d)),
         WireHeader::RefRecordsQuery {
             prefix,
@@ -541,7 +550,10 @@ mod tests {
                 error: Some("x".into()),
             }),
             BlockRpc::ScheduleResync(h),
-            BlockRpc::RefDigestQuery { prefix: vec![1, 2] },
+            BlockRpc::RefDigestQuery {
+                prefix: vec![1, 2],
+                known: vec![3; 16],
+            },
             BlockRpc::RefDigestReply(PrefixDigest {
                 count: 3,
                 digest: vec![7; 16],

@@ -15,6 +15,7 @@
 //! - [`resync::ResyncActor`]: the resync queue, its errors, repair and scrub;
 //! - [`peer::PeerActor`]: the QUIC endpoint, connections and peer health.
 
+pub mod antientropy;
 pub mod block;
 pub mod frame;
 pub mod fsutil;

@@ -155,7 +155,9 @@ mod tests {
             (node(1), ok_after(1, done.clone())),
             (node(2), ok_after(50, done.clone())),
         ];
-        gather_quorum(calls, 1, false, None).await.expect("quorum of 1");
+        gather_quorum(calls, 1, false, None)
+            .await
+            .expect("quorum of 1");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(
             done.get(),
@@ -168,7 +170,9 @@ mod tests {
             (node(1), ok_after(1, done.clone())),
             (node(2), ok_after(50, done.clone())),
         ];
-        gather_quorum(calls, 1, true, None).await.expect("quorum of 1");
+        gather_quorum(calls, 1, true, None)
+            .await
+            .expect("quorum of 1");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(
             done.get(),
@@ -215,7 +219,10 @@ mod tests {
             .await
             .expect("two fast oks make the quorum");
         assert_eq!(oks.len(), 2);
-        assert!(seen.borrow().is_none(), "reported before the slow call ended");
+        assert!(
+            seen.borrow().is_none(),
+            "reported before the slow call ended"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             seen.borrow().clone(),
@@ -231,7 +238,10 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!seen2.get(), "a report was sent although every call succeeded");
+        assert!(
+            !seen2.get(),
+            "a report was sent although every call succeeded"
+        );
     }
 
     #[actix_rt::test]

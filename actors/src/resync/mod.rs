@@ -615,7 +615,11 @@ impl Handler<SetLayoutAgreement> for ResyncActor {
 
     fn handle(&mut self, msg: SetLayoutAgreement, _ctx: &mut Context<Self>) {
         if self.deps.may_delete != msg.0 {
-            tracing::info!(agreed = msg.0, "layout agreement changed; deletions {}", if msg.0 { "allowed" } else { "put off" });
+            tracing::info!(
+                agreed = msg.0,
+                "layout agreement changed; deletions {}",
+                if msg.0 { "allowed" } else { "put off" }
+            );
         }
         self.deps.may_delete = msg.0;
     }

@@ -1108,7 +1108,10 @@ async fn no_block_is_deleted_while_member_lists_disagree() {
         .unwrap()
         .unwrap();
     r.refcount
-        .send(DropRef { hash: h, ref_id: id })
+        .send(DropRef {
+            hash: h,
+            ref_id: id,
+        })
         .await
         .unwrap()
         .unwrap();

@@ -1,0 +1,136 @@
+//! Hinted handoff's on-disk form: the `hints` keyspace (pure encoding, no I/O).
+//!
+//! key = target node (32 bytes) | block hash (32) | kind (1) | ref id bytes (refs only);
+//! value = empty. One key per (node, operation): a repeated failure of the same write
+//! is one hint, and every replay is idempotent (refs merge, a resync request is a
+//! question). Within one node and one hash, refs (kinds 1, 2) sort before the block
+//! (kind 3), so the replay gives a node its ref first and then asks it to fetch the block,
+//! which it does at once because the block is now needed there.
+
+use crate::frame::BlockRpc;
+use crate::hash::{Hash, NodeId, HASH_LEN};
+use crate::ref_id::RefId;
+
+/// The operation a hint replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    AddRef {
+        hash: Hash,
+        ref_id: RefId,
+    },
+    DropRef {
+        hash: Hash,
+        ref_id: RefId,
+    },
+    /// The node missed a `PutBlock`: ask it to resync the block (it fetches it from the
+    /// other holders if it is referenced there).
+    Block {
+        hash: Hash,
+    },
+}
+
+const ADD: u8 = 1;
+const DROP: u8 = 2;
+const BLOCK: u8 = 3;
+
+impl Hint {
+    /// The hint for a write that failed, if that write is one hints cover.
+    pub fn for_rpc(rpc: &BlockRpc) -> Option<Hint> {
+        match rpc {
+            BlockRpc::AddRef { hash, ref_id } => Some(Hint::AddRef {
+                hash: *hash,
+                ref_id: ref_id.clone(),
+            }),
+            BlockRpc::DropRef { hash, ref_id } => Some(Hint::DropRef {
+                hash: *hash,
+                ref_id: ref_id.clone(),
+            }),
+            BlockRpc::PutBlock { hash, .. } => Some(Hint::Block { hash: *hash }),
+            _ => None,
+        }
+    }
+
+    /// The request that replays it.
+    pub fn rpc(&self) -> BlockRpc {
+        match self {
+            Hint::AddRef { hash, ref_id } => BlockRpc::AddRef {
+                hash: *hash,
+                ref_id: ref_id.clone(),
+            },
+            Hint::DropRef { hash, ref_id } => BlockRpc::DropRef {
+                hash: *hash,
+                ref_id: ref_id.clone(),
+            },
+            Hint::Block { hash } => BlockRpc::ScheduleResync(*hash),
+        }
+    }
+
+    /// Its key in the `hints` keyspace.
+    pub fn key(&self, node: &NodeId) -> Vec<u8> {
+        let (hash, kind, ref_id) = match self {
+            Hint::AddRef { hash, ref_id } => (hash, ADD, Some(ref_id)),
+            Hint::DropRef { hash, ref_id } => (hash, DROP, Some(ref_id)),
+            Hint::Block { hash } => (hash, BLOCK, None),
+        };
+        let mut k = Vec::with_capacity(2 * HASH_LEN + 1 + ref_id.map_or(0, |r| r.as_bytes().len()));
+        k.extend_from_slice(&node.0);
+        k.extend_from_slice(hash.as_bytes());
+        k.push(kind);
+        if let Some(r) = ref_id {
+            k.extend_from_slice(r.as_bytes());
+        }
+        k
+    }
+
+    /// Decode a key; `None` if it is malformed (such a key is skipped and removed).
+    pub fn parse(key: &[u8]) -> Option<(NodeId, Hint)> {
+        if key.len() < 2 * HASH_LEN + 1 {
+            return None;
+        }
+        let node = NodeId(key[..HASH_LEN].try_into().ok()?);
+        let hash = Hash::from_slice(&key[HASH_LEN..2 * HASH_LEN])?;
+        let rest = &key[2 * HASH_LEN + 1..];
+        let hint = match key[2 * HASH_LEN] {
+            ADD => Hint::AddRef {
+                hash,
+                ref_id: RefId::from_bytes(rest).ok()?,
+            },
+            DROP => Hint::DropRef {
+                hash,
+                ref_id: RefId::from_bytes(rest).ok()?,
+            },
+            BLOCK if rest.is_empty() => Hint::Block { hash },
+            _ => return None,
+        };
+        Some((node, hint))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_refs_sort_before_the_block() {
+        let n = NodeId([9; 32]);
+        let h = Hash([4; 32]);
+        let r: RefId = "obj:1".parse().unwrap();
+        let hints = [
+            Hint::Block { hash: h },
+            Hint::AddRef {
+                hash: h,
+                ref_id: r.clone(),
+            },
+            Hint::DropRef { hash: h, ref_id: r },
+        ];
+        for hint in &hints {
+            assert_eq!(Hint::parse(&hint.key(&n)), Some((n, hint.clone())));
+        }
+        assert!(hints[1].key(&n) < hints[0].key(&n));
+        assert!(hints[2].key(&n) < hints[0].key(&n));
+        assert_eq!(Hint::parse(&[1, 2, 3]), None);
+        let mut bad = hints[0].key(&n);
+        bad.push(b'x');
+        assert_eq!(Hint::parse(&bad), None, "a block hint carries no ref id");
+    }
+}

@@ -1,0 +1,693 @@
+//! AntiEntropyActor: brings the ref records of every partition's holders back into
+//! agreement, replays hinted writes, and watches whether the nodes agree on the members.
+//!
+//! State (all its own): the `hints` keyspace of the metadata store, each partition's sync
+//! state, what it last saw of each peer (up/down, layout digest), and counters. Messages:
+//! [`CallsFailed`] (from the peer actor: writes that missed a holder become hints),
+//! [`SyncNow`], [`GetAntiEntropyStatus`]. It talks to the refcount actor (digests,
+//! records, merges, forgetting), to the peers through a `Recipient<Call>` and a
+//! `Recipient<GetPeerStatus>`, and to resync (`Schedule`, `SetLayoutAgreement`).
+//!
+//! - **Anti-entropy**: a round visits the 256 partitions one after another, at background
+//!   priority, sleeping `tranquility × time taken` after each. For a partition this node
+//!   holds, it reconciles with every other holder (`narrow.rs`: digests, then only the
+//!   differing records, both ways). Rounds start every `interval` (±10 % jitter); the
+//!   partitions shared with a peer are also synced as soon as that peer is seen coming up.
+//! - **Hinted handoff**: a write that reached its quorum but not every holder leaves one
+//!   persisted hint per missed holder (`hints.rs`). When that holder is seen up, its
+//!   hints are replayed in key order and removed once answered.
+//! - **Membership change**: a partition this node no longer holds (after a member list
+//!   change) but still has records of is reconciled with each of its new holders; once
+//!   every new holder's digest equals ours, the records are forgotten here
+//!   (`ForgetPartition`), which makes the blocks' counts fall to zero, so resync offloads
+//!   each block to the holders that need it before deleting it, as for GC. Nothing is
+//!   forgotten while a peer's member list differs from ours; resync is told the same
+//!   ([`SetLayoutAgreement`]) and deletes nothing meanwhile.
+
+pub mod hints;
+pub mod narrow;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use serde::Serialize;
+
+use crate::frame::ErrorCode;
+use crate::hash::{Hash, NodeId};
+use crate::peer::{Call, CallsFailed, GetPeerStatus, Priority, RpcError};
+use crate::placement::Placement;
+use crate::rc::now_msec;
+use crate::refcount::{DigestPrefix, ForgetPartition, RefcountActor};
+use crate::resync::{Schedule, SetLayoutAgreement};
+use hints::Hint;
+use narrow::{sync_range, SyncDeps, SyncError, SyncStats};
+
+/// Name of the keyspace holding the hints.
+pub const HINTS_KEYSPACE: &str = "hints";
+/// Hints replayed per read of the keyspace (bounds memory).
+const HINT_PAGE: usize = 256;
+/// Records forgotten per `ForgetPartition` message.
+const FORGET_STEP: usize = 4096;
+
+/// Settings of an [`AntiEntropyActor`].
+#[derive(Debug, Clone)]
+pub struct AntiEntropyConfig {
+    pub self_id: NodeId,
+    /// This node's layout digest (its member list), compared with the peers'.
+    pub layout_digest: Hash,
+    /// Time between the starts of two full rounds (jittered ±10 %). Default 10 minutes.
+    pub interval: Duration,
+    /// Delay of the first round after start. Default 30 s.
+    pub first_round_after: Duration,
+    /// Sleep `tranquility × time taken` after each partition. Default 1.
+    pub tranquility: u32,
+    /// Whether missed writes are kept as hints. Default true.
+    pub hinted_handoff: bool,
+    /// Timeout of one anti-entropy or replay request.
+    pub rpc_timeout: Duration,
+    /// How often peers' health is looked at (comebacks, layout digests). Default 1 s.
+    pub peer_poll: Duration,
+}
+
+impl AntiEntropyConfig {
+    pub fn new(self_id: NodeId, layout_digest: Hash) -> Self {
+        AntiEntropyConfig {
+            self_id,
+            layout_digest,
+            interval: Duration::from_secs(600),
+            first_round_after: Duration::from_secs(30),
+            tranquility: 1,
+            hinted_handoff: true,
+            rpc_timeout: Duration::from_secs(30),
+            peer_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The addresses the actor talks to.
+#[derive(Clone)]
+pub struct AntiEntropyLinks {
+    pub refcount: Addr<RefcountActor>,
+    pub peers: Recipient<Call>,
+    pub peer_status: Recipient<GetPeerStatus>,
+    pub schedule: Recipient<Schedule>,
+    pub layout: Recipient<SetLayoutAgreement>,
+    pub placement: Arc<dyn Placement>,
+}
+
+/// Where one partition stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum PartitionState {
+    /// Not looked at since start.
+    Unknown,
+    /// Held here; equal to every other holder at `at` (ms since the epoch).
+    InSync { at: u64 },
+    /// Being reconciled now.
+    Syncing,
+    /// Held here; the last attempt failed (a holder unreachable, …).
+    Error { at: u64, error: String },
+    /// Not held here and nothing of it left here.
+    NotHeld,
+    /// Not held here, records left, waiting for the member lists to agree.
+    WaitingForLayout,
+}
+
+/// Start a full round now (if none runs); replies whether one was started.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "bool")]
+pub struct SyncNow;
+
+/// Ask for the [`AntiEntropyStatus`].
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "AntiEntropyStatus")]
+pub struct GetAntiEntropyStatus;
+
+/// Counters and states, for the status API and metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct AntiEntropyStatus {
+    pub interval_secs: u64,
+    pub hinted_handoff: bool,
+    pub partitions_in_sync: usize,
+    pub partitions_syncing: usize,
+    pub partitions_error: usize,
+    pub partitions_not_held: usize,
+    pub partitions_waiting_for_layout: usize,
+    pub partitions_unknown: usize,
+    /// Partitions waiting for their turn (a round, or a peer that came up).
+    pub partitions_queued: usize,
+    /// End of the last round in which every partition synced (ms since the epoch).
+    pub last_full_sync: Option<u64>,
+    pub round_running: bool,
+    pub rounds_completed: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub records_sent: u64,
+    pub records_received: u64,
+    pub hints_pending: u64,
+    pub hints_replayed: u64,
+    /// Whether every peer whose member list is known has ours.
+    pub layout_agreed: bool,
+    /// Peers whose member list differs from ours.
+    pub layout_differs: Vec<String>,
+    /// Up to 8 partitions in error, with their error.
+    pub errors: Vec<(u8, String)>,
+}
+
+/// One partition's result, reported by the sync task.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PartitionDone {
+    partition: u8,
+    state: PartitionState,
+    stats: SyncStats,
+    took: Duration,
+}
+
+/// One node's replay ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReplayDone {
+    node: NodeId,
+    replayed: u64,
+    removed: Vec<Vec<u8>>,
+    complete: bool,
+}
+
+/// The actor.
+pub struct AntiEntropyActor {
+    config: AntiEntropyConfig,
+    db: Database,
+    hints: Keyspace,
+    links: AntiEntropyLinks,
+    partitions: Vec<PartitionState>,
+    /// Partitions to visit, in order; a round queues all, a comeback those shared.
+    queue: BTreeSet<u8>,
+    /// Whether a partition is being synced (one at a time).
+    busy: bool,
+    round: Option<RoundState>,
+    last_full_sync: Option<u64>,
+    rounds_completed: u64,
+    totals: SyncStats,
+    peers_up: HashMap<NodeId, bool>,
+    layout_differs: Vec<NodeId>,
+    layout_agreed: Option<bool>,
+    hint_counts: HashMap<NodeId, u64>,
+    hints_replayed: u64,
+    replaying: HashSet<NodeId>,
+}
+
+struct RoundState {
+    errors: usize,
+}
+
+impl AntiEntropyActor {
+    /// Open the `hints` keyspace in `db` (counting the hints left from a previous run).
+    pub fn new(
+        db: Database,
+        config: AntiEntropyConfig,
+        links: AntiEntropyLinks,
+    ) -> Result<Self, fjall::Error> {
+        let hints = db.keyspace(HINTS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let mut hint_counts: HashMap<NodeId, u64> = HashMap::new();
+        for item in hints.iter() {
+            let k = item.key()?;
+            if let Some((node, _)) = Hint::parse(&k) {
+                *hint_counts.entry(node).or_default() += 1;
+            }
+        }
+        Ok(AntiEntropyActor {
+            config,
+            db,
+            hints,
+            links,
+            partitions: vec![PartitionState::Unknown; 256],
+            queue: BTreeSet::new(),
+            busy: false,
+            round: None,
+            last_full_sync: None,
+            rounds_completed: 0,
+            totals: SyncStats::default(),
+            peers_up: HashMap::new(),
+            layout_differs: Vec::new(),
+            layout_agreed: None,
+            hint_counts,
+            hints_replayed: 0,
+            replaying: HashSet::new(),
+        })
+    }
+
+    fn holders(&self, partition: u8) -> Vec<NodeId> {
+        let mut first = [0u8; 32];
+        first[0] = partition;
+        self.links.placement.write_nodes(&Hash(first))
+    }
+
+    fn jittered_interval(&self) -> Duration {
+        let f = 0.9 + rand::random::<f64>() * 0.2;
+        self.config.interval.mul_f64(f)
+    }
+
+    fn start_round(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.round.is_some() {
+            return false;
+        }
+        tracing::debug!("anti-entropy round starts");
+        self.round = Some(RoundState { errors: 0 });
+        self.queue.extend(0..=255u8);
+        self.pump(ctx);
+        true
+    }
+
+    fn schedule_next_round(&mut self, ctx: &mut Context<Self>, after: Duration) {
+        ctx.run_later(after, |act, ctx| {
+            act.start_round(ctx);
+            let next = act.jittered_interval();
+            act.schedule_next_round(ctx, next);
+        });
+    }
+
+    /// Start syncing the next queued partition unless one is running.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let Some(p) = self.queue.pop_first() else {
+            if let Some(round) = self.round.take() {
+                self.rounds_completed += 1;
+                if round.errors == 0 {
+                    self.last_full_sync = Some(now_msec());
+                }
+                tracing::info!(errors = round.errors, "anti-entropy round done");
+            }
+            return;
+        };
+        self.busy = true;
+        let holders = self.holders(p);
+        let me = self.config.self_id;
+        let held = holders.contains(&me);
+        let may_forget = self.layout_agreed.unwrap_or(true) && self.layout_differs.is_empty();
+        self.partitions[p as usize] = PartitionState::Syncing;
+        let deps = SyncDeps {
+            refcount: self.links.refcount.clone(),
+            peers: self.links.peers.clone(),
+            schedule: self.links.schedule.clone(),
+            timeout: self.config.rpc_timeout,
+        };
+        let addr = ctx.address();
+        let others: Vec<NodeId> = holders.into_iter().filter(|n| *n != me).collect();
+        actix_rt::spawn(async move {
+            let start = Instant::now();
+            let (state, stats) = sync_partition(&deps, p, held, &others, may_forget).await;
+            addr.do_send(PartitionDone {
+                partition: p,
+                state,
+                stats,
+                took: start.elapsed(),
+            });
+        });
+    }
+
+    fn store_hint(&mut self, node: NodeId, hint: &Hint) {
+        let key = hint.key(&node);
+        match self.hints.contains_key(&key) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!("hints keyspace: {e}");
+                return;
+            }
+        }
+        match self.hints.insert(key, []) {
+            Ok(()) => *self.hint_counts.entry(node).or_default() += 1,
+            Err(e) => tracing::error!(node = %node.short(), "cannot store a hint: {e}"),
+        }
+    }
+
+    /// Replay `node`'s hints in the background unless a replay runs already.
+    fn replay(&mut self, node: NodeId, ctx: &mut Context<Self>) {
+        if self.hint_counts.get(&node).copied().unwrap_or(0) == 0 || !self.replaying.insert(node) {
+            return;
+        }
+        let mut page = Vec::new();
+        for item in self.hints.prefix(node.0).take(HINT_PAGE) {
+            match item.key() {
+                Ok(k) => page.push(k.to_vec()),
+                Err(e) => {
+                    tracing::error!("hints keyspace: {e}");
+                    break;
+                }
+            }
+        }
+        let complete = page.len() < HINT_PAGE;
+        let peers = self.links.peers.clone();
+        let timeout = self.config.rpc_timeout;
+        let addr = ctx.address();
+        actix_rt::spawn(async move {
+            let mut removed = Vec::new();
+            let mut replayed = 0;
+            let mut stopped = false;
+            for key in page {
+                let Some((_, hint)) = Hint::parse(&key) else {
+                    removed.push(key);
+                    continue;
+                };
+                let reply = peers
+                    .send(Call {
+                        node,
+                        rpc: hint.rpc(),
+                        timeout,
+                        priority: Priority::Background,
+                    })
+                    .await;
+                match reply {
+                    Ok(Ok(_))
+                    | Ok(Err(RpcError::Remote {
+                        code: ErrorCode::RefDropped | ErrorCode::BadRequest | ErrorCode::CorruptData,
+                        ..
+                    })) => {
+                        replayed += 1;
+                        removed.push(key);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(node = %node.short(), "hint replay stopped: {e}");
+                        stopped = true;
+                        break;
+                    }
+                    Err(_) => {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+            addr.do_send(ReplayDone {
+                node,
+                replayed,
+                removed,
+                complete: complete && !stopped,
+            });
+        });
+    }
+
+    fn poll_peers(&mut self, ctx: &mut Context<Self>) {
+        let status = self.links.peer_status.send(GetPeerStatus);
+        ctx.spawn(status.into_actor(self).map(|res, act, ctx| {
+            let Ok(peers) = res else { return };
+            // Agreement first: a sync started below must see it.
+            let mut differs: Vec<NodeId> = peers
+                .iter()
+                .filter(|p| p.layout_digest.is_some_and(|d| d != act.config.layout_digest))
+                .map(|p| p.id)
+                .collect();
+            differs.sort();
+            let agreed = differs.is_empty();
+            if act.layout_agreed != Some(agreed) {
+                if agreed {
+                    tracing::info!("all known peers have this node's member list");
+                } else {
+                    tracing::warn!(peers = ?differs.iter().map(|n| n.short()).collect::<Vec<_>>(), "member lists differ: no data is dropped until they agree");
+                }
+                act.links.layout.do_send(SetLayoutAgreement(agreed));
+                act.layout_agreed = Some(agreed);
+            }
+            act.layout_differs = differs;
+
+            let mut members = HashSet::new();
+            for p in peers {
+                members.insert(p.id);
+                let was_up = act.peers_up.insert(p.id, p.up).unwrap_or(false);
+                if p.up && !was_up {
+                    tracing::info!(peer = %p.id.short(), "peer up: replaying hints, syncing shared partitions");
+                    act.replay(p.id, ctx);
+                    let me = act.config.self_id;
+                    for part in 0..=255u8 {
+                        let h = act.holders(part);
+                        let ours = h.contains(&me)
+                            || act.partitions[part as usize] != PartitionState::NotHeld;
+                        if h.contains(&p.id) && ours {
+                            act.queue.insert(part);
+                        }
+                    }
+                    act.pump(ctx);
+                } else if p.up && act.hint_counts.get(&p.id).copied().unwrap_or(0) > 0 {
+                    act.replay(p.id, ctx);
+                }
+            }
+            // Hints for nodes that are no longer members: anti-entropy covers them.
+            let stale: Vec<NodeId> = act
+                .hint_counts
+                .keys()
+                .filter(|n| !members.contains(n))
+                .copied()
+                .collect();
+            for n in stale {
+                act.drop_hints_of(n);
+            }
+        }));
+    }
+
+    fn drop_hints_of(&mut self, node: NodeId) {
+        let keys: Vec<Vec<u8>> = self
+            .hints
+            .prefix(node.0)
+            .filter_map(|i| i.key().ok().map(|k| k.to_vec()))
+            .collect();
+        let mut b = self.db.batch();
+        for k in &keys {
+            b.remove(&self.hints, k.clone());
+        }
+        if let Err(e) = b.commit() {
+            tracing::error!("cannot remove hints: {e}");
+            return;
+        }
+        tracing::info!(node = %node.short(), hints = keys.len(), "dropped the hints of a node that is no longer a member");
+        self.hint_counts.remove(&node);
+    }
+}
+
+/// Sync one partition: reconcile with each other holder; for a partition not held here
+/// that still has records, reconcile with every holder and then forget it.
+async fn sync_partition(
+    deps: &SyncDeps,
+    p: u8,
+    held: bool,
+    others: &[NodeId],
+    may_forget: bool,
+) -> (PartitionState, SyncStats) {
+    let mut stats = SyncStats::default();
+    let fail = |e: String| PartitionState::Error {
+        at: now_msec(),
+        error: e,
+    };
+    if !held {
+        let local = match deps
+            .refcount
+            .send(DigestPrefix {
+                prefix: vec![p],
+                known: None,
+            })
+            .await
+        {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return (fail(e.to_string()), stats),
+            Err(_) => return (fail("refcount actor gone".into()), stats),
+        };
+        if local.count == 0 {
+            return (PartitionState::NotHeld, stats);
+        }
+        if !may_forget {
+            return (PartitionState::WaitingForLayout, stats);
+        }
+    }
+    let mut errors = Vec::new();
+    for node in others {
+        match sync_range(deps, *node, vec![p]).await {
+            Ok(s) => stats.add(&s),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        let text: Vec<String> = errors.iter().map(|e: &SyncError| e.to_string()).collect();
+        return (fail(text.join("; ")), stats);
+    }
+    if held {
+        return (PartitionState::InSync { at: now_msec() }, stats);
+    }
+    // Every new holder has all we had (sync succeeded both ways): forget it here.
+    loop {
+        match deps
+            .refcount
+            .send(ForgetPartition {
+                partition: p,
+                limit: FORGET_STEP,
+            })
+            .await
+        {
+            Ok(Ok(r)) if r.more => continue,
+            Ok(Ok(_)) => return (PartitionState::NotHeld, stats),
+            Ok(Err(e)) => return (fail(e.to_string()), stats),
+            Err(_) => return (fail("refcount actor gone".into()), stats),
+        }
+    }
+}
+
+impl Actor for AntiEntropyActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.peer_poll, |act, ctx| act.poll_peers(ctx));
+        let first = self.config.first_round_after;
+        self.schedule_next_round(ctx, first);
+    }
+}
+
+impl Handler<PartitionDone> for AntiEntropyActor {
+    type Result = ();
+
+    fn handle(&mut self, m: PartitionDone, ctx: &mut Context<Self>) {
+        self.busy = false;
+        self.totals.add(&m.stats);
+        if m.stats.records_in + m.stats.records_out > 0 {
+            tracing::info!(
+                partition = m.partition,
+                records_in = m.stats.records_in,
+                records_out = m.stats.records_out,
+                bytes = m.stats.bytes_sent + m.stats.bytes_received,
+                "anti-entropy repaired differences"
+            );
+        }
+        if let PartitionState::Error { error, .. } = &m.state {
+            tracing::debug!(partition = m.partition, "anti-entropy: {error}");
+            if let Some(r) = &mut self.round {
+                r.errors += 1;
+            }
+        }
+        self.partitions[m.partition as usize] = m.state;
+        let pause = m.took.saturating_mul(self.config.tranquility);
+        if pause.is_zero() {
+            self.pump(ctx);
+        } else {
+            self.busy = true;
+            ctx.run_later(pause, |act, ctx| {
+                act.busy = false;
+                act.pump(ctx);
+            });
+        }
+    }
+}
+
+impl Handler<ReplayDone> for AntiEntropyActor {
+    type Result = ();
+
+    fn handle(&mut self, m: ReplayDone, ctx: &mut Context<Self>) {
+        self.replaying.remove(&m.node);
+        self.hints_replayed += m.replayed;
+        let mut b = self.db.batch();
+        for k in &m.removed {
+            b.remove(&self.hints, k.clone());
+        }
+        match b.commit() {
+            Ok(()) => {
+                let c = self.hint_counts.entry(m.node).or_default();
+                *c = c.saturating_sub(m.removed.len() as u64);
+                if *c == 0 {
+                    self.hint_counts.remove(&m.node);
+                }
+            }
+            Err(e) => tracing::error!("cannot remove replayed hints: {e}"),
+        }
+        if m.replayed > 0 {
+            tracing::info!(node = %m.node.short(), replayed = m.replayed, "hints replayed");
+        }
+        // More pages: go on at once (a failure waits for the next poll).
+        if !m.complete && !m.removed.is_empty() {
+            self.replay(m.node, ctx);
+        }
+    }
+}
+
+impl Handler<CallsFailed> for AntiEntropyActor {
+    type Result = ();
+
+    fn handle(&mut self, m: CallsFailed, _ctx: &mut Context<Self>) {
+        if !self.config.hinted_handoff {
+            return;
+        }
+        let Some(hint) = Hint::for_rpc(&m.rpc) else {
+            return;
+        };
+        for (node, err) in m.failed {
+            // A refusal the node will repeat (the ref is dropped there, the data is bad)
+            // is not a missed write.
+            if let RpcError::Remote {
+                code: ErrorCode::RefDropped | ErrorCode::BadRequest | ErrorCode::CorruptData,
+                ..
+            } = err
+            {
+                continue;
+            }
+            if node == self.config.self_id {
+                continue;
+            }
+            self.store_hint(node, &hint);
+        }
+    }
+}
+
+impl Handler<SyncNow> for AntiEntropyActor {
+    type Result = bool;
+
+    fn handle(&mut self, _m: SyncNow, ctx: &mut Context<Self>) -> bool {
+        self.start_round(ctx)
+    }
+}
+
+impl Handler<GetAntiEntropyStatus> for AntiEntropyActor {
+    type Result = MessageResult<GetAntiEntropyStatus>;
+
+    fn handle(&mut self, _m: GetAntiEntropyStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        let count =
+            |f: &dyn Fn(&PartitionState) -> bool| self.partitions.iter().filter(|s| f(s)).count();
+        let errors = self
+            .partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                PartitionState::Error { error, .. } => Some((i as u8, error.clone())),
+                _ => None,
+            })
+            .take(8)
+            .collect();
+        MessageResult(AntiEntropyStatus {
+            interval_secs: self.config.interval.as_secs(),
+            hinted_handoff: self.config.hinted_handoff,
+            partitions_in_sync: count(&|s| matches!(s, PartitionState::InSync { .. })),
+            partitions_syncing: count(&|s| matches!(s, PartitionState::Syncing)),
+            partitions_error: count(&|s| matches!(s, PartitionState::Error { .. })),
+            partitions_not_held: count(&|s| matches!(s, PartitionState::NotHeld)),
+            partitions_waiting_for_layout: count(&|s| {
+                matches!(s, PartitionState::WaitingForLayout)
+            }),
+            partitions_unknown: count(&|s| matches!(s, PartitionState::Unknown)),
+            partitions_queued: self.queue.len(),
+            last_full_sync: self.last_full_sync,
+            round_running: self.round.is_some(),
+            rounds_completed: self.rounds_completed,
+            bytes_sent: self.totals.bytes_sent,
+            bytes_received: self.totals.bytes_received,
+            records_sent: self.totals.records_out,
+            records_received: self.totals.records_in,
+            hints_pending: self.hint_counts.values().sum(),
+            hints_replayed: self.hints_replayed,
+            layout_agreed: self.layout_agreed.unwrap_or(true),
+            layout_differs: self.layout_differs.iter().map(|n| n.to_hex()).collect(),
+            errors,
+        })
+    }
+}
