@@ -17,6 +17,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use blocknode_actors::antientropy::{AntiEntropyStatus, GetAntiEntropyStatus, SyncNow};
 use blocknode_actors::peer::GetPeerStatus;
 use blocknode_actors::refcount::RefState;
 use blocknode_actors::resync::{
@@ -118,6 +119,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/resync/errors", web::get().to(resync_errors))
         .route("/v1/resync/retry", web::post().to(resync_retry))
         .route("/v1/repair", web::post().to(repair))
+        .route("/v1/anti-entropy/sync", web::post().to(anti_entropy_sync))
         .route("/v1/scrub/{action}", web::post().to(scrub))
         .route("/v1/workers", web::get().to(get_workers))
         .route("/v1/workers", web::put().to(put_workers));
@@ -275,23 +277,26 @@ async fn node_state(
         Vec<blocknode_actors::peer::PeerInfo>,
         blocknode_actors::storage::StorageStats,
         blocknode_actors::resync::ResyncStatus,
+        AntiEntropyStatus,
     ),
     ApiError,
 > {
-    let (peers, storage, resync) = futures::join!(
+    let (peers, storage, resync, ae) = futures::join!(
         svc.peers.send(GetPeerStatus),
         svc.storage.send(GetStorageStats),
-        svc.resync.send(GetResyncStatus)
+        svc.resync.send(GetResyncStatus),
+        svc.anti_entropy.send(GetAntiEntropyStatus)
     );
     Ok((
         peers.map_err(|e| actor_err("peer", e))?,
         storage.map_err(|e| actor_err("storage", e))?,
         resync.map_err(|e| actor_err("resync", e))?,
+        ae.map_err(|e| actor_err("anti-entropy", e))?,
     ))
 }
 
 async fn status(svc: web::Data<Service>) -> ApiResult {
-    let (peers, storage, resync) = node_state(&svc).await?;
+    let (peers, storage, resync, ae) = node_state(&svc).await?;
     let disagreeing: Vec<String> = peers
         .iter()
         .filter(|p| p.layout_digest.is_some_and(|d| d != svc.layout_digest))
@@ -332,7 +337,18 @@ async fn status(svc: web::Data<Service>) -> ApiResult {
             "corruptions_found": storage.corruptions_found,
         },
         "resync": resync,
+        "anti_entropy": ae,
     })))
+}
+
+/// Start an anti-entropy round now (if none is running).
+async fn anti_entropy_sync(svc: web::Data<Service>) -> ApiResult {
+    let started = svc
+        .anti_entropy
+        .send(SyncNow)
+        .await
+        .map_err(|e| actor_err("anti-entropy", e))?;
+    Ok(HttpResponse::Accepted().json(json!({ "started": started })))
 }
 
 async fn resync_errors(svc: web::Data<Service>) -> ApiResult {
@@ -461,7 +477,7 @@ async fn put_workers(svc: web::Data<Service>, body: web::Json<Workers>) -> ApiRe
 }
 
 async fn metrics(svc: web::Data<Service>) -> ApiResult {
-    let (peers, storage, resync) = node_state(&svc).await?;
+    let (peers, storage, resync, ae) = node_state(&svc).await?;
     let mut s = Snapshot::default();
     s.gauge(
         "blocks_stored",
@@ -525,6 +541,53 @@ async fn metrics(svc: web::Data<Service>) -> ApiResult {
         "scrub_corruptions",
         "Corrupted blocks found by scrub (all time)",
         resync.scrub.corruptions,
+    );
+    s.gauge_family(
+        "anti_entropy_partitions",
+        "Partitions by anti-entropy state",
+        [
+            ("in_sync", ae.partitions_in_sync),
+            ("syncing", ae.partitions_syncing),
+            ("error", ae.partitions_error),
+            ("not_held", ae.partitions_not_held),
+            ("waiting_for_layout", ae.partitions_waiting_for_layout),
+            ("unknown", ae.partitions_unknown),
+        ]
+        .into_iter()
+        .map(|(state, n)| {
+            (
+                crate::metrics::ResultLabels {
+                    result: state.into(),
+                },
+                n as i64,
+            )
+        })
+        .collect(),
+    );
+    s.gauge(
+        "anti_entropy_last_full_sync_seconds",
+        "Unix time of the end of the last anti-entropy round without errors (0: none yet)",
+        (ae.last_full_sync.unwrap_or(0) / 1000) as i64,
+    );
+    s.counter(
+        "anti_entropy_bytes",
+        "Bytes exchanged by anti-entropy (sent and received)",
+        ae.bytes_sent + ae.bytes_received,
+    );
+    s.counter(
+        "anti_entropy_records_repaired",
+        "Ref records merged by anti-entropy (both ways)",
+        ae.records_sent + ae.records_received,
+    );
+    s.gauge(
+        "hints_pending",
+        "Hinted writes waiting for their node to come back",
+        ae.hints_pending as i64,
+    );
+    s.gauge(
+        "layout_agreed",
+        "1 if every known peer has this node's member list",
+        ae.layout_agreed as i64,
     );
     s.gauge_family(
         "peer_up",

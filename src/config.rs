@@ -96,6 +96,9 @@ fn default_need_block_timeout() -> Duration {
 fn default_backoff() -> Duration {
     Duration::from_secs(60)
 }
+fn default_anti_entropy_interval() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_scrub_interval() -> Duration {
     Duration::from_secs(30 * 86400)
 }
@@ -166,6 +169,17 @@ pub struct Config {
     /// Automatic scrub interval (±5 days jitter). Default "30days".
     #[serde(default = "default_scrub_interval", deserialize_with = "de_duration")]
     pub scrub_interval: Duration,
+    /// Time between two anti-entropy rounds over every partition (±10 % jitter); the
+    /// first runs 30 s (or this interval, if shorter) after start. Default "10m".
+    #[serde(
+        default = "default_anti_entropy_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub anti_entropy_interval: Duration,
+    /// Keep a write that missed a holder as a hint and replay it when the holder is
+    /// back. Default true.
+    #[serde(default = "default_true")]
+    pub hinted_handoff: bool,
     /// Largest block accepted. Default "16MiB"; at most "256MiB".
     #[serde(default = "default_max_block_size", deserialize_with = "de_size")]
     pub max_block_size: u64,
@@ -219,6 +233,8 @@ block_rw_timeout = "30s"
 need_block_timeout = "5s"
 resync_backoff_base = "60s"
 scrub_interval = "30days"
+anti_entropy_interval = "10m"
+hinted_handoff = true
 max_block_size = "16MiB"
 quic_listen = "0.0.0.0:3901"
 http_listen = "127.0.0.1:3900"
@@ -277,6 +293,8 @@ impl Config {
             need_block_timeout: default_need_block_timeout(),
             resync_backoff_base: default_backoff(),
             scrub_interval: default_scrub_interval(),
+            anti_entropy_interval: default_anti_entropy_interval(),
+            hinted_handoff: true,
             max_block_size: default_max_block_size(),
             data_dir_capacity: None,
             block_ram_buffer_max: default_ram_buffer(),

@@ -7,6 +7,7 @@
 
 use actix::prelude::*;
 
+use blocknode_actors::antientropy::narrow::schedule_fetches;
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
 use blocknode_actors::peer::HandleRpc;
 use blocknode_actors::refcount::{
@@ -188,11 +189,19 @@ impl Handler<HandleRpc> for RpcDispatcher {
                         Err(e) => mailbox("refcount", e),
                     }
                 }
-                BlockRpc::MergeRefs(records) => match refcount.send(MergeRefs { records }).await {
-                    Ok(Ok(_)) => BlockRpc::Ok,
-                    Ok(Err(e)) => refcount_error(e),
-                    Err(e) => mailbox("refcount", e),
-                },
+                BlockRpc::MergeRefs(records) => {
+                    let live: Vec<Hash> =
+                        records.iter().filter(|r| r.live).map(|r| r.hash).collect();
+                    match refcount.send(MergeRefs { records }).await {
+                        Ok(Ok(_)) => {
+                            // Refs that arrive by anti-entropy: fetch their blocks now.
+                            schedule_fetches(&resync.clone().recipient(), live);
+                            BlockRpc::Ok
+                        }
+                        Ok(Err(e)) => refcount_error(e),
+                        Err(e) => mailbox("refcount", e),
+                    }
+                }
                 BlockRpc::ScheduleResync(hash) => {
                     schedule(hash, ScheduleReason::ReadFailed);
                     BlockRpc::Ok

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 
+use blocknode_actors::antientropy::{AntiEntropyActor, AntiEntropyConfig, AntiEntropyLinks};
 use blocknode_actors::frame::FrameLimits;
 use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, PeerTuning, Shutdown};
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
@@ -222,6 +223,26 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         peers.clone().recipient(),
         placement.clone(),
     )?);
+    let mut ae_cfg = AntiEntropyConfig::new(self_id, layout_digest);
+    ae_cfg.interval = cfg.anti_entropy_interval;
+    ae_cfg.first_round_after = cfg
+        .anti_entropy_interval
+        .min(std::time::Duration::from_secs(30));
+    ae_cfg.hinted_handoff = cfg.hinted_handoff;
+    ae_cfg.rpc_timeout = cfg.need_block_timeout;
+    let anti_entropy = AntiEntropyActor::new(
+        db.clone(),
+        ae_cfg,
+        AntiEntropyLinks {
+            refcount: refcount.clone(),
+            peers: peers.clone().recipient(),
+            peer_status: peers.clone().recipient(),
+            schedule: resync.clone().recipient(),
+            layout: resync.clone().recipient(),
+            placement: placement.clone(),
+        },
+    )?
+    .start();
 
     let service = Service {
         self_id,
@@ -244,6 +265,10 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         metrics,
         started: Instant::now(),
         ram_budget,
+        hints: cfg
+            .hinted_handoff
+            .then(|| anti_entropy.clone().recipient()),
+        anti_entropy,
     };
     let data = web::Data::new(service);
     let server = HttpServer::new(move || {

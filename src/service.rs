@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 
+use blocknode_actors::antientropy::AntiEntropyActor;
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
 use blocknode_actors::peer::{
     Call, CallMany, CallsFailed, PeerActor, Priority, QuorumError, RpcError,
@@ -62,6 +63,7 @@ pub struct Service {
     pub ram_budget: Arc<tokio::sync::Semaphore>,
     /// Where the failed calls of a write go (hinted handoff); `None` when it is off.
     pub hints: Option<Recipient<CallsFailed>>,
+    pub anti_entropy: Addr<AntiEntropyActor>,
 }
 
 /// Why a client-path operation failed; the API maps each to a status code.

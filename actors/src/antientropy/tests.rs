@@ -444,9 +444,10 @@ async fn anti_entropy_bytes_for_100k_refs_differing_in_10() {
     let t = Instant::now();
     let (ae_bytes, all_bytes, st, _r) = differing_replicas(100_000, d.path()).await;
     println!(
-        "100000 refs, 10 differing: anti-entropy {} bytes in {} round trips ({} records moved), sending all {} bytes: {:.4}% ({:.1} s)",
+        "100000 refs, 10 differing: anti-entropy {} bytes ({} sent, {} received; {} records moved), sending all {} bytes: {:.4}% ({:.1} s)",
         ae_bytes,
-        st.bytes_sent + st.bytes_received,
+        st.bytes_sent,
+        st.bytes_received,
         st.records_sent + st.records_received,
         all_bytes,
         100.0 * ae_bytes as f64 / all_bytes as f64,
