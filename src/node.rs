@@ -265,9 +265,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         metrics,
         started: Instant::now(),
         ram_budget,
-        hints: cfg
-            .hinted_handoff
-            .then(|| anti_entropy.clone().recipient()),
+        hints: cfg.hinted_handoff.then(|| anti_entropy.clone().recipient()),
         anti_entropy,
     };
     let data = web::Data::new(service);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{files_with_suffix, random_bytes, wait_for, Cluster};
+use common::{files_with_suffix, random_bytes, set_keys, wait_for, Cluster};
 
 /// Short timeouts so failure paths finish well inside the test bounds.
 fn fast(config: &str) -> String {
@@ -18,22 +18,6 @@ fn fast(config: &str) -> String {
             ("resync_backoff_base", "\"1s\""),
         ],
     )
-}
-
-/// Set top-level TOML keys (replacing existing lines, else inserting at the top).
-pub fn set_keys(config: &str, keys: &[(&str, &str)]) -> String {
-    let mut lines: Vec<String> = config.lines().map(str::to_string).collect();
-    for (k, v) in keys {
-        let line = format!("{k} = {v}");
-        match lines.iter().position(|l| {
-            l.trim_start().starts_with(&format!("{k} "))
-                || l.trim_start().starts_with(&format!("{k}="))
-        }) {
-            Some(i) => lines[i] = line,
-            None => lines.insert(0, line),
-        }
-    }
-    lines.join("\n") + "\n"
 }
 
 #[test]

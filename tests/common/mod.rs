@@ -74,6 +74,18 @@ impl Cluster {
     /// Initialise an `n`-node cluster with replication factor `rf` and the given gc delay,
     /// apply `edit` to each node's config text, then start every node.
     pub fn start(n: usize, rf: usize, gc_delay: &str, edit: impl Fn(&str) -> String) -> Cluster {
+        let mut c = Cluster::init(n, rf, gc_delay, edit);
+        for i in 0..n {
+            c.start_node(i);
+        }
+        for i in 0..n {
+            c.wait_ready(i);
+        }
+        c
+    }
+
+    /// [`Cluster::start`] without starting any node.
+    pub fn init(n: usize, rf: usize, gc_delay: &str, edit: impl Fn(&str) -> String) -> Cluster {
         let dir = tempfile::tempdir().expect("creating the cluster's temp dir");
         let out = Command::new(bin())
             .args(["dev-cluster", "--init-only", "--nodes", &n.to_string()])
@@ -118,19 +130,53 @@ impl Cluster {
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        let mut c = Cluster {
+        Cluster {
             dir,
             children: nodes.iter().map(|_| None).collect(),
             nodes,
             agent,
-        };
-        for i in 0..n {
-            c.start_node(i);
         }
-        for i in 0..n {
-            c.wait_ready(i);
+    }
+
+    /// Whether node `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.children[i].is_some()
+    }
+
+    /// Rewrite node `i`'s config so that its member list is exactly the nodes `keep`
+    /// (their `[[members]]` tables as `dev-cluster` wrote them).
+    pub fn set_members(&self, i: usize, keep: &[usize]) {
+        let path = &self.nodes[i].config;
+        // The tables as first written (every node's config lists every node then).
+        let orig = path.with_extension("toml.orig");
+        if !orig.exists() {
+            std::fs::copy(path, &orig).expect("keeping the original config");
         }
-        c
+        let text = std::fs::read_to_string(&orig).expect("reading a node config");
+        let mut parts = text.split("\n[[members]]\n");
+        let head = parts.next().unwrap_or_default().to_string();
+        let tables: Vec<&str> = parts.collect();
+        let mut out = head;
+        for j in keep {
+            let id = &self.nodes[*j].id;
+            let t = tables
+                .iter()
+                .find(|t| t.contains(id.as_str()))
+                .unwrap_or_else(|| {
+                    panic!("no [[members]] table for node {j} in {}", path.display())
+                });
+            out.push_str("\n[[members]]\n");
+            out.push_str(t.trim_end());
+            out.push('\n');
+        }
+        std::fs::write(path, out).expect("writing a node config");
+    }
+
+    /// Stop node `i` (SIGTERM), start it again and wait until it is healthy.
+    pub fn restart(&mut self, i: usize) {
+        self.stop(i);
+        self.start_node(i);
+        self.wait_ready(i);
     }
 
     /// Start node `i` (it must be stopped).
@@ -384,4 +430,20 @@ pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Set top-level TOML keys (replacing existing lines, else inserting at the top).
+pub fn set_keys(config: &str, keys: &[(&str, &str)]) -> String {
+    let mut lines: Vec<String> = config.lines().map(str::to_string).collect();
+    for (k, v) in keys {
+        let line = format!("{k} = {v}");
+        match lines.iter().position(|l| {
+            l.trim_start().starts_with(&format!("{k} "))
+                || l.trim_start().starts_with(&format!("{k}="))
+        }) {
+            Some(i) => lines[i] = line,
+            None => lines.insert(0, line),
+        }
+    }
+    lines.join("\n") + "\n"
 }

@@ -62,6 +62,8 @@ pub struct AntiEntropyConfig {
     /// This node's layout digest (its member list), compared with the peers'.
     pub layout_digest: Hash,
     /// Time between the starts of two full rounds (jittered ±10 %). Default 10 minutes.
+    /// Zero turns anti-entropy off (no rounds, no sync on a peer's comeback; `SyncNow`
+    /// still runs one).
     pub interval: Duration,
     /// Delay of the first round after start. Default 30 s.
     pub first_round_after: Duration,
@@ -426,7 +428,8 @@ impl AntiEntropyActor {
                     tracing::info!(peer = %p.id.short(), "peer up: replaying hints, syncing shared partitions");
                     act.replay(p.id, ctx);
                     let me = act.config.self_id;
-                    for part in 0..=255u8 {
+                    let enabled = !act.config.interval.is_zero();
+                    for part in (0..=255u8).filter(|_| enabled) {
                         let h = act.holders(part);
                         let ours = h.contains(&me)
                             || act.partitions[part as usize] != PartitionState::NotHeld;
@@ -542,8 +545,12 @@ impl Actor for AntiEntropyActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.peer_poll, |act, ctx| act.poll_peers(ctx));
-        let first = self.config.first_round_after;
-        self.schedule_next_round(ctx, first);
+        if self.config.interval.is_zero() {
+            tracing::warn!("anti-entropy is off (anti_entropy_interval = 0)");
+        } else {
+            let first = self.config.first_round_after;
+            self.schedule_next_round(ctx, first);
+        }
     }
 }
 

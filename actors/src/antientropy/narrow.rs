@@ -234,6 +234,9 @@ pub fn diff(ours: &[RefRecord], theirs: &[RefRecord]) -> (Vec<RefRecord>, Vec<Re
     (to_us, to_them)
 }
 
+/// One side's (count, digest) of a child range, if it has records there.
+type Side<'a> = Option<(u64, &'a [u8])>;
+
 fn same(a: &PrefixDigest, b: &PrefixDigest) -> bool {
     a.count == b.count && a.digest == b.digest
 }
@@ -259,8 +262,7 @@ pub async fn sync_range(
             continue;
         }
         // Children that differ: present on one side only, or with another digest.
-        let mut children: BTreeMap<u16, (Option<(u64, &[u8])>, Option<(u64, &[u8])>)> =
-            BTreeMap::new();
+        let mut children: BTreeMap<u16, (Side<'_>, Side<'_>)> = BTreeMap::new();
         for c in &ours.children {
             children.entry(c.byte).or_default().0 = Some((c.count, &c.digest));
         }
