@@ -100,7 +100,15 @@ impl Handler<HandleRpc> for RpcDispatcher {
                     Err(e) => mailbox("storage", e),
                 },
                 BlockRpc::PutBlock { hash, data } => {
-                    match storage.send(WriteBlock::new(hash, data)).await {
+                    // A PutBlock this node sends itself carries the bytes its service
+                    // has just hashed (a peer cannot pass for this node: ids are pinned
+                    // to certificates); anything else is verified before it is written.
+                    let write = if from == resync_cfg.self_id {
+                        WriteBlock::hashed_here(hash, data)
+                    } else {
+                        WriteBlock::new(hash, data)
+                    };
+                    match storage.send(write).await {
                         Ok(Ok(_)) => {
                             // A block nobody references here is an orphan: look at it again
                             // after the grace period (a ref may still be on its way).

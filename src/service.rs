@@ -163,20 +163,27 @@ impl Service {
             hash,
             data: block.into_data(),
         };
-        self.call_quorum(hash, nodes.clone(), rpc, self.cfg.block_rw_timeout, None)
-            .await?;
-        if let Some(r) = ref_id {
-            self.call_quorum(
-                hash,
-                nodes,
-                BlockRpc::AddRef {
+        let put = self.call_quorum(hash, nodes.clone(), rpc, self.cfg.block_rw_timeout, None);
+        // The ref goes out with the block, not after it: a holder that gets the ref
+        // first just waits for the block (resync looks at a new ref only after twice
+        // the block timeout), and the two journal/data syncs overlap.
+        match ref_id {
+            Some(r) => {
+                let add = self.call_quorum(
                     hash,
-                    ref_id: r.clone(),
-                },
-                self.cfg.small_rpc_timeout,
-                Some(&r),
-            )
-            .await?;
+                    nodes,
+                    BlockRpc::AddRef {
+                        hash,
+                        ref_id: r.clone(),
+                    },
+                    self.cfg.small_rpc_timeout,
+                    Some(&r),
+                );
+                let (p, a) = futures::join!(put, add);
+                p?;
+                a?;
+            }
+            None => put.await?,
         }
         self.metrics.bytes_written.inc_by(size as u64);
         Ok((hash, size))
@@ -233,8 +240,9 @@ impl Service {
         let mut found = None;
         for node in self.holders(&hash) {
             if node == self.self_id {
+                // The storage actor verified the copy it read: do not hash it again.
                 match self.storage.send(ReadBlock { hash }).await {
-                    Ok(Ok(data)) => match data.verify_get(&hash) {
+                    Ok(Ok(data)) => match data.into_plain_verified(&hash) {
                         Ok(plain) => {
                             found = Some(plain);
                             break;

@@ -79,6 +79,15 @@ impl DataBlock {
         }
     }
 
+    /// The plain bytes without hashing them: only for a block the storage actor has just
+    /// verified (a compressed block still has its zstd frame checksum checked).
+    pub fn into_plain_verified(self, hash: &Hash) -> Result<Bytes, BlockError> {
+        match self {
+            DataBlock::Plain(b) => Ok(b),
+            DataBlock::Compressed(c) => Ok(Bytes::from(decompress(hash, &c)?)),
+        }
+    }
+
     /// Check the block and return its plain bytes (decompressed once).
     pub fn verify_get(self, hash: &Hash) -> Result<Bytes, BlockError> {
         match self {

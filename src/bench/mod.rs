@@ -516,9 +516,17 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
     std::fs::create_dir_all(&limit_dir)?;
     // At least 256 files (or 64 MiB), so the limit is not a few milliseconds of page cache.
     let limit_files = count.max(256).max((64 << 20) / size).min(4096);
-    let disk = limits::disk_write(&limit_dir, limit_files, size, args.concurrency, args.fsync);
+    // The median of three runs: on a shared VM one run can be off by 3x either way.
+    let mut disk_runs = Vec::new();
+    for _ in 0..3 {
+        let run = limits::disk_write(&limit_dir, limit_files, size, args.concurrency, args.fsync);
+        let _ = std::fs::remove_dir_all(&limit_dir);
+        disk_runs.push(run?);
+        std::fs::create_dir_all(&limit_dir)?;
+    }
     let _ = std::fs::remove_dir_all(&limit_dir);
-    let disk = disk?;
+    disk_runs.sort_by(|a, b| a.total_cmp(b));
+    let disk = disk_runs[1];
     let blake = limits::blake2_one_core(&sample);
     let zstd = limits::zstd_one_core(&sample);
     let quinn = limits::quinn_stream(256 << 20)?;
@@ -593,7 +601,8 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         }
     );
     println!(
-        "limits: disk {disk:.0} MiB/s ({:.0} per replica), BLAKE2 one core {blake:.0} MiB/s, zstd-1 {zstd:.0} MiB/s, quinn stream {quinn:.0} MiB/s",
+        "limits: disk {disk:.0} MiB/s (median of {:.0}/{:.0}/{:.0}; {:.0} per replica), BLAKE2 one core {blake:.0} MiB/s, zstd-1 {zstd:.0} MiB/s, quinn stream {quinn:.0} MiB/s",
+        disk_runs[0], disk_runs[1], disk_runs[2],
         put_limit
     );
     println!(
@@ -640,7 +649,7 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         let doc = json!({
             "config": {"size": size, "count": count, "concurrency": args.concurrency, "data": format!("{:?}", args.data).to_lowercase(),
                        "nodes": args.nodes, "replication": args.replication, "fsync": args.fsync, "local": target.local.is_some()},
-            "limits": {"disk_mib_s": disk, "disk_per_replica_mib_s": put_limit, "blake2_one_core_mib_s": blake,
+            "limits": {"disk_mib_s": disk, "disk_runs_mib_s": disk_runs, "disk_per_replica_mib_s": put_limit, "blake2_one_core_mib_s": blake,
                        "zstd1_mib_s": zstd, "quinn_stream_mib_s": quinn, "get_limit_mib_s": get_limit},
             "workloads": wj,
         });

@@ -107,6 +107,17 @@ impl WriteBlock {
         }
     }
 
+    /// A write of bytes this node hashed itself a moment ago: the coordinator's own copy
+    /// of a client PUT, arriving as the `PutBlock` it sends itself. Not hashed again;
+    /// never use it for bytes that came from the network or a disk.
+    pub fn hashed_here(hash: Hash, data: DataBlock) -> Self {
+        WriteBlock {
+            hash,
+            data,
+            verified: true,
+        }
+    }
+
     /// Whether the data was already verified.
     pub fn is_verified(&self) -> bool {
         self.verified
