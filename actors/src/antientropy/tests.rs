@@ -266,6 +266,17 @@ fn rig(
     }
 }
 
+/// Node B up, announcing `layout`.
+async fn set_peer_up(r: &Rig, layout: Hash) {
+    r.peer
+        .send(SetPeer {
+            up: true,
+            layout: Some(layout),
+        })
+        .await
+        .unwrap();
+}
+
 fn rid(s: String) -> RefId {
     s.parse().unwrap()
 }
@@ -366,13 +377,7 @@ async fn differing_replicas(n: u32, dir: &Path) -> (u64, u64, AntiEntropyStatus,
     merge(&r.a, (n + 8..n + 10).map(|i| rec(i, true)).collect()).await;
     merge(&r.b, (n + 8..n + 10).map(|i| rec(i, false)).collect()).await;
     assert_ne!(everything(&r.a).await, everything(&r.b).await);
-    r.peer
-        .send(SetPeer {
-            up: true,
-            layout: Some(LAYOUT),
-        })
-        .await
-        .unwrap();
+    set_peer_up(&r, LAYOUT).await;
     let mut st = r.ae.send(GetAntiEntropyStatus).await.unwrap();
     let t = Instant::now();
     while st.partitions_in_sync < 256 || st.partitions_queued > 0 || st.partitions_syncing > 0 {
@@ -519,13 +524,7 @@ async fn missed_writes_are_hinted_persisted_and_replayed_when_the_peer_comes_up(
         RcEntry::Absent
     );
 
-    r.peer
-        .send(SetPeer {
-            up: true,
-            layout: Some(LAYOUT),
-        })
-        .await
-        .unwrap();
+    set_peer_up(&r, LAYOUT).await;
     wait_for("the hints to be replayed", 10, || async {
         r.ae.send(GetAntiEntropyStatus).await.unwrap().hints_pending == 0
     })
@@ -578,13 +577,7 @@ async fn a_partition_no_longer_held_is_handed_over_then_forgotten_only_when_layo
     let d = tempfile::tempdir().unwrap();
     // Every partition is held by B alone: A holds nothing any more.
     let r = rig(d.path(), vec![node(2)], true, |_| {});
-    r.peer
-        .send(SetPeer {
-            up: true,
-            layout: Some(Hash([0xBB; 32])),
-        })
-        .await
-        .unwrap();
+    set_peer_up(&r, Hash([0xBB; 32])).await;
     let recs: Vec<RefRecord> = (0..300).map(|i| rec(i, i % 3 != 0)).collect();
     merge(&r.a, recs).await;
     wait_for("the layout disagreement to reach resync", 10, || async {
@@ -603,13 +596,7 @@ async fn a_partition_no_longer_held_is_handed_over_then_forgotten_only_when_layo
         "nothing may be forgotten while layouts differ"
     );
 
-    r.peer
-        .send(SetPeer {
-            up: true,
-            layout: Some(LAYOUT),
-        })
-        .await
-        .unwrap();
+    set_peer_up(&r, LAYOUT).await;
     wait_for("the agreement to reach resync", 10, || async {
         r.spy.send(SpyPeek).await.unwrap().1 == vec![false, true]
     })
