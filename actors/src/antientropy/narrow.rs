@@ -24,8 +24,6 @@ pub const LEAF: usize = 128;
 /// What reconciling a range cost and changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncStats {
-    /// Requests and replies exchanged.
-    pub round_trips: u64,
     /// Bytes of frames sent to the peer (requests, including merges).
     pub bytes_sent: u64,
     /// Bytes of frames received from the peer (replies).
@@ -38,7 +36,6 @@ pub struct SyncStats {
 
 impl SyncStats {
     pub fn add(&mut self, o: &SyncStats) {
-        self.round_trips += o.round_trips;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.records_in += o.records_in;
@@ -88,7 +85,6 @@ impl SyncDeps {
         rpc: BlockRpc,
         stats: &mut SyncStats,
     ) -> Result<BlockRpc, SyncError> {
-        stats.round_trips += 1;
         stats.bytes_sent += frame_len(&rpc);
         let reply = self
             .peers

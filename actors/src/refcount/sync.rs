@@ -26,7 +26,7 @@ use super::{store_err, RcChanged, RefState, RefcountActor, RefcountError};
 use crate::frame::{ChildDigest, PrefixDigest, RefRecord};
 use crate::hash::blake2sum;
 use crate::hash::Hash;
-use crate::rc::RcEntry;
+use crate::rc::{now_msec, RcEntry};
 use crate::refcount::keys::ref_key;
 
 /// Bytes of a digest.
@@ -74,11 +74,12 @@ pub struct MergeRefs {
     pub records: Vec<RefRecord>,
 }
 
-/// Remove (not drop) the records and rc entries of the hashes whose first byte is
-/// `partition`, at most `limit` of each per message: the node no longer holds that
-/// partition and its new holders have the records (the anti-entropy actor checks that).
-/// A block whose count falls to zero is announced by `RcChanged` like any drop, so
-/// resync offloads it to the holders that need it and only then deletes it here.
+/// Remove (not drop) the ref records of the hashes whose first byte is `partition`, at
+/// most `limit` per message, and make their referenced blocks `Deletable` after the
+/// grace period: the node no longer holds that partition and its new holders have the
+/// records (the anti-entropy actor checks that). The fall to zero is announced by
+/// `RcChanged` like any last drop, so resync offloads each block to the holders that
+/// need it and only then deletes it here.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<ForgetReport, RefcountError>")]
 pub struct ForgetPartition {
@@ -187,23 +188,20 @@ impl Handler<ForgetPartition> for RefcountActor {
                 continue;
             };
             while let Some((h, e)) = ov.next_if(|(h, _)| **h < hash) {
-                if *e != RcEntry::Absent {
+                if e.count() > 0 {
                     entries.push((*h, *e));
                 }
             }
             let e = match ov.next_if(|(h, _)| **h == hash) {
                 Some((_, e)) => *e,
-                // A corrupt entry is removed too: its refs are going away with it.
+                // A corrupt entry goes too: its refs are going away with it.
                 None => RcEntry::parse(&v).unwrap_or(RcEntry::Present { count: 1 }),
             };
-            if e != RcEntry::Absent {
+            if e.count() > 0 {
                 entries.push((hash, e));
             }
         }
-        entries.extend(
-            ov.filter(|(_, e)| **e != RcEntry::Absent)
-                .map(|(h, e)| (*h, *e)),
-        );
+        entries.extend(ov.filter(|(_, e)| e.count() > 0).map(|(h, e)| (*h, *e)));
         entries.truncate(limit);
         let report = ForgetReport {
             refs: keys.len(),
@@ -215,15 +213,13 @@ impl Handler<ForgetPartition> for RefcountActor {
             for k in keys {
                 g.refs.insert(k, None);
             }
+            // A referenced block becomes deletable after the grace period, as after a
+            // last drop (invariant 4); resync offloads it, deletes it and clears the
+            // entry. Entries already at zero are left to that same path.
+            let new = RcEntry::Present { count: 1 }.with_count(0, now_msec(), self.config.gc_delay);
             for (hash, old) in entries {
-                g.rc.insert(hash, RcEntry::Absent);
-                if old.count() > 0 {
-                    g.changes.push(RcChanged {
-                        hash,
-                        old,
-                        new: RcEntry::Absent,
-                    });
-                }
+                g.rc.insert(hash, new);
+                g.changes.push(RcChanged { hash, old, new });
             }
         }
         tracing::info!(

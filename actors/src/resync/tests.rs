@@ -221,6 +221,26 @@ fn rig_with(dir: &Path, get_delay: Duration, config: ResyncConfig) -> Rig {
     }
 }
 
+/// Store a block here and add one ref to it; returns its hash.
+async fn stored_with_ref(r: &Rig, text: &str, ref_id: &str) -> Hash {
+    let v = block(text);
+    let h = v.hash();
+    r.storage
+        .send(WriteBlock::verified(v))
+        .await
+        .unwrap()
+        .unwrap();
+    r.refcount
+        .send(AddRef {
+            hash: h,
+            ref_id: ref_id.parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    h
+}
+
 async fn wait_until<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -328,21 +348,7 @@ async fn a_new_ref_to_a_missing_block_fetches_it_from_another_holder() {
 async fn dropped_block_is_offloaded_to_holders_that_need_it_then_deleted() {
     let d = tempfile::tempdir().unwrap();
     let r = rig(d.path(), Duration::ZERO);
-    let v = block("offload me");
-    let h = v.hash();
-    r.storage
-        .send(WriteBlock::verified(v))
-        .await
-        .unwrap()
-        .unwrap();
-    r.refcount
-        .send(AddRef {
-            hash: h,
-            ref_id: "a".parse().unwrap(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let h = stored_with_ref(&r, "offload me", "a").await;
     r.peers
         .send(Edit(Box::new(move |p| {
             p.nodes.get_mut(&node(2)).unwrap().needs.insert(h);
@@ -1090,27 +1096,12 @@ async fn resync_fetch_throughput_of_missing_1mib_blocks_with_1_and_4_workers() {
 async fn no_block_is_deleted_while_member_lists_disagree() {
     let d = tempfile::tempdir().unwrap();
     let r = rig(d.path(), Duration::ZERO);
-    let v = block("keep me while layouts differ");
-    let h = v.hash();
-    r.storage
-        .send(WriteBlock::verified(v))
-        .await
-        .unwrap()
-        .unwrap();
     r.resync.send(SetLayoutAgreement(false)).await.unwrap();
-    let id: crate::RefId = "a".parse().unwrap();
-    r.refcount
-        .send(AddRef {
-            hash: h,
-            ref_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let h = stored_with_ref(&r, "keep me while layouts differ", "a").await;
     r.refcount
         .send(DropRef {
             hash: h,
-            ref_id: id,
+            ref_id: "a".parse().unwrap(),
         })
         .await
         .unwrap()
