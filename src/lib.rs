@@ -6,20 +6,18 @@
 //! - [`dispatch`]: answers the RPCs peers send, by messages to the actors;
 //! - [`service`]: the client path (put, get, refs, info) used by the API;
 //! - [`api`]: the HTTP API (actix-web); [`metrics`]: Prometheus metrics;
-//! - [`cli`], [`client`]: the command line and its HTTP client;
-//! - [`dev_cluster`]: a loopback cluster for trying, testing and benchmarking;
-//! - [`bench`]: `blocknode bench`, figures against the machine's limits.
+//! - [`cli`]: the command line, its HTTP client and what it prints;
+//! - [`tools`]: `blocknode dev-cluster` (a loopback cluster for trying, testing and
+//!   benchmarking) and `blocknode bench` (figures against the machine's limits).
 //!
 //! The binary (`src/main.rs`) is thin over this library.
 
 pub mod api;
-pub mod bench;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod dev_cluster;
 pub mod dispatch;
 pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod service;
+pub mod tools;

@@ -2,8 +2,9 @@
 
 use clap::Parser;
 
-use blocknode::cli::{CertCommand, Cli, Command};
-use blocknode::{client, config, dev_cluster, node};
+use blocknode::cli::{client, CertCommand, Cli, Command};
+use blocknode::tools::{bench, dev_cluster};
+use blocknode::{config, node};
 
 /// Block buffers (up to 16 MiB by default) must go back to the OS when freed, or the
 /// RAM budget (`block_ram_buffer_max`) bounds requests but not the process: glibc's
@@ -61,7 +62,7 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DevCluster(args) => dev_cluster::run(args),
-        Command::Bench(args) => blocknode::bench::run(args, cli.api, cli.token),
+        Command::Bench(args) => bench::run(args, cli.api, cli.token),
         other => {
             let c = client::Client::new(cli.api, cli.token)?;
             client::run(&c, other)

@@ -1,8 +1,19 @@
-//! The command line (clap): the node, certificates, the dev cluster and the client.
+//! The command line (clap): the node, certificates, the tools and the client commands.
+//!
+//! - this file: the argument types (the tools define their own: [`DevClusterArgs`],
+//!   [`BenchArgs`]);
+//! - [`client`]: the HTTP client and what each client command asks the API;
+//! - [`output`]: how the answers are printed.
+
+pub mod client;
+mod output;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::tools::bench::BenchArgs;
+use crate::tools::dev_cluster::DevClusterArgs;
 
 /// blocknode: a cluster node for a replicated, content-addressed block store.
 #[derive(Parser, Debug)]
@@ -67,7 +78,7 @@ pub enum Command {
     #[command(subcommand)]
     Worker(WorkerCommand),
     /// Benchmark a temporary (or, with --api, a running) cluster against this machine's limits.
-    Bench(crate::bench::BenchArgs),
+    Bench(BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,26 +99,6 @@ pub enum CertCommand {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-/// Options of `dev-cluster`.
-#[derive(Args, Debug, Clone)]
-pub struct DevClusterArgs {
-    /// Number of nodes.
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
-    /// Directory to write the cluster into (must be empty or absent).
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Replication factor (default: min(3, nodes)).
-    #[arg(long)]
-    pub replication: Option<usize>,
-    /// gc_delay of every node.
-    #[arg(long, default_value = "10m")]
-    pub gc_delay: String,
-    /// Only write the files; do not start the nodes.
-    #[arg(long)]
-    pub init_only: bool,
 }
 
 #[derive(Subcommand, Debug)]

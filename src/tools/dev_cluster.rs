@@ -9,12 +9,32 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use blocknode_actors::tls::{generate_ca, generate_node_cert};
 
-use crate::cli::DevClusterArgs;
 use crate::node::ensure_token;
+
+/// Options of `dev-cluster`.
+#[derive(Args, Debug, Clone)]
+pub struct DevClusterArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Directory to write the cluster into (must be empty or absent).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Replication factor (default: min(3, nodes)).
+    #[arg(long)]
+    pub replication: Option<usize>,
+    /// gc_delay of every node.
+    #[arg(long, default_value = "10m")]
+    pub gc_delay: String,
+    /// Only write the files; do not start the nodes.
+    #[arg(long)]
+    pub init_only: bool,
+}
 
 /// One node in `cluster.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

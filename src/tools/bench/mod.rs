@@ -19,8 +19,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::cli::DevClusterArgs;
-use crate::dev_cluster::{self, DevClusterFile};
+use crate::tools::dev_cluster::{self, DevClusterArgs, DevClusterFile};
 
 /// Compressibility of the generated blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,0 +1,6 @@
+//! Tools built into the binary that are not the node itself: a loopback cluster for
+//! trying and testing ([`dev_cluster`]) and the benchmark ([`bench`]). They drive nodes
+//! as a user would (processes, config files, the HTTP API); the node never uses them.
+
+pub mod bench;
+pub mod dev_cluster;
