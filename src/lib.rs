@@ -1,7 +1,6 @@
 //! `blocknode`: the cluster node built from the actors of `blocknode-actors`.
 //!
 //! - [`config`]: every config key with its default, and the embedded single-node default;
-//! - [`placement`]: which nodes hold a hash (zone-aware, capacity-weighted rendezvous);
 //! - [`node`]: wiring — config → actors → HTTP API, and clean shutdown;
 //! - [`dispatch`]: answers the RPCs peers send, by messages to the actors;
 //! - [`service`]: the client path (put, get, refs, info) used by the API;
@@ -18,6 +17,5 @@ pub mod config;
 pub mod dispatch;
 pub mod metrics;
 pub mod node;
-pub mod placement;
 pub mod service;
 pub mod tools;

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use blocknode_actors::antientropy::{AntiEntropyActor, AntiEntropyConfig, AntiEntropyLinks};
 use blocknode_actors::frame::FrameLimits;
 use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, PeerTuning, Shutdown};
+use blocknode_actors::placement::{ClusterPlacement, PlacementNode};
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
 use blocknode_actors::storage::{StorageActor, StorageConfig};
@@ -25,7 +26,6 @@ use crate::api;
 use crate::config::{Config, Member};
 use crate::dispatch::RpcDispatcher;
 use crate::metrics::{Metrics, RpcLabels};
-use crate::placement::{ClusterPlacement, PlacementNode};
 use crate::service::{Service, ServiceConfig};
 
 /// Create the embedded default's CA and node certificate if they do not exist yet.

@@ -7,7 +7,8 @@
 //! - [`rc`]: [`RcEntry`], the reference-count state machine and its byte format;
 //! - [`frame`]: [`BlockRpc`], the messages between nodes, and their length-limited codec;
 //! - [`fsutil`]: the crash-safe write every file goes through;
-//! - [`placement`]: the [`Placement`] question "which nodes hold this hash".
+//! - [`placement`]: the [`Placement`] question "which nodes hold this partition", and
+//!   its answer for a member list (zone-aware, capacity-weighted rendezvous hashing).
 //!
 //! The actors, each owning its state and talking only by typed messages:
 //! - [`storage::StorageActor`]: the data directory and every block file;

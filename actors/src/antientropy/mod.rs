@@ -246,9 +246,7 @@ impl AntiEntropyActor {
     }
 
     fn holders(&self, partition: u8) -> Vec<NodeId> {
-        let mut first = [0u8; 32];
-        first[0] = partition;
-        self.links.placement.write_nodes(&Hash(first))
+        self.links.placement.partition_nodes(partition as usize)
     }
 
     fn jittered_interval(&self) -> Duration {

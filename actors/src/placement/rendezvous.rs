@@ -1,6 +1,6 @@
-//! Placement: which nodes hold a block.
+//! [`ClusterPlacement`]: the partition table of a member list.
 //!
-//! A block's partition is its hash's first byte (256 partitions). Each partition is
+//! Each partition is
 //! placed on `replication_factor` distinct nodes by weighted rendezvous hashing: every
 //! node gets the score `capacity / −ln(u)` where `u ∈ (0, 1)` comes from
 //! `blake2sum(partition ‖ node id)`, and the best scores win, taking one node per zone
@@ -8,10 +8,8 @@
 //! the same member list, and adding a node moves only the partitions it wins (about
 //! 1/(N+1) of them). The table is computed once at start.
 
-use blocknode_actors::{blake2sum, Hash, NodeId, Placement};
-
-/// Number of partitions (the hash's first byte).
-pub const PARTITIONS: usize = 256;
+use super::{Placement, PARTITIONS};
+use crate::hash::{blake2sum, Hash, NodeId};
 
 /// A member as placement sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,11 +24,6 @@ pub struct PlacementNode {
 pub struct ClusterPlacement {
     table: Vec<Vec<NodeId>>,
     digest: Hash,
-}
-
-/// The partition of a hash.
-pub fn partition_of(hash: &Hash) -> usize {
-    hash.0[0] as usize
 }
 
 fn score(partition: usize, node: &PlacementNode) -> f64 {
@@ -89,8 +82,8 @@ impl ClusterPlacement {
         self.digest
     }
 
-    /// The nodes of one partition.
-    pub fn partition_nodes(&self, partition: usize) -> &[NodeId] {
+    /// The nodes of one partition (borrowed; [`Placement::partition_nodes`] copies).
+    pub fn nodes_of(&self, partition: usize) -> &[NodeId] {
         self.table
             .get(partition)
             .map(|v| v.as_slice())
@@ -110,8 +103,8 @@ impl ClusterPlacement {
 }
 
 impl Placement for ClusterPlacement {
-    fn write_nodes(&self, hash: &Hash) -> Vec<NodeId> {
-        self.partition_nodes(partition_of(hash)).to_vec()
+    fn partition_nodes(&self, partition: usize) -> Vec<NodeId> {
+        self.nodes_of(partition).to_vec()
     }
 }
 
@@ -138,8 +131,8 @@ mod tests {
         let b = ClusterPlacement::new(&rev, 3);
         assert_eq!(a.digest(), b.digest(), "member order must not matter");
         for p in 0..PARTITIONS {
-            assert_eq!(a.partition_nodes(p), b.partition_nodes(p));
-            let mut v = a.partition_nodes(p).to_vec();
+            assert_eq!(a.nodes_of(p), b.nodes_of(p));
+            let mut v = a.nodes_of(p).to_vec();
             v.sort();
             v.dedup();
             assert_eq!(v.len(), 3, "partition {p} needs 3 distinct nodes");
@@ -154,7 +147,7 @@ mod tests {
         let p = ClusterPlacement::new(&ns, 3);
         for part in 0..PARTITIONS {
             let mut zones: Vec<String> = p
-                .partition_nodes(part)
+                .nodes_of(part)
                 .iter()
                 .map(|id| ns.iter().find(|n| n.id == *id).unwrap().zone.clone())
                 .collect();
@@ -190,11 +183,8 @@ mod tests {
             let mean = (PARTITIONS * 3.min(n)) as f64 / n as f64;
             let moved = (0..PARTITIONS)
                 .map(|p| {
-                    let old: std::collections::HashSet<_> = a.partition_nodes(p).iter().collect();
-                    b.partition_nodes(p)
-                        .iter()
-                        .filter(|x| !old.contains(x))
-                        .count()
+                    let old: std::collections::HashSet<_> = a.nodes_of(p).iter().collect();
+                    b.nodes_of(p).iter().filter(|x| !old.contains(x)).count()
                 })
                 .sum::<usize>() as f64
                 / (PARTITIONS * 3.min(n)) as f64;
