@@ -81,9 +81,14 @@ pub fn zstd_one_core(data: &[u8]) -> f64 {
     })
 }
 
-/// MiB/s of `total` bytes over one bare quinn stream between two endpoints on loopback,
-/// with the nodes' mutual TLS and transport settings.
-pub fn quinn_stream(total: usize) -> anyhow::Result<f64> {
+/// Run `f` with a connected pair of quinn connections (server side, client side)
+/// between two endpoints on loopback, with the nodes' mutual TLS and transport settings,
+/// on a two-worker runtime; bounded to 120 s.
+pub fn with_quinn_pair<T, F, Fut>(f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(quinn::Connection, quinn::Connection) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let d = tempfile::tempdir()?;
     generate_ca(&d.path().join("ca"))?;
     let a_id = generate_node_cert(&d.path().join("ca"), "a", &d.path().join("a"))?;
@@ -116,17 +121,33 @@ pub fn quinn_stream(total: usize) -> anyhow::Result<f64> {
             bind_udp("127.0.0.1:0".parse()?, &tuning)?,
             runtime,
         )?;
-        let recv = tokio::spawn(async move {
+        let accepted = tokio::spawn(async move {
             let conn = server.accept().await.context("no connection")?.await?;
+            anyhow::Ok((server, conn))
+        });
+        let conn = client.connect_with(client_cfg, s_addr, NODE_SAN)?.await?;
+        let (_server, server_conn) = accepted.await??;
+        let out = f(server_conn, conn).await;
+        client.close(0u32.into(), b"done");
+        out
+    };
+    rt.block_on(async move { tokio::time::timeout(Duration::from_secs(120), measured).await })
+        .map_err(|_| anyhow::anyhow!("the quinn measurement did not finish within 120 s"))?
+}
+
+/// MiB/s of `total` bytes over one bare quinn stream between two endpoints on loopback,
+/// with the nodes' mutual TLS and transport settings.
+pub fn quinn_stream(total: usize) -> anyhow::Result<f64> {
+    with_quinn_pair(move |server, conn| async move {
+        let recv = tokio::spawn(async move {
             // Bidirectional: the nodes' transport settings allow no unidirectional streams.
-            let (_send, mut r) = conn.accept_bi().await?;
+            let (_send, mut r) = server.accept_bi().await?;
             let mut n = 0usize;
             while let Some(chunk) = r.read_chunk(1 << 20, true).await? {
                 n += chunk.bytes.len();
             }
             anyhow::Ok((n, Instant::now()))
         });
-        let conn = client.connect_with(client_cfg, s_addr, NODE_SAN)?.await?;
         let chunk = Bytes::from(super::make_data(1 << 20, super::DataKind::Random, 1));
         let start = Instant::now();
         let (mut s, _recv) = conn.open_bi().await?;
@@ -142,9 +163,7 @@ pub fn quinn_stream(total: usize) -> anyhow::Result<f64> {
             "quinn limit: sent {sent} bytes, received {got}"
         );
         Ok(got as f64 / (1 << 20) as f64 / (end - start).as_secs_f64())
-    };
-    rt.block_on(async move { tokio::time::timeout(Duration::from_secs(120), measured).await })
-        .map_err(|_| anyhow::anyhow!("the quinn limit did not finish within 120 s"))?
+    })
 }
 
 #[cfg(test)]

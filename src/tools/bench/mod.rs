@@ -6,6 +6,7 @@
 //! runs the workloads and removes it; with `--api URL --token T` it targets a running
 //! cluster (then CPU, RSS and the `resync` workload are not available).
 
+pub mod floor;
 pub mod limits;
 pub mod procfs;
 
@@ -244,8 +245,13 @@ impl Figures {
     fn mib_s(&self) -> f64 {
         self.bytes as f64 / (1 << 20) as f64 / self.secs
     }
-    fn json(&self, limit: Option<f64>) -> Value {
+    /// Server CPU seconds per GiB moved (summed over the node processes).
+    fn cpu_per_gib(&self) -> Option<f64> {
         let gib = self.bytes as f64 / (1u64 << 30) as f64;
+        self.cpu_s.filter(|_| gib > 0.0).map(|c| c / gib)
+    }
+    fn json(&self, limit: Option<f64>, floor: Option<f64>) -> Value {
+        let cpu = self.cpu_per_gib();
         json!({
             "mib_s": self.mib_s(),
             "blocks_s": self.ops as f64 / self.secs,
@@ -253,7 +259,10 @@ impl Figures {
             "p90_ms": percentile(&self.lat, 90.0),
             "p99_ms": percentile(&self.lat, 99.0),
             "max_ms": percentile(&self.lat, 100.0),
-            "cpu_s_per_gib": self.cpu_s.map(|c| c / gib),
+            "cpu_s_per_gib": cpu,
+            "cpu_ms_per_op": self.cpu_s.filter(|_| self.ops > 0).map(|c| c * 1000.0 / self.ops as f64),
+            "floor_cpu_s_per_gib": floor,
+            "ratio_to_floor": cpu.zip(floor).map(|(c, f)| c / f),
             "peak_rss_bytes": self.rss,
             "limit_mib_s": limit,
             "ratio_to_limit": limit.map(|l| self.mib_s() / l),
@@ -529,6 +538,20 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
     let blake = limits::blake2_one_core(&sample);
     let zstd = limits::zstd_one_core(&sample);
     let quinn = limits::quinn_stream(256 << 20)?;
+    eprintln!("measuring the CPU floor of each workload ...");
+    let floor_dir = limit_dir.with_file_name("cpu-floor");
+    std::fs::create_dir_all(&floor_dir)?;
+    let parts = floor::measure(&floor_dir, size, args.concurrency, args.fsync);
+    let _ = std::fs::remove_dir_all(&floor_dir);
+    let floor = floor::Floor {
+        parts: parts?,
+        replication: rf,
+        nodes: if target.local.is_some() {
+            args.nodes.max(1)
+        } else {
+            1
+        },
+    };
     let put_limit = disk / rf as f64;
     let get_limit = 2.0 * blake;
 
@@ -604,8 +627,14 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         disk_runs[0], disk_runs[1], disk_runs[2],
         put_limit
     );
+    let p = &floor.parts;
     println!(
-        "{:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9} {:>7}",
+        "CPU floor (s/GiB, this run): BLAKE2 {:.2}, QUIC transfer {:.2}, file write {:.2}, file read {:.2}, HTTP receive {:.2}, HTTP send {:.2} -> put {:.2} ({:.3} ms/op), get {:.2} ({:.3} ms/op)",
+        p.blake2, p.quic, p.file_write, p.file_read, p.http_receive, p.http_send,
+        floor.put(), floor.ms_per_op(floor.put()), floor.get(), floor.ms_per_op(floor.get())
+    );
+    println!(
+        "{:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7}",
         "workload",
         "MiB/s",
         "blocks/s",
@@ -614,15 +643,23 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         "p99 ms",
         "max ms",
         "cpu s/GiB",
+        "floor",
+        "x floor",
+        "cpu ms/op",
         "peak RSS",
         "limit",
         "ratio"
     );
     let mut wj = serde_json::Map::new();
     for (name, f, limit) in &results {
-        let j = f.json(*limit);
+        let fl = floor.of(name);
+        let j = f.json(*limit, fl);
+        let opt = |v: &Value, digits: usize| {
+            v.as_f64()
+                .map_or("-".to_string(), |x| format!("{x:.digits$}"))
+        };
         println!(
-            "{:<8} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10} {:>9} {:>9} {:>7}",
+            "{:<8} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7}",
             name,
             f.mib_s(),
             f.ops as f64 / f.secs,
@@ -630,9 +667,10 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
             j["p90_ms"].as_f64().unwrap_or(0.0),
             j["p99_ms"].as_f64().unwrap_or(0.0),
             j["max_ms"].as_f64().unwrap_or(0.0),
-            j["cpu_s_per_gib"]
-                .as_f64()
-                .map_or("-".into(), |c| format!("{c:.2}")),
+            opt(&j["cpu_s_per_gib"], 2),
+            fl.map_or("-".into(), |x| format!("{x:.2}")),
+            opt(&j["ratio_to_floor"], 2),
+            opt(&j["cpu_ms_per_op"], 3),
             f.rss.map_or("-".into(), |r| format!("{}MiB", r >> 20)),
             limit.map_or("-".into(), |l| format!("{l:.0}")),
             j["ratio_to_limit"]
@@ -650,6 +688,7 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
                        "nodes": args.nodes, "replication": args.replication, "fsync": args.fsync, "local": target.local.is_some()},
             "limits": {"disk_mib_s": disk, "disk_runs_mib_s": disk_runs, "disk_per_replica_mib_s": put_limit, "blake2_one_core_mib_s": blake,
                        "zstd1_mib_s": zstd, "quinn_stream_mib_s": quinn, "get_limit_mib_s": get_limit},
+            "cpu_floor": floor.json(),
             "workloads": wj,
         });
         std::fs::write(p, serde_json::to_vec_pretty(&doc)?)
