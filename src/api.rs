@@ -335,6 +335,7 @@ async fn status(svc: web::Data<Service>) -> ApiResult {
             "bytes_written": storage.bytes_written,
             "bytes_read": storage.bytes_read,
             "corruptions_found": storage.corruptions_found,
+            "counting": storage.counting,
         },
         "resync": resync,
         "anti_entropy": ae,

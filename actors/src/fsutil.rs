@@ -1,18 +1,40 @@
 //! The crash-safe write, used for every file blocknode creates: write a temp file beside
 //! the target, fsync it, rename it over the target, fsync the directory. A temp file left
 //! by an error is deleted by a drop guard; one left by a crash is found by its name
-//! ([`is_temp_file_name`]) and deleted at the next start.
+//! ([`is_stale_temp_file_name`]: another run's tag) and deleted by the storage actor's
+//! background sweep after the next start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Marker in a temp file's name: `<final name>.tmp.<16 hex digits>`.
+/// Marker in a temp file's name: `<final name>.tmp.<8 hex: run tag><8 hex: random>`.
 pub const TEMP_MARKER: &str = ".tmp.";
 
-/// Whether a file name is one of our temp files (left behind by a crash).
+/// A random tag drawn once per process and put in the name of every temp file it
+/// makes, so that a background sweep can tell a live write's temp file (this run's tag)
+/// from one a crashed run left behind, without stopping writes. A constant once drawn.
+pub fn run_tag() -> u32 {
+    static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *TAG.get_or_init(rand::random::<u32>)
+}
+
+/// Whether a file name is one of our temp files.
 pub fn is_temp_file_name(name: &str) -> bool {
     name.contains(TEMP_MARKER)
+}
+
+/// Whether a file name is a temp file that no write of this process can still be
+/// using: a temp file whose run tag is not this run's (or that has no readable tag).
+pub fn is_stale_temp_file_name(name: &str) -> bool {
+    let Some(i) = name.rfind(TEMP_MARKER) else {
+        return false;
+    };
+    let suffix = &name[i + TEMP_MARKER.len()..];
+    let tag = suffix
+        .get(..8)
+        .and_then(|t| u32::from_str_radix(t, 16).ok());
+    tag != Some(run_tag())
 }
 
 /// Deletes the temp file unless [`TempGuard::disarm`] was called.
@@ -47,7 +69,11 @@ pub fn write_atomic(path: &Path, parts: &[&[u8]], fsync: bool) -> io::Result<()>
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!("{name}{TEMP_MARKER}{:016x}", rand::random::<u64>()));
+    let tmp = dir.join(format!(
+        "{name}{TEMP_MARKER}{:08x}{:08x}",
+        run_tag(),
+        rand::random::<u32>()
+    ));
     let mut guard = TempGuard {
         path: Some(tmp.clone()),
     };
@@ -109,5 +135,17 @@ mod tests {
             .filter(|e| is_temp_file_name(&e.as_ref().unwrap().file_name().to_string_lossy()))
             .count();
         assert_eq!(temps, 0);
+    }
+
+    #[test]
+    fn only_other_runs_temp_files_are_stale() {
+        // A write of this run leaves a temp name with this run's tag while it runs.
+        let live = format!("x{TEMP_MARKER}{:08x}0000abcd", run_tag());
+        assert!(is_temp_file_name(&live));
+        assert!(!is_stale_temp_file_name(&live));
+        let other = format!("x{TEMP_MARKER}{:08x}0000abcd", run_tag().wrapping_add(1));
+        assert!(is_stale_temp_file_name(&other));
+        assert!(is_stale_temp_file_name(&format!("x{TEMP_MARKER}zz")));
+        assert!(!is_stale_temp_file_name("0123abcd"));
     }
 }

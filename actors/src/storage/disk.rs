@@ -6,12 +6,12 @@
 //! `...<64-hex>.zst` the zstd frame of [`DataBlock::Compressed`] as is. A copy that failed
 //! verification is renamed `<name>.corrupted` (then `<name>.1.corrupted`, ... so an older
 //! quarantined copy is never overwritten). Temp files of [`fsutil::write_atomic`] sit
-//! beside their target until renamed; one left by a crash is deleted by [`scan`].
+//! beside their target until renamed; one left by a crash is deleted by the background
+//! sweep ([`list_top_dir`], [`sweep_dir`]).
 //!
 //! Every function here assumes the actor's per-hash lane: no other call on the same hash
 //! runs at the same time, so "check then act" on one hash's files is race-free.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -49,6 +49,8 @@ pub(super) struct StatsDelta {
     pub corruptions: u64,
     /// Bytes reserved against the capacity by this job, released when it ends.
     pub unreserve: u64,
+    /// Set by the census's probe only: what the block counts for now.
+    pub census_probe: Option<super::census::Tally>,
 }
 
 /// What sits at a block file's path.
@@ -387,89 +389,113 @@ impl Layout {
     }
 }
 
-/// What [`scan`] found in the block tree.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ScanReport {
-    pub blocks: u64,
-    pub bytes: u64,
+/// What [`list_top_dir`] found under one `<data_dir>/xx`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct TopDirListing {
+    /// Each block once, with the bytes of its files (a plain and a compressed copy both).
+    pub found: Vec<(Hash, u64)>,
+    /// Temp files of another run (a crash) deleted on the way.
     pub temp_removed: u64,
 }
 
-/// Walk the tree one directory at a time: delete temp files left by a crash, count block
-/// files and their bytes. Must run before any write starts, since a live write's temp file
-/// looks exactly like a stale one. Unreadable subdirectories are logged and skipped (the
-/// counts are then low, never the node down).
-pub(super) fn scan(data_dir: &Path) -> Result<ScanReport, StorageError> {
-    let mut report = ScanReport::default();
-    let remove_temp = |path: &Path, report: &mut ScanReport| match fs::remove_file(path) {
-        Ok(()) => report.temp_removed += 1,
+fn remove_stale_temp(path: &Path, removed: &mut u64) {
+    match fs::remove_file(path) {
+        Ok(()) => *removed += 1,
         Err(e) => warn!(path = %path.display(), error = %e, "could not remove a stale temp file"),
+    }
+}
+
+/// Delete the stale temp files (another run's, see [`fsutil::is_stale_temp_file_name`])
+/// directly in `dir`; how many.
+pub(super) fn sweep_dir(dir: &Path) -> u64 {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if fsutil::is_stale_temp_file_name(&entry.file_name().to_string_lossy()) {
+            remove_stale_temp(&entry.path(), &mut removed);
+        }
+    }
+    removed
+}
+
+/// List the blocks under `<data_dir>/<b0>` one leaf directory at a time (memory bounded
+/// by what one top directory holds, 1/256 of the blocks) and delete the stale temp files
+/// met there. It runs while writes go on: this run's temp files are left alone, and the
+/// counts it gives are reconciled by [`super::census`]. Unreadable subdirectories are
+/// logged and skipped (the counts are then low, never the node down).
+pub(super) fn list_top_dir(data_dir: &Path, b0: u8) -> TopDirListing {
+    let mut out = TopDirListing::default();
+    let dir0 = data_dir.join(format!("{b0:02x}"));
+    let rd0 = match fs::read_dir(&dir0) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            warn!(dir = %dir0.display(), error = %e, "cannot read block directory; not counted");
+            return out;
+        }
     };
-    for entry0 in fs::read_dir(data_dir).map_err(|e| io_err(data_dir, e))? {
-        let entry0 = entry0.map_err(|e| io_err(data_dir, e))?;
-        let name0 = entry0.file_name();
-        let name0 = name0.to_string_lossy();
-        if fsutil::is_temp_file_name(&name0) {
-            remove_temp(&entry0.path(), &mut report);
+    for entry1 in rd0.flatten() {
+        let name1 = entry1.file_name();
+        let name1 = name1.to_string_lossy();
+        if fsutil::is_stale_temp_file_name(&name1) {
+            remove_stale_temp(&entry1.path(), &mut out.temp_removed);
             continue;
         }
-        if parse_byte_dir(&name0).is_none() {
+        if parse_byte_dir(&name1).is_none() {
             continue;
         }
-        let dir0 = entry0.path();
-        let rd0 = match fs::read_dir(&dir0) {
+        let dir1 = entry1.path();
+        let rd1 = match fs::read_dir(&dir1) {
             Ok(rd) => rd,
             Err(e) => {
-                warn!(dir = %dir0.display(), error = %e, "cannot read block directory; skipped");
+                warn!(dir = %dir1.display(), error = %e, "cannot read block directory; not counted");
                 continue;
             }
         };
-        for entry1 in rd0.flatten() {
-            let name1 = entry1.file_name();
-            let name1 = name1.to_string_lossy();
-            if fsutil::is_temp_file_name(&name1) {
-                remove_temp(&entry1.path(), &mut report);
+        let mut here: Vec<(Hash, u64)> = Vec::new();
+        for entry in rd1.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if fsutil::is_stale_temp_file_name(&name) {
+                remove_stale_temp(&entry.path(), &mut out.temp_removed);
                 continue;
             }
-            if parse_byte_dir(&name1).is_none() {
+            let Some((hash, _)) = parse_block_name(&name) else {
                 continue;
-            }
-            let dir1 = entry1.path();
-            let rd1 = match fs::read_dir(&dir1) {
-                Ok(rd) => rd,
-                Err(e) => {
-                    warn!(dir = %dir1.display(), error = %e, "cannot read block directory; skipped");
-                    continue;
-                }
             };
-            // Bounded by one leaf directory: a block with both copies counts once.
-            let mut seen = HashSet::new();
-            for entry in rd1.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if fsutil::is_temp_file_name(&name) {
-                    remove_temp(&entry.path(), &mut report);
-                    continue;
-                }
-                let Some((hash, _)) = parse_block_name(&name) else {
-                    continue;
-                };
-                match entry.metadata() {
-                    Ok(m) if m.is_file() => {
-                        report.bytes += m.len();
-                        if seen.insert(hash) {
-                            report.blocks += 1;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(path = %entry.path().display(), error = %e, "cannot stat block file")
-                    }
+            match entry.metadata() {
+                Ok(m) if m.is_file() => here.push((hash, m.len())),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(path = %entry.path().display(), error = %e, "cannot stat block file")
                 }
             }
         }
+        // A block with both copies counts once, with the bytes of both.
+        here.sort_unstable_by_key(|(h, _)| *h);
+        for (hash, len) in here {
+            match out.found.last_mut() {
+                Some((last, bytes)) if *last == hash => *bytes += len,
+                _ => out.found.push((hash, len)),
+            }
+        }
     }
-    Ok(report)
+    out
+}
+
+impl Layout {
+    /// What one block contributes to the counts now: both copies' bytes, one block if
+    /// either is there (the census's probe; on the hash's lane).
+    pub fn tally(&self, hash: Hash) -> Result<super::census::Tally, StorageError> {
+        let (plain, zst) = self.block_paths(&hash);
+        let mut t = super::census::Tally::default();
+        for path in [&zst, &plain] {
+            if let Probe::File(len) = probe(path)? {
+                t.blocks = 1;
+                t.bytes += len;
+            }
+        }
+        Ok(t)
+    }
 }
 
 #[cfg(test)]

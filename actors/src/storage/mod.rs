@@ -14,10 +14,17 @@
 //! actor and is touched only on its thread. Counters change on the actor's thread too,
 //! before the reply is sent, so a later [`GetStorageStats`] sees them.
 //!
+//! Start-up does not wait for the tree: the actor answers at once and counts the stored
+//! blocks in the background, one top-level directory at a time, while operations run
+//! (`census.rs` keeps the counts exact; [`StorageStats::counting`] says when they are not
+//! final yet). The same walk deletes the temp files a crashed run left behind (this run's
+//! temp files carry its tag, see [`crate::fsutil::run_tag`]).
+//!
 //! When the actor stops, replies still pending resolve to [`StorageError::Task`]; a blocking
 //! task already running finishes on its own (every write is atomic, so none is left half
 //! done).
 
+mod census;
 mod disk;
 #[cfg(test)]
 mod tests;
@@ -25,11 +32,13 @@ mod tests;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 use tracing::{debug_span, error, info, warn};
 
+use self::census::Census;
 use self::disk::{Layout, StatsDelta};
 use crate::block::{DataBlock, VerifiedBlock};
 use crate::hash::Hash;
@@ -163,6 +172,9 @@ pub struct StorageStats {
     pub bytes_written: u64,
     pub bytes_read: u64,
     pub corruptions_found: u64,
+    /// The start-up count is still running: `blocks` and `bytes` only cover what it has
+    /// reached, and the capacity quota is checked against that.
+    pub counting: bool,
 }
 
 /// Ask for [`StorageStats`].
@@ -190,26 +202,24 @@ pub struct StorageActor {
     capacity: Option<u64>,
     /// Bytes of writes in flight, counted against the capacity before they land.
     reserved: u64,
+    /// The background count of the stored blocks (see `census.rs`).
+    census: Census,
+    /// Stale temp files the count's walk deleted, and when it started (for its log line).
+    census_temp_removed: u64,
+    census_started: Instant,
+    /// Pause between two directories of the walk (tests widen the window with it).
+    census_pause: Duration,
 }
 
 impl StorageActor {
-    /// Create the data directory if needed, delete temp files a crash left behind and count
-    /// the stored blocks. Walks the tree one directory at a time (memory stays bounded for
-    /// any number of blocks); it runs before the actor starts, so no live write's temp file
-    /// can be mistaken for a stale one.
+    /// Create the data directory if needed. The stored blocks are counted, and the temp
+    /// files of a crashed run deleted, in the background once the actor runs: start-up
+    /// takes the same time for no block as for millions.
     pub fn new(config: StorageConfig) -> Result<Self, StorageError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StorageError::Io {
             path: config.data_dir.clone(),
             source,
         })?;
-        let report = disk::scan(&config.data_dir)?;
-        info!(
-            data_dir = %config.data_dir.display(),
-            blocks = report.blocks,
-            bytes = report.bytes,
-            stale_temp_files_removed = report.temp_removed,
-            "storage ready"
-        );
         Ok(StorageActor {
             capacity: config.capacity,
             reserved: 0,
@@ -218,12 +228,81 @@ impl StorageActor {
                 fsync: config.data_fsync,
             },
             stats: StorageStats {
-                blocks: report.blocks,
-                bytes: report.bytes,
+                counting: true,
                 ..StorageStats::default()
             },
             lanes: HashMap::new(),
+            census: Census::start(),
+            census_temp_removed: 0,
+            census_started: Instant::now(),
+            census_pause: Duration::ZERO,
         })
+    }
+
+    /// Pause `pause` between two directories of the start-up count (tests use it to let
+    /// operations interleave with the walk).
+    pub fn with_census_pause(mut self, pause: Duration) -> Self {
+        self.census_pause = pause;
+        self
+    }
+
+    /// List the next top-level directory of the start-up count on the blocking pool;
+    /// when it is back, reconcile it with the operations that ran meanwhile.
+    fn census_step(&mut self, ctx: &mut Context<Self>) {
+        let Some(dir) = self.census.begin_next() else {
+            return;
+        };
+        let data_dir = self.layout.data_dir.clone();
+        let pause = self.census_pause;
+        let task = actix_rt::task::spawn_blocking(move || {
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+            let mut listing = disk::list_top_dir(&data_dir, dir);
+            if dir == 0 {
+                listing.temp_removed += disk::sweep_dir(&data_dir);
+            }
+            listing
+        });
+        ctx.spawn(task.into_actor(self).map(move |res, act, ctx| {
+            let listing = res.unwrap_or_else(|e| {
+                error!(dir, error = %e, "start-up count task failed; directory not counted");
+                Default::default()
+            });
+            act.census_temp_removed += listing.temp_removed;
+            let busy: Vec<Hash> = act.lanes.keys().copied().collect();
+            let listed = act.census.listed(dir, listing.found, busy);
+            act.stats.blocks += listed.add.blocks;
+            act.stats.bytes += listed.add.bytes;
+            for hash in listed.probe {
+                // Queued behind the operations on that lane; its count is taken in
+                // `apply`, on this thread, before the next operation of the lane starts.
+                let probe = act.submit(hash, ctx, move |l, d| {
+                    d.census_probe = Some(l.tally(hash).unwrap_or_else(|e| {
+                        warn!(%hash, error = %e, "cannot count a block file; not counted");
+                        Default::default()
+                    }));
+                    Ok(())
+                });
+                drop(probe);
+            }
+            act.census_check_done();
+            act.census_step(ctx);
+        }));
+    }
+
+    fn census_check_done(&mut self) {
+        if self.stats.counting && self.census.complete() {
+            self.stats.counting = false;
+            info!(
+                data_dir = %self.layout.data_dir.display(),
+                blocks = self.stats.blocks,
+                bytes = self.stats.bytes,
+                stale_temp_files_removed = self.census_temp_removed,
+                took_ms = self.census_started.elapsed().as_millis() as u64,
+                "stored blocks counted"
+            );
+        }
     }
 
     /// Queue `op` on the lane of `hash` and return a future of its result.
@@ -274,7 +353,7 @@ impl StorageActor {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Ok(done) => {
-                    act.apply(done.delta);
+                    act.apply(hash, done.delta);
                     (done.reply)();
                 }
                 // The reply sender died with the task: the asker gets `Task`.
@@ -290,10 +369,26 @@ impl StorageActor {
         }));
     }
 
-    fn apply(&mut self, d: StatsDelta) {
+    /// Apply the counters an operation on `hash` changed. Whether its change of the
+    /// block and byte counts is applied is the census's call while the start-up count
+    /// runs (every operation is reported, reads included: a read may quarantine).
+    fn apply(&mut self, hash: Hash, d: StatsDelta) {
+        let counted = match d.census_probe {
+            Some(t) => {
+                if self.census.probed(&hash) {
+                    self.stats.blocks += t.blocks;
+                    self.stats.bytes += t.bytes;
+                }
+                self.census_check_done();
+                false
+            }
+            None => self.census.on_change(&hash),
+        };
         let s = &mut self.stats;
-        s.blocks = s.blocks.saturating_add_signed(d.blocks);
-        s.bytes = s.bytes.saturating_add_signed(d.bytes);
+        if counted {
+            s.blocks = s.blocks.saturating_add_signed(d.blocks);
+            s.bytes = s.bytes.saturating_add_signed(d.bytes);
+        }
         s.bytes_written += d.bytes_written;
         s.bytes_read += d.bytes_read;
         s.corruptions_found += d.corruptions;
@@ -303,6 +398,11 @@ impl StorageActor {
 
 impl Actor for StorageActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.census_started = Instant::now();
+        self.census_step(ctx);
+    }
 }
 
 impl Handler<WriteBlock> for StorageActor {

@@ -111,7 +111,7 @@ async fn write_then_read_round_trips_a_plain_block() {
     assert!(ask(&s, BlockExists { hash: h }).await.unwrap());
     let back = ask(&s, ReadBlock { hash: h }).await.unwrap();
     assert_eq!(back, b, "read should return what was written");
-    let st = ask(&s, GetStorageStats).await;
+    let st = counted(&s).await;
     assert_eq!((st.blocks, st.bytes), (1, 10_000));
     assert_eq!((st.bytes_written, st.bytes_read), (10_000, 10_000));
 }
@@ -169,7 +169,7 @@ async fn an_existing_copy_makes_a_write_a_no_op() {
         );
     }
     assert!(!block_path(d.path(), &hc, false).exists());
-    assert_eq!(ask(&s, GetStorageStats).await.blocks, 2);
+    assert_eq!(counted(&s).await.blocks, 2);
 }
 
 #[actix_rt::test]
@@ -189,7 +189,7 @@ async fn a_compressed_write_replaces_a_plain_copy() {
         "plain copy should be gone"
     );
     assert!(block_path(d.path(), &h, true).exists());
-    let st = ask(&s, GetStorageStats).await;
+    let st = counted(&s).await;
     assert_eq!(st.blocks, 1);
     assert_eq!(st.bytes, comp.inner_buffer().len() as u64);
     assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), comp);
@@ -225,7 +225,7 @@ async fn mismatched_data_is_refused_and_nothing_is_written() {
         Vec::<String>::new(),
         "no file written"
     );
-    assert_eq!(ask(&s, GetStorageStats).await, StorageStats::default());
+    assert_eq!(counted(&s).await, StorageStats::default());
 }
 
 async fn assert_rot_is_quarantined(zst: bool) {
@@ -267,7 +267,7 @@ async fn assert_rot_is_quarantined(zst: bool) {
         );
     }
     assert!(corrupted.exists(), "first quarantined copy must be kept");
-    let st = ask(&s, GetStorageStats).await;
+    let st = counted(&s).await;
     assert_eq!(st.corruptions_found, 2);
     assert_eq!(st.blocks, 1, "only the rewritten copy counts");
     assert_eq!(st.bytes, b.inner_buffer().len() as u64);
@@ -335,7 +335,7 @@ async fn a_directory_in_place_of_a_block_file_is_quarantined() {
         WriteOutcome::Written
     );
     assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), b);
-    assert_eq!(ask(&s, GetStorageStats).await.corruptions_found, 2);
+    assert_eq!(counted(&s).await.corruptions_found, 2);
 }
 
 #[actix_rt::test]
@@ -358,7 +358,7 @@ async fn an_unreadable_file_is_an_io_error_and_is_not_quarantined() {
             path.display()
         );
         assert!(path.exists(), "an unreadable file must not be quarantined");
-        assert_eq!(ask(&s, GetStorageStats).await.corruptions_found, 0);
+        assert_eq!(counted(&s).await.corruptions_found, 0);
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
 }
@@ -406,7 +406,7 @@ async fn delete_removes_both_copies_and_reports_whether_one_existed() {
         ask(&s, ReadBlock { hash: h }).await,
         Err(StorageError::NotFound { hash }) if hash == h
     ));
-    let st = ask(&s, GetStorageStats).await;
+    let st = counted(&s).await;
     assert_eq!((st.blocks, st.bytes), (0, 0), "stats after delete: {st:?}");
 }
 
@@ -500,21 +500,46 @@ fn stale_temp_files_are_removed_at_start_and_blocks_counted() {
     let top_temp = d.path().join("aa.tmp.0000000000000001");
     fs::write(&top_temp, b"x").unwrap();
 
+    // A temp file of this run (a write in progress) must survive the sweep.
+    let live = PathBuf::from(format!(
+        "{}.tmp.{:08x}00000001",
+        path.display(),
+        crate::fsutil::run_tag()
+    ));
+    fs::write(&live, b"being written").unwrap();
+
     let actor = StorageActor::new(StorageConfig {
         data_dir: d.path().to_path_buf(),
         data_fsync: false,
         capacity: None,
     })
     .unwrap();
-    assert!(!temp.exists(), "stale temp file should be removed");
-    assert!(!top_temp.exists(), "stale temp file should be removed");
-    assert!(corrupted.exists(), "quarantined copies are kept");
-    assert!(path.exists());
     System::new().block_on(async move {
         let s = actor.start();
-        let st = ask(&s, GetStorageStats).await;
+        let st = counted(&s).await;
         assert_eq!((st.blocks, st.bytes), (1, 1234), "startup count: {st:?}");
     });
+    assert!(!temp.exists(), "stale temp file should be removed");
+    assert!(!top_temp.exists(), "stale temp file should be removed");
+    assert!(live.exists(), "this run's temp files are not stale");
+    assert!(corrupted.exists(), "quarantined copies are kept");
+    assert!(path.exists());
+}
+
+/// The stats once the start-up count is done (bounded: 10 s).
+async fn counted(s: &Addr<StorageActor>) -> StorageStats {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let st = ask(s, GetStorageStats).await;
+        if !st.counting {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "start-up count not done after 10 s: {st:?}"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 #[test]
@@ -555,7 +580,7 @@ fn blocks_persist_across_a_restart() {
             .await
             .unwrap();
             assert_eq!(listed, want);
-            let st = ask(&s, GetStorageStats).await;
+            let st = counted(&s).await;
             assert_eq!(st.blocks, 2, "blocks counted again after restart");
             assert_eq!(
                 st.bytes,
@@ -623,7 +648,7 @@ async fn concurrent_writes_of_one_hash_and_of_many_hashes_all_succeed() {
     {
         assert_eq!(&r.unwrap().unwrap(), b);
     }
-    let st = ask(&s, GetStorageStats).await;
+    let st = counted(&s).await;
     assert_eq!(st.blocks, 51);
     assert_eq!(st.bytes, comp.inner_buffer().len() as u64 + 50 * 4096);
 }
@@ -671,7 +696,7 @@ async fn a_full_disk_is_reported_and_leaves_no_partial_file() {
         Vec::<String>::new(),
         "no partial file"
     );
-    assert_eq!(ask(&s, GetStorageStats).await.blocks, 0);
+    assert_eq!(counted(&s).await.blocks, 0);
     // The node keeps working once space is back.
     let (h2, b2) = plain_block(random(1000));
     assert_eq!(
@@ -690,6 +715,8 @@ async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes()
     })
     .unwrap()
     .start();
+    // The quota is checked against the counted bytes: wait for the start-up count.
+    counted(&a).await;
     let mk = |seed: u8| {
         let data: Vec<u8> = (0..10_000u32)
             .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
@@ -718,4 +745,83 @@ async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes()
         a.send(WriteBlock::verified(b3)).await.unwrap().is_ok(),
         "writes succeed again once space is freed"
     );
+}
+
+/// Blocks and bytes of the block files under `dir`, counted from scratch.
+fn recount(dir: &Path) -> (u64, u64) {
+    let mut hashes = std::collections::HashSet::new();
+    let mut bytes = 0;
+    for f in files_under(dir) {
+        let name = Path::new(&f)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let stem = name.strip_suffix(".zst").unwrap_or(&name);
+        if stem.len() == 64 && !name.contains(".tmp.") {
+            hashes.insert(stem.to_string());
+            bytes += fs::metadata(dir.join(&f)).unwrap().len();
+        }
+    }
+    (hashes.len() as u64, bytes)
+}
+
+/// The start-up count runs while writes, rewrites, compressed replacements, deletes and
+/// reads land at random points of its walk (a pause between directories widens the
+/// window): once it is done, the counts equal a recount from scratch, every round.
+#[test]
+fn the_startup_count_is_exact_while_operations_run() {
+    for round in 0..6u64 {
+        let d = tempfile::tempdir().unwrap();
+        // A tree made before the start, as a previous run left it.
+        let before: Vec<(Hash, DataBlock)> = (0..300).map(|_| plain_block(random(3000))).collect();
+        for (h, b) in &before {
+            let p = block_path(d.path(), h, false);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b.inner_buffer()).unwrap();
+        }
+        let dir = d.path().to_path_buf();
+        System::new().block_on(async move {
+            let s = StorageActor::new(StorageConfig {
+                data_dir: dir.clone(),
+                data_fsync: false,
+                capacity: None,
+            })
+            .unwrap()
+            .with_census_pause(Duration::from_micros(200 * (round + 1)))
+            .start();
+            let mut ops = Vec::new();
+            for i in 0..400usize {
+                let pick = rand::random::<u32>() as usize % before.len();
+                let (h, b) = before[pick].clone();
+                let s = s.clone();
+                let jitter = Duration::from_micros(rand::random::<u64>() % 60_000);
+                ops.push(async move {
+                    actix_rt::time::sleep(jitter).await;
+                    match i % 5 {
+                        0 => {
+                            let (nh, nb) = plain_block(random(1000 + i));
+                            ask(&s, WriteBlock::new(nh, nb)).await.map(|_| ())
+                        }
+                        1 => ask(&s, DeleteBlock { hash: h }).await.map(|_| ()),
+                        2 => ask(&s, WriteBlock::new(h, b)).await.map(|_| ()),
+                        3 => {
+                            let (ch, cb) = compressed_block(text(2000 + i));
+                            ask(&s, WriteBlock::new(ch, cb)).await.map(|_| ())
+                        }
+                        _ => ask(&s, ReadBlock { hash: h }).await.map(|_| ()).or(Ok(())),
+                    }
+                });
+            }
+            for r in join_all(ops).await {
+                r.expect("every operation should succeed");
+            }
+            let st = counted(&s).await;
+            assert_eq!(
+                (st.blocks, st.bytes),
+                recount(&dir),
+                "round {round}: counts after a count that ran beside 400 operations"
+            );
+        });
+    }
 }
