@@ -6,7 +6,10 @@
 //! (`rendezvous.rs`), and [`FixedPlacement`] answers it with one fixed list (tests, a
 //! single node).
 
+mod assign;
 mod rendezvous;
+
+pub use assign::{assign, partitions_for, AssignError, Assignment, NodeSpec};
 
 pub use rendezvous::{ClusterPlacement, PlacementNode};
 
