@@ -38,13 +38,22 @@ impl Actor for StoreWatch {
 
 /// The one line logged for a dead store.
 pub fn failure_line(m: &StoreFailed, metadata_dir: &std::path::Path) -> String {
+    // The actor that saw the failed sync itself may report after another that only saw
+    // the poison it left: say so, fjall logged the I/O error just before.
+    let cause = match *m.cause {
+        fjall::Error::Poisoned => {
+            "fjall refuses writes after an earlier failed journal write or sync, logged above"
+                .to_string()
+        }
+        ref e => e.to_string(),
+    };
     format!(
         "metadata store in {} failed ({} while {}: {}); it cannot make writes durable until \
          reopened: exiting with status {EXIT_STORE_FAILED} so that a supervisor restarts the node",
         metadata_dir.display(),
         m.actor,
         m.during,
-        m.cause
+        cause
     )
 }
 
@@ -82,5 +91,14 @@ mod tests {
         ] {
             assert!(line.contains(part), "{part:?} missing from {line:?}");
         }
+        let poisoned = StoreFailed {
+            cause: Arc::new(fjall::Error::Poisoned),
+            ..m
+        };
+        let line = failure_line(&poisoned, std::path::Path::new("/m"));
+        assert!(
+            line.contains("earlier failed journal write or sync"),
+            "{line}"
+        );
     }
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod faults;
+
 /// Path of the binary under test (built by cargo for integration tests).
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_blocknode"))
