@@ -36,15 +36,6 @@ fn warn_or_error_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Whether node `i` has `ref` live on `hash` in its own ref records.
-fn has_live_ref(c: &Cluster, i: usize, hash: &str, r: &str) -> bool {
-    let info = c.get_json(i, &format!("/v1/blocks/{hash}/info"));
-    info["local"]["refs"].as_array().is_some_and(|refs| {
-        refs.iter()
-            .any(|x| x["ref"].as_str() == Some(r) && x["state"].as_str() == Some("live"))
-    })
-}
-
 #[test]
 fn a_failed_journal_fsync_exits_with_one_line_and_the_node_catches_up_after_restart() {
     if !tool_available("fiu-run") || !tool_available("fiu-ctrl") {
@@ -172,7 +163,7 @@ fn a_failed_journal_fsync_exits_with_one_line_and_the_node_catches_up_after_rest
         || {
             let missing = acked
                 .iter()
-                .filter(|(h, r)| !c.has_block(2, h) || !has_live_ref(&c, 2, h, r))
+                .filter(|(h, r)| !c.has_block(2, h) || !c.has_live_ref(2, h, r))
                 .count();
             (missing == 0).then_some(())
         },
@@ -183,10 +174,7 @@ fn a_failed_journal_fsync_exits_with_one_line_and_the_node_catches_up_after_rest
         t.elapsed()
     );
     let h = c.put(2, b"written after the restart", Some("after"));
-    assert!(
-        has_live_ref(&c, 2, &h, "after"),
-        "node 2 records refs again"
-    );
+    assert!(c.has_live_ref(2, &h, "after"), "node 2 records refs again");
 }
 
 /// `curl -s -w '\n%{http_code}' ARGS URL` against node 0 with its token: (status, body).

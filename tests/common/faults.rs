@@ -28,27 +28,13 @@ impl Cluster {
     /// enabled yet; [`Cluster::fiu_enable`] turns one on later.
     pub fn start_node_under_fiu(&mut self, i: usize) {
         assert!(self.children[i].is_none(), "node {i} is already running");
-        let log = std::fs::File::create(self.dir.path().join(format!("node{i}.log")))
-            .expect("creating a node log");
         // fiu-run execs the program: the child's pid is the node's.
-        let child = Command::new("fiu-run")
-            .arg("-x")
+        let mut fiu = Command::new("fiu-run");
+        fiu.arg("-x")
             .arg("-f")
             .arg(self.fiu_ctrl_prefix())
-            .arg(bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&self.nodes[i].config)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cloning log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning fiu-run blocknode run");
-        self.children[i] = Some(child);
+            .arg(bin());
+        self.spawn_node(i, fiu);
     }
 
     /// Run a libfiu control command (`enable name=posix/io/sync/fsync`) in node `i`,
@@ -95,5 +81,14 @@ impl Cluster {
             .call()
             .ok()
             .map(|r| r.status().as_u16())
+    }
+
+    /// Whether node `i` has `ref` live on `hash` in its own ref records.
+    pub fn has_live_ref(&self, i: usize, hash: &str, r: &str) -> bool {
+        let info = self.get_json(i, &format!("/v1/blocks/{hash}/info"));
+        info["local"]["refs"].as_array().is_some_and(|refs| {
+            refs.iter()
+                .any(|x| x["ref"].as_str() == Some(r) && x["state"].as_str() == Some("live"))
+        })
     }
 }

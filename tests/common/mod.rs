@@ -184,9 +184,15 @@ impl Cluster {
     /// Start node `i` (it must be stopped).
     pub fn start_node(&mut self, i: usize) {
         assert!(self.children[i].is_none(), "node {i} is already running");
+        self.spawn_node(i, Command::new(bin()));
+    }
+
+    /// Run `program` (the binary, or a wrapper such as `fiu-run ... <binary>`) with
+    /// `run --config <node i's config>`, logging to the node's log.
+    fn spawn_node(&mut self, i: usize, mut program: Command) {
         let log = std::fs::File::create(self.dir.path().join(format!("node{i}.log")))
             .expect("creating a node log");
-        let child = Command::new(bin())
+        let child = program
             .arg("run")
             .arg("--config")
             .arg(&self.nodes[i].config)
