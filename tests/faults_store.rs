@@ -246,6 +246,12 @@ fn admin_requests_as_curl_sends_them_work_and_bad_ones_get_json_errors() {
         ),
         &["query"],
     );
+    let (status, json, body) = curl(&c, &[], "/v1/blocks/%FF%FE");
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("bad_request")),
+        "a path that does not decode: {body}"
+    );
     let before = c.get_json(0, "/v1/workers");
     for value in ["4000000000", "4294967297", "101"] {
         assert_json_400(
