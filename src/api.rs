@@ -21,8 +21,8 @@ use blocknode_actors::antientropy::{AntiEntropyStatus, GetAntiEntropyStatus, Syn
 use blocknode_actors::peer::GetPeerStatus;
 use blocknode_actors::refcount::RefState;
 use blocknode_actors::resync::{
-    GetResyncStatus, ListResyncErrors, RetryNow, ScrubCommand, SetScrubTranquility, SetTranquility,
-    SetWorkers, StartRepair,
+    check_tranquility, check_workers, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow,
+    ScrubCommand, SetScrubTranquility, SetTranquility, SetWorkers, StartRepair,
 };
 use blocknode_actors::storage::GetStorageStats;
 use blocknode_actors::{Hash, RefId};
@@ -80,6 +80,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::RefDropped { .. } => (StatusCode::CONFLICT, "ref_dropped"),
             ServiceError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            // A `ServiceError::Unavailable` (some holders could not be asked) maps to
+            // (SERVICE_UNAVAILABLE, "unavailable") here once the read path has it.
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -105,9 +107,43 @@ fn parse_ref(s: &str) -> Result<RefId, ApiError> {
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
-/// Register every route on an actix-web app.
+/// JSON bodies are accepted whatever their `Content-Type` (`curl -d` sends a form type),
+/// and an unreadable one gets the JSON error format, not actix's plain text.
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .content_type_required(false)
+        .error_handler(|e, _req| json_body_error(&e).into())
+}
+
+fn json_body_error(e: &actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as J;
+    match e {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+        _ => ApiError::bad_request(format!("invalid JSON body: {e}")),
+    }
+}
+
+/// A bad query string gets the JSON error format.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|e, _req| ApiError::bad_request(format!("invalid query string: {e}")).into())
+}
+
+/// A path segment that does not decode gets the JSON error format.
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|e, _req| ApiError::bad_request(format!("invalid path: {e}")).into())
+}
+
+/// Register every route on an actix-web app, with the extractor configs that give
+/// every extractor failure the JSON error format.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
+    cfg.app_data(json_config())
+        .app_data(query_config())
+        .app_data(path_config())
+        .route("/health", web::get().to(health))
         .route("/metrics", web::get().to(metrics))
         .route("/v1/blocks", web::put().to(put_block))
         .route("/v1/blocks/{hash}", web::get().to(get_block))
@@ -394,8 +430,26 @@ struct RepairBody {
     rebuild_rc: bool,
 }
 
-async fn repair(svc: web::Data<Service>, body: Option<web::Json<RepairBody>>) -> ApiResult {
-    let rebuild_rc = body.map(|b| b.rebuild_rc).unwrap_or(false);
+/// The body of a route whose JSON body is optional: none (or only whitespace) gives the
+/// defaults; anything else must parse, or the request is refused (it must not start
+/// work the caller did not ask for).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let bad = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {e}"));
+    // serde fills a struct from an array too; the documented body is an object.
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected an object",
+        ));
+    }
+    serde_json::from_value(v).map_err(bad)
+}
+
+async fn repair(svc: web::Data<Service>, body: web::Bytes) -> ApiResult {
+    let RepairBody { rebuild_rc } = optional_json(&body)?;
     svc.resync
         .send(StartRepair { rebuild_rc })
         .await
@@ -451,28 +505,60 @@ async fn get_workers(svc: web::Data<Service>) -> ApiResult {
     workers_json(&svc).await
 }
 
+/// Checked settings of a `PUT /v1/workers`.
+#[derive(Debug, PartialEq, Eq)]
+struct WorkerSettings {
+    resync_workers: Option<usize>,
+    resync_tranquility: Option<u32>,
+    scrub_tranquility: Option<u32>,
+}
+
+/// Range-check every value before any is applied, so a refused request changes nothing
+/// (and nothing above 2^32 wraps into range).
+fn check_workers_body(b: &Workers) -> Result<WorkerSettings, ApiError> {
+    let refused = |e: ResyncError| ApiError::bad_request(e.to_string());
+    Ok(WorkerSettings {
+        resync_workers: b
+            .resync_workers
+            .map(check_workers)
+            .transpose()
+            .map_err(refused)?,
+        resync_tranquility: b
+            .resync_tranquility
+            .map(|t| check_tranquility("resync_tranquility", t))
+            .transpose()
+            .map_err(refused)?,
+        scrub_tranquility: b
+            .scrub_tranquility
+            .map(|t| check_tranquility("scrub_tranquility", t))
+            .transpose()
+            .map_err(refused)?,
+    })
+}
+
 async fn put_workers(svc: web::Data<Service>, body: web::Json<Workers>) -> ApiResult {
-    let refused = |e: String| ApiError::bad_request(e);
-    if let Some(n) = body.resync_workers {
+    let set = check_workers_body(&body)?;
+    let refused = |e: ResyncError| ApiError::bad_request(e.to_string());
+    if let Some(n) = set.resync_workers {
         svc.resync
-            .send(SetWorkers(n as usize))
+            .send(SetWorkers(n))
             .await
             .map_err(|e| actor_err("resync", e))?
-            .map_err(|e| refused(e.to_string()))?;
+            .map_err(refused)?;
     }
-    if let Some(n) = body.resync_tranquility {
+    if let Some(t) = set.resync_tranquility {
         svc.resync
-            .send(SetTranquility(n as u32))
+            .send(SetTranquility(t))
             .await
             .map_err(|e| actor_err("resync", e))?
-            .map_err(|e| refused(e.to_string()))?;
+            .map_err(refused)?;
     }
-    if let Some(n) = body.scrub_tranquility {
+    if let Some(t) = set.scrub_tranquility {
         svc.resync
-            .send(SetScrubTranquility(n as u32))
+            .send(SetScrubTranquility(t))
             .await
             .map_err(|e| actor_err("resync", e))?
-            .map_err(|e| refused(e.to_string()))?;
+            .map_err(refused)?;
     }
     workers_json(&svc).await
 }
@@ -614,3 +700,65 @@ async fn metrics(svc: web::Data<Service>) -> ApiResult {
 
 /// Timeout of small intra-cluster requests when the config does not say.
 pub const DEFAULT_SMALL_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(json: &str) -> Workers {
+        serde_json::from_str(json).expect("test body parses")
+    }
+
+    #[test]
+    fn worker_settings_are_range_checked_and_never_wrap() {
+        let ok = check_workers_body(&workers(
+            r#"{"resync_workers":3,"resync_tranquility":0,"scrub_tranquility":100}"#,
+        ))
+        .expect("in range");
+        assert_eq!(
+            ok,
+            WorkerSettings {
+                resync_workers: Some(3),
+                resync_tranquility: Some(0),
+                scrub_tranquility: Some(100),
+            }
+        );
+        for (body, key) in [
+            (r#"{"resync_workers":0}"#, "resync_workers"),
+            (r#"{"resync_workers":9}"#, "resync_workers"),
+            (
+                r#"{"resync_workers":18446744073709551615}"#,
+                "resync_workers",
+            ),
+            (r#"{"resync_tranquility":101}"#, "resync_tranquility"),
+            (r#"{"resync_tranquility":4000000000}"#, "resync_tranquility"),
+            // 2^32 + 1 would wrap to 1 if narrowed first.
+            (r#"{"resync_tranquility":4294967297}"#, "resync_tranquility"),
+            (r#"{"scrub_tranquility":4294967297}"#, "scrub_tranquility"),
+        ] {
+            let e = check_workers_body(&workers(body)).expect_err(body);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(
+                e.message.contains(key) && e.message.contains("between"),
+                "{body}: the error should name {key} and its range, got {:?}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn an_optional_body_is_empty_or_valid() {
+        let d: RepairBody = optional_json(b"").expect("empty body");
+        assert!(!d.rebuild_rc);
+        let d: RepairBody = optional_json(b" \n").expect("whitespace body");
+        assert!(!d.rebuild_rc);
+        let d: RepairBody = optional_json(br#"{"rebuild_rc":true}"#).expect("valid body");
+        assert!(d.rebuild_rc);
+        for bad in [&b"{"[..], b"rebuild_rc=true", br#"{"rebuild":true}"#, b"[]"] {
+            let e = optional_json::<RepairBody>(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{:?} should be refused", String::from_utf8_lossy(bad)));
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+    }
+}

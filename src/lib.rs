@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: every config key with its default, and the embedded single-node default;
 //! - [`node`]: wiring — config → actors → HTTP API, and clean shutdown;
+//! - [`store_watch`]: crash-only exit when the metadata store dies;
 //! - [`dispatch`]: answers the RPCs peers send, by messages to the actors;
 //! - [`service`]: the client path (put, get, refs, info) used by the API;
 //! - [`api`]: the HTTP API (actix-web); [`metrics`]: Prometheus metrics;
@@ -18,4 +19,5 @@ pub mod dispatch;
 pub mod metrics;
 pub mod node;
 pub mod service;
+pub mod store_watch;
 pub mod tools;

@@ -27,6 +27,7 @@ use crate::config::{Config, Member};
 use crate::dispatch::RpcDispatcher;
 use crate::metrics::{Metrics, RpcLabels};
 use crate::service::{Service, ServiceConfig};
+use crate::store_watch::StoreWatch;
 
 /// Create the embedded default's CA and node certificate if they do not exist yet.
 pub fn ensure_default_certs(cfg: &Config) -> anyhow::Result<()> {
@@ -144,6 +145,8 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
                 cfg.metadata_dir.display()
             )
         })?;
+    // A failed journal sync poisons fjall for good: the node then exits (crash-only).
+    let store_watch = StoreWatch::new(cfg.metadata_dir.clone()).start();
     let storage = StorageActor::new(StorageConfig {
         data_dir: cfg.data_dir.clone(),
         data_fsync: cfg.data_fsync,
@@ -161,6 +164,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         },
         Some(resync_ctx.address().recipient()),
     )?
+    .with_store_failed(store_watch.clone().recipient())
     .start();
     let mut rcfg = ResyncConfig::new(self_id);
     rcfg.block_timeout = cfg.block_rw_timeout;
@@ -215,14 +219,17 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             .observe(took.as_secs_f64());
     }))
     .start();
-    let resync = resync_ctx.run(ResyncActor::new(
-        db.clone(),
-        rcfg,
-        storage.clone(),
-        refcount.clone(),
-        peers.clone().recipient(),
-        placement.clone(),
-    )?);
+    let resync = resync_ctx.run(
+        ResyncActor::new(
+            db.clone(),
+            rcfg,
+            storage.clone(),
+            refcount.clone(),
+            peers.clone().recipient(),
+            placement.clone(),
+        )?
+        .with_store_failed(store_watch.clone().recipient()),
+    );
     let mut ae_cfg = AntiEntropyConfig::new(self_id, layout_digest);
     ae_cfg.interval = cfg.anti_entropy_interval;
     ae_cfg.first_round_after = cfg
@@ -242,6 +249,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             placement: placement.clone(),
         },
     )?
+    .with_store_failed(store_watch.recipient())
     .start();
 
     let service = Service {
@@ -286,11 +294,14 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     let res = server.await;
     tracing::info!("shutting down");
     let _ = peers.send(Shutdown).await;
-    if let Err(e) =
-        actix_rt::task::spawn_blocking(move || db.persist(fjall::PersistMode::SyncAll)).await
-    {
-        tracing::warn!("final metadata sync failed: {e}");
-    }
+    let synced = actix_rt::task::spawn_blocking(move || db.persist(fjall::PersistMode::SyncAll))
+        .await
+        .context("final metadata sync task failed")
+        .and_then(|r| {
+            r.with_context(|| format!("final metadata sync of {}", cfg.metadata_dir.display()))
+        });
     System::current().stop();
-    res.context("HTTP server failed")
+    res.context("HTTP server failed")?;
+    // A failed last sync is an error exit: a supervisor should know.
+    synced
 }

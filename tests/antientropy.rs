@@ -35,11 +35,7 @@ fn put_100(c: &Cluster) -> Vec<(String, String)> {
 
 /// Whether node `i` has `ref` live on `hash` in its own ref records.
 fn has_live_ref(c: &Cluster, i: usize, hash: &str, r: &str) -> bool {
-    let info = c.get_json(i, &format!("/v1/blocks/{hash}/info"));
-    info["local"]["refs"].as_array().is_some_and(|refs| {
-        refs.iter()
-            .any(|x| x["ref"].as_str() == Some(r) && x["state"].as_str() == Some("live"))
-    })
+    c.has_live_ref(i, hash, r)
 }
 
 fn anti_entropy(c: &Cluster, i: usize) -> serde_json::Value {

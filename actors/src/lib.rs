@@ -15,6 +15,9 @@
 //! - [`refcount::RefcountActor`]: the `refs` and `rc` keyspaces of the metadata store;
 //! - [`resync::ResyncActor`]: the resync queue, its errors, repair and scrub;
 //! - [`peer::PeerActor`]: the QUIC endpoint, connections and peer health.
+//!
+//! [`store_failure`] carries a dead metadata store (fjall poisoned) from the actors that
+//! write it to the node, once.
 
 pub mod antientropy;
 pub mod block;
@@ -28,6 +31,7 @@ pub mod ref_id;
 pub mod refcount;
 pub mod resync;
 pub mod storage;
+pub mod store_failure;
 pub mod tls;
 
 pub use block::{BlockError, DataBlock, VerifiedBlock};

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod faults;
+
 /// Path of the binary under test (built by cargo for integration tests).
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_blocknode"))
@@ -182,9 +184,15 @@ impl Cluster {
     /// Start node `i` (it must be stopped).
     pub fn start_node(&mut self, i: usize) {
         assert!(self.children[i].is_none(), "node {i} is already running");
+        self.spawn_node(i, Command::new(bin()));
+    }
+
+    /// Run `program` (the binary, or a wrapper such as `fiu-run ... <binary>`) with
+    /// `run --config <node i's config>`, logging to the node's log.
+    fn spawn_node(&mut self, i: usize, mut program: Command) {
         let log = std::fs::File::create(self.dir.path().join(format!("node{i}.log")))
             .expect("creating a node log");
-        let child = Command::new(bin())
+        let child = program
             .arg("run")
             .arg("--config")
             .arg(&self.nodes[i].config)

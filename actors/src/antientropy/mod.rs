@@ -45,6 +45,7 @@ use crate::placement::Placement;
 use crate::rc::now_msec;
 use crate::refcount::{DigestPrefix, ForgetPartition, RefcountActor};
 use crate::resync::{Schedule, SetLayoutAgreement};
+use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 use hints::Hint;
 use narrow::{sync_range, SyncDeps, SyncError, SyncStats};
 
@@ -203,6 +204,8 @@ pub struct AntiEntropyActor {
     hint_counts: HashMap<NodeId, u64>,
     hints_replayed: u64,
     replaying: HashSet<NodeId>,
+    /// Where a dead metadata store is reported, once.
+    store_failure: StoreFailureReporter,
 }
 
 struct RoundState {
@@ -242,7 +245,23 @@ impl AntiEntropyActor {
             hint_counts,
             hints_replayed: 0,
             replaying: HashSet::new(),
+            store_failure: StoreFailureReporter::new("anti-entropy"),
         })
+    }
+
+    /// Report a dead metadata store (the node exits) instead of logging each failure.
+    pub fn with_store_failed(mut self, to: Recipient<StoreFailed>) -> Self {
+        self.store_failure.set_recipient(to);
+        self
+    }
+
+    /// A hints write failed: a dead store is reported once, anything else logged.
+    fn hints_write_failed(&mut self, during: &'static str, e: fjall::Error) {
+        if is_fatal_write_error(&e) {
+            self.store_failure.report(during, e);
+        } else {
+            tracing::error!("{during}: {e}");
+        }
     }
 
     fn holders(&self, partition: u8) -> Vec<NodeId> {
@@ -326,7 +345,7 @@ impl AntiEntropyActor {
         }
         match self.hints.insert(key, []) {
             Ok(()) => *self.hint_counts.entry(node).or_default() += 1,
-            Err(e) => tracing::error!(node = %node.short(), "cannot store a hint: {e}"),
+            Err(e) => self.hints_write_failed("storing a hint", e),
         }
     }
 
@@ -464,7 +483,7 @@ impl AntiEntropyActor {
             b.remove(&self.hints, k.clone());
         }
         if let Err(e) = b.commit() {
-            tracing::error!("cannot remove hints: {e}");
+            self.hints_write_failed("removing the hints of a former member", e);
             return;
         }
         tracing::info!(node = %node.short(), hints = keys.len(), "dropped the hints of a node that is no longer a member");
@@ -597,21 +616,26 @@ impl Handler<ReplayDone> for AntiEntropyActor {
         for k in &m.removed {
             b.remove(&self.hints, k.clone());
         }
-        match b.commit() {
+        let removed = match b.commit() {
             Ok(()) => {
                 let c = self.hint_counts.entry(m.node).or_default();
                 *c = c.saturating_sub(m.removed.len() as u64);
                 if *c == 0 {
                     self.hint_counts.remove(&m.node);
                 }
+                true
             }
-            Err(e) => tracing::error!("cannot remove replayed hints: {e}"),
-        }
+            Err(e) => {
+                self.hints_write_failed("removing replayed hints", e);
+                false
+            }
+        };
         if m.replayed > 0 {
             tracing::info!(node = %m.node.short(), replayed = m.replayed, "hints replayed");
         }
-        // More pages: go on at once (a failure waits for the next poll).
-        if !m.complete && !m.removed.is_empty() {
+        // More pages: go on at once. A failure (also one to remove this page, which
+        // would replay the same page again and again) waits for the next poll.
+        if removed && !m.complete && !m.removed.is_empty() {
             self.replay(m.node, ctx);
         }
     }

@@ -27,6 +27,7 @@ use tracing::{debug, error, warn};
 use crate::hash::Hash;
 use crate::rc::{now_msec, RcEntry, RcParseError};
 use crate::ref_id::RefId;
+use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 
 mod keys;
 mod pending;
@@ -188,6 +189,8 @@ pub struct RefcountActor {
     rc: Keyspace,
     on_change: Option<Recipient<RcChanged>>,
     pending: Pending,
+    /// Where a failed journal commit (the store is dead) is reported, once.
+    store_failure: StoreFailureReporter,
 }
 
 impl RefcountActor {
@@ -215,7 +218,14 @@ impl RefcountActor {
             rc,
             on_change,
             pending: Pending::new(max_ops),
+            store_failure: StoreFailureReporter::new("refcount"),
         })
+    }
+
+    /// Report a failed journal commit (fjall is poisoned from then on) to `to`.
+    pub fn with_store_failed(mut self, to: Recipient<StoreFailed>) -> Self {
+        self.store_failure.set_recipient(to);
+        self
     }
 
     /// A ref's current state: pending write, else stored record, else `None`.
@@ -338,7 +348,15 @@ impl RefcountActor {
         let task = tokio::task::spawn_blocking(move || write_batch(&db, &refs, &rc, batch));
         ctx.spawn(task.into_actor(self).map(|res, act, ctx| {
             let res = match res {
-                Ok(r) => r.map_err(|e| e.to_string()),
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    let text = e.to_string();
+                    // Every commit failure poisons fjall: the node is told once (it exits).
+                    if is_fatal_write_error(&e) {
+                        act.store_failure.report("committing a ref batch", e);
+                    }
+                    Err(text)
+                }
                 Err(join) => Err(format!("persist task failed: {join}")),
             };
             act.persist_done(res, ctx);
@@ -357,7 +375,11 @@ impl RefcountActor {
                     }
                 }
                 // fjall poisons the database after a failed journal write or sync, so
-                // later writes fail too; the refs stay the truth and RebuildRc repairs rc.
+                // later writes fail too; the first failure went to the node (it exits),
+                // so a dead store is not logged once per batch.
+                Err(e) if self.store_failure.failed() => {
+                    debug!(error = %e, ops = g.ops, "refcount batch not persisted")
+                }
                 Err(e) => error!(error = %e, ops = g.ops, "refcount batch not persisted"),
             }
             for w in g.waiters {

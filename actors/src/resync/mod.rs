@@ -36,7 +36,7 @@ mod work;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,7 @@ use crate::placement::Placement;
 use crate::rc::now_msec;
 use crate::refcount::{RcChanged, RefcountActor};
 use crate::storage::StorageActor;
+use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 use queue::{Item, Queue};
 pub use work::ResyncBlockError;
 use work::{Deps, Outcome};
@@ -66,6 +67,10 @@ const PAGE: usize = 256;
 pub const DEFAULT_TRANQUILITY: u32 = 2;
 /// Default scrub tranquility: reading every block is long and rarely urgent.
 pub const DEFAULT_SCRUB_TRANQUILITY: u32 = 4;
+/// Largest resync or scrub tranquility: a worker then rests 100× the time its block took
+/// (1% duty), about 50 min after a block that hit the 30 s timeout. Larger values only
+/// park workers for days (4,000,000,000 was once set by mistake).
+pub const MAX_TRANQUILITY: u32 = 100;
 /// How often queue and error changes are synced to the journal when something changed
 /// (the refcount actor's syncs cover them too; this bounds the loss when nothing else
 /// writes). A lost change is safe: a lost schedule is redone by repair, a lost removal
@@ -131,9 +136,11 @@ impl ResyncConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ResyncError {
     #[error("metadata store error: {0}")]
-    Store(String),
-    #[error("resync workers must be between 1 and {MAX_WORKERS}, got {0}")]
+    Store(#[from] fjall::Error),
+    #[error("resync_workers must be between 1 and {MAX_WORKERS}, got {0}")]
     BadWorkers(usize),
+    #[error("{key} must be between 0 and {MAX_TRANQUILITY}, got {value}")]
+    BadTranquility { key: &'static str, value: u64 },
     #[error("a repair is already running")]
     RepairRunning,
     #[error("scrub cannot {action} while it is {state}")]
@@ -143,9 +150,22 @@ pub enum ResyncError {
     },
 }
 
-impl From<fjall::Error> for ResyncError {
-    fn from(e: fjall::Error) -> Self {
-        ResyncError::Store(e.to_string())
+/// Check a `resync_workers` value (1..=[`MAX_WORKERS`]); the API checks with it before
+/// narrowing a JSON number, so nothing wraps.
+pub fn check_workers(value: u64) -> Result<usize, ResyncError> {
+    match usize::try_from(value) {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(ResyncError::BadWorkers(
+            usize::try_from(value).unwrap_or(usize::MAX),
+        )),
+    }
+}
+
+/// Check a tranquility value named `key` (0..=[`MAX_TRANQUILITY`]).
+pub fn check_tranquility(key: &'static str, value: u64) -> Result<u32, ResyncError> {
+    match u32::try_from(value) {
+        Ok(t) if t <= MAX_TRANQUILITY => Ok(t),
+        _ => Err(ResyncError::BadTranquility { key, value }),
     }
 }
 
@@ -341,8 +361,16 @@ pub struct ResyncActor {
     busy: HashSet<Hash>,
     /// The timer that wakes the workers at the earliest due time.
     wake: Option<SpawnHandle>,
+    /// Workers resting after a block (`tranquility × time taken`), by rest id: a new
+    /// tranquility shortens or ends their rest at once.
+    resting: HashMap<u64, Rest>,
+    next_rest: u64,
+    /// The scrub's rest between two blocks, if it rests now.
+    scrub_rest: Option<Rest>,
     /// Something was written since the last journal sync.
     dirty: bool,
+    /// Where a dead metadata store is reported, once; once it is, workers stop.
+    store_failure: StoreFailureReporter,
     ops_ok: u64,
     ops_error: u64,
     repair: RepairStatus,
@@ -353,6 +381,23 @@ pub struct ResyncActor {
     scrub_next_run: u64,
     scrub_page: Vec<Hash>,
     scrub_stepping: bool,
+}
+
+/// A worker's (or the scrub's) rest after a block: when it began, how long the block
+/// took (the rest is `tranquility × took`), and the timer that ends it.
+struct Rest {
+    since: Instant,
+    took: Duration,
+    timer: SpawnHandle,
+}
+
+impl Rest {
+    /// What is left of this rest under `tranquility` (zero: it is over).
+    fn left(&self, tranquility: u32) -> Duration {
+        self.took
+            .saturating_mul(tranquility)
+            .saturating_sub(self.since.elapsed())
+    }
 }
 
 impl ResyncActor {
@@ -372,9 +417,11 @@ impl ResyncActor {
             Ok(settings.get(k)?.and_then(|v| keys::parse_u64(&v)))
         };
         let workers = get(keys::WORKERS)?.map_or(1, |w| (w as usize).clamp(1, MAX_WORKERS));
-        let tranquility = get(keys::TRANQUILITY)?.map_or(DEFAULT_TRANQUILITY, |t| t as u32);
+        // Values stored before the range check existed are clamped, never wrapped.
+        let clamp = |t: u64| t.min(MAX_TRANQUILITY as u64) as u32;
+        let tranquility = get(keys::TRANQUILITY)?.map_or(DEFAULT_TRANQUILITY, clamp);
         let scrub_tranquility =
-            get(keys::SCRUB_TRANQUILITY)?.map_or(DEFAULT_SCRUB_TRANQUILITY, |t| t as u32);
+            get(keys::SCRUB_TRANQUILITY)?.map_or(DEFAULT_SCRUB_TRANQUILITY, clamp);
         let scrub_state = match get(keys::SCRUB_STATE)? {
             Some(1) => ScrubState::Running,
             Some(2) => ScrubState::Paused,
@@ -415,7 +462,11 @@ impl ResyncActor {
             active: 0,
             busy: HashSet::new(),
             wake: None,
+            resting: HashMap::new(),
+            next_rest: 0,
+            scrub_rest: None,
             dirty: false,
+            store_failure: StoreFailureReporter::new("resync"),
             ops_ok: 0,
             ops_error: 0,
             repair: RepairStatus::default(),
@@ -429,10 +480,30 @@ impl ResyncActor {
         })
     }
 
+    /// Report a dead metadata store (the node exits) instead of failing forever.
+    pub fn with_store_failed(mut self, to: Recipient<StoreFailed>) -> Self {
+        self.store_failure.set_recipient(to);
+        self
+    }
+
+    /// A metadata write failed `during` something: a dead store is reported once and
+    /// stops the workers (see [`Self::pump`]); anything else is logged.
+    fn store_write_failed(&mut self, during: &'static str, hash: Option<Hash>, e: ResyncError) {
+        match e {
+            ResyncError::Store(cause) if is_fatal_write_error(&cause) => {
+                self.store_failure.report(during, cause)
+            }
+            other => match hash {
+                Some(h) => tracing::error!(hash = %h.short(), "{during}: {other}"),
+                None => tracing::error!("{during}: {other}"),
+            },
+        }
+    }
+
     fn put_setting(&mut self, key: &str, v: u64) {
         self.dirty = true;
         if let Err(e) = self.settings.insert(key, v.to_be_bytes()) {
-            tracing::error!("cannot persist resync setting {key}: {e}");
+            self.store_write_failed("persisting a resync setting", None, e.into());
         }
     }
 
@@ -441,7 +512,7 @@ impl ResyncActor {
     fn enqueue(&mut self, hash: Hash, due_ms: u64) {
         self.dirty = true;
         if let Err(e) = self.queue.schedule(hash, due_ms) {
-            tracing::error!(hash = %hash.short(), "cannot queue block for resync: {e}");
+            self.store_write_failed("queueing a block for resync", Some(hash), e);
         }
     }
 
@@ -451,6 +522,12 @@ impl ResyncActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if let Some(h) = self.wake.take() {
             ctx.cancel_future(h);
+        }
+        // A dead store takes no writes: a worker could neither take nor finish an item
+        // and would run the same one again at once (seen at 550 errors/s). The node has
+        // been told and exits; until then, nothing runs.
+        if self.store_failure.failed() {
+            return;
         }
         let free = self.workers.saturating_sub(self.active);
         let busy = &self.busy;
@@ -474,7 +551,7 @@ impl ResyncActor {
     fn start_worker(&mut self, item: Item, ctx: &mut Context<Self>) {
         let hash = item.hash;
         if let Err(e) = self.queue.take(item) {
-            tracing::error!(hash = %hash.short(), "resync queue: cannot take item: {e}");
+            self.store_write_failed("taking a resync queue item", Some(hash), e);
         }
         self.active += 1;
         self.busy.insert(hash);
@@ -490,7 +567,7 @@ impl ResyncActor {
                         Ok(Outcome::Done) => {
                             act.ops_ok += 1;
                             if let Err(e) = act.queue.clear_error(&hash) {
-                                tracing::error!(hash = %hash.short(), "cannot clear resync error: {e}");
+                                act.store_write_failed("clearing a resync error", Some(hash), e);
                             }
                         }
                         Ok(Outcome::Later(at)) => {
@@ -506,23 +583,57 @@ impl ResyncActor {
                     // Removed only now, after any retry is queued: a crash in between
                     // leaves the item to be run again, never lost.
                     if let Err(e) = act.queue.finish(item) {
-                        tracing::error!(hash = %hash.short(), "resync queue: cannot remove item: {e}");
+                        act.store_write_failed("removing a resync queue item", Some(hash), e);
                     }
                     if act.repair.running || act.repair.done < act.repair.queued {
                         act.repair.done += 1;
                     }
-                    let pause = took.saturating_mul(act.tranquility);
-                    if pause.is_zero() {
-                        act.active -= 1;
-                        act.pump(ctx);
-                    } else {
-                        ctx.run_later(pause, |act, ctx| {
-                            act.active -= 1;
-                            act.pump(ctx);
-                        });
-                    }
+                    act.rest(took, ctx);
                 }),
         );
+    }
+
+    /// A worker finished a block that took `took`: it keeps its slot for
+    /// `tranquility × took`, then frees it. A new tranquility re-times the rest.
+    fn rest(&mut self, took: Duration, ctx: &mut Context<Self>) {
+        let pause = took.saturating_mul(self.tranquility);
+        if pause.is_zero() {
+            self.active -= 1;
+            self.pump(ctx);
+            return;
+        }
+        let id = self.next_rest;
+        self.next_rest += 1;
+        let timer = ctx.run_later(pause, move |act, ctx| act.end_rest(id, ctx));
+        self.resting.insert(
+            id,
+            Rest {
+                since: Instant::now(),
+                took,
+                timer,
+            },
+        );
+    }
+
+    fn end_rest(&mut self, id: u64, ctx: &mut Context<Self>) {
+        if self.resting.remove(&id).is_some() {
+            self.active -= 1;
+            self.pump(ctx);
+        }
+    }
+
+    /// The tranquility changed: every resting worker rests `new × took` in all, so a
+    /// rest already that long ends now and a long one is shortened.
+    fn retime_rests(&mut self, ctx: &mut Context<Self>) {
+        let ids: Vec<u64> = self.resting.keys().copied().collect();
+        for id in ids {
+            let Some(rest) = self.resting.get_mut(&id) else {
+                continue;
+            };
+            ctx.cancel_future(rest.timer);
+            let left = rest.left(self.tranquility);
+            rest.timer = ctx.run_later(left, move |act, ctx| act.end_rest(id, ctx));
+        }
     }
 
     fn record_error(&mut self, hash: Hash, error: String) {
@@ -536,7 +647,7 @@ impl ResyncActor {
                 self.enqueue(hash, e.next_try);
             }
             Err(e) => {
-                tracing::error!(hash = %hash.short(), "cannot record resync error ({e}); retrying after the base delay");
+                self.store_write_failed("recording a resync error", Some(hash), e);
                 let base = self.config.backoff_base.as_millis() as u64;
                 self.enqueue(hash, now.saturating_add(base));
             }
@@ -581,15 +692,22 @@ impl Actor for ResyncActor {
                 act.start_scrub(ctx);
             }
         });
-        ctx.run_interval(PERSIST_INTERVAL, |act, _ctx| {
-            if std::mem::take(&mut act.dirty) {
-                let db = act.db.clone();
-                actix_rt::task::spawn_blocking(move || {
-                    if let Err(e) = db.persist(fjall::PersistMode::SyncAll) {
-                        tracing::error!("cannot sync the resync queue to the journal: {e}");
-                    }
-                });
+        ctx.run_interval(PERSIST_INTERVAL, |act, ctx| {
+            if act.store_failure.failed() || !std::mem::take(&mut act.dirty) {
+                return;
             }
+            let db = act.db.clone();
+            let sync =
+                actix_rt::task::spawn_blocking(move || db.persist(fjall::PersistMode::SyncAll));
+            ctx.spawn(sync.into_actor(act).map(|res, act, _ctx| match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => act.store_write_failed(
+                    "syncing the resync queue to the journal",
+                    None,
+                    e.into(),
+                ),
+                Err(join) => tracing::error!("resync journal sync task failed: {join}"),
+            }));
         });
     }
 }
@@ -669,10 +787,7 @@ impl Handler<SetWorkers> for ResyncActor {
     type Result = Result<(), ResyncError>;
 
     fn handle(&mut self, msg: SetWorkers, ctx: &mut Context<Self>) -> Self::Result {
-        if !(1..=MAX_WORKERS).contains(&msg.0) {
-            return Err(ResyncError::BadWorkers(msg.0));
-        }
-        self.workers = msg.0;
+        self.workers = check_workers(msg.0 as u64)?;
         self.put_setting(keys::WORKERS, msg.0 as u64);
         self.pump(ctx);
         Ok(())
@@ -682,9 +797,11 @@ impl Handler<SetWorkers> for ResyncActor {
 impl Handler<SetTranquility> for ResyncActor {
     type Result = Result<(), ResyncError>;
 
-    fn handle(&mut self, msg: SetTranquility, _ctx: &mut Context<Self>) -> Self::Result {
-        self.tranquility = msg.0;
+    fn handle(&mut self, msg: SetTranquility, ctx: &mut Context<Self>) -> Self::Result {
+        self.tranquility = check_tranquility("resync_tranquility", msg.0 as u64)?;
         self.put_setting(keys::TRANQUILITY, msg.0 as u64);
+        // At once: a worker resting under the old value must not sleep it out.
+        self.retime_rests(ctx);
         Ok(())
     }
 }
@@ -692,9 +809,10 @@ impl Handler<SetTranquility> for ResyncActor {
 impl Handler<SetScrubTranquility> for ResyncActor {
     type Result = Result<(), ResyncError>;
 
-    fn handle(&mut self, msg: SetScrubTranquility, _ctx: &mut Context<Self>) -> Self::Result {
-        self.scrub_tranquility = msg.0;
+    fn handle(&mut self, msg: SetScrubTranquility, ctx: &mut Context<Self>) -> Self::Result {
+        self.scrub_tranquility = check_tranquility("scrub_tranquility", msg.0 as u64)?;
         self.put_setting(keys::SCRUB_TRANQUILITY, msg.0 as u64);
+        self.retime_scrub_rest(ctx);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{keys, ResyncActor, ResyncError, ScrubCommand, ScrubState, PAGE};
+use super::{keys, Rest, ResyncActor, ResyncError, ScrubCommand, ScrubState, PAGE};
 use crate::rc::now_msec;
 use crate::storage::{ListBlocks, ReadBlock, StorageError};
 
@@ -85,10 +85,26 @@ impl ResyncActor {
                     act.scrub_position = Some(hash);
                     let _ = act.settings.insert(keys::SCRUB_POSITION, hash.as_bytes().to_vec());
                     act.put_setting(keys::SCRUB_CHECKED, act.scrub_checked);
-                    let pause = start.elapsed().saturating_mul(act.scrub_tranquility);
-                    ctx.run_later(pause, |act, ctx| act.scrub_step(ctx));
+                    let took = start.elapsed();
+                    let timer = ctx.run_later(took.saturating_mul(act.scrub_tranquility), |act, ctx| {
+                        act.scrub_rest = None;
+                        act.scrub_step(ctx)
+                    });
+                    act.scrub_rest = Some(Rest { since: Instant::now(), took, timer });
                 }),
         );
+    }
+
+    /// The scrub tranquility changed: its rest, if any, is re-timed to the new value.
+    pub(super) fn retime_scrub_rest(&mut self, ctx: &mut Context<Self>) {
+        if let Some(rest) = self.scrub_rest.as_mut() {
+            ctx.cancel_future(rest.timer);
+            let left = rest.left(self.scrub_tranquility);
+            rest.timer = ctx.run_later(left, |act, ctx| {
+                act.scrub_rest = None;
+                act.scrub_step(ctx)
+            });
+        }
     }
 
     fn finish_scrub(&mut self) {

@@ -17,6 +17,8 @@ use crate::refcount::{AddRef, DropRef, RefcountConfig};
 use crate::storage::{BlockExists, ReadBlock, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
+mod settings;
+
 /// One fake remote node.
 #[derive(Default)]
 struct FakeNode {
