@@ -7,7 +7,8 @@
 //! - [`rc`]: [`RcEntry`], the reference-count state machine and its byte format;
 //! - [`frame`]: [`BlockRpc`], the messages between nodes, and their length-limited codec;
 //! - [`fsutil`]: the crash-safe write every file goes through;
-//! - [`placement`]: the [`Placement`] question "which nodes hold this hash".
+//! - [`placement`]: the [`Placement`] question "which nodes hold this hash";
+//! - [`budget`]: the RAM budget for block bytes in flight (client and peer pools).
 //!
 //! The actors, each owning its state and talking only by typed messages:
 //! - [`storage::StorageActor`]: the data directory and every block file;
@@ -17,6 +18,7 @@
 
 pub mod antientropy;
 pub mod block;
+pub mod budget;
 pub mod frame;
 pub mod fsutil;
 pub mod hash;

@@ -31,9 +31,19 @@ impl Handler<HandleRpc> for TestHandler {
 
     fn handle(&mut self, msg: HandleRpc, _ctx: &mut Context<Self>) -> Self::Result {
         self.seen.push((msg.from, msg.rpc.kind()));
+        // Like the storage actor, the double keeps its own copy of a block and drops the
+        // received buffer (and the RAM budget charge on it) once the "write" is done.
+        let mut received = None;
         let reply = match msg.rpc {
             BlockRpc::PutBlock { hash, data } => {
-                self.blocks.insert(hash, data);
+                let copy = bytes::Bytes::copy_from_slice(data.inner_buffer());
+                let stored = if data.is_compressed() {
+                    DataBlock::Compressed(copy)
+                } else {
+                    DataBlock::Plain(copy)
+                };
+                self.blocks.insert(hash, stored);
+                received = Some(data);
                 BlockRpc::Ok
             }
             BlockRpc::GetBlock(hash) => match self.blocks.get(&hash) {
@@ -50,6 +60,7 @@ impl Handler<HandleRpc> for TestHandler {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
+            drop(received);
             reply
         })
     }
@@ -728,7 +739,10 @@ async fn incoming_payloads_wait_for_the_ram_budget() {
     let a = start_node(certs.node(), any_port(), vec![], None);
     // B may hold 2 MiB of incoming block bytes; its handler takes 300 ms per request.
     let h = handler(Some(Duration::from_millis(300)));
-    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(2048));
+    let budget = crate::budget::RamBudget {
+        client: crate::budget::Pool::new("client", 2 << 20),
+        peer: crate::budget::Pool::new("peer", 2 << 20),
+    };
     let cfg = PeerConfig {
         listen: any_port(),
         members: vec![],
@@ -778,8 +792,8 @@ async fn incoming_payloads_wait_for_the_ram_budget() {
         "payloads did not wait for the budget: {took:?}"
     );
     assert_eq!(
-        budget.available_permits(),
-        2048,
+        budget.peer.available(),
+        2 << 20,
         "every reservation is returned"
     );
 }
