@@ -42,7 +42,10 @@ fn two_16mib_puts_through_each_of_three_nodes_at_once_all_succeed_on_a_32mib_bud
                 let mut data = bufs[k].clone();
                 data[0] = round;
                 std::thread::spawn(move || {
-                    (k % 3, timed_put(&api, &token, &data, Duration::from_secs(60)))
+                    (
+                        k % 3,
+                        timed_put(&api, &token, &data, Duration::from_secs(60)),
+                    )
                 })
             })
             .collect();
@@ -55,7 +58,11 @@ fn two_16mib_puts_through_each_of_three_nodes_at_once_all_succeed_on_a_32mib_bud
             results.iter().all(|(_, r)| r.status == 201),
             "round {round}: every PUT should be stored, got (node, result): {results:?}"
         );
-        let slowest = results.iter().map(|(_, r)| r.took).max().unwrap_or_default();
+        let slowest = results
+            .iter()
+            .map(|(_, r)| r.took)
+            .max()
+            .unwrap_or_default();
         assert!(
             slowest < Duration::from_secs(15),
             "round {round}: a PUT took {slowest:?} (limit 15 s): {results:?}"
