@@ -241,7 +241,7 @@ async fn put_block(
     }
     // The body and its compressed copy are in memory at once: charge twice the size
     // (the largest block when the length is not declared) before reading anything.
-    let _ram = svc
+    let ram = svc
         .reserve_ram(2 * declared.unwrap_or(max as u64).min(max as u64))
         .await?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
@@ -252,7 +252,7 @@ async fn put_block(
         }
         buf.extend_from_slice(&chunk);
     }
-    let (hash, size) = svc.put_block(buf.freeze(), ref_id).await?;
+    let (hash, size) = svc.put_block(buf.freeze(), ref_id, ram).await?;
     Ok(HttpResponse::Created().json(json!({"hash": hash.to_hex(), "size": size})))
 }
 

@@ -187,8 +187,11 @@ pub struct Config {
     /// limit). Writes past it are refused with 507 Insufficient Storage.
     #[serde(default, deserialize_with = "de_opt_size")]
     pub data_dir_capacity: Option<u64>,
-    /// Most bytes of block data held in memory by client requests in flight; past it,
-    /// new requests wait (back-pressure). Default "256MiB".
+    /// Most bytes of block data held in memory by requests in flight, split in half
+    /// between a client pool (PUT/GET bodies, replies read from peers) and a peer pool
+    /// (incoming PutBlocks, blocks served to peers), each at least `max_block_size`
+    /// (`blocknode_actors::budget`); past it, new requests wait (back-pressure).
+    /// Default "256MiB".
     #[serde(default = "default_ram_buffer", deserialize_with = "de_size")]
     pub block_ram_buffer_max: u64,
     /// QUIC (node-to-node) listen address. Default "127.0.0.1:3901".

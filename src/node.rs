@@ -13,6 +13,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 
 use blocknode_actors::antientropy::{AntiEntropyActor, AntiEntropyConfig, AntiEntropyLinks};
+use blocknode_actors::budget::RamBudget;
 use blocknode_actors::frame::FrameLimits;
 use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, PeerTuning, Shutdown};
 use blocknode_actors::placement::{ClusterPlacement, PlacementNode};
@@ -188,10 +189,17 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             addr: m.addr,
         })
         .collect();
-    // One budget for block bytes in memory, shared by client PUTs and peer PutBlocks.
-    let ram_budget = Arc::new(tokio::sync::Semaphore::new(
-        (cfg.block_ram_buffer_max / 1024).min(u32::MAX as u64) as usize,
-    ));
+    // The RAM budget for block bytes in flight: a client pool for work this node starts
+    // and a peer pool for work peers ask of it, so admitting a peer's block never waits
+    // behind a client PUT that waits for that peer (budget.rs).
+    let budget = RamBudget::split(cfg.block_ram_buffer_max, cfg.max_block_size);
+    tracing::info!(
+        client_mib = budget.client.capacity() >> 20,
+        peer_mib = budget.peer.capacity() >> 20,
+        "RAM budget for blocks in flight"
+    );
+    // No zstd frame may decompress to more than the largest block this node accepts.
+    blocknode_actors::block::set_max_plain_len(cfg.max_block_size as usize);
     let peers = PeerActor::with_tuning(
         PeerConfig {
             listen: cfg.quic_listen,
@@ -203,7 +211,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             layout_digest,
         },
         PeerTuning {
-            ram_budget: Some(ram_budget.clone()),
+            ram_budget: Some(budget.clone()),
             ..PeerTuning::default()
         },
         identity,
@@ -272,7 +280,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         layout_digest,
         metrics,
         started: Instant::now(),
-        ram_budget,
+        budget,
         hints: cfg.hinted_handoff.then(|| anti_entropy.clone().recipient()),
         anti_entropy,
     };

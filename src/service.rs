@@ -12,6 +12,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use blocknode_actors::antientropy::AntiEntropyActor;
+use blocknode_actors::budget::{Charge, RamBudget};
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
 use blocknode_actors::peer::{
     Call, CallMany, CallsFailed, PeerActor, Priority, QuorumError, RpcError,
@@ -19,7 +20,7 @@ use blocknode_actors::peer::{
 use blocknode_actors::refcount::{ListRefs, RefState, RefcountActor};
 use blocknode_actors::resync::{ResyncActor, Schedule, ScheduleReason};
 use blocknode_actors::storage::{ReadBlock, StorageActor, StorageError};
-use blocknode_actors::{Hash, NodeId, Placement, RefId, VerifiedBlock};
+use blocknode_actors::{DataBlock, Hash, NodeId, Placement, RefId, VerifiedBlock};
 
 use crate::metrics::Metrics;
 
@@ -57,10 +58,10 @@ pub struct Service {
     pub layout_digest: Hash,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
-    /// Budget of block bytes held by client requests in flight, in KiB permits
-    /// (`block_ram_buffer_max`). A request waits for its share before reading its body:
-    /// back-pressure instead of allocation. A limiter, not domain state.
-    pub ram_budget: Arc<tokio::sync::Semaphore>,
+    /// The RAM budget for block bytes in flight (`block_ram_buffer_max`): PUT and GET
+    /// bodies are charged to its client pool, the charge attached to the bytes. A
+    /// limiter, not domain state.
+    pub budget: RamBudget,
     /// Where the failed calls of a write go (hinted handoff); `None` when it is off.
     pub hints: Option<Recipient<CallsFailed>>,
     pub anti_entropy: Addr<AntiEntropyActor>,
@@ -120,17 +121,25 @@ pub struct HolderInfo {
 }
 
 impl Service {
-    /// Wait for `bytes` of the RAM budget; the permit returns them when dropped.
-    pub async fn reserve_ram(
-        &self,
-        bytes: u64,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-        self.ram_budget
-            .clone()
-            .acquire_many_owned(kib)
+    /// Wait for `bytes` of the client pool (clamped to the pool, so the largest request
+    /// is admitted alone); the charge returns them when dropped or, once attached, when
+    /// the bytes it pays for are.
+    pub async fn reserve_ram(&self, bytes: u64) -> Result<Charge, ServiceError> {
+        self.budget
+            .client
+            .charge(bytes)
             .await
-            .map_err(|e| ServiceError::Internal(format!("RAM budget closed: {e}")))
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// Charge bytes that already exist (a local read, a decompressed block) to the
+    /// client pool, for as long as they live (an HTTP response body being sent).
+    async fn hold_ram(&self, bytes: Bytes) -> Result<Bytes, ServiceError> {
+        self.budget
+            .client
+            .hold(bytes)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// The nodes that should hold `hash`, this node first when it is one of them (local
@@ -146,10 +155,17 @@ impl Service {
 
     /// Store a block on its holders; answers once `write_quorum` acknowledged a durable
     /// write, and adds `ref_id` with the same quorum when given.
+    ///
+    /// `ram` is the client-pool charge taken before the body was read (twice its size:
+    /// the body and its compressed copy coexist while it is compressed). After hashing
+    /// it shrinks to the form that is sent and is attached to those bytes, so it lives
+    /// until the last call holding them has ended (a slow holder past the quorum
+    /// included), not until this function returns.
     pub async fn put_block(
         &self,
         plain: Bytes,
         ref_id: Option<RefId>,
+        mut ram: Charge,
     ) -> Result<(Hash, usize), ServiceError> {
         let level = self.cfg.compression_level;
         // Hashing and compression are CPU work: keep them off the HTTP worker's loop.
@@ -159,10 +175,13 @@ impl Service {
         let hash = block.hash();
         let size = block.plain_len();
         let nodes = self.holders(&hash);
-        let rpc = BlockRpc::PutBlock {
-            hash,
-            data: block.into_data(),
+        let data = block.into_data();
+        ram.shrink_to(data.inner_buffer().len() as u64);
+        let data = match data {
+            DataBlock::Plain(b) => DataBlock::Plain(ram.attach(b)),
+            DataBlock::Compressed(b) => DataBlock::Compressed(ram.attach(b)),
         };
+        let rpc = BlockRpc::PutBlock { hash, data };
         // Block first, then the ref: a holder never counts a ref to a block the write
         // quorum has not stored. (Sending both at once was measured: no throughput
         // gain on this machine, and every holder then saw most blocks as orphans first.)
@@ -240,7 +259,9 @@ impl Service {
                 match self.storage.send(ReadBlock { hash }).await {
                     Ok(Ok(data)) => match data.into_plain_verified(&hash) {
                         Ok(plain) => {
-                            found = Some(plain);
+                            // Charged once read (its size was unknown before): it is
+                            // held until the response body has been sent.
+                            found = Some(self.hold_ram(plain).await?);
                             break;
                         }
                         Err(e) => {
@@ -268,12 +289,19 @@ impl Service {
                 .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))?;
             match reply {
                 Ok(BlockRpc::PutBlock { hash: h, data }) if h == hash => {
+                    // A plain reply's bytes are the body, already charged as they were
+                    // read from the peer; a decompressed body is new and charged here.
+                    let compressed = data.is_compressed();
                     // Verify on a blocking thread: every served byte is checked here.
                     let checked =
                         actix_rt::task::spawn_blocking(move || data.verify_get(&hash)).await;
                     match checked {
                         Ok(Ok(plain)) => {
-                            found = Some(plain);
+                            found = Some(if compressed {
+                                self.hold_ram(plain).await?
+                            } else {
+                                plain
+                            });
                             break;
                         }
                         _ => {

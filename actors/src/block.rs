@@ -7,6 +7,7 @@
 //! ("hash each byte once per node").
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -23,9 +24,26 @@ pub enum BlockError {
     TooLarge { hash: Hash, limit: usize },
 }
 
-/// Upper bound on a decompressed block, so a crafted zstd frame cannot exhaust memory.
-/// Above any configurable `max_block_size` (whose default is 16 MiB).
+/// Upper bound on a decompressed block before the node sets its own: the largest
+/// `max_block_size` the config accepts.
 pub const MAX_DECOMPRESSED_LEN: usize = 256 << 20;
+
+/// The bound in force on decompressed blocks. A process-wide setting rather than domain
+/// state: the node sets it once at start from `max_block_size` ([`set_max_plain_len`]),
+/// so a crafted zstd frame cannot make any path (a write's verification, a read, a
+/// peer's reply) allocate more than one legitimate block.
+static MAX_PLAIN_LEN: AtomicUsize = AtomicUsize::new(MAX_DECOMPRESSED_LEN);
+
+/// Bound decompression to `len` bytes (clamped to [`MAX_DECOMPRESSED_LEN`]); called once
+/// by the node at start with its `max_block_size`.
+pub fn set_max_plain_len(len: usize) {
+    MAX_PLAIN_LEN.store(len.min(MAX_DECOMPRESSED_LEN), Ordering::Relaxed);
+}
+
+/// The bound in force on decompressed blocks.
+pub fn max_plain_len() -> usize {
+    MAX_PLAIN_LEN.load(Ordering::Relaxed)
+}
 
 /// The bytes of one block as stored on disk and sent between nodes.
 #[derive(Clone, PartialEq, Eq)]
@@ -120,21 +138,30 @@ fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 }
 
 fn decompress(hash: &Hash, data: &[u8]) -> Result<Vec<u8>, BlockError> {
+    decompress_bounded(hash, data, max_plain_len())
+}
+
+/// Decompress a zstd frame into at most `limit` bytes. The buffer grows as data comes
+/// (a frame's declared content size is only a hint for the first allocation, itself
+/// bounded), so a lying frame costs at most `limit + 1` bytes.
+fn decompress_bounded(hash: &Hash, data: &[u8], limit: usize) -> Result<Vec<u8>, BlockError> {
     let bad = |e: std::io::Error| BlockError::BadCompression {
         hash: *hash,
         reason: e.to_string(),
     };
+    let too_large = || BlockError::TooLarge { hash: *hash, limit };
+    let declared = zstd::zstd_safe::get_frame_content_size(data).ok().flatten();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     let dec = zstd::stream::read::Decoder::new(data).map_err(bad)?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     // One byte past the limit tells "too large" apart from "exactly at the limit".
-    dec.take(MAX_DECOMPRESSED_LEN as u64 + 1)
+    dec.take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(bad)?;
-    if out.len() > MAX_DECOMPRESSED_LEN {
-        return Err(BlockError::TooLarge {
-            hash: *hash,
-            limit: MAX_DECOMPRESSED_LEN,
-        });
+    if out.len() > limit {
+        return Err(too_large());
     }
     Ok(out)
 }
@@ -267,6 +294,37 @@ mod tests {
         assert!(DataBlock::Compressed(Bytes::from(frame))
             .verify(&h)
             .is_err());
+    }
+
+    #[test]
+    fn decompression_stops_at_the_limit_whatever_the_frame_declares() {
+        let data = text(300_000);
+        let h = blake2sum(&data);
+        let frame = compress(&data, 1).unwrap();
+        assert_eq!(decompress_bounded(&h, &frame, 300_000).unwrap(), data);
+        assert!(matches!(
+            decompress_bounded(&h, &frame, 299_999),
+            Err(BlockError::TooLarge { limit: 299_999, .. })
+        ));
+        // A streamed frame (no declared size) is stopped by the bounded read itself.
+        let mut streamed = Vec::new();
+        {
+            let mut enc = zstd::stream::write::Encoder::new(&mut streamed, 1).unwrap();
+            std::io::Write::write_all(&mut enc, &data).unwrap();
+            enc.finish().unwrap();
+        }
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&streamed)
+                .ok()
+                .flatten(),
+            None,
+            "the streamed frame should not declare its size"
+        );
+        assert!(matches!(
+            decompress_bounded(&h, &streamed, 100_000),
+            Err(BlockError::TooLarge { .. })
+        ));
+        assert_eq!(decompress_bounded(&h, &streamed, 1 << 20).unwrap(), data);
     }
 
     #[test]

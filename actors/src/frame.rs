@@ -483,11 +483,22 @@ pub async fn read_body<R: AsyncRead + Unpin>(
     header_len: usize,
     payload_len: usize,
 ) -> Result<BlockRpc, FrameError> {
+    read_body_with(r, header_len, payload_len, Bytes::from).await
+}
+
+/// As [`read_body`], with `wrap` turning the payload buffer into `Bytes` (a caller hangs
+/// its RAM budget charge on the buffer this way, see [`crate::budget::Charge::attach_vec`]).
+pub async fn read_body_with<R: AsyncRead + Unpin>(
+    r: &mut R,
+    header_len: usize,
+    payload_len: usize,
+    wrap: impl FnOnce(Vec<u8>) -> Bytes,
+) -> Result<BlockRpc, FrameError> {
     let mut header = vec![0u8; header_len];
     read_exact(r, &mut header, "header").await?;
     let mut payload = vec![0u8; payload_len];
     read_exact(r, &mut payload, "payload").await?;
-    decode_parts(&header, Bytes::from(payload))
+    decode_parts(&header, wrap(payload))
 }
 
 async fn read_exact<R: AsyncRead + Unpin>(

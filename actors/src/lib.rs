@@ -8,7 +8,8 @@
 //! - [`frame`]: [`BlockRpc`], the messages between nodes, and their length-limited codec;
 //! - [`fsutil`]: the crash-safe write every file goes through;
 //! - [`placement`]: the [`Placement`] question "which nodes hold this partition", and
-//!   its answer for a member list (zone-aware, capacity-weighted rendezvous hashing).
+//!   its answer for a member list (zone-aware, capacity-weighted rendezvous hashing);
+//! - [`budget`]: the RAM budget for block bytes in flight (client and peer pools).
 //!
 //! The actors, each owning its state and talking only by typed messages:
 //! - [`storage::StorageActor`]: the data directory and every block file;
@@ -21,6 +22,7 @@
 
 pub mod antientropy;
 pub mod block;
+pub mod budget;
 pub mod frame;
 pub mod fsutil;
 pub mod hash;

@@ -16,6 +16,8 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, TransportConfig, VarIn
 use tracing::{debug, warn};
 
 use super::{HandleRpc, PeerError, PeerTuning, Priority, RpcError};
+use crate::block::DataBlock;
+use crate::budget::{Pool, RamBudget};
 use crate::frame::{self, BlockRpc, ErrorCode, FrameError, FrameLimits, Hello};
 use crate::hash::NodeId;
 use crate::tls::{self, TlsIdentity};
@@ -54,6 +56,12 @@ fn transport_config(tuning: &PeerTuning) -> Arc<TransportConfig> {
     // Bounds what one peer can make us serve at once; the rest wait in its open_bi().
     t.max_concurrent_bidi_streams(VarInt::from_u32(tuning.max_incoming_streams));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // What a peer may push on a stream before we read it: a request's payload is read
+    // only once the RAM budget admitted it, so with quinn's default (1.25 MB per stream)
+    // 256 streams could park 320 MB per connection outside the budget. About one small
+    // frame per stream bounds that to `max_incoming_streams` x this (the connection-level
+    // window stays open, so buffered unadmitted streams never stall an admitted one).
+    t.stream_receive_window(VarInt::from_u32(tuning.stream_receive_window));
     // A peer that vanishes without closing is declared down after the idle timeout;
     // keep-alives stop an idle but healthy connection from timing out.
     if let Ok(idle) = quinn::IdleTimeout::try_from(tuning.idle_timeout) {
@@ -77,6 +85,9 @@ pub(crate) fn server_config(
         .map_err(|e| PeerError::Tls(tls::TlsError::Config(e.to_string())))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(transport_config(tuning));
+    // Initials queued before the actor decides on them (it drops strangers and those
+    // past `max_handshakes`); beyond this quinn refuses on its own.
+    cfg.max_incoming(tuning.max_handshakes.saturating_mul(4).max(64));
     Ok(cfg)
 }
 
@@ -137,6 +148,7 @@ pub(crate) async fn dial(
             &BlockRpc::Hello(hello),
             Priority::Client,
             &limits,
+            None,
         )
         .await
         .inspect_err(|_| conn.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"hello failed"))?;
@@ -193,33 +205,81 @@ pub(crate) async fn request(
     rpc: &BlockRpc,
     priority: Priority,
     limits: &FrameLimits,
+    budget: Option<&Pool>,
 ) -> Result<BlockRpc, RpcError> {
     let unreachable = |reason: String| RpcError::Unreachable { node, reason };
-    let (mut send, mut recv) = conn
+    let (send, mut recv) = conn
         .open_bi()
         .await
         .map_err(|e| unreachable(format!("cannot open a stream: {e}")))?;
+    // If the caller gives up (its timeout drops this future), the stream is reset so
+    // quinn frees the bytes still queued for a slow or stopped peer at once; a plain
+    // drop would finish the stream and keep them until the connection dies.
+    let mut send = ResetOnDrop(Some(send));
+    let stream = send.stream();
     // unwrap-free: failing to set a priority on a fresh stream only loses the ordering.
-    let _ = send.set_priority(stream_priority(priority));
-    write_frame(&mut send, rpc)
+    let _ = stream.set_priority(stream_priority(priority));
+    write_frame(stream, rpc)
         .await
         .map_err(|e| unreachable(format!("sending {} failed: {e}", rpc.kind())))?;
-    let reply = frame::read_frame(&mut recv, limits)
-        .await
-        .map_err(|e| match e {
-            // The io::Error only says "connection lost"; the close reason says why
-            // (e.g. the peer refused our certificate).
-            FrameError::Io(e) => match conn.close_reason() {
-                Some(why) => unreachable(format!("connection closed: {why}")),
-                None => unreachable(format!("reading the reply failed: {e}")),
-            },
-            other => RpcError::Protocol {
-                node,
-                reason: format!("bad reply to {}: {other}", rpc.kind()),
-            },
-        })?;
+    let read_reply = async {
+        let (hl, pl) = frame::read_prefix(&mut recv, limits).await?;
+        // A reply's payload (a GetBlock answer) is charged before it is allocated, and
+        // the charge travels with the bytes to wherever they end up.
+        match budget {
+            Some(pool) if pl > 0 => {
+                let charge = pool
+                    .charge(pl as u64)
+                    .await
+                    .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())))?;
+                frame::read_body_with(&mut recv, hl, pl, |v| charge.attach_vec(v)).await
+            }
+            _ => frame::read_body(&mut recv, hl, pl).await,
+        }
+    };
+    let reply = read_reply.await.map_err(|e| match e {
+        // The io::Error only says "connection lost"; the close reason says why
+        // (e.g. the peer refused our certificate).
+        FrameError::Io(e) => match conn.close_reason() {
+            Some(why) => unreachable(format!("connection closed: {why}")),
+            None => unreachable(format!("reading the reply failed: {e}")),
+        },
+        other => RpcError::Protocol {
+            node,
+            reason: format!("bad reply to {}: {other}", rpc.kind()),
+        },
+    })?;
+    send.disarm();
     reply_to_result(node, reply)
 }
+
+/// A request's send half, reset when dropped before the exchange completed.
+struct ResetOnDrop(Option<SendStream>);
+
+impl ResetOnDrop {
+    fn stream(&mut self) -> &mut SendStream {
+        // unwrap: the stream is taken only by `disarm`, which consumes the guard's use.
+        self.0.as_mut().expect("send stream used after disarm")
+    }
+
+    /// The exchange completed: let the stream end normally.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.0.take() {
+            let _ = s.reset(VarInt::from_u32(RESET_ABANDONED));
+        }
+    }
+}
+
+/// QUIC stream reset code: the caller gave up on the request (timeout).
+const RESET_ABANDONED: u32 = 2;
+/// QUIC stream reset code: the reply could not be written in time.
+const RESET_REPLY_TIMEOUT: u32 = 3;
 
 /// An `Error` reply as [`RpcError::Remote`], anything else as the answer.
 pub(crate) fn reply_to_result(node: NodeId, reply: BlockRpc) -> Result<BlockRpc, RpcError> {
@@ -241,29 +301,62 @@ pub(crate) struct ServeCtx {
     pub limits: FrameLimits,
     /// How long a peer may take to send its whole request frame.
     pub read_timeout: Duration,
-    /// The node's budget of block bytes in memory (KiB permits); a request's payload is
-    /// reserved before it is read, so a burst of large PutBlocks waits instead of
-    /// allocating.
-    pub ram_budget: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// How long a peer may take to take our whole reply: past it the stream is reset,
+    /// so a stalled reader cannot keep a served block (and its charge) forever.
+    pub reply_timeout: Duration,
+    /// The node's RAM budget: incoming payloads and served blocks are charged to its
+    /// peer pool. `None`: unbounded (tests of other things).
+    pub budget: Option<RamBudget>,
 }
 
-/// Read one request frame, reserving its payload in the RAM budget before allocating
-/// it; the permit is held until the reply is sent.
+/// Read one request frame. Its payload is charged to the peer pool before it is
+/// allocated, and the charge is attached to the payload's bytes: it returns when the
+/// handler (the storage write) has dropped them, however the request ends.
 async fn read_request(
     recv: &mut RecvStream,
     ctx: &ServeCtx,
-) -> Result<(BlockRpc, Option<tokio::sync::OwnedSemaphorePermit>), frame::FrameError> {
+) -> Result<BlockRpc, frame::FrameError> {
     let (hl, pl) = frame::read_prefix(recv, &ctx.limits).await?;
-    let permit = match &ctx.ram_budget {
+    match &ctx.budget {
         Some(b) if pl > 0 => {
-            let kib = u32::try_from(pl.div_ceil(1024)).unwrap_or(u32::MAX);
-            Some(b.clone().acquire_many_owned(kib).await.map_err(|e| {
-                frame::FrameError::Io(std::io::Error::other(format!("RAM budget closed: {e}")))
-            })?)
+            let charge = b
+                .peer
+                .charge(pl as u64)
+                .await
+                .map_err(|e| frame::FrameError::Io(std::io::Error::other(e.to_string())))?;
+            frame::read_body_with(recv, hl, pl, |v| charge.attach_vec(v)).await
         }
-        _ => None,
+        _ => frame::read_body(recv, hl, pl).await,
+    }
+}
+
+/// Charge a reply's block bytes (a served `GetBlock`) to the peer pool before they go
+/// out; they were read from disk before their size was known.
+async fn charge_reply(reply: BlockRpc, ctx: &ServeCtx) -> BlockRpc {
+    let Some(b) = &ctx.budget else {
+        return reply;
     };
-    Ok((frame::read_body(recv, hl, pl).await?, permit))
+    match reply {
+        BlockRpc::PutBlock { hash, data } => {
+            let compressed = data.is_compressed();
+            let bytes = match b.peer.hold(data.inner_buffer().clone()).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    return BlockRpc::error(ErrorCode::Unavailable, e.to_string());
+                }
+            };
+            drop(data);
+            BlockRpc::PutBlock {
+                hash,
+                data: if compressed {
+                    DataBlock::Compressed(bytes)
+                } else {
+                    DataBlock::Plain(bytes)
+                },
+            }
+        }
+        other => other,
+    }
 }
 
 /// Serve the streams `from` opens on `conn` until the connection ends; each stream runs
@@ -296,11 +389,7 @@ fn is_reply_only(rpc: &BlockRpc) -> bool {
 }
 
 async fn serve_stream(mut send: SendStream, mut recv: RecvStream, from: NodeId, ctx: ServeCtx) {
-    let (request, _permit) = match tokio::time::timeout(
-        ctx.read_timeout,
-        read_request(&mut recv, &ctx),
-    )
-    .await
+    let request = match tokio::time::timeout(ctx.read_timeout, read_request(&mut recv, &ctx)).await
     {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -337,7 +426,13 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, from: NodeId, 
             Err(e) => BlockRpc::error(ErrorCode::Unavailable, format!("handler unavailable: {e}")),
         },
     };
-    if let Err(e) = write_frame(&mut send, &reply).await {
-        debug!(peer = %from.short(), kind, error = %e, "reply not delivered");
+    let reply = charge_reply(reply, &ctx).await;
+    match tokio::time::timeout(ctx.reply_timeout, write_frame(&mut send, &reply)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(peer = %from.short(), kind, error = %e, "reply not delivered"),
+        Err(_) => {
+            warn!(peer = %from.short(), kind, after = ?ctx.reply_timeout, "reply not taken in time; stream reset");
+            let _ = send.reset(VarInt::from_u32(RESET_REPLY_TIMEOUT));
+        }
     }
 }

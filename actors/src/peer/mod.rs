@@ -33,12 +33,17 @@ use tracing::{debug, info, warn};
 
 pub use backoff::backoff;
 
+use crate::budget::RamBudget;
 use crate::frame::{BlockRpc, ErrorCode, FrameLimits, Hello};
 use crate::hash::{Hash, NodeId};
 use crate::tls::{TlsError, TlsIdentity};
 
 /// Default timeout of a block read or write between nodes.
 pub const BLOCK_RW_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default QUIC stream receive window: 64 KiB, a frame head and the start of its payload.
+/// On loopback (RTT well under 1 ms) it still moves hundreds of MiB/s per stream, and it
+/// bounds what 256 unadmitted streams of one peer can park in quinn to 16 MiB.
+pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 64 << 10;
 /// Default timeout of a `NeedBlockQuery`.
 pub const NEED_BLOCK_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -198,9 +203,21 @@ pub struct PeerTuning {
     pub socket_buffer: usize,
     /// Initial QUIC MTU; `None` keeps quinn's safe default (1200, then discovery).
     pub initial_mtu: Option<u16>,
-    /// The node's RAM budget of block bytes (KiB permits), shared with the HTTP API;
-    /// incoming payloads are reserved in it before they are read. None: unbounded.
-    pub ram_budget: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// The node's RAM budget ([`RamBudget`]): incoming payloads and served blocks are
+    /// charged to its peer pool, reply payloads read by our calls to its client pool.
+    /// `None`: unbounded.
+    pub ram_budget: Option<RamBudget>,
+    /// QUIC stream receive window in bytes: what a peer may push on one stream before
+    /// we read it (the unadmitted part of a request is at most this).
+    pub stream_receive_window: u32,
+    /// How long a peer may take to take our reply to its request before the stream is
+    /// reset.
+    pub reply_write_timeout: Duration,
+    /// Incoming connections kept per peer id; a new one beyond it closes the oldest (a
+    /// restarted peer's fresh connection wins over the dead one it replaces).
+    pub max_connections_per_peer: usize,
+    /// Incoming handshakes in progress at once; Initials beyond it are dropped.
+    pub max_handshakes: usize,
 }
 
 impl Default for PeerTuning {
@@ -217,6 +234,10 @@ impl Default for PeerTuning {
             socket_buffer: 4 << 20,
             initial_mtu: None,
             ram_budget: None,
+            stream_receive_window: DEFAULT_STREAM_RECEIVE_WINDOW,
+            reply_write_timeout: BLOCK_RW_TIMEOUT,
+            max_connections_per_peer: 2,
+            max_handshakes: 16,
         }
     }
 }
@@ -293,6 +314,10 @@ pub struct PeerActor {
     socket: Option<UdpSocket>,
     endpoint: Option<Endpoint>,
     peers: HashMap<NodeId, PeerState>,
+    /// Connections peers opened to us, oldest first, by peer id (capped per peer).
+    incoming: HashMap<NodeId, Vec<Connection>>,
+    /// Incoming handshakes in progress.
+    handshakes: usize,
     ping_nonce: u64,
     observer: Option<RpcObserver>,
 }
@@ -330,6 +355,8 @@ impl PeerActor {
             socket: Some(socket),
             endpoint: None,
             peers: HashMap::new(),
+            incoming: HashMap::new(),
+            handshakes: 0,
             ping_nonce: 0,
             observer: None,
         };
@@ -556,10 +583,11 @@ impl PeerActor {
                 })
             };
         let limits = self.config.limits;
+        let replies = self.tuning.ram_budget.as_ref().map(|b| b.client.clone());
         Box::pin(async move {
             let exchange = async {
                 let conn = connection.await?;
-                conn::request(&conn, node, &rpc, priority, &limits).await
+                conn::request(&conn, node, &rpc, priority, &limits, replies.as_ref()).await
             };
             tokio::time::timeout(timeout, exchange)
                 .await
@@ -579,7 +607,14 @@ impl PeerActor {
                 let start = Instant::now();
                 let res = tokio::time::timeout(
                     timeout,
-                    conn::request(&conn, id, &BlockRpc::Ping(nonce), Priority::Client, &limits),
+                    conn::request(
+                        &conn,
+                        id,
+                        &BlockRpc::Ping(nonce),
+                        Priority::Client,
+                        &limits,
+                        None,
+                    ),
                 )
                 .await;
                 (res, start.elapsed())
@@ -660,38 +695,128 @@ impl Actor for PeerActor {
     }
 }
 
-/// Incoming connections: finish the handshake (the TLS verifier has already checked
-/// CA and membership) and serve the peer's streams, each in its own task.
+/// Incoming connections. Before a handshake is spent on it, an Initial must come from a
+/// member's IP (others are dropped without an answer), from a validated address (else
+/// a QUIC Retry is sent) and within the cap on handshakes in progress. The TLS verifier
+/// then checks CA and membership; each peer id keeps at most
+/// `max_connections_per_peer` connections; each connection's streams are served in
+/// their own tasks.
 impl StreamHandler<quinn::Incoming> for PeerActor {
-    fn handle(&mut self, incoming: quinn::Incoming, _ctx: &mut Context<Self>) {
-        let serve = conn::ServeCtx {
-            handler: self.handler.clone(),
-            hello: self.hello(),
-            limits: self.config.limits,
-            read_timeout: self.tuning.request_read_timeout,
-            ram_budget: self.tuning.ram_budget.clone(),
-        };
-        actix_rt::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(c) => match conn::peer_id(&c) {
-                    Some(from) => {
-                        debug!(peer = %from.short(), %remote, "incoming connection");
-                        conn::serve_connection(c, from, serve).await;
-                    }
-                    None => {
-                        warn!(%remote, "incoming connection without a readable certificate");
-                        c.close(VarInt::from_u32(conn::CLOSE_REMOVED), b"no certificate");
-                    }
-                },
-                Err(e) => debug!(%remote, error = %e, "incoming handshake failed"),
+    fn handle(&mut self, incoming: quinn::Incoming, ctx: &mut Context<Self>) {
+        let remote = incoming.remote_address();
+        match admit_incoming(
+            self.is_member_ip(remote.ip()),
+            incoming.remote_address_validated(),
+            self.handshakes,
+            self.tuning.max_handshakes,
+        ) {
+            Admission::Ignore => {
+                debug!(%remote, "dropped an Initial (stranger or too many handshakes)");
+                incoming.ignore();
+                return;
             }
-        });
+            Admission::Retry => {
+                if let Err(e) = incoming.retry() {
+                    debug!(%remote, error = %e, "cannot send a Retry");
+                }
+                return;
+            }
+            Admission::Handshake => {}
+        }
+        self.handshakes += 1;
+        ctx.spawn(
+            async move { incoming.await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.handshakes = act.handshakes.saturating_sub(1);
+                    match res {
+                        Ok(c) => match conn::peer_id(&c) {
+                            Some(from) => act.serve_incoming(from, c, ctx),
+                            None => {
+                                warn!(%remote, "incoming connection without a readable certificate");
+                                c.close(VarInt::from_u32(conn::CLOSE_REMOVED), b"no certificate");
+                            }
+                        },
+                        Err(e) => debug!(%remote, error = %e, "incoming handshake failed"),
+                    }
+                }),
+        );
     }
 
     /// The endpoint was closed: nothing more will come, but the actor may still be
     /// answering local calls, so it is not stopped here.
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// What to do with an incoming Initial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Drop it without an answer.
+    Ignore,
+    /// Answer with a QUIC Retry (address validation).
+    Retry,
+    /// Spend a handshake on it.
+    Handshake,
+}
+
+/// The rule for an incoming Initial: strangers and Initials beyond the handshake cap are
+/// dropped; a member's unvalidated address is asked to prove itself first.
+pub(crate) fn admit_incoming(
+    member_ip: bool,
+    validated: bool,
+    in_progress: usize,
+    cap: usize,
+) -> Admission {
+    if !member_ip || in_progress >= cap {
+        Admission::Ignore
+    } else if !validated {
+        Admission::Retry
+    } else {
+        Admission::Handshake
+    }
+}
+
+impl PeerActor {
+    /// Whether `ip` is the address of a cluster member or of this host (ports are not
+    /// compared: a member dials from its one QUIC socket, but a NAT may change the port).
+    fn is_member_ip(&self, ip: std::net::IpAddr) -> bool {
+        // This host's own address counts: other nodes of a test or dev cluster share it.
+        ip == self.local_addr.ip()
+            || self.config.members.iter().any(|m| m.addr.ip() == ip)
+            || self.peers.values().any(|p| p.addr.ip() == ip)
+    }
+
+    /// Serve an established incoming connection from `from`, closing its oldest one
+    /// beyond the per-peer cap.
+    fn serve_incoming(&mut self, from: NodeId, c: Connection, ctx: &mut Context<Self>) {
+        debug!(peer = %from.short(), remote = %c.remote_address(), "incoming connection");
+        let conns = self.incoming.entry(from).or_default();
+        conns.push(c.clone());
+        while conns.len() > self.tuning.max_connections_per_peer.max(1) {
+            let old = conns.remove(0);
+            debug!(peer = %from.short(), "closing an older incoming connection of this peer");
+            old.close(VarInt::from_u32(conn::CLOSE_SHUTDOWN), b"superseded");
+        }
+        let serve = conn::ServeCtx {
+            handler: self.handler.clone(),
+            hello: self.hello(),
+            limits: self.config.limits,
+            read_timeout: self.tuning.request_read_timeout,
+            reply_timeout: self.tuning.reply_write_timeout,
+            budget: self.tuning.ram_budget.clone(),
+        };
+        let stable_id = c.stable_id();
+        ctx.spawn(conn::serve_connection(c, from, serve).into_actor(self).map(
+            move |(), act, _ctx| {
+                if let Some(conns) = act.incoming.get_mut(&from) {
+                    conns.retain(|c| c.stable_id() != stable_id);
+                    if conns.is_empty() {
+                        act.incoming.remove(&from);
+                    }
+                }
+            },
+        ));
+    }
 }
 
 impl Handler<Call> for PeerActor {

@@ -31,9 +31,19 @@ impl Handler<HandleRpc> for TestHandler {
 
     fn handle(&mut self, msg: HandleRpc, _ctx: &mut Context<Self>) -> Self::Result {
         self.seen.push((msg.from, msg.rpc.kind()));
+        // Like the storage actor, the double keeps its own copy of a block and drops the
+        // received buffer (and the RAM budget charge on it) once the "write" is done.
+        let mut received = None;
         let reply = match msg.rpc {
             BlockRpc::PutBlock { hash, data } => {
-                self.blocks.insert(hash, data);
+                let copy = bytes::Bytes::copy_from_slice(data.inner_buffer());
+                let stored = if data.is_compressed() {
+                    DataBlock::Compressed(copy)
+                } else {
+                    DataBlock::Plain(copy)
+                };
+                self.blocks.insert(hash, stored);
+                received = Some(data);
                 BlockRpc::Ok
             }
             BlockRpc::GetBlock(hash) => match self.blocks.get(&hash) {
@@ -50,6 +60,7 @@ impl Handler<HandleRpc> for TestHandler {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
+            drop(received);
             reply
         })
     }
@@ -722,13 +733,13 @@ async fn a_flood_of_streams_from_one_peer_leaves_the_node_responsive_to_others()
     assert!(status_of(&nodes[0].peer, target).await.unwrap().up);
 }
 
-#[actix_rt::test]
-async fn incoming_payloads_wait_for_the_ram_budget() {
-    let mut certs = Certs::new();
-    let a = start_node(certs.node(), any_port(), vec![], None);
-    // B may hold 2 MiB of incoming block bytes; its handler takes 300 ms per request.
-    let h = handler(Some(Duration::from_millis(300)));
-    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(2048));
+/// A node on its own (no members yet) with `budget`, its handler taking `delay`.
+fn budgeted_node(
+    identity: TlsIdentity,
+    budget: crate::budget::RamBudget,
+    delay: Option<Duration>,
+) -> Node {
+    let h = handler(delay);
     let cfg = PeerConfig {
         listen: any_port(),
         members: vec![],
@@ -736,27 +747,80 @@ async fn incoming_payloads_wait_for_the_ram_budget() {
         layout_digest: digest(),
     };
     let tun = PeerTuning {
-        ram_budget: Some(budget.clone()),
+        ram_budget: Some(budget),
         ..tuning()
     };
-    let b_actor = PeerActor::with_tuning(cfg, tun, certs.node(), h.clone().recipient()).unwrap();
-    let (b_id, b_addr) = (b_actor.node_id(), b_actor.local_addr());
-    let b = b_actor.start();
-    let members = vec![
-        member(&a),
-        PeerAddr {
-            id: b_id,
-            addr: b_addr,
-        },
-    ];
-    for p in [&a.peer, &b] {
+    let actor = PeerActor::with_tuning(cfg, tun, identity.clone(), h.clone().recipient()).unwrap();
+    Node {
+        id: actor.node_id(),
+        addr: actor.local_addr(),
+        peer: actor.start(),
+        handler: h,
+        identity,
+    }
+}
+
+/// Node B with `budget`, its handler taking `delay` per request, as a member beside `a`
+/// (both sides know each other and B is up at `a`).
+async fn start_budgeted(
+    certs: &mut Certs,
+    a: &Node,
+    budget: crate::budget::RamBudget,
+    delay: Option<Duration>,
+) -> (NodeId, Addr<PeerActor>) {
+    let b = budgeted_node(certs.node(), budget, delay);
+    let members = vec![member(a), member(&b)];
+    for p in [&a.peer, &b.peer] {
         p.send(SetMembers {
             members: members.clone(),
         })
         .await
         .unwrap();
     }
-    wait_up(&a.peer, b_id, Duration::from_secs(5)).await;
+    wait_up(&a.peer, b.id, Duration::from_secs(5)).await;
+    (b.id, b.peer)
+}
+
+/// Every byte of `pool` is free again (nothing still holds a charge).
+fn assert_all_free(pool: &crate::budget::Pool, what: &str) {
+    assert_eq!(pool.available(), pool.capacity(), "{what}");
+}
+
+/// `from` sends a 1 MiB block (made from `seed`) to `to`; its hash and the reply.
+async fn put_1mib(from: &Node, to: NodeId, seed: u8) -> (Hash, Result<BlockRpc, RpcError>) {
+    let (hash, data) = block(1 << 20, seed);
+    let r = from
+        .peer
+        .send(call(
+            to,
+            BlockRpc::PutBlock { hash, data },
+            Duration::from_secs(5),
+        ))
+        .await
+        .unwrap();
+    (hash, r)
+}
+
+fn two_mib_pools() -> crate::budget::RamBudget {
+    crate::budget::RamBudget {
+        client: crate::budget::Pool::new("client", 2 << 20),
+        peer: crate::budget::Pool::new("peer", 2 << 20),
+    }
+}
+
+#[actix_rt::test]
+async fn incoming_payloads_wait_for_the_ram_budget() {
+    let mut certs = Certs::new();
+    let a = start_node(certs.node(), any_port(), vec![], None);
+    // B may hold 2 MiB of incoming block bytes; its handler takes 300 ms per request.
+    let budget = two_mib_pools();
+    let (b_id, _b) = start_budgeted(
+        &mut certs,
+        &a,
+        budget.clone(),
+        Some(Duration::from_millis(300)),
+    )
+    .await;
     let start = Instant::now();
     let puts: Vec<_> = (0..8u8)
         .map(|i| {
@@ -777,9 +841,89 @@ async fn incoming_payloads_wait_for_the_ram_budget() {
         took >= Duration::from_millis(1150),
         "payloads did not wait for the budget: {took:?}"
     );
+    assert_all_free(&budget.peer, "every reservation is returned");
+}
+
+#[actix_rt::test]
+async fn a_peers_block_is_admitted_while_client_work_holds_the_whole_client_pool() {
+    // Issue 12's cross-node deadlock, at one node: its client PUTs hold their budget while
+    // they wait for peers; a peer's PutBlock must not wait behind them.
+    let mut certs = Certs::new();
+    let budget = two_mib_pools();
+    let a = start_node(certs.node(), any_port(), vec![], None);
+    let b = start_budgeted(&mut certs, &a, budget.clone(), None).await;
+    let b_id = b.0;
+    let _client_puts = budget.client.charge(2 << 20).await.unwrap();
+    let (_, r) = put_1mib(&a, b_id, 9).await;
+    assert!(
+        matches!(r, Ok(BlockRpc::Ok)),
+        "the peer's PutBlock waited behind client work instead of being admitted: {r:?}"
+    );
+    assert_all_free(&budget.peer, "the ingress charge came back");
+}
+
+#[actix_rt::test]
+async fn a_get_reply_read_by_a_call_is_charged_until_its_bytes_are_dropped() {
+    let mut certs = Certs::new();
+    let a_budget = two_mib_pools();
+    let a = budgeted_node(certs.node(), a_budget.clone(), None);
+    let (b_id, _b) = start_budgeted(&mut certs, &a, two_mib_pools(), None).await;
+    let (hash, put) = put_1mib(&a, b_id, 4).await;
+    assert!(matches!(put, Ok(BlockRpc::Ok)), "{put:?}");
+    let got = a
+        .peer
+        .send(call(b_id, BlockRpc::GetBlock(hash), Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let Ok(BlockRpc::PutBlock { data, .. }) = got else {
+        panic!("GetBlock answered {got:?}");
+    };
     assert_eq!(
-        budget.available_permits(),
-        2048,
-        "every reservation is returned"
+        a_budget.client.available(),
+        1 << 20,
+        "the 1 MiB reply should be charged to the caller's client pool"
+    );
+    drop(data);
+    assert_eq!(
+        a_budget.client.available(),
+        2 << 20,
+        "dropping the reply returns it"
+    );
+}
+
+#[test]
+fn initials_get_a_handshake_only_from_members_validated_and_under_the_cap() {
+    assert_eq!(admit_incoming(false, true, 0, 16), Admission::Ignore);
+    assert_eq!(admit_incoming(true, true, 16, 16), Admission::Ignore);
+    assert_eq!(admit_incoming(true, false, 0, 16), Admission::Retry);
+    assert_eq!(admit_incoming(true, true, 15, 16), Admission::Handshake);
+}
+
+#[actix_rt::test]
+async fn an_initial_from_a_non_member_address_gets_no_answer() {
+    let mut certs = Certs::new();
+    let a = start_node(certs.node(), any_port(), vec![], None);
+    let from = certs.node();
+    let try_from = |bind: &str| {
+        let ep = quinn::Endpoint::client(bind.parse().unwrap()).unwrap();
+        let cfg = conn::client_config(&from, a.id, &tuning()).unwrap();
+        let connecting = ep.connect_with(cfg, a.addr, tls::NODE_SAN).unwrap();
+        async move {
+            let r = tokio::time::timeout(Duration::from_secs(2), connecting).await;
+            drop(ep);
+            r
+        }
+    };
+    // 127.0.0.2 is loopback too, but no member (nor this host's address) has it.
+    let stranger = try_from("127.0.0.2:0").await;
+    assert!(
+        stranger.is_err(),
+        "a stranger's Initial was answered: {stranger:?}"
+    );
+    // From this host's address the handshake runs (and TLS refuses the non-member).
+    let local = try_from("127.0.0.1:0").await;
+    assert!(
+        local.is_ok(),
+        "the handshake from a known address did not complete or fail in time"
     );
 }
