@@ -286,12 +286,14 @@ async fn rc_changes_are_announced_only_across_zero() {
             RcChanged {
                 hash: h(1),
                 old: RcEntry::Absent,
-                new: RcEntry::Present { count: 1 }
+                new: RcEntry::Present { count: 1 },
+                fenced: false,
             },
             RcChanged {
                 hash: h(1),
                 old: RcEntry::Present { count: 1 },
-                new: last.rc
+                new: last.rc,
+                fenced: false,
             },
         ],
         "exactly the 0->1 and 1->0 transitions must be announced"
