@@ -159,7 +159,10 @@ mod tests {
         let t2 = t0 + Duration::from_millis(2);
         assert!(unwritten_since(None, t0, t1));
         assert!(unwritten_since(Some(t0), t0, t1), "written before: may go");
-        assert!(!unwritten_since(Some(t1), t0, t1), "written at the decision");
+        assert!(
+            !unwritten_since(Some(t1), t0, t1),
+            "written at the decision"
+        );
         assert!(!unwritten_since(Some(t2), t0, t1), "written after");
         assert!(
             !unwritten_since(None, t2, t1),

@@ -276,10 +276,7 @@ impl RefcountActor {
         if let Some(f) = self.pending.fence(hash) {
             return Ok(f.is_some());
         }
-        Ok(self
-            .fences
-            .contains_key(hash.as_bytes())
-            .map_err(store_err)?)
+        self.fences.contains_key(hash.as_bytes()).map_err(store_err)
     }
 
     /// The notice of a zero/non-zero move of `hash`. A fence that cannot be read counts
@@ -683,7 +680,10 @@ impl Handler<FenceForDelete> for RefcountActor {
                 debug!(hash = %hash.short(), ?rc, "GC fence refused: the block is needed again");
                 return Ok(false);
             }
-            self.pending.open_generation().fences.insert(hash, Some(now));
+            self.pending
+                .open_generation()
+                .fences
+                .insert(hash, Some(now));
             Ok(true)
         })();
         self.reply_when_durable(res, ctx)

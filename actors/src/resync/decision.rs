@@ -64,7 +64,10 @@ mod tests {
         assert_eq!(dec(None, p, 0), Decision::Fetch);
         assert_eq!(dec(Some(0), p, 10_000), Decision::Nothing);
         // An orphan written at 500 waits for its file's grace, then goes.
-        assert_eq!(dec(Some(500), RcEntry::Absent, 550), Decision::WaitUntil(600));
+        assert_eq!(
+            dec(Some(500), RcEntry::Absent, 550),
+            Decision::WaitUntil(600)
+        );
         assert_eq!(dec(Some(500), RcEntry::Absent, 600), Decision::Offload);
         assert_eq!(dec(None, RcEntry::Absent, 0), Decision::Nothing);
         let d = RcEntry::Deletable { at_time: 1000 };

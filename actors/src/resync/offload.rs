@@ -78,24 +78,23 @@ pub(super) async fn offload(
     }
 
     d.pause(GcStep::Delete, hash).await;
-    // Whatever storage answers, the fence must be lifted: keep the result for later.
-    let deleted = d
-        .storage
-        .send(DeleteIfUnwritten { hash, since })
-        .await
-        .map_err(gone(hash, "storage"))
-        .and_then(|r| r.map_err(ResyncBlockError::from));
+    // Whatever storage answers, the fence must be lifted: keep the answer for later.
+    let deleted = d.storage.send(DeleteIfUnwritten { hash, since }).await;
 
     d.pause(GcStep::EndFence, hash).await;
-    let went = matches!(deleted, Ok(DeleteOutcome::Deleted));
+    let went = matches!(
+        deleted,
+        Ok(Ok(DeleteOutcome::Deleted | DeleteOutcome::Absent))
+    );
     d.refcount
         .send(EndGcFence {
             hash,
-            deleted: went || matches!(deleted, Ok(DeleteOutcome::Absent)),
+            deleted: went,
         })
         .await
         .map_err(gone(hash, "refcount"))??;
-    Ok(match deleted? {
+    let deleted = deleted.map_err(gone(hash, "storage"))??;
+    Ok(match deleted {
         DeleteOutcome::Deleted => {
             tracing::debug!(hash = %hash.short(), "GC: deleted unneeded block");
             Offloaded::Deleted

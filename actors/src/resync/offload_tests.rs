@@ -16,9 +16,7 @@ use fjall::Database;
 
 use super::offload::{GcStep, PauseHook};
 use super::work::{resync_block, Deps, Outcome};
-use super::{
-    GetResyncStatus, ResyncActor, ResyncConfig, Schedule, ScheduleReason, SetWorkers,
-};
+use super::{GetResyncStatus, ResyncActor, ResyncConfig, Schedule, ScheduleReason, SetWorkers};
 use crate::block::{DataBlock, VerifiedBlock};
 use crate::frame::{BlockRpc, ErrorCode};
 use crate::hash::{Hash, NodeId};
@@ -131,7 +129,9 @@ fn holders(copies: &[VerifiedBlock]) -> Addr<FakeHolders> {
 
 /// Random pauses of 0–`max_us` µs before every GC step.
 fn jitter(max_us: u64) -> PauseHook {
-    Arc::new(move |_step: GcStep, _hash: Hash| Duration::from_micros(rand::random::<u64>() % (max_us + 1)))
+    Arc::new(move |_step: GcStep, _hash: Hash| {
+        Duration::from_micros(rand::random::<u64>() % (max_us + 1))
+    })
 }
 
 fn pause_up_to(max_us: u64) -> tokio::time::Sleep {
@@ -149,7 +149,11 @@ fn random_blocks(n: usize) -> Vec<VerifiedBlock> {
 
 /// Store every block and give it a ref that is dropped at once; then wait until both
 /// the rc deadline and the file's grace are over: every block is ripe for GC.
-async fn ripe_for_gc(storage: &Addr<StorageActor>, rc: &Addr<RefcountActor>, blocks: &[VerifiedBlock]) {
+async fn ripe_for_gc(
+    storage: &Addr<StorageActor>,
+    rc: &Addr<RefcountActor>,
+    blocks: &[VerifiedBlock],
+) {
     for chunk in blocks.chunks(100) {
         futures::future::join_all(chunk.iter().map(|b| async move {
             let hash = b.hash();
@@ -469,4 +473,44 @@ async fn a_block_written_then_looked_at_at_once_then_referenced_survives() {
         (true, true),
         "the block must survive: written, looked at, then referenced"
     );
+}
+
+#[actix_rt::test]
+async fn a_referenced_block_whose_fetch_schedule_was_lost_is_fetched_after_a_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Database::builder(dir.path().join("meta"))
+        .open()
+        .expect("fjall opens");
+    let storage = storage(dir.path());
+    let block = random_blocks(1).remove(0);
+    let hash = block.hash();
+    // What a crash between the durable rc 0 -> 1 and the unsynced queue write leaves:
+    // rc = 1, no block here, no queue entry (the notice went nowhere).
+    let rc = refcount(&db, Ignore.start().recipient());
+    let ref_id = "r".parse().expect("valid ref id");
+    rc.send(AddRef { hash, ref_id })
+        .await
+        .expect("refcount alive")
+        .expect("AddRef");
+    // The node starts again; another holder has the block; nobody calls repair.
+    let fake = holders(std::slice::from_ref(&block));
+    let resync = resync_with_jitter(
+        Context::new(),
+        &db,
+        config(),
+        &storage,
+        &rc,
+        fake.recipient(),
+        None,
+    );
+    let t = Instant::now();
+    while referenced_and_stored(&storage, &rc, hash).await != (true, true) {
+        let s = resync.send(GetResyncStatus).await.expect("resync alive");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a referenced block missing here must be fetched after a start without any \
+             schedule or repair (a plain new ref waits 2 minutes here): {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

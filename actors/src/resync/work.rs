@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::decision::{decide, Decision};
+use super::offload::{offload, GcStep, PauseHook};
 use crate::block::DataBlock;
 use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
 use crate::peer::{Call, Priority, RpcError};
 use crate::placement::Placement;
 use crate::rc::{now_msec, RcEntry};
-use super::offload::{offload, GcStep, PauseHook};
 use crate::refcount::{GetRc, RefcountActor, RefcountError};
 use crate::storage::{StatBlock, StorageActor, StorageError, WriteBlock};
 
@@ -97,7 +97,10 @@ pub enum ResyncBlockError {
 }
 
 /// Maps an actix mailbox error (the actor stopped) to [`ResyncBlockError::ActorGone`].
-pub(super) fn gone(hash: Hash, actor: &'static str) -> impl FnOnce(MailboxError) -> ResyncBlockError {
+pub(super) fn gone(
+    hash: Hash,
+    actor: &'static str,
+) -> impl FnOnce(MailboxError) -> ResyncBlockError {
     move |source| ResyncBlockError::ActorGone {
         hash,
         actor,

@@ -538,7 +538,10 @@ fn blocks_persist_across_a_restart() {
             for (h, b) in [(hp, bp2), (hc, bc2), (hd, bd)] {
                 ask(&s, WriteBlock::new(h, b)).await.unwrap();
             }
-            assert_eq!(ask(&s, gc_delete(hd)).await.unwrap(), DeleteOutcome::Deleted);
+            assert_eq!(
+                ask(&s, gc_delete(hd)).await.unwrap(),
+                DeleteOutcome::Deleted
+            );
         })
     })
     .join()
