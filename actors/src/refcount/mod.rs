@@ -386,7 +386,9 @@ impl RefcountActor {
         };
         let new_rc = old_rc.with_count(count, now_msec(), self.config.gc_delay);
         let write_rc = recounted || new_rc != old_rc;
-        let change = self.rc_changed(hash, old_rc, new_rc);
+        // Only a move between zero and non-zero is announced (and reads the fence).
+        let change = ((old_rc.count() == 0) != (new_rc.count() == 0))
+            .then(|| self.rc_changed(hash, old_rc, new_rc));
         if changed || write_rc {
             let g = self.pending.open_generation();
             if changed {
@@ -395,9 +397,7 @@ impl RefcountActor {
             if write_rc {
                 g.rc.insert(hash, new_rc);
             }
-            if (old_rc.count() == 0) != (new_rc.count() == 0) {
-                g.changes.push(change);
-            }
+            g.changes.extend(change);
         }
         debug!(hash = %hash.short(), %ref_id, ?target, changed, rc = ?new_rc, "ref updated");
         Ok(RefUpdate {
