@@ -151,7 +151,8 @@ pub struct Config {
     /// fsync block files and directories before acknowledging a write. Default true.
     #[serde(default = "default_true")]
     pub data_fsync: bool,
-    /// Grace period between a block's last ref dropped and its deletion. Default "10m".
+    /// Grace period between a block's last ref dropped and its deletion; also the least
+    /// age of a block file before GC may delete it (an orphan's whole grace). Default "10m".
     #[serde(default = "default_gc_delay", deserialize_with = "de_duration")]
     pub gc_delay: Duration,
     /// Timeout of a block read or write between nodes. Default "30s".

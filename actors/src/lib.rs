@@ -5,6 +5,7 @@
 //! - [`ref_id`]: [`RefId`], the validated name of one reference to a block;
 //! - [`block`]: [`DataBlock`] (plain or zstd) and [`VerifiedBlock`];
 //! - [`rc`]: [`RcEntry`], the reference-count state machine and its byte format;
+//! - [`gc`]: the rule "may this present block go", one question per actor of the chain;
 //! - [`frame`]: [`BlockRpc`], the messages between nodes, and their length-limited codec;
 //! - [`fsutil`]: the crash-safe write every file goes through;
 //! - [`placement`]: the [`Placement`] question "which nodes hold this partition", and
@@ -25,6 +26,7 @@ pub mod block;
 pub mod budget;
 pub mod frame;
 pub mod fsutil;
+pub mod gc;
 pub mod hash;
 pub mod peer;
 pub mod placement;

@@ -8,6 +8,12 @@
 //!   it beats.
 //! - `rc`: key = the 32 hash bytes; value = [`RcEntry`](crate::rc::RcEntry) bytes (see
 //!   `rc.rs`); an absent key is `RcEntry::Absent`.
+//! - `gc_fence`: key = the 32 hash bytes; value = the time the fence was set (ms since
+//!   the epoch, u64 big-endian). Present while a GC delete of the block is under way (see
+//!   `gc.rs`): an `AddRef` that meets it asks resync for an immediate fetch. Written
+//!   durably before storage is asked to delete, lifted when the delete ended; a fence
+//!   found at start was left by a crash mid-delete and is lifted then (its block is
+//!   fetched at once if it is referenced again).
 
 use tracing::warn;
 
@@ -19,6 +25,11 @@ use crate::ref_id::RefId;
 pub const LIVE: u8 = 1;
 /// Stored value of a dropped ref (a tombstone).
 pub const DROPPED: u8 = 0;
+
+/// The stored value of a fence set at `at_ms`.
+pub fn encode_fence(at_ms: u64) -> [u8; 8] {
+    at_ms.to_be_bytes()
+}
 
 /// The `refs` key of `(hash, ref_id)`.
 pub fn ref_key(hash: &Hash, ref_id: &RefId) -> Vec<u8> {

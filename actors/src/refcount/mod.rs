@@ -4,9 +4,11 @@
 //! resync actor, which owns other keyspaces), plus the writes applied but not yet synced
 //! (`pending.rs`). Only this actor reads or writes `refs` and `rc`; the encoding is in
 //! `keys.rs`. Messages: [`AddRef`], [`DropRef`] (idempotent; replied once durable),
-//! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`]. It
-//! talks to one optional `Recipient<RcChanged>` (the resync actor), told when a block's
-//! count moves between zero and non-zero, after the change is durable.
+//! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`], and the
+//! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here).
+//! It talks to one optional `Recipient<RcChanged>` (the resync actor), told when a block's
+//! count moves between zero and non-zero, after the change is durable; a change that met
+//! a fence (a GC delete of the block under way) says so, and resync fetches at once.
 //!
 //! Durability with group commit: a mutation is applied to the pending state at once (so
 //! later messages see it) and its reply waits. One blocking task at a time commits the
@@ -38,13 +40,15 @@ pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUn
 #[cfg(test)]
 mod tests;
 
-use keys::{decode_state, encode_state, ref_key, split_ref_key};
+use keys::{decode_state, encode_fence, encode_state, ref_key, split_ref_key};
 use pending::{Batch, Durable, Pending};
 
 /// Name of the keyspace holding every ref record (see `keys.rs`).
 pub const REFS_KEYSPACE: &str = "refs";
 /// Name of the keyspace holding every block's rc entry (see `keys.rs`).
 pub const RC_KEYSPACE: &str = "rc";
+/// Name of the keyspace holding the GC fences (see `keys.rs`).
+pub const FENCE_KEYSPACE: &str = "gc_fence";
 
 /// When a mutation's journal sync happens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -149,6 +153,27 @@ pub struct ClearIfDeletable {
     pub hash: Hash,
 }
 
+/// GC, before deleting: durably mark the hash as being deleted, if its rc entry is still
+/// deletable ([`crate::gc::may_fence`]). Replies whether the fence was set (once durable);
+/// `false` means keep the block. Until [`EndGcFence`], an `AddRef` of the hash asks resync
+/// for an immediate fetch ([`RcChanged::fenced`]).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<bool, RefcountError>")]
+pub struct FenceForDelete {
+    pub hash: Hash,
+}
+
+/// GC, after storage answered: lift the fence. When the block was `deleted` and its rc
+/// entry is still deletable, the entry becomes `Absent` (replies `true`); when a ref came
+/// back meanwhile, resync is told to fetch the block at once. Replies whether it cleared
+/// the entry.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<bool, RefcountError>")]
+pub struct EndGcFence {
+    pub hash: Hash,
+    pub deleted: bool,
+}
+
 /// What [`RebuildRc`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RebuildReport {
@@ -178,6 +203,10 @@ pub struct RcChanged {
     pub hash: Hash,
     pub old: RcEntry,
     pub new: RcEntry,
+    /// A GC delete of the block was under way (fenced) when the count moved: the block
+    /// may be gone a moment later, so a new ref must fetch it now, not after the usual
+    /// wait for the writer.
+    pub fenced: bool,
 }
 
 /// The actor. Start it on its own `Arbiter` if its reads (small fjall lookups done on
@@ -187,6 +216,8 @@ pub struct RefcountActor {
     db: Database,
     refs: Keyspace,
     rc: Keyspace,
+    /// `gc_fence` (see `keys.rs`).
+    fences: Keyspace,
     on_change: Option<Recipient<RcChanged>>,
     pending: Pending,
     /// Where a failed journal commit (the store is dead) is reported, once.
@@ -207,6 +238,9 @@ impl RefcountActor {
         let rc = db
             .keyspace(RC_KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(store_err)?;
+        let fences = db
+            .keyspace(FENCE_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(store_err)?;
         let max_ops = match config.sync {
             SyncMode::Batched => config.max_batch_ops,
             SyncMode::PerOp => 1,
@@ -216,6 +250,7 @@ impl RefcountActor {
             db,
             refs,
             rc,
+            fences,
             on_change,
             pending: Pending::new(max_ops),
             store_failure: StoreFailureReporter::new("refcount"),
@@ -244,6 +279,53 @@ impl RefcountActor {
         }
         let v = self.rc.get(hash.as_bytes()).map_err(store_err)?;
         Ok(RcEntry::parse_opt(v.as_deref()))
+    }
+
+    /// Whether a GC fence holds the hash: pending write, else stored record.
+    fn is_fenced(&self, hash: &Hash) -> Result<bool, RefcountError> {
+        if let Some(f) = self.pending.fence(hash) {
+            return Ok(f.is_some());
+        }
+        self.fences.contains_key(hash.as_bytes()).map_err(store_err)
+    }
+
+    /// The notice of a zero/non-zero move of `hash`. A fence that cannot be read counts
+    /// as set: an early fetch is harmless, a late one is what the fence prevents.
+    pub(crate) fn rc_changed(&self, hash: Hash, old: RcEntry, new: RcEntry) -> RcChanged {
+        let fenced = new.count() > 0 && self.is_fenced(&hash).unwrap_or(true);
+        if fenced {
+            debug!(hash = %hash.short(), "a ref met the GC fence; asking for an immediate fetch");
+        }
+        RcChanged {
+            hash,
+            old,
+            new,
+            fenced,
+        }
+    }
+
+    /// Lift the fences a crash left behind (no GC run survives a restart). A fenced block
+    /// that is referenced again may have been deleted: resync is told to fetch it now.
+    fn lift_stale_fences(&mut self) -> Result<(), RefcountError> {
+        let mut stale = Vec::new();
+        for item in self.fences.iter() {
+            let k = item.key().map_err(store_err)?;
+            match Hash::from_slice(&k) {
+                Some(h) => stale.push(h),
+                None => warn!(key = %hex::encode(&k), "gc_fence key is not a hash; skipped"),
+            }
+        }
+        for hash in stale {
+            let rc = self.current_rc(&hash)?.unwrap_or(RcEntry::Absent);
+            warn!(hash = %hash.short(), ?rc, "lifting a GC fence left by a crash");
+            let change = self.rc_changed(hash, RcEntry::Absent, rc);
+            let g = self.pending.open_generation();
+            g.fences.insert(hash, None);
+            if rc.count() > 0 {
+                g.changes.push(change);
+            }
+        }
+        Ok(())
     }
 
     /// All ref records of a block (raw keys), stored ones overlaid with pending writes.
@@ -314,6 +396,9 @@ impl RefcountActor {
         };
         let new_rc = old_rc.with_count(count, now_msec(), self.config.gc_delay);
         let write_rc = recounted || new_rc != old_rc;
+        // Only a move between zero and non-zero is announced (and reads the fence).
+        let change = ((old_rc.count() == 0) != (new_rc.count() == 0))
+            .then(|| self.rc_changed(hash, old_rc, new_rc));
         if changed || write_rc {
             let g = self.pending.open_generation();
             if changed {
@@ -322,13 +407,7 @@ impl RefcountActor {
             if write_rc {
                 g.rc.insert(hash, new_rc);
             }
-            if (old_rc.count() == 0) != (new_rc.count() == 0) {
-                g.changes.push(RcChanged {
-                    hash,
-                    old: old_rc,
-                    new: new_rc,
-                });
-            }
+            g.changes.extend(change);
         }
         debug!(hash = %hash.short(), %ref_id, ?target, changed, rc = ?new_rc, "ref updated");
         Ok(RefUpdate {
@@ -345,7 +424,9 @@ impl RefcountActor {
         let db = self.db.clone();
         let refs = self.refs.clone();
         let rc = self.rc.clone();
-        let task = tokio::task::spawn_blocking(move || write_batch(&db, &refs, &rc, batch));
+        let fences = self.fences.clone();
+        let task =
+            tokio::task::spawn_blocking(move || write_batch(&db, &refs, &rc, &fences, batch));
         ctx.spawn(task.into_actor(self).map(|res, act, ctx| {
             let res = match res {
                 Ok(Ok(())) => Ok(()),
@@ -473,14 +554,11 @@ impl RefcountActor {
             report.fixed += 1;
             let old = e.stored.clone().unwrap_or(RcEntry::Absent);
             warn!(hash = %e.hash.short(), stored = ?e.stored, live = e.live, fixed = ?want, "rc entry rebuilt");
+            let change = self.rc_changed(e.hash, old, want);
             let g = self.pending.open_generation();
             g.rc.insert(e.hash, want);
             if (old.count() == 0) != (want.count() == 0) {
-                g.changes.push(RcChanged {
-                    hash: e.hash,
-                    old,
-                    new: want,
-                });
+                g.changes.push(change);
             }
         }
         report
@@ -492,6 +570,7 @@ fn write_batch(
     db: &Database,
     refs: &Keyspace,
     rc: &Keyspace,
+    fences: &Keyspace,
     batch: Batch,
 ) -> Result<(), fjall::Error> {
     let mut b = db.batch().durability(Some(PersistMode::SyncAll));
@@ -505,6 +584,12 @@ fn write_batch(
         match e.serialize() {
             Some(v) => b.insert(rc, h.as_bytes().to_vec(), v),
             None => b.remove(rc, h.as_bytes().to_vec()),
+        }
+    }
+    for (h, f) in batch.fences {
+        match f {
+            Some(at) => b.insert(fences, h.as_bytes().to_vec(), encode_fence(at).to_vec()),
+            None => b.remove(fences, h.as_bytes().to_vec()),
         }
     }
     b.commit()
@@ -534,6 +619,10 @@ impl Actor for RefcountActor {
         // Group commit needs many mutations queued while a sync runs; the default
         // mailbox of 16 would throttle senders to 16 per sync.
         ctx.set_mailbox_capacity(self.config.max_batch_ops.max(16));
+        match self.lift_stale_fences() {
+            Ok(()) => self.start_persist(ctx),
+            Err(e) => error!(error = %e, "cannot read the GC fences left by a previous run"),
+        }
     }
 }
 
@@ -596,6 +685,55 @@ impl Handler<ClearIfDeletable> for RefcountActor {
             }
             Ok(Ok(_)) => Ok(false),
         };
+        self.reply_when_durable(res, ctx)
+    }
+}
+
+impl Handler<FenceForDelete> for RefcountActor {
+    type Result = ResponseFuture<Result<bool, RefcountError>>;
+    fn handle(&mut self, m: FenceForDelete, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        let res = (|| {
+            let rc = self
+                .current_rc(&hash)?
+                .map_err(|source| RefcountError::CorruptEntry { hash, source })?;
+            let now = now_msec();
+            if !crate::gc::may_fence(rc, self.is_fenced(&hash)?, now) {
+                debug!(hash = %hash.short(), ?rc, "GC fence refused: the block is needed again");
+                return Ok(false);
+            }
+            self.pending
+                .open_generation()
+                .fences
+                .insert(hash, Some(now));
+            Ok(true)
+        })();
+        self.reply_when_durable(res, ctx)
+    }
+}
+
+impl Handler<EndGcFence> for RefcountActor {
+    type Result = ResponseFuture<Result<bool, RefcountError>>;
+    fn handle(&mut self, m: EndGcFence, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        let res = (|| {
+            let rc = self
+                .current_rc(&hash)?
+                .map_err(|source| RefcountError::CorruptEntry { hash, source })?;
+            let clear = m.deleted && rc.is_deletable(now_msec()) && rc != RcEntry::Absent;
+            // Computed while the fence still stands, so it reads as fenced.
+            let change = self.rc_changed(hash, RcEntry::Absent, rc);
+            let g = self.pending.open_generation();
+            g.fences.insert(hash, None);
+            if clear {
+                g.rc.insert(hash, RcEntry::Absent);
+            }
+            if m.deleted && rc.count() > 0 {
+                warn!(hash = %hash.short(), "a ref arrived while the block was being deleted; fetching it back");
+                g.changes.push(change);
+            }
+            Ok(clear)
+        })();
         self.reply_when_durable(res, ctx)
     }
 }

@@ -29,6 +29,8 @@ pub struct Generation {
     pub refs: BTreeMap<Vec<u8>, Option<RefState>>,
     /// hash → new rc entry; `Absent` removes the key.
     pub rc: BTreeMap<Hash, RcEntry>,
+    /// hash → GC fence set at this time (ms), or `None` to lift it (see `keys.rs`).
+    pub fences: BTreeMap<Hash, Option<u64>>,
     /// Operations staged here (the unit of `max_ops`).
     pub ops: usize,
     /// Replies waiting for this generation to be durable.
@@ -41,6 +43,7 @@ pub struct Generation {
 pub struct Batch {
     pub refs: Vec<(Vec<u8>, Option<RefState>)>,
     pub rc: Vec<(Hash, RcEntry)>,
+    pub fences: Vec<(Hash, Option<u64>)>,
 }
 
 /// All generations not yet durable, oldest first.
@@ -72,6 +75,14 @@ impl Pending {
     /// The pending rc entry of a hash, if one is pending.
     pub fn rc(&self, hash: &Hash) -> Option<RcEntry> {
         self.gens.iter().rev().find_map(|g| g.rc.get(hash).copied())
+    }
+
+    /// The pending fence write of a hash, if one is pending (`Some(None)`: lifted).
+    pub fn fence(&self, hash: &Hash) -> Option<Option<u64>> {
+        self.gens
+            .iter()
+            .rev()
+            .find_map(|g| g.fences.get(hash).copied())
     }
 
     /// Pending refs of one block, merged (newer generations win).
@@ -142,6 +153,7 @@ impl Pending {
         Some(Batch {
             refs: g.refs.iter().map(|(k, s)| (k.clone(), *s)).collect(),
             rc: g.rc.iter().map(|(h, e)| (*h, *e)).collect(),
+            fences: g.fences.iter().map(|(h, f)| (*h, *f)).collect(),
         })
     }
 

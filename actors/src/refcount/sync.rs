@@ -219,7 +219,12 @@ impl Handler<ForgetPartition> for RefcountActor {
             let new = RcEntry::Present { count: 1 }.with_count(0, now_msec(), self.config.gc_delay);
             for (hash, old) in entries {
                 g.rc.insert(hash, new);
-                g.changes.push(RcChanged { hash, old, new });
+                g.changes.push(RcChanged {
+                    hash,
+                    old,
+                    new,
+                    fenced: false,
+                });
             }
         }
         tracing::info!(

@@ -286,12 +286,14 @@ async fn rc_changes_are_announced_only_across_zero() {
             RcChanged {
                 hash: h(1),
                 old: RcEntry::Absent,
-                new: RcEntry::Present { count: 1 }
+                new: RcEntry::Present { count: 1 },
+                fenced: false,
             },
             RcChanged {
                 hash: h(1),
                 old: RcEntry::Present { count: 1 },
-                new: last.rc
+                new: last.rc,
+                fenced: false,
             },
         ],
         "exactly the 0->1 and 1->0 transitions must be announced"
@@ -636,5 +638,83 @@ async fn forget_partition_removes_only_that_partition_without_tombstones() {
     assert_eq!(
         n7, 1,
         "only the re-added ref may remain in partition 7 on disk"
+    );
+}
+
+#[actix_rt::test]
+async fn the_gc_fence_is_refused_for_a_needed_block_flags_a_new_ref_and_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let rec = Recorder::default().start();
+    let config = RefcountConfig {
+        gc_delay: Duration::ZERO,
+        ..Default::default()
+    };
+    let a = RefcountActor::new(db.clone(), config.clone(), Some(rec.clone().recipient()))
+        .unwrap()
+        .start();
+    add(&a, h(1), "r1").await.unwrap();
+    let fence = |hash| a.send(FenceForDelete { hash });
+    assert!(
+        !fence(h(1)).await.unwrap().unwrap(),
+        "a referenced block must not be fenced"
+    );
+    drop_ref(&a, h(1), "r1").await.unwrap();
+    assert!(
+        fence(h(1)).await.unwrap().unwrap(),
+        "a deletable block is fenced"
+    );
+    assert!(
+        !fence(h(1)).await.unwrap().unwrap(),
+        "a second fence on the same hash is refused"
+    );
+    // A new ref meets the fence: its notice says so (resync then fetches at once).
+    add(&a, h(1), "r2").await.unwrap();
+    let seen = rec.send(Recorded).await.unwrap();
+    let last = seen.last().expect("the 0 -> 1 move is announced");
+    assert!(
+        last.fenced && last.new.count() == 1,
+        "a ref that meets the fence must be flagged: {last:?}"
+    );
+    // Storage deleted the block meanwhile: the fence is lifted, the ref kept, and resync
+    // told again to fetch.
+    let cleared = a
+        .send(EndGcFence {
+            hash: h(1),
+            deleted: true,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!cleared, "a referenced entry must not be cleared");
+    assert_eq!(rc(&a, h(1)).await.unwrap().count(), 1);
+    add(&a, h(1), "r3").await.unwrap();
+    drop_ref(&a, h(1), "r2").await.unwrap();
+    drop_ref(&a, h(1), "r3").await.unwrap();
+    assert!(
+        fence(h(1)).await.unwrap().unwrap(),
+        "the fence can be set again"
+    );
+    // A crash mid-delete: a new actor over the same store finds the fence, lifts it,
+    // and a block referenced again meanwhile is announced as fenced.
+    add(&a, h(1), "r4").await.unwrap();
+    drop(a);
+    let rec2 = Recorder::default().start();
+    let b = RefcountActor::new(db.clone(), config, Some(rec2.clone().recipient()))
+        .unwrap()
+        .start();
+    assert_eq!(rc(&b, h(1)).await.unwrap().count(), 1);
+    // The lift is durable before the next write's reply.
+    add(&b, h(2), "x").await.unwrap();
+    let seen = rec2.send(Recorded).await.unwrap();
+    assert!(
+        seen.iter().any(|c| c.hash == h(1) && c.fenced),
+        "a stale fence on a referenced block must ask for a fetch: {seen:?}"
+    );
+    assert!(
+        !keyspace(&db, FENCE_KEYSPACE)
+            .contains_key(h(1).as_bytes())
+            .unwrap(),
+        "the stale fence must be lifted"
     );
 }

@@ -2,30 +2,45 @@
 
 use std::time::Duration;
 
+use crate::gc::{may_go, GcVerdict};
 use crate::rc::RcEntry;
 
-/// What resync does with one block, from "exists here" and the rc entry here.
+/// What resync does with one block, from "stored here (and since when)" and the rc entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Referenced here but not stored: fetch it from the other holders.
     Fetch,
-    /// Stored, and its grace period is over (or it was never referenced): make sure the
-    /// other holders that need it have it, then delete it here.
+    /// Stored, and its grace period is over ([`may_go`]): make sure the other holders
+    /// that need it have it, then delete it here behind the fence (`offload.rs`).
     Offload,
-    /// Stored but its grace period is still running: look again at `at_time` (ms).
+    /// Stored but its grace period (rc deadline or file age) is still running: look
+    /// again at `at_time` (ms).
     WaitUntil(u64),
+    /// Deletable, but the member lists differ between nodes: look again later.
+    PutOff,
     /// Present and needed, or absent and not needed.
     Nothing,
 }
 
-/// The seed's `resync_block` decision, with the grace period made explicit.
-pub fn decide(exists: bool, rc: RcEntry, now_ms: u64) -> Decision {
-    match (exists, rc) {
-        (false, RcEntry::Present { .. }) => Decision::Fetch,
-        (true, RcEntry::Present { .. }) => Decision::Nothing,
-        (true, e) if e.is_deletable(now_ms) => Decision::Offload,
-        (true, RcEntry::Deletable { at_time }) => Decision::WaitUntil(at_time),
-        _ => Decision::Nothing,
+/// The seed's `resync_block` decision, with the grace period made explicit. `stored` is
+/// the modification time (ms) of the copy here, `None` when there is none; whether a
+/// stored block may go is the GC rule of `gc.rs`.
+pub fn decide(
+    stored: Option<u64>,
+    rc: RcEntry,
+    now_ms: u64,
+    gc_delay: Duration,
+    layout_agreed: bool,
+) -> Decision {
+    match (stored, rc) {
+        (None, RcEntry::Present { .. }) => Decision::Fetch,
+        (None, _) => Decision::Nothing,
+        (Some(written), rc) => match may_go(rc, written, now_ms, gc_delay, layout_agreed) {
+            GcVerdict::Keep => Decision::Nothing,
+            GcVerdict::WaitUntil(at) => Decision::WaitUntil(at),
+            GcVerdict::PutOff => Decision::PutOff,
+            GcVerdict::Offload => Decision::Offload,
+        },
     }
 }
 
@@ -42,16 +57,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decision_table_follows_the_seed() {
+    fn decision_table_follows_the_seed_with_the_files_age_as_grace() {
+        let gc = Duration::from_millis(100);
+        let dec = |stored, rc, now| decide(stored, rc, now, gc, true);
         let p = RcEntry::Present { count: 2 };
-        assert_eq!(decide(false, p, 0), Decision::Fetch);
-        assert_eq!(decide(true, p, 0), Decision::Nothing);
-        assert_eq!(decide(true, RcEntry::Absent, 0), Decision::Offload);
-        assert_eq!(decide(false, RcEntry::Absent, 0), Decision::Nothing);
+        assert_eq!(dec(None, p, 0), Decision::Fetch);
+        assert_eq!(dec(Some(0), p, 10_000), Decision::Nothing);
+        // An orphan written at 500 waits for its file's grace, then goes.
+        assert_eq!(
+            dec(Some(500), RcEntry::Absent, 550),
+            Decision::WaitUntil(600)
+        );
+        assert_eq!(dec(Some(500), RcEntry::Absent, 600), Decision::Offload);
+        assert_eq!(dec(None, RcEntry::Absent, 0), Decision::Nothing);
         let d = RcEntry::Deletable { at_time: 1000 };
-        assert_eq!(decide(true, d, 999), Decision::WaitUntil(1000));
-        assert_eq!(decide(true, d, 1000), Decision::Offload);
-        assert_eq!(decide(false, d, 5000), Decision::Nothing);
+        assert_eq!(dec(Some(0), d, 999), Decision::WaitUntil(1000));
+        assert_eq!(dec(Some(0), d, 1000), Decision::Offload);
+        assert_eq!(dec(None, d, 5000), Decision::Nothing);
+        assert_eq!(
+            decide(Some(0), d, 1000, gc, false),
+            Decision::PutOff,
+            "no delete while member lists differ"
+        );
     }
 
     #[test]

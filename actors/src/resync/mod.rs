@@ -15,7 +15,9 @@
 //!
 //! Files: `decision.rs` (the pure decision and backoff), `keys.rs` (encodings),
 //! `queue.rs` (queue and errors over fjall), `work.rs` (resyncing one block),
-//! `repair.rs`, `scrub.rs`; this file holds the messages and the worker loop.
+//! `offload.rs` (the GC steps behind the fence of `gc.rs`), `sweep.rs` (re-deriving
+//! "needed here but missing" from rc after a start), `repair.rs`, `scrub.rs`; this file
+//! holds the messages and the worker loop.
 //!
 //! Resyncing a block is the seed's `resync_block` ([`decision::decide`]): a block that is
 //! referenced but missing is fetched from the other nodes that should hold it; a block
@@ -28,9 +30,13 @@
 //! and the storage actor's writes are atomic).
 pub mod decision;
 mod keys;
+mod offload;
+#[cfg(test)]
+mod offload_tests;
 mod queue;
 mod repair;
 mod scrub;
+mod sweep;
 mod work;
 
 #[cfg(test)]
@@ -449,6 +455,8 @@ impl ResyncActor {
             block_timeout: config.block_timeout,
             need_block_timeout: config.need_block_timeout,
             may_delete: true,
+            gc_delay: config.gc_delay,
+            pause: None,
         };
         Ok(ResyncActor {
             config,
@@ -681,6 +689,7 @@ impl Actor for ResyncActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.pump(ctx);
+        self.schedule_sweeps(ctx);
         if self.scrub_state == ScrubState::Running {
             tracing::info!(position = ?self.scrub_position, "resuming scrub");
             self.scrub_step(ctx);
@@ -753,7 +762,12 @@ impl Handler<RcChanged> for ResyncActor {
         } else {
             ScheduleReason::Dropped
         };
-        self.handle(Schedule::for_reason(msg.hash, reason, &self.config), ctx);
+        let mut schedule = Schedule::for_reason(msg.hash, reason, &self.config);
+        // A ref that met a GC fence: the block may be gone in a moment, fetch it now.
+        if msg.fenced {
+            schedule.delay = Duration::ZERO;
+        }
+        self.handle(schedule, ctx);
     }
 }
 

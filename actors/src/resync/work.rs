@@ -3,19 +3,20 @@
 //! set) and records its outcome (an error goes to the errors table as its message).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::decision::{decide, Decision};
+use super::offload::{offload, GcStep, PauseHook};
 use crate::block::DataBlock;
 use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
 use crate::peer::{Call, Priority, RpcError};
 use crate::placement::Placement;
 use crate::rc::{now_msec, RcEntry};
-use crate::refcount::{ClearIfDeletable, GetRc, RefcountActor, RefcountError};
-use crate::storage::{BlockExists, DeleteBlock, ReadBlock, StorageActor, StorageError, WriteBlock};
+use crate::refcount::{GetRc, RefcountActor, RefcountError};
+use crate::storage::{StatBlock, StorageActor, StorageError, WriteBlock};
 
 /// What the workers need to resync a block: cheap to clone into a `'static` future.
 #[derive(Clone)]
@@ -30,6 +31,23 @@ pub(super) struct Deps {
     /// False while this node's member list differs from a peer's: no block is deleted
     /// then (an offload is put off), since the holders are not agreed on.
     pub(super) may_delete: bool,
+    /// The refcount grace period; also the grace a block gets from its file's age.
+    pub(super) gc_delay: Duration,
+    /// Test hook: a pause before each GC step (interleaving tests); `None` in a node.
+    pub(super) pause: Option<PauseHook>,
+}
+
+impl Deps {
+    /// Sleep for what the test hook asks before `step` of the look at `hash` (nothing
+    /// without a hook).
+    pub(super) async fn pause(&self, step: GcStep, hash: Hash) {
+        if let Some(hook) = &self.pause {
+            let d = hook(step, hash);
+            if !d.is_zero() {
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
 }
 
 /// Result of one resync.
@@ -79,7 +97,10 @@ pub enum ResyncBlockError {
 }
 
 /// Maps an actix mailbox error (the actor stopped) to [`ResyncBlockError::ActorGone`].
-fn gone(hash: Hash, actor: &'static str) -> impl FnOnce(MailboxError) -> ResyncBlockError {
+pub(super) fn gone(
+    hash: Hash,
+    actor: &'static str,
+) -> impl FnOnce(MailboxError) -> ResyncBlockError {
     move |source| ResyncBlockError::ActorGone {
         hash,
         actor,
@@ -87,14 +108,19 @@ fn gone(hash: Hash, actor: &'static str) -> impl FnOnce(MailboxError) -> ResyncB
     }
 }
 
-/// The seed's `resync_block`: compare "exists here" with the rc entry here, then fetch,
-/// offload-and-delete, wait, or do nothing ([`decide`]).
+/// The seed's `resync_block`: compare "stored here (since when)" with the rc entry here,
+/// then fetch, offload-and-delete, wait, or do nothing ([`decide`]).
 pub(super) async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, ResyncBlockError> {
-    let exists = d
+    // Taken before anything is read: a write of the block that finishes after this
+    // instant stops the delete (`DeleteIfUnwritten`).
+    let since = Instant::now();
+    d.pause(GcStep::Look, hash).await;
+    let stored = d
         .storage
-        .send(BlockExists { hash })
+        .send(StatBlock { hash })
         .await
         .map_err(gone(hash, "storage"))??;
+    d.pause(GcStep::ReadRc, hash).await;
     let rc = get_rc(&d, hash).await?;
     let others: Vec<NodeId> = d
         .placement
@@ -102,27 +128,29 @@ pub(super) async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, ResyncB
         .into_iter()
         .filter(|n| *n != d.self_id)
         .collect();
-    match decide(exists, rc, now_msec()) {
+    match decide(stored, rc, now_msec(), d.gc_delay, d.may_delete) {
         Decision::Nothing => Ok(Outcome::Done),
         Decision::WaitUntil(at) => Ok(Outcome::Later(at)),
         Decision::Fetch => fetch(&d, hash, &others).await.map(|()| Outcome::Done),
         // Look again later (after the usual extra delay) once the layouts agree.
-        Decision::Offload if !d.may_delete => {
+        Decision::PutOff => {
             tracing::debug!(hash = %hash.short(), "deletion put off: member lists differ between nodes");
             Ok(Outcome::Later(now_msec()))
         }
-        Decision::Offload => offload(&d, hash, &others).await.map(|()| Outcome::Done),
+        Decision::Offload => offload(&d, hash, since, &others)
+            .await
+            .map(|_| Outcome::Done),
     }
 }
 
-async fn get_rc(d: &Deps, hash: Hash) -> Result<RcEntry, ResyncBlockError> {
+pub(super) async fn get_rc(d: &Deps, hash: Hash) -> Result<RcEntry, ResyncBlockError> {
     Ok(d.refcount
         .send(GetRc { hash })
         .await
         .map_err(gone(hash, "refcount"))??)
 }
 
-fn call(node: NodeId, rpc: BlockRpc, timeout: Duration) -> Call {
+pub(super) fn call(node: NodeId, rpc: BlockRpc, timeout: Duration) -> Call {
     Call {
         node,
         rpc,
@@ -179,77 +207,4 @@ async fn fetch(d: &Deps, hash: Hash, others: &[NodeId]) -> Result<(), ResyncBloc
             tried.join("; ")
         },
     })
-}
-
-/// Present here and deletable: every other holder says whether it needs the block; those
-/// that do get it (all must succeed); then, only if it is *still* deletable (a ref may
-/// have come back meanwhile), it is deleted here and its rc entry cleared. Any failure
-/// keeps the block (invariant 4 of DESIGN.md).
-async fn offload(d: &Deps, hash: Hash, others: &[NodeId]) -> Result<(), ResyncBlockError> {
-    let queries = others.iter().map(|node| {
-        d.peers.send(call(
-            *node,
-            BlockRpc::NeedBlockQuery(hash),
-            d.need_block_timeout,
-        ))
-    });
-    let answers = futures::future::join_all(queries).await;
-    let mut need = Vec::new();
-    for (node, answer) in others.iter().zip(answers) {
-        match answer.map_err(gone(hash, "peer"))? {
-            Ok(BlockRpc::NeedBlockReply(true)) => need.push(*node),
-            Ok(BlockRpc::NeedBlockReply(false)) => {}
-            Ok(other) => {
-                return Err(ResyncBlockError::BadNeedReply {
-                    hash,
-                    node: *node,
-                    kind: other.kind(),
-                })
-            }
-            Err(source) => {
-                return Err(ResyncBlockError::NeedQuery {
-                    hash,
-                    node: *node,
-                    source,
-                })
-            }
-        }
-    }
-    if !need.is_empty() {
-        let data = d
-            .storage
-            .send(ReadBlock { hash })
-            .await
-            .map_err(gone(hash, "storage"))??;
-        let puts = need.iter().map(|node| {
-            let rpc = BlockRpc::PutBlock {
-                hash,
-                data: data.clone(),
-            };
-            d.peers.send(call(*node, rpc, d.block_timeout))
-        });
-        let results = futures::future::join_all(puts).await;
-        for (node, r) in need.iter().zip(results) {
-            if let Err(source) = r.map_err(gone(hash, "peer"))? {
-                return Err(ResyncBlockError::Offload {
-                    hash,
-                    node: *node,
-                    source,
-                });
-            }
-        }
-        tracing::info!(hash = %hash.short(), nodes = need.len(), "offloaded block to the holders that need it");
-    }
-    if get_rc(d, hash).await?.is_deletable(now_msec()) {
-        d.storage
-            .send(DeleteBlock { hash })
-            .await
-            .map_err(gone(hash, "storage"))??;
-        d.refcount
-            .send(ClearIfDeletable { hash })
-            .await
-            .map_err(gone(hash, "refcount"))??;
-        tracing::debug!(hash = %hash.short(), "deleted unneeded block");
-    }
-    Ok(())
 }

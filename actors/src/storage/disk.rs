@@ -51,6 +51,9 @@ pub(super) struct StatsDelta {
     pub unreserve: u64,
     /// Set by the census's probe only: what the block counts for now.
     pub census_probe: Option<super::census::Tally>,
+    /// A write of the block finished (any outcome, `AlreadyPresent` included): the
+    /// actor remembers when, so a GC delete decided before it is refused.
+    pub wrote: bool,
 }
 
 /// What sits at a block file's path.
@@ -81,6 +84,20 @@ fn probe(path: &Path) -> Result<Probe, StorageError> {
         Ok(_) => Ok(Probe::NotAFile),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Probe::Absent),
         Err(e) => Err(io_err(path, e)),
+    }
+}
+
+/// Set a block file's modification time to now: a write that found the block already
+/// stored re-starts its GC grace (see `gc.rs`). A failure is only logged: the write
+/// itself succeeded, and the storage actor's memory of the write still fences a delete
+/// decided before it.
+fn touch(path: &Path) {
+    let res = fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = res {
+        warn!(path = %path.display(), error = %e, "cannot touch a re-written block file");
     }
 }
 
@@ -218,6 +235,8 @@ impl Layout {
             zst_state = Probe::Absent;
         }
         if let Probe::File(_) = zst_state {
+            touch(&zst);
+            delta.wrote = true;
             return Ok(WriteOutcome::AlreadyPresent);
         }
         let mut plain_state = probe(&plain)?;
@@ -226,8 +245,12 @@ impl Layout {
             plain_state = Probe::Absent;
         }
         let new_len = data.inner_buffer().len() as u64;
+        delta.wrote = true;
         match (plain_state, data.is_compressed()) {
-            (Probe::File(_), false) => Ok(WriteOutcome::AlreadyPresent),
+            (Probe::File(_), false) => {
+                touch(&plain);
+                Ok(WriteOutcome::AlreadyPresent)
+            }
             (Probe::File(old_len), true) => {
                 fsutil::write_atomic(&zst, &[data.inner_buffer()], self.fsync)
                     .map_err(|e| io_err(&zst, e))?;
@@ -294,6 +317,31 @@ impl Layout {
     pub fn exists(&self, hash: Hash) -> Result<bool, StorageError> {
         let (plain, zst) = self.block_paths(&hash);
         Ok(matches!(probe(&zst)?, Probe::File(_)) || matches!(probe(&plain)?, Probe::File(_)))
+    }
+
+    /// The modification time (ms since the epoch) of the block's newest copy, `None` if
+    /// no copy is stored. A write that finds the block already there touches it, so this
+    /// is when the block was last written or re-written: the GC grace of an orphan.
+    pub fn modified_ms(&self, hash: Hash) -> Result<Option<u64>, StorageError> {
+        let (plain, zst) = self.block_paths(&hash);
+        let mut newest = None;
+        for path in [&zst, &plain] {
+            let m = match fs::symlink_metadata(path) {
+                Ok(m) if m.is_file() => m,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(path, e)),
+            };
+            // A filesystem without mtimes gives "now": the block then looks young and is
+            // kept (keeping too long is recoverable, deleting too early is not).
+            let ms = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(crate::rc::now_msec, |d| d.as_millis() as u64);
+            newest = Some(newest.map_or(ms, |n: u64| n.max(ms)));
+        }
+        Ok(newest)
     }
 
     /// Remove both copies; whether one was there.

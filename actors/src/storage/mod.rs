@@ -2,8 +2,8 @@
 //!
 //! State: the [`StorageConfig`] (where the tree is, whether to fsync), the
 //! [`StorageStats`] counters, and one *lane* per hash that has work in progress. Messages:
-//! [`WriteBlock`], [`ReadBlock`], [`BlockExists`], [`DeleteBlock`], [`ListBlocks`],
-//! [`GetStorageStats`]. It talks to nobody: the resync actor, the peer handlers and the
+//! [`WriteBlock`], [`ReadBlock`], [`BlockExists`], [`StatBlock`], [`DeleteIfUnwritten`],
+//! [`ListBlocks`], [`GetStorageStats`]. It talks to nobody: the resync actor, the peer handlers and the
 //! HTTP API send it messages and it only answers.
 //!
 //! File I/O, hashing and zstd never run on the actor's thread: each operation is a plain
@@ -19,6 +19,11 @@
 //! (`census.rs` keeps the counts exact; [`StorageStats::counting`] says when they are not
 //! final yet). The same walk deletes the temp files a crashed run left behind (this run's
 //! temp files carry its tag, see [`crate::fsutil::run_tag`]).
+//!
+//! The GC fence on this side: the actor remembers, per hash, when its last write finished
+//! (an `AlreadyPresent` answer included), for [`WRITE_MEMORY`]; [`DeleteIfUnwritten`]
+//! runs on the hash's lane and deletes only if no write finished since the GC decision
+//! (`gc.rs`, [`crate::gc::unwritten_since`]). There is no unconditional delete.
 //!
 //! When the actor stops, replies still pending resolve to [`StorageError::Task`]; a blocking
 //! task already running finishes on its own (every write is atomic, so none is left half
@@ -41,7 +46,13 @@ use tracing::{debug_span, error, info, warn};
 use self::census::Census;
 use self::disk::{Layout, StatsDelta};
 use crate::block::{DataBlock, VerifiedBlock};
+use crate::gc::unwritten_since;
 use crate::hash::Hash;
+
+/// How long the actor remembers when a hash was last written. A GC run (decision to
+/// delete) never takes this long (its calls time out in seconds); a delete decided
+/// before the horizon is refused rather than guessed about.
+pub const WRITE_MEMORY: Duration = Duration::from_secs(3600);
 
 /// Settings of a [`StorageActor`].
 #[derive(Debug, Clone)]
@@ -148,11 +159,34 @@ pub struct BlockExists {
     pub hash: Hash,
 }
 
-/// Delete every stored copy of the block; replies whether one was there.
+/// The modification time of a stored block (ms since the epoch; a write that found the
+/// block already stored touches it), or `None` when no copy is stored.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<bool, StorageError>")]
-pub struct DeleteBlock {
+#[rtype(result = "Result<Option<u64>, StorageError>")]
+pub struct StatBlock {
     pub hash: Hash,
+}
+
+/// GC's delete: remove every stored copy of the block, unless a write of it (an
+/// `AlreadyPresent` answer included) finished at or after `since`, the instant the GC
+/// look at it began. Runs on the hash's lane, so a write queued before it is counted.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<DeleteOutcome, StorageError>")]
+pub struct DeleteIfUnwritten {
+    pub hash: Hash,
+    pub since: Instant,
+}
+
+/// What a [`DeleteIfUnwritten`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The copies were removed.
+    Deleted,
+    /// No copy was stored.
+    Absent,
+    /// Kept: a write finished since the decision (or the decision is older than what
+    /// the actor remembers).
+    WrittenSince,
 }
 
 /// Up to `limit` stored hashes strictly after `after`, in ascending order, read from the
@@ -182,9 +216,20 @@ pub struct StorageStats {
 #[rtype(result = "StorageStats")]
 pub struct GetStorageStats;
 
-/// A queued operation on one hash: run on the blocking pool, it returns the counters it
-/// changed and the reply to send once they are applied.
-type Job = Box<dyn FnOnce() -> JobDone + Send>;
+/// A queued operation on one hash: run on the blocking pool with what the actor knew of
+/// the hash when the job started, it returns the counters it changed and the reply to
+/// send once they are applied.
+type Job = Box<dyn FnOnce(LaneFacts) -> JobDone + Send>;
+
+/// What the actor knows of a hash when one of its jobs starts (the jobs before it on the
+/// lane have ended and been applied).
+#[derive(Debug, Clone, Copy)]
+struct LaneFacts {
+    /// When the last write of the hash finished, if it is remembered.
+    last_write: Option<Instant>,
+    /// Writes before this instant are forgotten (start, or the last pruning).
+    forgotten_before: Instant,
+}
 
 /// The end of a [`Job`], back on the actor's thread.
 struct JobDone {
@@ -209,6 +254,10 @@ pub struct StorageActor {
     census_started: Instant,
     /// Pause between two directories of the walk (tests widen the window with it).
     census_pause: Duration,
+    /// When the last write of each recently written hash finished (for [`WRITE_MEMORY`]).
+    last_write: HashMap<Hash, Instant>,
+    /// Writes that finished before this are no longer in `last_write`.
+    forgotten_before: Instant,
 }
 
 impl StorageActor {
@@ -236,6 +285,8 @@ impl StorageActor {
             census_temp_removed: 0,
             census_started: Instant::now(),
             census_pause: Duration::ZERO,
+            last_write: HashMap::new(),
+            forgotten_before: Instant::now(),
         })
     }
 
@@ -277,7 +328,7 @@ impl StorageActor {
             for hash in listed.probe {
                 // Queued behind the operations on that lane; its count is taken in
                 // `apply`, on this thread, before the next operation of the lane starts.
-                let probe = act.submit(hash, ctx, move |l, d| {
+                let probe = act.submit(hash, ctx, move |l, d, _| {
                     d.census_probe = Some(l.tally(hash).unwrap_or_else(|e| {
                         warn!(%hash, error = %e, "cannot count a block file; not counted");
                         Default::default()
@@ -314,14 +365,14 @@ impl StorageActor {
     ) -> ResponseFuture<Result<T, StorageError>>
     where
         T: Send + 'static,
-        F: FnOnce(&Layout, &mut StatsDelta) -> Result<T, StorageError> + Send + 'static,
+        F: FnOnce(&Layout, &mut StatsDelta, LaneFacts) -> Result<T, StorageError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let layout = self.layout.clone();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |facts| {
             let _span = debug_span!("storage", hash = %hash.short()).entered();
             let mut delta = StatsDelta::default();
-            let res = op(&layout, &mut delta);
+            let res = op(&layout, &mut delta, facts);
             JobDone {
                 delta,
                 reply: Box::new(move || {
@@ -349,10 +400,19 @@ impl StorageActor {
     /// Run a job on the blocking pool; when it ends, apply its counters, reply, and start
     /// the next job of the same lane (or close the lane).
     fn start(&mut self, hash: Hash, job: Job, ctx: &mut Context<Self>) {
-        let fut = actix_rt::task::spawn_blocking(job);
+        let facts = LaneFacts {
+            last_write: self.last_write.get(&hash).copied(),
+            forgotten_before: self.forgotten_before,
+        };
+        let fut = actix_rt::task::spawn_blocking(move || job(facts));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Ok(done) => {
+                    if done.delta.wrote {
+                        // Recorded before the reply and before the lane's next job
+                        // starts: a delete queued behind this write sees it.
+                        act.last_write.insert(hash, Instant::now());
+                    }
                     act.apply(hash, done.delta);
                     (done.reply)();
                 }
@@ -402,6 +462,13 @@ impl Actor for StorageActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.census_started = Instant::now();
         self.census_step(ctx);
+        // Forget old writes so the map stays bounded by the writes of one horizon.
+        ctx.run_interval(WRITE_MEMORY / 4, |act, _ctx| {
+            if let Some(cutoff) = Instant::now().checked_sub(WRITE_MEMORY) {
+                act.last_write.retain(|_, t| *t >= cutoff);
+                act.forgotten_before = act.forgotten_before.max(cutoff);
+            }
+        });
     }
 }
 
@@ -422,7 +489,7 @@ impl Handler<WriteBlock> for StorageActor {
             }
         }
         self.reserved += len;
-        self.submit(hash, ctx, move |l, d| {
+        self.submit(hash, ctx, move |l, d, _| {
             d.unreserve = len;
             l.write(hash, data, verified, d)
         })
@@ -433,7 +500,7 @@ impl Handler<ReadBlock> for StorageActor {
     type Result = ResponseFuture<Result<DataBlock, StorageError>>;
     fn handle(&mut self, m: ReadBlock, ctx: &mut Context<Self>) -> Self::Result {
         let hash = m.hash;
-        self.submit(hash, ctx, move |l, d| l.read(hash, d))
+        self.submit(hash, ctx, move |l, d, _| l.read(hash, d))
     }
 }
 
@@ -441,15 +508,33 @@ impl Handler<BlockExists> for StorageActor {
     type Result = ResponseFuture<Result<bool, StorageError>>;
     fn handle(&mut self, m: BlockExists, ctx: &mut Context<Self>) -> Self::Result {
         let hash = m.hash;
-        self.submit(hash, ctx, move |l, _| l.exists(hash))
+        self.submit(hash, ctx, move |l, _, _| l.exists(hash))
     }
 }
 
-impl Handler<DeleteBlock> for StorageActor {
-    type Result = ResponseFuture<Result<bool, StorageError>>;
-    fn handle(&mut self, m: DeleteBlock, ctx: &mut Context<Self>) -> Self::Result {
+impl Handler<StatBlock> for StorageActor {
+    type Result = ResponseFuture<Result<Option<u64>, StorageError>>;
+    fn handle(&mut self, m: StatBlock, ctx: &mut Context<Self>) -> Self::Result {
         let hash = m.hash;
-        self.submit(hash, ctx, move |l, d| l.delete(hash, d))
+        self.submit(hash, ctx, move |l, _, _| l.modified_ms(hash))
+    }
+}
+
+impl Handler<DeleteIfUnwritten> for StorageActor {
+    type Result = ResponseFuture<Result<DeleteOutcome, StorageError>>;
+    fn handle(&mut self, m: DeleteIfUnwritten, ctx: &mut Context<Self>) -> Self::Result {
+        let DeleteIfUnwritten { hash, since } = m;
+        self.submit(hash, ctx, move |l, d, facts| {
+            if !unwritten_since(facts.last_write, facts.forgotten_before, since) {
+                tracing::debug!(%hash, "GC delete refused: the block was written since the decision");
+                return Ok(DeleteOutcome::WrittenSince);
+            }
+            Ok(if l.delete(hash, d)? {
+                DeleteOutcome::Deleted
+            } else {
+                DeleteOutcome::Absent
+            })
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -22,6 +22,14 @@ fn start(dir: &Path, fsync: bool) -> Addr<StorageActor> {
     })
     .expect("storage actor should start on a fresh or existing directory")
     .start()
+}
+
+/// A GC delete decided now, after every write the test has awaited.
+fn gc_delete(hash: Hash) -> DeleteIfUnwritten {
+    DeleteIfUnwritten {
+        hash,
+        since: Instant::now(),
+    }
 }
 
 async fn ask<M>(addr: &Addr<StorageActor>, m: M) -> M::Result
@@ -141,18 +149,15 @@ async fn an_existing_copy_makes_a_write_a_no_op() {
         ask(&s, WriteBlock::new(h, b.clone())).await.unwrap(),
         WriteOutcome::Written
     );
-    let before = fs::metadata(block_path(d.path(), &h, false))
-        .unwrap()
-        .modified()
-        .unwrap();
+    // A rewrite goes through a temp file and a rename: a new inode. (The mtime is
+    // touched on purpose: it restarts the block's GC grace.)
+    use std::os::unix::fs::MetadataExt;
+    let before = fs::metadata(block_path(d.path(), &h, false)).unwrap().ino();
     assert_eq!(
         ask(&s, WriteBlock::new(h, b)).await.unwrap(),
         WriteOutcome::AlreadyPresent
     );
-    let after = fs::metadata(block_path(d.path(), &h, false))
-        .unwrap()
-        .modified()
-        .unwrap();
+    let after = fs::metadata(block_path(d.path(), &h, false)).unwrap().ino();
     assert_eq!(
         before, after,
         "an existing plain copy must not be rewritten"
@@ -394,11 +399,12 @@ async fn delete_removes_both_copies_and_reports_whether_one_existed() {
     ask(&s, WriteBlock::new(h, comp)).await.unwrap();
     // A crash between writing the .zst and removing the plain file leaves both.
     fs::write(block_path(d.path(), &h, false), &data).unwrap();
-    assert!(ask(&s, DeleteBlock { hash: h }).await.unwrap());
+    assert_eq!(ask(&s, gc_delete(h)).await.unwrap(), DeleteOutcome::Deleted);
     assert!(!block_path(d.path(), &h, false).exists());
     assert!(!block_path(d.path(), &h, true).exists());
-    assert!(
-        !ask(&s, DeleteBlock { hash: h }).await.unwrap(),
+    assert_eq!(
+        ask(&s, gc_delete(h)).await.unwrap(),
+        DeleteOutcome::Absent,
         "second delete finds nothing"
     );
     assert!(!ask(&s, BlockExists { hash: h }).await.unwrap());
@@ -557,7 +563,10 @@ fn blocks_persist_across_a_restart() {
             for (h, b) in [(hp, bp2), (hc, bc2), (hd, bd)] {
                 ask(&s, WriteBlock::new(h, b)).await.unwrap();
             }
-            assert!(ask(&s, DeleteBlock { hash: hd }).await.unwrap());
+            assert_eq!(
+                ask(&s, gc_delete(hd)).await.unwrap(),
+                DeleteOutcome::Deleted
+            );
         })
     })
     .join()
@@ -660,7 +669,11 @@ async fn operations_on_one_hash_run_in_the_order_they_were_sent() {
     let (h, b) = plain_block(random(2048));
     // Sent without waiting: write, delete, exists, write, read must see that order.
     let w1 = s.send(WriteBlock::new(h, b.clone()));
-    let del = s.send(DeleteBlock { hash: h });
+    // A GC decision taken after this test's first write (an instant later than it).
+    let del = s.send(DeleteIfUnwritten {
+        hash: h,
+        since: Instant::now() + Duration::from_secs(60),
+    });
     let ex = s.send(BlockExists { hash: h });
     let w2 = s.send(WriteBlock::new(h, b.clone()));
     let rd = s.send(ReadBlock { hash: h });
@@ -669,7 +682,11 @@ async fn operations_on_one_hash_run_in_the_order_they_were_sent() {
             .await
             .unwrap();
     assert_eq!(w1.unwrap().unwrap(), WriteOutcome::Written);
-    assert!(del.unwrap().unwrap(), "delete after write finds the block");
+    assert_eq!(
+        del.unwrap().unwrap(),
+        DeleteOutcome::Deleted,
+        "delete after write finds the block"
+    );
     assert!(!ex.unwrap().unwrap(), "exists after delete is false");
     assert_eq!(w2.unwrap().unwrap(), WriteOutcome::Written);
     assert_eq!(rd.unwrap().unwrap(), b);
@@ -740,7 +757,7 @@ async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes()
         a.send(ReadBlock { hash: h1 }).await.unwrap().is_ok(),
         "reads keep working when full"
     );
-    a.send(DeleteBlock { hash: h1 }).await.unwrap().unwrap();
+    a.send(gc_delete(h1)).await.unwrap().unwrap();
     assert!(
         a.send(WriteBlock::verified(b3)).await.unwrap().is_ok(),
         "writes succeed again once space is freed"
@@ -803,7 +820,7 @@ fn the_startup_count_is_exact_while_operations_run() {
                             let (nh, nb) = plain_block(random(1000 + i));
                             ask(&s, WriteBlock::new(nh, nb)).await.map(|_| ())
                         }
-                        1 => ask(&s, DeleteBlock { hash: h }).await.map(|_| ()),
+                        1 => ask(&s, gc_delete(h)).await.map(|_| ()),
                         2 => ask(&s, WriteBlock::new(h, b)).await.map(|_| ()),
                         3 => {
                             let (ch, cb) = compressed_block(text(2000 + i));
@@ -824,4 +841,83 @@ fn the_startup_count_is_exact_while_operations_run() {
             );
         });
     }
+}
+
+#[actix_rt::test]
+async fn a_gc_delete_is_refused_after_a_write_even_one_that_found_the_block_present() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (h, b) = plain_block(random(4096));
+    ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
+    let since = Instant::now();
+    // A dedup client re-uploads the same bytes after the GC decision.
+    assert_eq!(
+        ask(&s, WriteBlock::new(h, b.clone())).await.unwrap(),
+        WriteOutcome::AlreadyPresent
+    );
+    assert_eq!(
+        ask(&s, DeleteIfUnwritten { hash: h, since }).await.unwrap(),
+        DeleteOutcome::WrittenSince,
+        "an AlreadyPresent write after the decision must stop the delete"
+    );
+    assert!(ask(&s, BlockExists { hash: h }).await.unwrap());
+    // A write queued on the lane just before the delete runs first and counts.
+    let since = Instant::now();
+    let w = s.send(WriteBlock::new(h, b.clone()));
+    let del = s.send(DeleteIfUnwritten { hash: h, since });
+    let (w, del) = futures::future::join(w, del).await;
+    assert_eq!(w.unwrap().unwrap(), WriteOutcome::AlreadyPresent);
+    assert_eq!(
+        del.unwrap().unwrap(),
+        DeleteOutcome::WrittenSince,
+        "a write queued on the lane before the delete must stop it"
+    );
+    // A decision taken after every write: the delete goes ahead.
+    assert_eq!(ask(&s, gc_delete(h)).await.unwrap(), DeleteOutcome::Deleted);
+    assert!(!ask(&s, BlockExists { hash: h }).await.unwrap());
+}
+
+#[actix_rt::test]
+async fn a_delete_decided_before_the_actor_started_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let since = Instant::now();
+    let (h, b) = plain_block(random(100));
+    fs::create_dir_all(block_path(d.path(), &h, false).parent().unwrap()).unwrap();
+    fs::write(block_path(d.path(), &h, false), b.inner_buffer().as_ref()).unwrap();
+    std::thread::sleep(Duration::from_millis(2));
+    let s = start(d.path(), false);
+    assert_eq!(
+        ask(&s, DeleteIfUnwritten { hash: h, since }).await.unwrap(),
+        DeleteOutcome::WrittenSince,
+        "the actor cannot know the writes before its start, so it must refuse"
+    );
+    assert!(block_path(d.path(), &h, false).exists());
+}
+
+#[actix_rt::test]
+async fn a_write_that_finds_the_block_present_restarts_its_file_age() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (h, b) = plain_block(random(512));
+    assert_eq!(ask(&s, StatBlock { hash: h }).await.unwrap(), None);
+    ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
+    let old = SystemTime::now() - Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(block_path(d.path(), &h, false))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let stat = ask(&s, StatBlock { hash: h }).await.unwrap().unwrap();
+    let now = crate::rc::now_msec();
+    assert!(
+        now - stat >= 7_100_000,
+        "StatBlock must give the file's mtime, got {stat} at {now}"
+    );
+    ask(&s, WriteBlock::new(h, b)).await.unwrap();
+    let stat = ask(&s, StatBlock { hash: h }).await.unwrap().unwrap();
+    assert!(
+        crate::rc::now_msec().saturating_sub(stat) < 60_000,
+        "an AlreadyPresent write must touch the file (mtime {stat})"
+    );
 }
