@@ -29,7 +29,8 @@ pub(crate) const CLOSE_REMOVED: u32 = 1;
 
 /// Bind the UDP socket (before the actix System runs, so the caller learns the port) and
 /// enlarge its buffers: with default buffers the kernel drops tens of thousands of
-/// packets during a bulk transfer on loopback (NOTES.md: 626 vs 413–497 MiB/s).
+/// packets during a bulk transfer on loopback (measured on the development VM: 626 vs
+/// 413–497 MiB/s).
 pub(crate) fn bind_socket(listen: SocketAddr, buffer: usize) -> Result<UdpSocket, PeerError> {
     let socket = UdpSocket::bind(listen).map_err(|source| PeerError::Bind {
         addr: listen,

@@ -10,7 +10,7 @@
 //! 4. the fence is lifted ([`EndGcFence`]), clearing the rc entry if the block went. A ref
 //!    that met the fence between 2 and 4 has asked resync for an immediate fetch.
 //!
-//! Invariant 4 of DESIGN.md: any failure keeps the block, and the fence stays only until
+//! Invariant 4 (docs/ARCHITECTURE.md): any failure keeps the block, and the fence stays only until
 //! step 4 or, after a crash, until the refcount actor starts again.
 
 use std::sync::Arc;
