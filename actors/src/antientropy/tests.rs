@@ -252,6 +252,7 @@ fn rig(
             schedule: spy.clone().recipient(),
             layout: spy.clone().recipient(),
             placement: Arc::new(FixedPlacement(holders)),
+            read_block: None,
         },
     )
     .unwrap()
