@@ -57,12 +57,11 @@ fn get_through_a_partitioned_node_answers_503_unavailable_not_404() {
     for n in 0..40 {
         let h = c.put(1, &random_bytes(4096), Some(&format!("p:{n}")));
         if !c.has_block(0, &h) {
-            let held = wait_for(
+            wait_for(
                 "the other three to hold the block",
                 Duration::from_secs(20),
                 || (1..4).all(|i| c.has_block(i, &h)).then_some(()),
             );
-            let _ = held;
             hash = Some(h);
             break;
         }
