@@ -76,6 +76,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         let (status, code) = match &e {
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ServiceError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ServiceError::Quorum(_) => (StatusCode::SERVICE_UNAVAILABLE, "quorum_failed"),
             ServiceError::RefDropped { .. } => (StatusCode::CONFLICT, "ref_dropped"),
             ServiceError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),

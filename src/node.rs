@@ -255,6 +255,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             schedule: resync.clone().recipient(),
             layout: resync.clone().recipient(),
             placement: placement.clone(),
+            read_block: Some(storage.clone().recipient()),
         },
     )?
     .with_store_failed(store_watch.recipient())
@@ -284,6 +285,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         hints: cfg.hinted_handoff.then(|| anti_entropy.clone().recipient()),
         anti_entropy,
     };
+    watch_client_load(&service);
     let data = web::Data::new(service);
     let server = HttpServer::new(move || {
         App::new()
@@ -312,4 +314,25 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     res.context("HTTP server failed")?;
     // A failed last sync is an error exit: a supervisor should know.
     synced
+}
+
+/// How often the client load is looked at for resync's pace.
+const CLIENT_LOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Tell resync, every [`CLIENT_LOAD_PERIOD`], whether clients read or wrote block bytes
+/// through this node since the last look (resync paces up when they did not).
+fn watch_client_load(service: &Service) {
+    let metrics = service.metrics.clone();
+    let resync = service.resync.clone();
+    actix_rt::spawn(async move {
+        let mut last = None;
+        let mut tick = tokio::time::interval(CLIENT_LOAD_PERIOD);
+        loop {
+            tick.tick().await;
+            let now = metrics.bytes_read.get() + metrics.bytes_written.get();
+            let idle = last == Some(now);
+            last = Some(now);
+            resync.do_send(blocknode_actors::resync::SetClientLoad { idle });
+        }
+    });
 }

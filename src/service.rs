@@ -15,7 +15,7 @@ use blocknode_actors::antientropy::AntiEntropyActor;
 use blocknode_actors::budget::{Charge, RamBudget};
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
 use blocknode_actors::peer::{
-    Call, CallMany, CallsFailed, PeerActor, Priority, QuorumError, RpcError,
+    Call, CallMany, CallsFailed, HedgedCall, PeerActor, PlanRead, Priority, QuorumError, RpcError,
 };
 use blocknode_actors::refcount::{ListRefs, RefState, RefcountActor};
 use blocknode_actors::resync::{ResyncActor, Schedule, ScheduleReason};
@@ -72,6 +72,13 @@ pub struct Service {
 pub enum ServiceError {
     #[error("block {0} was not found on any node that should hold it")]
     NotFound(Hash),
+    /// No holder served the block and some could not be asked (down, partitioned, timed
+    /// out): the block may well exist. Never reported as `NotFound`.
+    #[error("block {hash} is unavailable: no holder served it and {} could not be asked ({})", unreachable.len(), unreachable.iter().map(|n| n.short()).collect::<Vec<_>>().join(", "))]
+    Unavailable {
+        hash: Hash,
+        unreachable: Vec<NodeId>,
+    },
     #[error("write quorum not reached ({0})")]
     Quorum(QuorumError),
     #[error(
@@ -108,6 +115,22 @@ impl ServiceError {
         }
         ServiceError::Quorum(e)
     }
+}
+
+/// How the holders that did not serve a read ended.
+#[derive(Debug, Default)]
+struct ReadTally {
+    /// Answered "not here" or sent a rotten copy: asked to resync afterwards.
+    lacking: Vec<NodeId>,
+    /// Could not be asked or gave no usable answer (down, timeout, protocol error).
+    unreachable: Vec<NodeId>,
+}
+
+/// One holder's answer to a read.
+enum HolderAnswer {
+    Served(Bytes),
+    Lacking,
+    Unreachable,
 }
 
 /// One holder's view of a block, for `GET /v1/blocks/{hash}/info`.
@@ -248,79 +271,43 @@ impl Service {
             .await
     }
 
-    /// Read a block: the holders in order (this node first), the first verified copy
-    /// wins. Holders that lacked it or had it rotten are asked to resync it.
+    /// Read a block. This node first when it holds one; then the peers in the order
+    /// the peer actor gives ([`PlanRead`]: up peers fastest first, stalled and down
+    /// peers last), hedged: when the peer asked last has not answered within its hedge
+    /// delay (about its recent p95), the next one is asked too. The first verified copy
+    /// wins and the reads still running are cancelled. Holders that lacked it or had it
+    /// rotten are asked to resync it. `NotFound` only when every holder answered "not
+    /// here" (or rotten); when some could not be asked, `Unavailable` naming them.
     pub async fn get_block(&self, hash: Hash) -> Result<Bytes, ServiceError> {
-        let mut lacking = Vec::new();
+        let holders = self.holders(&hash);
+        let mut tally = ReadTally::default();
         let mut found = None;
-        for node in self.holders(&hash) {
-            if node == self.self_id {
-                // The storage actor verified the copy it read: do not hash it again.
-                match self.storage.send(ReadBlock { hash }).await {
-                    Ok(Ok(data)) => match data.into_plain_verified(&hash) {
-                        Ok(plain) => {
-                            // Charged once read (its size was unknown before): it is
-                            // held until the response body has been sent.
-                            found = Some(self.hold_ram(plain).await?);
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(hash = %hash.short(), "local read returned unverified data: {e}")
-                        }
-                    },
-                    Ok(Err(StorageError::NotFound { .. }))
-                    | Ok(Err(StorageError::Corrupted { .. })) => lacking.push(node),
-                    Ok(Err(e)) => {
-                        tracing::warn!(hash = %hash.short(), "local read failed: {e}");
+        if holders.contains(&self.self_id) {
+            // The storage actor verified the copy it read: do not hash it again.
+            match self.storage.send(ReadBlock { hash }).await {
+                Ok(Ok(data)) => match data.into_plain_verified(&hash) {
+                    // Charged once read (its size was unknown before): it is held until
+                    // the response body has been sent.
+                    Ok(plain) => found = Some(self.hold_ram(plain).await?),
+                    Err(e) => {
+                        tracing::error!(hash = %hash.short(), "local read returned unverified data: {e}");
+                        tally.unreachable.push(self.self_id);
                     }
-                    Err(e) => return Err(ServiceError::Internal(format!("storage actor: {e}"))),
+                },
+                Ok(Err(StorageError::NotFound { .. }))
+                | Ok(Err(StorageError::Corrupted { .. })) => tally.lacking.push(self.self_id),
+                Ok(Err(e)) => {
+                    tracing::warn!(hash = %hash.short(), "local read failed: {e}");
+                    tally.unreachable.push(self.self_id);
                 }
-                continue;
-            }
-            let reply = self
-                .peers
-                .send(Call {
-                    node,
-                    rpc: BlockRpc::GetBlock(hash),
-                    timeout: self.cfg.block_rw_timeout,
-                    priority: Priority::Client,
-                })
-                .await
-                .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))?;
-            match reply {
-                Ok(BlockRpc::PutBlock { hash: h, data }) if h == hash => {
-                    // A plain reply's bytes are the body, already charged as they were
-                    // read from the peer; a decompressed body is new and charged here.
-                    let compressed = data.is_compressed();
-                    // Verify on a blocking thread: every served byte is checked here.
-                    let checked =
-                        actix_rt::task::spawn_blocking(move || data.verify_get(&hash)).await;
-                    match checked {
-                        Ok(Ok(plain)) => {
-                            found = Some(if compressed {
-                                self.hold_ram(plain).await?
-                            } else {
-                                plain
-                            });
-                            break;
-                        }
-                        _ => {
-                            tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer sent bytes that fail verification");
-                            lacking.push(node);
-                        }
-                    }
-                }
-                Err(RpcError::Remote {
-                    code: ErrorCode::NotFound | ErrorCode::Corrupted,
-                    ..
-                }) => lacking.push(node),
-                Ok(other) => {
-                    tracing::warn!(hash = %hash.short(), peer = %node.short(), "unexpected reply {} to GetBlock", other.kind())
-                }
-                Err(e) => tracing::debug!(hash = %hash.short(), "get from peer failed: {e}"),
+                Err(e) => return Err(ServiceError::Internal(format!("storage actor: {e}"))),
             }
         }
-        for node in lacking {
+        if found.is_none() {
+            let remote: Vec<NodeId> = holders.into_iter().filter(|n| *n != self.self_id).collect();
+            found = self.hedged_remote_read(hash, remote, &mut tally).await?;
+        }
+        for node in std::mem::take(&mut tally.lacking) {
             self.ask_resync(node, hash);
         }
         match found {
@@ -328,8 +315,127 @@ impl Service {
                 self.metrics.bytes_read.inc_by(plain.len() as u64);
                 Ok(plain)
             }
-            None => Err(ServiceError::NotFound(hash)),
+            None if tally.unreachable.is_empty() => Err(ServiceError::NotFound(hash)),
+            None => Err(ServiceError::Unavailable {
+                hash,
+                unreachable: tally.unreachable,
+            }),
         }
+    }
+
+    /// The hedged part of [`Self::get_block`] over the peers `remote`; every holder that
+    /// ends without serving the block lands in `tally` (lacking or unreachable).
+    async fn hedged_remote_read(
+        &self,
+        hash: Hash,
+        remote: Vec<NodeId>,
+        tally: &mut ReadTally,
+    ) -> Result<Option<Bytes>, ServiceError> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+
+        if remote.is_empty() {
+            return Ok(None);
+        }
+        let plan = self
+            .peers
+            .send(PlanRead { holders: remote })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))?;
+        let mut next = plan.order.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut hedge_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            // Ask the next holder when none is running or the last one asked is late.
+            let launch = running.is_empty() || hedge_timer.as_ref().is_some_and(|t| t.is_elapsed());
+            if launch {
+                match next.next() {
+                    Some((node, hedge)) => {
+                        running.push(self.ask_holder(hash, node));
+                        hedge_timer = Some(Box::pin(tokio::time::sleep(hedge)));
+                        continue;
+                    }
+                    None if running.is_empty() => return Ok(None),
+                    None => hedge_timer = None,
+                }
+            }
+            let outcome = match hedge_timer.as_mut() {
+                Some(t) => tokio::select! {
+                    o = running.next() => o,
+                    _ = t.as_mut() => continue,
+                },
+                None => running.next().await,
+            };
+            // Not None: `running` was not empty.
+            let Some((node, outcome)) = outcome else {
+                continue;
+            };
+            match outcome {
+                // Dropping `running` cancels the reads still in flight.
+                HolderAnswer::Served(plain) => return Ok(Some(plain)),
+                HolderAnswer::Lacking => tally.lacking.push(node),
+                HolderAnswer::Unreachable => tally.unreachable.push(node),
+            }
+            // A holder ended without the block: ask the next one now.
+            if let Some(t) = hedge_timer.as_mut() {
+                t.as_mut().reset(tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// Ask one peer for the block and verify what it sends (on a blocking thread: every
+    /// served byte is checked here). Dropping the future cancels the read.
+    async fn ask_holder(&self, hash: Hash, node: NodeId) -> (NodeId, HolderAnswer) {
+        let (_cancel_on_drop, cancel) = tokio::sync::oneshot::channel();
+        let reply = self
+            .peers
+            .send(HedgedCall {
+                call: Call {
+                    node,
+                    rpc: BlockRpc::GetBlock(hash),
+                    timeout: self.cfg.block_rw_timeout,
+                    priority: Priority::Client,
+                },
+                cancel,
+            })
+            .await;
+        let answer = match reply {
+            Err(e) => {
+                tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer actor: {e}");
+                HolderAnswer::Unreachable
+            }
+            Ok(Ok(BlockRpc::PutBlock { hash: h, data })) if h == hash => {
+                // A plain reply's bytes are the body, already charged as they were read
+                // from the peer; a decompressed body is new and charged here.
+                let compressed = data.is_compressed();
+                match actix_rt::task::spawn_blocking(move || data.verify_get(&hash)).await {
+                    Ok(Ok(plain)) if !compressed => HolderAnswer::Served(plain),
+                    Ok(Ok(plain)) => match self.hold_ram(plain).await {
+                        Ok(plain) => HolderAnswer::Served(plain),
+                        Err(e) => {
+                            tracing::warn!(hash = %hash.short(), "RAM budget: {e}");
+                            HolderAnswer::Unreachable
+                        }
+                    },
+                    _ => {
+                        tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer sent bytes that fail verification");
+                        HolderAnswer::Lacking
+                    }
+                }
+            }
+            Ok(Err(RpcError::Remote {
+                code: ErrorCode::NotFound | ErrorCode::Corrupted,
+                ..
+            })) => HolderAnswer::Lacking,
+            Ok(Ok(other)) => {
+                tracing::warn!(hash = %hash.short(), peer = %node.short(), "unexpected reply {} to GetBlock", other.kind());
+                HolderAnswer::Unreachable
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(hash = %hash.short(), "get from peer failed: {e}");
+                HolderAnswer::Unreachable
+            }
+        };
+        (node, answer)
     }
 
     /// Ask `node` to resync `hash` now (fire and forget).

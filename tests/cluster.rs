@@ -280,7 +280,8 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_call() {
             );
         }
     }
-    // It cannot read the cluster's blocks, nor write through it.
+    // It cannot read the cluster's blocks, nor write through it. It could not ask the
+    // holders, so it says "unavailable", not "not found" (issue 13).
     let r = agent
         .get(&format!("{api}/v1/blocks/{hash}"))
         .header("Authorization", &auth)
@@ -288,7 +289,7 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_call() {
         .unwrap();
     assert_eq!(
         r.status().as_u16(),
-        404,
+        503,
         "the intruder must not fetch a cluster block"
     );
     let r = agent

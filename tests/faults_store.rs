@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::faults::tool_available;
+use common::fiu::tool_available;
 use common::{random_bytes, set_keys, wait_for, Cluster};
 
 /// Exit status of a node whose metadata store failed (`store_watch::EXIT_STORE_FAILED`).

@@ -1,94 +1,166 @@
-//! Harness additions for fault injection on real processes: start a node under libfiu's
-//! POSIX preload (`fiu-run -x`), turn failure points on in the running process
-//! (`fiu-ctrl`), and wait for a node to exit by itself.
+//! Real faults for the multi-process tests, each undone by a guard's `Drop`: a SIGSTOPped
+//! process (SIGCONT), iptables rules dropping a node's QUIC port on loopback (rules
+//! deleted), a small tmpfs mounted as a data dir (unmounted). Tools that need root or a
+//! binary say so: [`skip_unless`] prints "skipped: …" and the test returns.
 
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use super::{bin, Cluster};
+use super::Cluster;
 
-/// Whether `tool` can be run (`tool -h` starts at all).
-pub fn tool_available(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
-impl Cluster {
-    /// Base path of the libfiu control pipes of the nodes (`-f` of fiu-run/fiu-ctrl).
-    fn fiu_ctrl_prefix(&self) -> PathBuf {
-        self.dir.path().join("fiu-ctrl")
-    }
+/// Whether `tool` can be run (found on PATH or in the sbin directories).
+pub fn have_tool(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
 
-    /// Start node `i` (it must be stopped) under `fiu-run -x`, with no failure point
-    /// enabled yet; [`Cluster::fiu_enable`] turns one on later.
-    pub fn start_node_under_fiu(&mut self, i: usize) {
-        assert!(self.children[i].is_none(), "node {i} is already running");
-        // fiu-run execs the program: the child's pid is the node's.
-        let mut fiu = Command::new("fiu-run");
-        fiu.arg("-x")
-            .arg("-f")
-            .arg(self.fiu_ctrl_prefix())
-            .arg(bin());
-        self.spawn_node(i, fiu);
+/// `Some(reason)` when the fault cannot be injected here; the caller prints and returns.
+pub fn skip_unless(root: bool, tools: &[&str]) -> Option<String> {
+    if root && !is_root() {
+        return Some("not root".into());
     }
+    tools
+        .iter()
+        .find(|t| !have_tool(t))
+        .map(|t| format!("{t} not available"))
+}
 
-    /// Run a libfiu control command (`enable name=posix/io/sync/fsync`) in node `i`,
-    /// which must have been started by [`Cluster::start_node_under_fiu`].
-    pub fn fiu_enable(&self, i: usize, command: &str) {
-        let out = Command::new("fiu-ctrl")
-            .arg("-f")
-            .arg(self.fiu_ctrl_prefix())
-            .arg("-c")
-            .arg(command)
-            .arg(self.pid(i).to_string())
-            .output()
-            .expect("running fiu-ctrl");
-        assert!(
-            out.status.success(),
-            "fiu-ctrl -c {command:?} on {} failed: {}",
-            self.nodes[i].name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+/// The QUIC port of node `i`, from its config file.
+pub fn quic_port(c: &Cluster, i: usize) -> u16 {
+    let text = std::fs::read_to_string(&c.nodes[i].config).expect("reading a node config");
+    text.lines()
+        .find(|l| l.trim_start().starts_with("quic_listen"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().trim_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("no quic_listen port in {}", c.nodes[i].config.display()))
+}
 
-    /// Wait (bounded) for node `i` to exit by itself; its status, or `None` if it still
-    /// runs after `timeout`. A node that exited counts as stopped afterwards.
-    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            let child = self.children[i].as_mut()?;
-            if let Ok(Some(st)) = child.try_wait() {
-                self.children[i] = None;
-                return Some(st);
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// A process stopped with SIGSTOP; continued (SIGCONT) when dropped, so a failing test
+/// never leaves a frozen node behind.
+pub struct Stopped {
+    pid: u32,
+    continued: bool,
+}
+
+impl Stopped {
+    pub fn new(pid: u32) -> Stopped {
+        signal("-STOP", pid);
+        Stopped {
+            pid,
+            continued: false,
         }
     }
 
-    /// Status of `GET /health` on node `i`, `None` if it does not answer at all.
-    pub fn health_status(&self, i: usize) -> Option<u16> {
-        let url = format!("{}/health", self.nodes[i].api);
-        self.agent
-            .get(&url)
-            .call()
-            .ok()
-            .map(|r| r.status().as_u16())
+    /// SIGCONT now.
+    pub fn resume(&mut self) {
+        if !self.continued {
+            signal("-CONT", self.pid);
+            self.continued = true;
+        }
     }
+}
 
-    /// Whether node `i` has `ref` live on `hash` in its own ref records.
-    pub fn has_live_ref(&self, i: usize, hash: &str, r: &str) -> bool {
-        let info = self.get_json(i, &format!("/v1/blocks/{hash}/info"));
-        info["local"]["refs"].as_array().is_some_and(|refs| {
-            refs.iter()
-                .any(|x| x["ref"].as_str() == Some(r) && x["state"].as_str() == Some("live"))
-        })
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.resume();
     }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+/// iptables rules dropping every UDP packet to or from `port` on loopback (the node's
+/// QUIC traffic, both ways); deleted when dropped.
+pub struct Partition {
+    rules: Vec<Vec<String>>,
+}
+
+impl Partition {
+    pub fn udp_port(port: u16) -> Partition {
+        let p = port.to_string();
+        let rules: Vec<Vec<String>> = ["--dport", "--sport"]
+            .iter()
+            .map(|dir| {
+                ["INPUT", "-i", "lo", "-p", "udp", dir, &p, "-j", "DROP"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
+            .collect();
+        let mut part = Partition { rules: Vec::new() };
+        for r in rules {
+            let ok = Command::new("iptables")
+                .arg("-I")
+                .args(&r)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "iptables -I {} failed", r.join(" "));
+            part.rules.push(r);
+        }
+        part
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for r in &self.rules {
+            let _ = Command::new("iptables").arg("-D").args(r).status();
+        }
+    }
+}
+
+/// A tmpfs of `size` (e.g. "48m") mounted on `dir` (created); unmounted when dropped.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("creating the tmpfs mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "mount -t tmpfs on {} failed", dir.display());
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the node may still hold files open when the guard drops before it.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// The `q`-quantile of `v` (sorted in place).
+pub fn quantile(v: &mut [std::time::Duration], q: f64) -> std::time::Duration {
+    v.sort_unstable();
+    if v.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+pub mod fiu;
 pub mod load;
 
 use std::path::{Path, PathBuf};
@@ -15,8 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-pub mod faults;
 
 /// Path of the binary under test (built by cargo for integration tests).
 pub fn bin() -> PathBuf {

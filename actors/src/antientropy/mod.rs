@@ -15,7 +15,9 @@
 //!   partitions shared with a peer are also synced as soon as that peer is seen coming up.
 //! - **Hinted handoff**: a write that reached its quorum but not every holder leaves one
 //!   persisted hint per missed holder (`hints.rs`). When that holder is seen up, its
-//!   hints are replayed in key order and removed once answered.
+//!   hints are replayed and removed once answered: up to [`HINT_PARALLEL`] hashes at
+//!   once, each hash's refs first and then its block, which is pushed from this node's
+//!   copy when there is one (background priority).
 //! - **Membership change**: a partition this node no longer holds (after a member list
 //!   change) but still has records of is reconciled with each of its new holders; once
 //!   every new holder's digest equals ours, the records are forgotten here
@@ -38,13 +40,14 @@ use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use serde::Serialize;
 
-use crate::frame::ErrorCode;
+use crate::frame::{BlockRpc, ErrorCode};
 use crate::hash::{Hash, NodeId};
 use crate::peer::{Call, CallsFailed, GetPeerStatus, Priority, RpcError};
 use crate::placement::Placement;
 use crate::rc::now_msec;
 use crate::refcount::{DigestPrefix, ForgetPartition, RefcountActor};
 use crate::resync::{Schedule, SetLayoutAgreement};
+use crate::storage::ReadBlock;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 use hints::Hint;
 use narrow::{sync_range, SyncDeps, SyncError, SyncStats};
@@ -53,6 +56,11 @@ use narrow::{sync_range, SyncDeps, SyncError, SyncStats};
 pub const HINTS_KEYSPACE: &str = "hints";
 /// Hints replayed per read of the keyspace (bounds memory).
 const HINT_PAGE: usize = 256;
+/// Blocks (with their refs) replayed to one node at once. A returning node must get
+/// what it missed about as fast as it was written (issue 13); one at a time, a round
+/// trip per hint capped replay far below the PUT rate. 8 × 1 MiB stays well inside
+/// the receiver's RAM budget.
+const HINT_PARALLEL: usize = 8;
 /// Records forgotten per `ForgetPartition` message.
 const FORGET_STEP: usize = 4096;
 
@@ -102,6 +110,10 @@ pub struct AntiEntropyLinks {
     pub schedule: Recipient<Schedule>,
     pub layout: Recipient<SetLayoutAgreement>,
     pub placement: Arc<dyn Placement>,
+    /// This node's block reads: a missed block that is stored here is pushed to the
+    /// node that missed it (`PutBlock`) instead of asking it to fetch it through its
+    /// resync queue. `None`: always ask (`ScheduleResync`).
+    pub read_block: Option<Recipient<ReadBlock>>,
 }
 
 /// Where one partition stands.
@@ -181,6 +193,78 @@ struct ReplayDone {
     replayed: u64,
     removed: Vec<Vec<u8>>,
     complete: bool,
+}
+
+/// The outcome of replaying one hash's hints.
+struct GroupReplay {
+    replayed: u64,
+    removed: Vec<Vec<u8>>,
+    stopped: bool,
+}
+
+/// The (node, hash) part of a hint key, which groups one hash's hints.
+fn hint_hash_prefix(key: &[u8]) -> &[u8] {
+    &key[..key.len().min(2 * crate::hash::HASH_LEN)]
+}
+
+/// Replay one hash's hints to `node` in key order (refs, then the block), stopping at
+/// the first failure (the rest waits for the next replay).
+async fn replay_group(
+    node: NodeId,
+    keys: Vec<Vec<u8>>,
+    peers: &Recipient<Call>,
+    read_block: Option<&Recipient<ReadBlock>>,
+    timeout: Duration,
+) -> GroupReplay {
+    let mut out = GroupReplay {
+        replayed: 0,
+        removed: Vec::new(),
+        stopped: false,
+    };
+    for key in keys {
+        let Some((_, hint)) = Hint::parse(&key) else {
+            out.removed.push(key);
+            continue;
+        };
+        let rpc = match (&hint, read_block) {
+            (Hint::Block { hash }, Some(read)) => {
+                match read.send(ReadBlock { hash: *hash }).await {
+                    Ok(Ok(data)) => BlockRpc::PutBlock { hash: *hash, data },
+                    // Not (or no longer) stored here: the node fetches it from a holder.
+                    _ => hint.rpc(),
+                }
+            }
+            _ => hint.rpc(),
+        };
+        let reply = peers
+            .send(Call {
+                node,
+                rpc,
+                timeout,
+                priority: Priority::Background,
+            })
+            .await;
+        match reply {
+            Ok(Ok(_))
+            | Ok(Err(RpcError::Remote {
+                code: ErrorCode::RefDropped | ErrorCode::BadRequest | ErrorCode::CorruptData,
+                ..
+            })) => {
+                out.replayed += 1;
+                out.removed.push(key);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(node = %node.short(), "hint replay stopped: {e}");
+                out.stopped = true;
+                break;
+            }
+            Err(_) => {
+                out.stopped = true;
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// The actor.
@@ -366,44 +450,35 @@ impl AntiEntropyActor {
         }
         let complete = page.len() < HINT_PAGE;
         let peers = self.links.peers.clone();
+        let read_block = self.links.read_block.clone();
         let timeout = self.config.rpc_timeout;
         let addr = ctx.address();
         actix_rt::spawn(async move {
+            use futures::stream::{self, StreamExt};
+            // Keys sort by (node, hash, kind): one group per hash, refs before the block.
+            let mut groups: Vec<Vec<Vec<u8>>> = Vec::new();
+            for key in page {
+                let same = groups
+                    .last()
+                    .and_then(|g| g.first())
+                    .is_some_and(|k| hint_hash_prefix(k) == hint_hash_prefix(&key));
+                match groups.last_mut() {
+                    Some(g) if same => g.push(key),
+                    _ => groups.push(vec![key]),
+                }
+            }
+            let results: Vec<GroupReplay> = stream::iter(groups)
+                .map(|g| replay_group(node, g, &peers, read_block.as_ref(), timeout))
+                .buffer_unordered(HINT_PARALLEL)
+                .collect()
+                .await;
             let mut removed = Vec::new();
             let mut replayed = 0;
             let mut stopped = false;
-            for key in page {
-                let Some((_, hint)) = Hint::parse(&key) else {
-                    removed.push(key);
-                    continue;
-                };
-                let reply = peers
-                    .send(Call {
-                        node,
-                        rpc: hint.rpc(),
-                        timeout,
-                        priority: Priority::Background,
-                    })
-                    .await;
-                match reply {
-                    Ok(Ok(_))
-                    | Ok(Err(RpcError::Remote {
-                        code: ErrorCode::RefDropped | ErrorCode::BadRequest | ErrorCode::CorruptData,
-                        ..
-                    })) => {
-                        replayed += 1;
-                        removed.push(key);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(node = %node.short(), "hint replay stopped: {e}");
-                        stopped = true;
-                        break;
-                    }
-                    Err(_) => {
-                        stopped = true;
-                        break;
-                    }
-                }
+            for r in results {
+                replayed += r.replayed;
+                removed.extend(r.removed);
+                stopped |= r.stopped;
             }
             addr.do_send(ReplayDone {
                 node,

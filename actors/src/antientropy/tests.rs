@@ -41,6 +41,23 @@ struct FakePeer {
     resyncs: Vec<Hash>,
     /// Requests B answered.
     calls: u64,
+    /// Hint-related requests B received, in arrival order (kind, hash).
+    log: Vec<(&'static str, Hash)>,
+    /// Blocks being pushed to B right now, and the most at once.
+    pushing: u32,
+    max_pushing: u32,
+}
+
+/// A push to B ended (its delay is over).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PushDone;
+
+impl Handler<PushDone> for FakePeer {
+    type Result = ();
+    fn handle(&mut self, _m: PushDone, _ctx: &mut Context<Self>) {
+        self.pushing -= 1;
+    }
 }
 
 impl Actor for FakePeer {
@@ -74,7 +91,7 @@ fn rc_reply<T>(
 impl Handler<Call> for FakePeer {
     type Result = ResponseFuture<Result<BlockRpc, RpcError>>;
 
-    fn handle(&mut self, c: Call, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, c: Call, ctx: &mut Context<Self>) -> Self::Result {
         let target = c.node;
         if target != node(2) || !self.up {
             return Box::pin(async move {
@@ -86,6 +103,23 @@ impl Handler<Call> for FakePeer {
         }
         self.calls += 1;
         let b = self.b.clone();
+        match &c.rpc {
+            BlockRpc::AddRef { hash, .. } => self.log.push(("add_ref", *hash)),
+            BlockRpc::ScheduleResync(h) => self.log.push(("schedule_resync", *h)),
+            BlockRpc::PutBlock { hash, .. } => {
+                // Takes a while, so pushes run at once only if A sends them at once.
+                self.log.push(("put_block", *hash));
+                self.pushing += 1;
+                self.max_pushing = self.max_pushing.max(self.pushing);
+                let me = ctx.address();
+                return Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    me.do_send(PushDone);
+                    Ok(BlockRpc::Ok)
+                });
+            }
+            _ => {}
+        }
         if let BlockRpc::ScheduleResync(h) = c.rpc {
             self.resyncs.push(h);
             return Box::pin(async { Ok(BlockRpc::Ok) });
@@ -225,6 +259,17 @@ fn rig(
     b_up: bool,
     tweak: impl FnOnce(&mut AntiEntropyConfig),
 ) -> Rig {
+    rig_reading(dir, holders, b_up, tweak, None)
+}
+
+/// [`rig`] where A's own block reads go to `read_block`.
+fn rig_reading(
+    dir: &Path,
+    holders: Vec<NodeId>,
+    b_up: bool,
+    tweak: impl FnOnce(&mut AntiEntropyConfig),
+    read_block: Option<Recipient<ReadBlock>>,
+) -> Rig {
     let (a_db, a) = refcount(&dir.join("a"));
     let (_b_db, b) = refcount(&dir.join("b"));
     let peer = FakePeer {
@@ -233,6 +278,9 @@ fn rig(
         layout: Some(LAYOUT),
         resyncs: Vec::new(),
         calls: 0,
+        log: Vec::new(),
+        pushing: 0,
+        max_pushing: 0,
     }
     .start();
     let spy = ResyncSpy::default().start();
@@ -252,6 +300,7 @@ fn rig(
             schedule: spy.clone().recipient(),
             layout: spy.clone().recipient(),
             placement: Arc::new(FixedPlacement(holders)),
+            read_block,
         },
     )
     .unwrap()
@@ -614,4 +663,102 @@ async fn a_partition_no_longer_held_is_handed_over_then_forgotten_only_when_layo
         "A must have forgotten the partitions"
     );
     assert_eq!(st.records_sent, 300);
+}
+
+/// A's block store as the replay sees it: the blocks in the map, NotFound otherwise.
+struct LocalBlocks(std::collections::HashMap<Hash, crate::DataBlock>);
+
+impl Actor for LocalBlocks {
+    type Context = Context<Self>;
+}
+
+impl Handler<ReadBlock> for LocalBlocks {
+    type Result = Result<crate::DataBlock, crate::storage::StorageError>;
+    fn handle(&mut self, m: ReadBlock, _ctx: &mut Context<Self>) -> Self::Result {
+        self.0
+            .get(&m.hash)
+            .cloned()
+            .ok_or(crate::storage::StorageError::NotFound { hash: m.hash })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "(Vec<(&'static str, Hash)>, u32)")]
+struct PeekLog;
+
+impl Handler<PeekLog> for FakePeer {
+    type Result = MessageResult<PeekLog>;
+    fn handle(&mut self, _m: PeekLog, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.log.clone(), self.max_pushing))
+    }
+}
+
+#[actix_rt::test]
+async fn hinted_blocks_held_here_are_pushed_in_parallel_after_their_refs() {
+    let d = tempfile::tempdir().unwrap();
+    let held: std::collections::HashMap<Hash, crate::DataBlock> = (0..10)
+        .map(|i| {
+            let data = bytes::Bytes::from(format!("block {i}"));
+            (crate::hash::blake2sum(&data), crate::DataBlock::Plain(data))
+        })
+        .collect();
+    let not_held: Vec<Hash> = (0..5).map(hash_n).collect();
+    let local = LocalBlocks(held.clone()).start();
+    let r = rig_reading(
+        d.path(),
+        vec![node(1), node(2)],
+        false,
+        |_| {},
+        Some(local.recipient()),
+    );
+    let all: Vec<Hash> = held
+        .keys()
+        .copied()
+        .chain(not_held.iter().copied())
+        .collect();
+    for (i, h) in all.iter().enumerate() {
+        for rpc in [
+            BlockRpc::AddRef {
+                hash: *h,
+                ref_id: rid(format!("r:{i}")),
+            },
+            BlockRpc::PutBlock {
+                hash: *h,
+                data: crate::DataBlock::Plain(bytes::Bytes::from_static(b"x")),
+            },
+        ] {
+            r.ae.do_send(CallsFailed {
+                rpc,
+                failed: vec![(
+                    node(2),
+                    RpcError::Unreachable {
+                        node: node(2),
+                        reason: "down".into(),
+                    },
+                )],
+            });
+        }
+    }
+    set_peer_up(&r, LAYOUT).await;
+    wait_for("the hints to be replayed", 10, || async {
+        r.ae.send(GetAntiEntropyStatus).await.unwrap().hints_pending == 0
+    })
+    .await;
+    let (log, max_pushing) = r.peer.send(PeekLog).await.unwrap();
+    for h in &all {
+        let pos = |kind: &str| log.iter().position(|(k, x)| *k == kind && x == h);
+        let add = pos("add_ref").expect("every ref replayed");
+        let (block, other) = if held.contains_key(h) {
+            ("put_block", "schedule_resync")
+        } else {
+            ("schedule_resync", "put_block")
+        };
+        let at = pos(block).unwrap_or_else(|| panic!("{block} missing for {h:?}: {log:?}"));
+        assert!(add < at, "the ref must reach B before its block: {log:?}");
+        assert_eq!(pos(other), None, "{other} sent for {h:?}");
+    }
+    assert!(
+        max_pushing > 1,
+        "pushes went one at a time (at most {max_pushing} at once)"
+    );
 }

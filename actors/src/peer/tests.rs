@@ -927,3 +927,103 @@ async fn an_initial_from_a_non_member_address_gets_no_answer() {
         "the handshake from a known address did not complete or fail in time"
     );
 }
+
+fn hedged(node: NodeId, hash: Hash, timeout: Duration) -> (HedgedCall, oneshot::Sender<()>) {
+    let (tx, rx) = oneshot::channel();
+    let msg = HedgedCall {
+        call: call(node, BlockRpc::GetBlock(hash), timeout),
+        cancel: rx,
+    };
+    (msg, tx)
+}
+
+#[actix_rt::test]
+async fn reads_are_planned_fast_peers_first_and_down_peers_last_without_redialling() {
+    let mut certs = Certs::new();
+    let slow = Some(Duration::from_millis(150));
+    let nodes = cluster(&mut certs, 3, &[None, slow, None]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let h = blake2sum(b"planned");
+    // Placement order b, c, a: a is local, c answers faster than b.
+    for _ in 0..12 {
+        for n in [b.id, c.id] {
+            let (msg, _keep) = hedged(n, h, Duration::from_secs(5));
+            let res = a.peer.send(msg).await.unwrap();
+            assert!(
+                matches!(
+                    res,
+                    Err(RpcError::Remote {
+                        code: ErrorCode::NotFound,
+                        ..
+                    })
+                ),
+                "{res:?}"
+            );
+        }
+    }
+    let plan = a
+        .peer
+        .send(PlanRead {
+            holders: vec![b.id, c.id, a.id],
+        })
+        .await
+        .unwrap();
+    let order: Vec<NodeId> = plan.order.iter().map(|(n, _)| *n).collect();
+    assert_eq!(order, vec![a.id, c.id, b.id], "local, fast, slow");
+    let b_hedge = plan.order[2].1;
+    assert!(
+        b_hedge >= Duration::from_millis(140) && b_hedge <= health::MAX_HEDGE_DELAY,
+        "hedge delay of the 150 ms peer: {b_hedge:?}"
+    );
+
+    c.peer.send(Shutdown).await.unwrap();
+    let _ = a
+        .peer
+        .send(call(c.id, probe(), Duration::from_secs(1)))
+        .await;
+    wait_down(&a.peer, c.id).await;
+    // Past `redial_after`: a client call used to dial again and wait for it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let res = a
+        .peer
+        .send(call(c.id, probe(), Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(matches!(res, Err(RpcError::Unreachable { .. })), "{res:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "a client call to a down peer waited {:?} (redialled on the client path?)",
+        start.elapsed()
+    );
+    let plan = a
+        .peer
+        .send(PlanRead {
+            holders: vec![c.id, b.id],
+        })
+        .await
+        .unwrap();
+    let order: Vec<NodeId> = plan.order.iter().map(|(n, _)| *n).collect();
+    assert_eq!(order, vec![b.id, c.id], "the down peer goes last");
+}
+
+#[actix_rt::test]
+async fn dropping_the_cancel_sender_ends_a_hedged_call_at_once() {
+    let mut certs = Certs::new();
+    let hung = Some(Duration::from_secs(20));
+    let nodes = cluster(&mut certs, 2, &[None, hung]).await;
+    let (msg, tx) = hedged(nodes[1].id, blake2sum(b"x"), Duration::from_secs(10));
+    let start = Instant::now();
+    let reply = nodes[0].peer.send(msg);
+    actix_rt::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(tx);
+    });
+    let res = reply.await.unwrap();
+    assert!(matches!(res, Err(RpcError::Unreachable { .. })), "{res:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "a cancelled read ran on for {:?}",
+        start.elapsed()
+    );
+}

@@ -52,9 +52,33 @@ pub fn backoff(base: Duration, errors: u64) -> Duration {
     base.saturating_mul(1u32 << exp)
 }
 
+/// The workers and tranquility actually used: the configured ones while clients use
+/// the node (background work stays in its share), but `idle_workers` with no pause
+/// while there is no client load, so a node that missed writes catches up at about the
+/// rate they were made (issue 13) instead of at a third of one worker.
+pub fn pace(
+    workers: usize,
+    tranquility: u32,
+    client_idle: bool,
+    idle_workers: usize,
+) -> (usize, u32) {
+    if client_idle {
+        (workers.max(idle_workers), 0)
+    } else {
+        (workers, tranquility)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pace_opens_up_only_without_client_load() {
+        assert_eq!(pace(1, 2, false, 8), (1, 2), "client load: configured");
+        assert_eq!(pace(1, 2, true, 8), (8, 0), "idle: all workers, no pause");
+        assert_eq!(pace(8, 5, true, 4), (8, 0), "never fewer than configured");
+    }
 
     #[test]
     fn decision_table_follows_the_seed_with_the_files_age_as_grace() {

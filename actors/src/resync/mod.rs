@@ -8,7 +8,7 @@
 //! resynced now) and the repair progress.
 //!
 //! Messages: [`Schedule`], [`RcChanged`] (from the refcount actor), [`RetryNow`],
-//! [`SetWorkers`], [`SetTranquility`], [`SetScrubTranquility`], [`StartRepair`],
+//! [`SetWorkers`], [`SetTranquility`], [`SetScrubTranquility`], [`SetClientLoad`], [`StartRepair`],
 //! [`ScrubCommand`], [`GetResyncStatus`], [`ListResyncErrors`], [`GetBlockError`].
 //! It talks to the storage and refcount actors and, through a `Recipient<Call>`, to the
 //! peers (a test double stands in for them in tests).
@@ -28,6 +28,12 @@
 //! freed worker wakes them. An item leaves the queue only once processed, so a stop or
 //! a crash loses nothing (an in-flight resync is simply run again: it is idempotent,
 //! and the storage actor's writes are atomic).
+//!
+//! Catching up: while the node tells us there is no client load ([`SetClientLoad`]),
+//! workers run at [`MAX_WORKERS`] with no tranquility pause ([`decision::pace`]). A block
+//! that failed because this node's disk is full does not wait out the exponential
+//! backoff: every [`SPACE_PROBE_INTERVAL`] one such block is retried, and as soon as one
+//! succeeds (space was freed, by GC or an operator) all of them are retried at once.
 pub mod decision;
 mod keys;
 mod offload;
@@ -42,7 +48,7 @@ mod work;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +61,7 @@ use crate::peer::{Call, BLOCK_RW_TIMEOUT, NEED_BLOCK_QUERY_TIMEOUT};
 use crate::placement::Placement;
 use crate::rc::now_msec;
 use crate::refcount::{RcChanged, RefcountActor};
-use crate::storage::StorageActor;
+use crate::storage::{StorageActor, StorageError};
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 use queue::{Item, Queue};
 pub use work::ResyncBlockError;
@@ -66,6 +72,9 @@ pub const MAX_WORKERS: usize = 8;
 /// Extra wait after a grace period before resync looks at a dropped block, as the seed:
 /// lets the last ref's `Deletable` deadline pass on every holder.
 pub const AFTER_GC_DELAY: Duration = Duration::from_secs(10);
+/// While blocks wait for disk space, one of them is retried this often: a cheap probe
+/// (one fetch) that notices freed space within seconds instead of after the backoff.
+pub const SPACE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Hashes listed per page by repair and scrub (bounds their memory).
 const PAGE: usize = 256;
 /// Default resync tranquility: after each block, sleep twice the time it took, so
@@ -387,6 +396,14 @@ pub struct ResyncActor {
     scrub_next_run: u64,
     scrub_page: Vec<Hash>,
     scrub_stepping: bool,
+    /// No client load right now (see [`SetClientLoad`]): pace up.
+    client_idle: bool,
+    /// Blocks whose last attempt failed because this node's disk is full.
+    space_waiters: BTreeSet<Hash>,
+    /// The waiter retried as the current space probe, if one runs.
+    space_probe: Option<Hash>,
+    /// The timer of the next space probe.
+    space_timer: Option<SpawnHandle>,
 }
 
 /// A worker's (or the scrub's) rest after a block: when it began, how long the block
@@ -485,6 +502,10 @@ impl ResyncActor {
             scrub_next_run,
             scrub_page: Vec::new(),
             scrub_stepping: false,
+            client_idle: false,
+            space_waiters: BTreeSet::new(),
+            space_probe: None,
+            space_timer: None,
         })
     }
 
@@ -537,7 +558,8 @@ impl ResyncActor {
         if self.store_failure.failed() {
             return;
         }
-        let free = self.workers.saturating_sub(self.active);
+        let (workers, _) = self.pace();
+        let free = workers.saturating_sub(self.active);
         let busy = &self.busy;
         let (items, next_due) = self.queue.due(now_msec(), free, |h| busy.contains(h));
         let started = items.len();
@@ -571,6 +593,23 @@ impl ResyncActor {
                     let took = start.elapsed();
                     act.busy.remove(&hash);
                     act.dirty = true;
+                    if act.space_probe == Some(hash) {
+                        act.space_probe = None;
+                    }
+                    let disk_full = matches!(
+                        &res,
+                        Err(ResyncBlockError::Storage(StorageError::DiskFull { .. }))
+                    );
+                    if disk_full {
+                        act.space_waiters.insert(hash);
+                        act.arm_space_probe(ctx);
+                    } else if act.space_waiters.remove(&hash) && res.is_ok() {
+                        tracing::info!(
+                            waiting = act.space_waiters.len(),
+                            "disk space available again: retrying the blocks that waited for it"
+                        );
+                        act.release_space_waiters();
+                    }
                     match res {
                         Ok(Outcome::Done) => {
                             act.ops_ok += 1;
@@ -604,7 +643,7 @@ impl ResyncActor {
     /// A worker finished a block that took `took`: it keeps its slot for
     /// `tranquility × took`, then frees it. A new tranquility re-times the rest.
     fn rest(&mut self, took: Duration, ctx: &mut Context<Self>) {
-        let pause = took.saturating_mul(self.tranquility);
+        let pause = took.saturating_mul(self.pace().1);
         if pause.is_zero() {
             self.active -= 1;
             self.pump(ctx);
@@ -633,15 +672,66 @@ impl ResyncActor {
     /// The tranquility changed: every resting worker rests `new × took` in all, so a
     /// rest already that long ends now and a long one is shortened.
     fn retime_rests(&mut self, ctx: &mut Context<Self>) {
+        let tranquility = self.pace().1;
         let ids: Vec<u64> = self.resting.keys().copied().collect();
         for id in ids {
             let Some(rest) = self.resting.get_mut(&id) else {
                 continue;
             };
             ctx.cancel_future(rest.timer);
-            let left = rest.left(self.tranquility);
+            let left = rest.left(tranquility);
             rest.timer = ctx.run_later(left, move |act, ctx| act.end_rest(id, ctx));
         }
+    }
+
+    /// Workers and tranquility in effect now ([`decision::pace`]).
+    fn pace(&self) -> (usize, u32) {
+        decision::pace(
+            self.workers,
+            self.tranquility,
+            self.client_idle,
+            MAX_WORKERS,
+        )
+    }
+
+    /// Make sure a space probe is due while blocks wait for disk space.
+    fn arm_space_probe(&mut self, ctx: &mut Context<Self>) {
+        if self.space_timer.is_some() || self.space_waiters.is_empty() {
+            return;
+        }
+        self.space_timer = Some(ctx.run_later(SPACE_PROBE_INTERVAL, |act, ctx| {
+            act.space_timer = None;
+            if act.space_probe.is_none() {
+                // The first waiter not being resynced right now.
+                let probe = act
+                    .space_waiters
+                    .iter()
+                    .find(|h| !act.busy.contains(*h))
+                    .copied();
+                if let Some(h) = probe {
+                    act.space_probe = Some(h);
+                    act.retry_now(h, now_msec());
+                    act.pump(ctx);
+                }
+            }
+            act.arm_space_probe(ctx);
+        }));
+    }
+
+    /// Move every block waiting for space to the front of the queue.
+    fn release_space_waiters(&mut self) {
+        let now = now_msec();
+        for h in std::mem::take(&mut self.space_waiters) {
+            self.retry_now(h, now);
+        }
+    }
+
+    /// Retry `hash` now instead of at its backoff time.
+    fn retry_now(&mut self, hash: Hash, now: u64) {
+        if let Err(e) = self.queue.retry_error_now(&hash, now) {
+            tracing::error!(hash = %hash.short(), "cannot update resync error: {e}");
+        }
+        self.enqueue(hash, now);
     }
 
     fn record_error(&mut self, hash: Hash, error: String) {
@@ -786,11 +876,8 @@ impl Handler<RetryNow> for ResyncActor {
                 .collect(),
         };
         for h in &hashes {
-            if let Err(e) = self.queue.retry_error_now(h, now) {
-                tracing::error!(hash = %h.short(), "cannot update resync error: {e}");
-            }
             // Moves the waiting retry (due at its backoff) to now.
-            self.enqueue(*h, now);
+            self.retry_now(*h, now);
         }
         self.pump(ctx);
         hashes.len()
@@ -817,6 +904,33 @@ impl Handler<SetTranquility> for ResyncActor {
         // At once: a worker resting under the old value must not sleep it out.
         self.retime_rests(ctx);
         Ok(())
+    }
+}
+
+/// Whether clients are using the node (sent periodically by the node). Without client
+/// load, resync runs at full pace ([`decision::pace`]); the configured workers and
+/// tranquility apply again as soon as clients return.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetClientLoad {
+    pub idle: bool,
+}
+
+impl Handler<SetClientLoad> for ResyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetClientLoad, ctx: &mut Context<Self>) {
+        if self.client_idle != msg.idle {
+            tracing::debug!(
+                idle = msg.idle,
+                "client load changed: resync pace {:?}",
+                decision::pace(self.workers, self.tranquility, msg.idle, MAX_WORKERS)
+            );
+            self.client_idle = msg.idle;
+            // The tranquility in effect changed: resting workers rest by the new one.
+            self.retime_rests(ctx);
+            self.pump(ctx);
+        }
     }
 }
 

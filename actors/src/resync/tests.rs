@@ -14,7 +14,7 @@ use crate::peer::RpcError;
 use crate::placement::FixedPlacement;
 use crate::refcount::GetRc;
 use crate::refcount::{AddRef, DropRef, RefcountConfig};
-use crate::storage::{BlockExists, ReadBlock, WriteBlock};
+use crate::storage::{BlockExists, DeleteBlock, ReadBlock, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
 mod settings;
@@ -170,12 +170,22 @@ fn rig(dir: &Path, get_delay: Duration) -> Rig {
 
 /// [`rig`] with another resync config.
 fn rig_with(dir: &Path, get_delay: Duration, config: ResyncConfig) -> Rig {
+    rig_with_capacity(dir, get_delay, config, None)
+}
+
+/// [`rig_with`] with a data dir capacity (bytes) for the storage actor.
+fn rig_with_capacity(
+    dir: &Path,
+    get_delay: Duration,
+    config: ResyncConfig,
+    capacity: Option<u64>,
+) -> Rig {
     let (me, b, c) = (node(1), node(2), node(3));
     let db = Database::builder(dir.join("meta")).open().unwrap();
     let storage = StorageActor::new(StorageConfig {
         data_dir: dir.join("data"),
         data_fsync: false,
-        capacity: None,
+        capacity,
     })
     .unwrap()
     .start();
@@ -1124,4 +1134,76 @@ async fn no_block_is_deleted_while_member_lists_disagree() {
         !exists(&r, h).await
     })
     .await;
+}
+
+#[actix_rt::test]
+async fn a_block_refused_by_a_full_disk_is_fetched_soon_after_space_frees() {
+    let d = tempfile::tempdir().unwrap();
+    let mut config = cfg(node(1));
+    // The exponential backoff would wait a minute: the space probe must not.
+    config.backoff_base = Duration::from_secs(60);
+    // Room for one 1000-byte block only.
+    let r = rig_with_capacity(d.path(), Duration::ZERO, config, Some(1500));
+    r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+    let filler = stored_with_ref(&r, "filler-abc", "f:1").await;
+    let missed = block("missed-xyz");
+    let h = missed.hash();
+    let data = missed.into_data();
+    let b = r.b;
+    r.peers
+        .send(Edit(Box::new(move |p| {
+            p.nodes.get_mut(&b).unwrap().blocks.insert(h, data);
+        })))
+        .await
+        .unwrap();
+    r.refcount
+        .send(AddRef {
+            hash: h,
+            ref_id: "m:1".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let resync = r.resync.clone();
+    wait_until("the fetch to fail on the full disk", || {
+        let resync = resync.clone();
+        async move {
+            resync
+                .send(GetBlockError { hash: h })
+                .await
+                .unwrap()
+                .is_some_and(|e| e.contains("no space left"))
+        }
+    })
+    .await;
+    assert!(!r
+        .storage
+        .send(BlockExists { hash: h })
+        .await
+        .unwrap()
+        .unwrap());
+    // An operator (or GC) frees space.
+    r.storage
+        .send(DeleteBlock { hash: filler })
+        .await
+        .unwrap()
+        .unwrap();
+    let freed = Instant::now();
+    let storage = r.storage.clone();
+    wait_until("the missed block to be fetched", || {
+        let storage = storage.clone();
+        async move {
+            storage
+                .send(BlockExists { hash: h })
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    })
+    .await;
+    assert!(
+        freed.elapsed() < SPACE_PROBE_INTERVAL + Duration::from_secs(2),
+        "fetched {:?} after space was freed",
+        freed.elapsed()
+    );
 }
