@@ -24,9 +24,12 @@ use blocknode_actors::resync::{
     check_tranquility, check_workers, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow,
     ScrubCommand, SetScrubTranquility, SetTranquility, SetWorkers, StartRepair,
 };
-use blocknode_actors::storage::GetStorageStats;
+use blocknode_actors::storage::{BlockLength, GetStorageStats};
 use blocknode_actors::{Hash, RefId};
 
+use crate::block_http::{
+    decide_range, etag, if_none_match_matches, RangeAnswer, IMMUTABLE_CACHE_CONTROL,
+};
 use crate::metrics::Snapshot;
 use crate::service::{Service, ServiceError};
 
@@ -147,7 +150,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/v1/blocks", web::put().to(put_block))
         .route("/v1/blocks/{hash}", web::get().to(get_block))
-        .route("/v1/blocks/{hash}", web::head().to(get_block))
+        .route("/v1/blocks/{hash}", web::head().to(head_block))
         .route("/v1/blocks/{hash}/info", web::get().to(block_info))
         .route("/v1/blocks/{hash}/refs/{ref}", web::put().to(add_ref))
         .route("/v1/blocks/{hash}/refs/{ref}", web::delete().to(drop_ref))
@@ -256,21 +259,114 @@ async fn put_block(
     Ok(HttpResponse::Created().json(json!({"hash": hash.to_hex(), "size": size})))
 }
 
+/// Headers every answer about a block carries: its name, its tag and that it never
+/// changes.
+fn block_headers(resp: &mut actix_web::HttpResponseBuilder, hash: &Hash) {
+    resp.insert_header(("X-Block-Hash", hash.to_hex()))
+        .insert_header((header::ETAG, etag(hash)))
+        .insert_header((header::CACHE_CONTROL, IMMUTABLE_CACHE_CONTROL))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+}
+
+fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The plain length of a block, from what this node knows when it holds a copy (file
+/// size or zstd header: nothing read, nothing hashed), else by a verified read from the
+/// holders (which also asks a holder that lacks it to resync).
+async fn block_len(svc: &Service, hash: Hash) -> Result<u64, ApiError> {
+    if svc.holders(&hash).first() == Some(&svc.self_id) {
+        match svc.storage.send(BlockLength { hash }).await {
+            Ok(Ok(Some(len))) => return Ok(len),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(hash = %hash.short(), "local block length: {e}"),
+            Err(e) => return Err(actor_err("storage", e)),
+        }
+    }
+    Ok(svc.get_block(hash).await?.len() as u64)
+}
+
+/// `GET /v1/blocks/{hash}`: the verified bytes, whole or one byte range; 304 when the
+/// client's `If-None-Match` already names it. A range is cut from the whole verified
+/// block, so no byte is served that was not checked against the hash.
 async fn get_block(
     svc: web::Data<Service>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult {
     let hash = parse_hash(&path)?;
-    let data = svc.get_block(hash).await?;
-    let mut resp = HttpResponse::Ok();
-    resp.content_type("application/octet-stream");
-    resp.insert_header(("X-Block-Hash", hash.to_hex()));
-    if req.method() == actix_web::http::Method::HEAD {
-        resp.no_chunking(data.len() as u64);
+    if header_str(&req, header::IF_NONE_MATCH).is_some_and(|v| if_none_match_matches(v, &hash)) {
+        // The tag names the bytes: the client's copy is right if the block exists.
+        block_len(&svc, hash).await?;
+        let mut resp = HttpResponse::NotModified();
+        block_headers(&mut resp, &hash);
         return Ok(resp.finish());
     }
-    Ok(resp.body(data))
+    let data = svc.get_block(hash).await?;
+    let len = data.len() as u64;
+    // `If-Range` with another validator asks for the whole block instead (RFC 9110 §13.1.5).
+    let range_applies = header_str(&req, header::IF_RANGE).is_none_or(|v| v.trim() == etag(&hash));
+    let answer = match header_str(&req, header::RANGE) {
+        Some(v) if range_applies => decide_range(v, len),
+        _ => RangeAnswer::Full,
+    };
+    let mut resp = match answer {
+        RangeAnswer::Full => HttpResponse::Ok(),
+        RangeAnswer::Partial { .. } => HttpResponse::PartialContent(),
+        RangeAnswer::Unsatisfiable => {
+            let mut resp = HttpResponse::RangeNotSatisfiable();
+            block_headers(&mut resp, &hash);
+            resp.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
+            return Ok(resp.json(json!({
+                "error": format!("range outside block {hash} of {len} bytes"),
+                "code": "range_not_satisfiable",
+            })));
+        }
+    };
+    resp.content_type("application/octet-stream");
+    block_headers(&mut resp, &hash);
+    match answer {
+        RangeAnswer::Partial { first, last } => {
+            resp.insert_header((header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}")));
+            // In bounds: decide_range keeps first <= last < len.
+            Ok(resp.body(data.slice(first as usize..=last as usize)))
+        }
+        _ => Ok(resp.body(data)),
+    }
+}
+
+/// `HEAD /v1/blocks/{hash}`: presence and length from what the node knows, without
+/// reading or hashing the block when this node holds it.
+async fn head_block(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
+    let hash = parse_hash(&path)?;
+    let len = block_len(&svc, hash).await?;
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("application/octet-stream");
+    block_headers(&mut resp, &hash);
+    Ok(resp.body(HeadBody { len }))
+}
+
+/// The body of a `HEAD` answer: declares the block's length (actix writes
+/// `Content-Length` from a body's size, and sends no body bytes for `HEAD`) and has no
+/// bytes to give.
+struct HeadBody {
+    len: u64,
+}
+
+impl actix_web::body::MessageBody for HeadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.len)
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
 }
 
 async fn add_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> ApiResult {

@@ -5,7 +5,8 @@
 //! - [`store_watch`]: crash-only exit when the metadata store dies;
 //! - [`dispatch`]: answers the RPCs peers send, by messages to the actors;
 //! - [`service`]: the client path (put, get, refs, info) used by the API;
-//! - [`api`]: the HTTP API (actix-web); [`metrics`]: Prometheus metrics;
+//! - [`api`]: the HTTP API (actix-web); [`block_http`]: ETag, `If-None-Match` and byte
+//!   ranges of immutable blocks; [`metrics`]: Prometheus metrics;
 //! - [`cli`]: the command line, its HTTP client and what it prints;
 //! - [`tools`]: `blocknode dev-cluster` (a loopback cluster for trying, testing and
 //!   benchmarking) and `blocknode bench` (figures against the machine's limits).
@@ -13,6 +14,7 @@
 //! The binary (`src/main.rs`) is thin over this library.
 
 pub mod api;
+pub mod block_http;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod faults;
+pub mod raw_http;
 
 /// Path of the binary under test (built by cargo for integration tests).
 pub fn bin() -> PathBuf {

@@ -2,7 +2,7 @@
 //!
 //! State: the [`StorageConfig`] (where the tree is, whether to fsync), the
 //! [`StorageStats`] counters, and one *lane* per hash that has work in progress. Messages:
-//! [`WriteBlock`], [`ReadBlock`], [`BlockExists`], [`DeleteBlock`], [`ListBlocks`],
+//! [`WriteBlock`], [`ReadBlock`], [`BlockExists`], [`BlockLength`], [`DeleteBlock`], [`ListBlocks`],
 //! [`GetStorageStats`]. It talks to nobody: the resync actor, the peer handlers and the
 //! HTTP API send it messages and it only answers.
 //!
@@ -145,6 +145,15 @@ pub struct ReadBlock {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<bool, StorageError>")]
 pub struct BlockExists {
+    pub hash: Hash,
+}
+
+/// The plain length of the stored copy, `None` when none is stored: from the file size
+/// or the zstd frame header, without reading or hashing the block (HTTP `HEAD`). Says
+/// nothing about the copy being sound: only a [`ReadBlock`] verifies.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Option<u64>, StorageError>")]
+pub struct BlockLength {
     pub hash: Hash,
 }
 
@@ -442,6 +451,14 @@ impl Handler<BlockExists> for StorageActor {
     fn handle(&mut self, m: BlockExists, ctx: &mut Context<Self>) -> Self::Result {
         let hash = m.hash;
         self.submit(hash, ctx, move |l, _| l.exists(hash))
+    }
+}
+
+impl Handler<BlockLength> for StorageActor {
+    type Result = ResponseFuture<Result<Option<u64>, StorageError>>;
+    fn handle(&mut self, m: BlockLength, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        self.submit(hash, ctx, move |l, d| l.plain_len(hash, d))
     }
 }
 
