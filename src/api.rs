@@ -218,8 +218,16 @@ struct PutQuery {
     ref_id: Option<String>,
 }
 
+/// Limits of the HTTP layer the handlers apply (from the config).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Longest pause inside a request body before the request is cut off.
+    pub body_read_timeout: Duration,
+}
+
 async fn put_block(
     svc: web::Data<Service>,
+    limits: Option<web::Data<HttpLimits>>,
     req: HttpRequest,
     query: web::Query<PutQuery>,
     mut body: web::Payload,
@@ -248,7 +256,22 @@ async fn put_block(
         .reserve_ram(2 * declared.unwrap_or(max as u64).min(max as u64))
         .await?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
-    while let Some(chunk) = body.next().await {
+    let pause = limits.map_or(DEFAULT_BODY_READ_TIMEOUT, |l| l.body_read_timeout);
+    // A body that stops arriving is cut off; returning drops `_ram`, so the budget is
+    // back at once, and the unread rest makes actix close the connection.
+    while let Some(chunk) = tokio::time::timeout(pause, body.next())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "request body stalled for {pause:?} after {} bytes (http_body_read_timeout)",
+                    buf.len()
+                ),
+            )
+        })?
+    {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
         if buf.len() + chunk.len() > max {
             return Err(too_large());
@@ -793,6 +816,9 @@ async fn metrics(svc: web::Data<Service>) -> ApiResult {
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))
 }
+
+/// Longest pause inside a request body when no [`HttpLimits`] are configured.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Timeout of small intra-cluster requests when the config does not say.
 pub const DEFAULT_SMALL_RPC_TIMEOUT: Duration = Duration::from_secs(5);
