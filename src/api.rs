@@ -721,27 +721,24 @@ async fn metrics(svc: web::Data<Service>) -> ApiResult {
         resync.queue_length as i64,
     );
     s.gauge(
-        "resync_errors",
+        "resync_error_blocks",
         "Blocks whose last resync failed",
         resync.errors as i64,
     );
-    s.gauge_family(
+    s.counter_family(
         "resync_ops",
-        "Resync operations by result",
-        vec![
-            (
-                crate::metrics::ResultLabels {
-                    result: "ok".into(),
-                },
-                resync.ops_ok as i64,
-            ),
-            (
-                crate::metrics::ResultLabels {
-                    result: "error".into(),
-                },
-                resync.ops_error as i64,
-            ),
-        ],
+        "Resync operations by result (since start)",
+        [("ok", resync.ops_ok), ("error", resync.ops_error)]
+            .into_iter()
+            .map(|(result, n)| {
+                (
+                    crate::metrics::ResultLabels {
+                        result: result.into(),
+                    },
+                    n,
+                )
+            })
+            .collect(),
     );
     s.counter(
         "scrub_corruptions",
@@ -771,7 +768,7 @@ async fn metrics(svc: web::Data<Service>) -> ApiResult {
         .collect(),
     );
     s.gauge(
-        "anti_entropy_last_full_sync_seconds",
+        "anti_entropy_last_full_sync_timestamp_seconds",
         "Unix time of the end of the last anti-entropy round without errors (0: none yet)",
         (ae.last_full_sync.unwrap_or(0) / 1000) as i64,
     );

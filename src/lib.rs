@@ -3,6 +3,7 @@
 //! - [`config`]: every config key with its default, and the embedded single-node default;
 //! - [`node`]: wiring — config → actors → HTTP API, and clean shutdown;
 //! - [`store_watch`]: crash-only exit when the metadata store dies;
+//! - [`logging`]: log filter (dependencies at `warn`) and `--log-format text|json`;
 //! - [`dispatch`]: answers the RPCs peers send, by messages to the actors;
 //! - [`service`]: the client path (put, get, refs, info) used by the API;
 //! - [`api`]: the HTTP API (actix-web); [`block_http`]: ETag, `If-None-Match` and byte
@@ -18,6 +19,7 @@ pub mod block_http;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod service;
