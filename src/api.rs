@@ -147,6 +147,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(query_config())
         .app_data(path_config())
         .route("/health", web::get().to(health))
+        .route("/v1/openapi.json", web::get().to(openapi_json))
         .route("/metrics", web::get().to(metrics))
         .route("/v1/blocks", web::put().to(put_block))
         .route("/v1/blocks/{hash}", web::get().to(get_block))
@@ -173,12 +174,12 @@ pub async fn not_found(req: HttpRequest) -> ApiResult {
     ))
 }
 
-/// Bearer-token check for everything but `GET /health`.
+/// Bearer-token check for everything but `GET /health` and `GET /v1/openapi.json`.
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
-    if req.path() == "/health" {
+    if req.path() == "/health" || req.path() == "/v1/openapi.json" {
         return next.call(req).await.map(|r| r.map_into_left_body());
     }
     let expected = req
@@ -208,6 +209,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The OpenAPI document of this API (no token: it describes, it reveals nothing).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()), responses((status = 200, description = "the OpenAPI 3.1 document of this API")))]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
+}
+
+#[utoipa::path(get, path = "/health", tag = "node", security(()), responses((status = 200, description = "the node serves")))]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -225,6 +233,7 @@ pub struct HttpLimits {
     pub body_read_timeout: Duration,
 }
 
+#[utoipa::path(put, path = "/v1/blocks", tag = "blocks", params(("ref" = Option<String>, Query, description = "add this ref with the write quorum")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the block's bytes"), responses((status = 201, description = "stored on the write quorum", body = crate::openapi::PutReply), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 408, description = "the body stalled (http_body_read_timeout)", body = crate::openapi::ErrorBody), (status = 413, description = "larger than max_block_size", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody), (status = 507, description = "disk full on a holder", body = crate::openapi::ErrorBody)))]
 async fn put_block(
     svc: web::Data<Service>,
     limits: Option<web::Data<HttpLimits>>,
@@ -313,6 +322,7 @@ async fn block_len(svc: &Service, hash: Hash) -> Result<u64, ApiError> {
 /// `GET /v1/blocks/{hash}`: the verified bytes, whole or one byte range; 304 when the
 /// client's `If-None-Match` already names it. A range is cut from the whole verified
 /// block, so no byte is served that was not checked against the hash.
+#[utoipa::path(get, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("Range" = Option<String>, Header, description = "one byte range"), ("If-None-Match" = Option<String>, Header, description = "the ETag held"), ("If-Range" = Option<String>, Header, description = "serve the range only for this ETag")), responses((status = 200, description = "the verified bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 206, description = "one byte range of the verified bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 304, description = "the If-None-Match tag names this block"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 404, description = "no holder has it", body = crate::openapi::ErrorBody), (status = 416, description = "range outside the block", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn get_block(
     svc: web::Data<Service>,
     req: HttpRequest,
@@ -361,6 +371,7 @@ async fn get_block(
 
 /// `HEAD /v1/blocks/{hash}`: presence and length from what the node knows, without
 /// reading or hashing the block when this node holds it.
+#[utoipa::path(head, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits")), responses((status = 200, description = "present; Content-Length is the plain length"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 404, description = "no holder has it"), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn head_block(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
     let hash = parse_hash(&path)?;
     let len = block_len(&svc, hash).await?;
@@ -392,6 +403,7 @@ impl actix_web::body::MessageBody for HeadBody {
     }
 }
 
+#[utoipa::path(put, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =")), responses((status = 204, description = "the ref is live (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 409, description = "the ref was dropped before", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn add_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> ApiResult {
     let (h, r) = path.into_inner();
     let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
@@ -399,6 +411,7 @@ async fn add_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> 
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(delete, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =")), responses((status = 204, description = "the ref is dropped (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn drop_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> ApiResult {
     let (h, r) = path.into_inner();
     let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
@@ -406,6 +419,7 @@ async fn drop_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) ->
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/v1/blocks/{hash}/info", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits")), responses((status = 200, description = "every holder's view and this node's refs"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn block_info(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
     let hash = parse_hash(&path)?;
     let holders = svc.block_info(hash).await;
@@ -450,6 +464,7 @@ async fn node_state(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, peers, storage, resync and anti-entropy state"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn status(svc: web::Data<Service>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let disagreeing: Vec<String> = peers
@@ -498,6 +513,7 @@ async fn status(svc: web::Data<Service>) -> ApiResult {
 }
 
 /// Start an anti-entropy round now (if none is running).
+#[utoipa::path(post, path = "/v1/anti-entropy/sync", tag = "maintenance", responses((status = 202, description = "a round started (false: one is running)"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn anti_entropy_sync(svc: web::Data<Service>) -> ApiResult {
     let started = svc
         .anti_entropy
@@ -507,6 +523,7 @@ async fn anti_entropy_sync(svc: web::Data<Service>) -> ApiResult {
     Ok(HttpResponse::Accepted().json(json!({ "started": started })))
 }
 
+#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", responses((status = 200, description = "blocks whose last resync failed"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn resync_errors(svc: web::Data<Service>) -> ApiResult {
     let errors = svc
         .resync
@@ -516,14 +533,15 @@ async fn resync_errors(svc: web::Data<Service>) -> ApiResult {
     Ok(HttpResponse::Ok().json(json!({ "errors": errors })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetryBody {
+pub(crate) struct RetryBody {
     hash: Option<String>,
     #[serde(default)]
     all: bool,
 }
 
+#[utoipa::path(post, path = "/v1/resync/retry", tag = "maintenance", request_body = RetryBody, responses((status = 200, description = "how many were rescheduled"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn resync_retry(svc: web::Data<Service>, body: web::Json<RetryBody>) -> ApiResult {
     let target = match (&body.hash, body.all) {
         (Some(h), false) => Some(parse_hash(h)?),
@@ -542,9 +560,9 @@ async fn resync_retry(svc: web::Data<Service>, body: web::Json<RetryBody>) -> Ap
     Ok(HttpResponse::Ok().json(json!({ "rescheduled": n })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RepairBody {
+pub(crate) struct RepairBody {
     #[serde(default)]
     rebuild_rc: bool,
 }
@@ -567,6 +585,7 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     serde_json::from_value(v).map_err(bad)
 }
 
+#[utoipa::path(post, path = "/v1/repair", tag = "maintenance", request_body(content = Option<RepairBody>, description = "optional"), responses((status = 202, description = "repair started"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 409, description = "a repair is running", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn repair(svc: web::Data<Service>, body: web::Bytes) -> ApiResult {
     let RepairBody { rebuild_rc } = optional_json(&body)?;
     svc.resync
@@ -577,6 +596,7 @@ async fn repair(svc: web::Data<Service>, body: web::Bytes) -> ApiResult {
     Ok(HttpResponse::Accepted().json(json!({ "started": true, "rebuild_rc": rebuild_rc })))
 }
 
+#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel")), responses((status = 200, description = "done"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 404, description = "unknown action", body = crate::openapi::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn scrub(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
     let cmd = match path.as_str() {
         "start" => ScrubCommand::Start,
@@ -599,9 +619,9 @@ async fn scrub(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
     Ok(HttpResponse::Ok().json(json!({ "scrub": path.as_str() })))
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Workers {
+pub(crate) struct Workers {
     resync_workers: Option<u64>,
     resync_tranquility: Option<u64>,
     scrub_tranquility: Option<u64>,
@@ -620,6 +640,7 @@ async fn workers_json(svc: &Service) -> ApiResult {
     })))
 }
 
+#[utoipa::path(get, path = "/v1/workers", tag = "maintenance", responses((status = 200, description = "current settings", body = Workers), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn get_workers(svc: web::Data<Service>) -> ApiResult {
     workers_json(&svc).await
 }
@@ -655,6 +676,7 @@ fn check_workers_body(b: &Workers) -> Result<WorkerSettings, ApiError> {
     })
 }
 
+#[utoipa::path(put, path = "/v1/workers", tag = "maintenance", request_body = Workers, responses((status = 200, description = "settings after the change", body = Workers), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn put_workers(svc: web::Data<Service>, body: web::Json<Workers>) -> ApiResult {
     let set = check_workers_body(&body)?;
     let refused = |e: ResyncError| ApiError::bad_request(e.to_string());
@@ -682,6 +704,7 @@ async fn put_workers(svc: web::Data<Service>, body: web::Json<Workers>) -> ApiRe
     workers_json(&svc).await
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn metrics(svc: web::Data<Service>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let mut s = Snapshot::default();

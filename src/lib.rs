@@ -8,6 +8,7 @@
 //! - [`service`]: the client path (put, get, refs, info) used by the API;
 //! - [`api`]: the HTTP API (actix-web); [`block_http`]: ETag, `If-None-Match` and byte
 //!   ranges of immutable blocks; [`metrics`]: Prometheus metrics;
+//! - [`openapi`]: the OpenAPI 3.1 document of the API, generated from the handlers;
 //! - [`cli`]: the command line, its HTTP client and what it prints;
 //! - [`tools`]: `blocknode dev-cluster` (a loopback cluster for trying, testing and
 //!   benchmarking) and `blocknode bench` (figures against the machine's limits).
@@ -22,6 +23,7 @@ pub mod dispatch;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod openapi;
 pub mod service;
 pub mod store_watch;
 pub mod tools;

@@ -190,3 +190,30 @@ fn head_of_a_16_mib_block_answers_without_reading_it() {
         .expect("HEAD of a missing block");
     assert_eq!(r.status, 404);
 }
+
+#[test]
+fn the_openapi_document_is_served_without_a_token() {
+    let c = Cluster::start(1, 1, "10m", |s| s.to_string());
+    let mut conn = RawConn::connect(&c.nodes[0].api, "not-the-token");
+    let r = conn
+        .request("GET", "/v1/openapi.json", &[], b"")
+        .expect("GET /v1/openapi.json");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).expect("the document is JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in [
+        ("/v1/blocks/{hash}", "get"),
+        ("/v1/blocks", "put"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    // The other routes still refuse a wrong token.
+    let r = conn
+        .request("GET", "/v1/status", &[], b"")
+        .expect("GET /v1/status");
+    assert_eq!(r.status, 401);
+}
