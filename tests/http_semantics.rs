@@ -179,6 +179,7 @@ fn head_of_a_16_mib_block_answers_without_reading_it() {
         assert_immutable_headers(&r, &hash, "HEAD");
     }
     let per_head = (cpu_time(pid) - cpu0) / N;
+    eprintln!("server CPU per HEAD of a 16 MiB block: {per_head:?} (mean of {N})");
     let read_after = c.get_json(0, "/v1/status")["storage"]["bytes_read"].as_u64();
     assert_eq!(read_before, read_after, "HEAD read block bytes from disk");
     assert!(
