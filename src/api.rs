@@ -24,9 +24,12 @@ use blocknode_actors::resync::{
     check_tranquility, check_workers, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow,
     ScrubCommand, SetScrubTranquility, SetTranquility, SetWorkers, StartRepair,
 };
-use blocknode_actors::storage::GetStorageStats;
+use blocknode_actors::storage::{BlockLength, GetStorageStats};
 use blocknode_actors::{Hash, RefId};
 
+use crate::block_http::{
+    decide_range, etag, if_none_match_matches, RangeAnswer, IMMUTABLE_CACHE_CONTROL,
+};
 use crate::metrics::Snapshot;
 use crate::service::{Service, ServiceError};
 
@@ -81,8 +84,6 @@ impl From<ServiceError> for ApiError {
             ServiceError::RefDropped { .. } => (StatusCode::CONFLICT, "ref_dropped"),
             ServiceError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            // A `ServiceError::Unavailable` (some holders could not be asked) maps to
-            // (SERVICE_UNAVAILABLE, "unavailable") here once the read path has it.
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -145,10 +146,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(query_config())
         .app_data(path_config())
         .route("/health", web::get().to(health))
+        .route("/v1/openapi.json", web::get().to(openapi_json))
         .route("/metrics", web::get().to(metrics))
         .route("/v1/blocks", web::put().to(put_block))
         .route("/v1/blocks/{hash}", web::get().to(get_block))
-        .route("/v1/blocks/{hash}", web::head().to(get_block))
+        .route("/v1/blocks/{hash}", web::head().to(head_block))
         .route("/v1/blocks/{hash}/info", web::get().to(block_info))
         .route("/v1/blocks/{hash}/refs/{ref}", web::put().to(add_ref))
         .route("/v1/blocks/{hash}/refs/{ref}", web::delete().to(drop_ref))
@@ -171,12 +173,12 @@ pub async fn not_found(req: HttpRequest) -> ApiResult {
     ))
 }
 
-/// Bearer-token check for everything but `GET /health`.
+/// Bearer-token check for everything but `GET /health` and `GET /v1/openapi.json`.
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
-    if req.path() == "/health" {
+    if req.path() == "/health" || req.path() == "/v1/openapi.json" {
         return next.call(req).await.map(|r| r.map_into_left_body());
     }
     let expected = req
@@ -206,6 +208,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The OpenAPI document of this API (no token: it describes, it reveals nothing).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()), responses((status = 200, description = "the OpenAPI 3.1 document of this API")))]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
+}
+
+#[utoipa::path(get, path = "/health", tag = "node", security(()), responses((status = 200, description = "the node serves")))]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -216,8 +225,17 @@ struct PutQuery {
     ref_id: Option<String>,
 }
 
+/// Limits of the HTTP layer the handlers apply (from the config).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Longest pause inside a request body before the request is cut off.
+    pub body_read_timeout: Duration,
+}
+
+#[utoipa::path(put, path = "/v1/blocks", tag = "blocks", params(("ref" = Option<String>, Query, description = "add this ref with the write quorum")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the block's bytes"), responses((status = 201, description = "stored on the write quorum", body = crate::openapi::PutReply), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 408, description = "the body stalled (http_body_read_timeout)", body = crate::openapi::ErrorBody), (status = 413, description = "larger than max_block_size", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody), (status = 507, description = "disk full on a holder", body = crate::openapi::ErrorBody)))]
 async fn put_block(
     svc: web::Data<Service>,
+    limits: Option<web::Data<HttpLimits>>,
     req: HttpRequest,
     query: web::Query<PutQuery>,
     mut body: web::Payload,
@@ -246,7 +264,22 @@ async fn put_block(
         .reserve_ram(2 * declared.unwrap_or(max as u64).min(max as u64))
         .await?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
-    while let Some(chunk) = body.next().await {
+    let pause = limits.map_or(DEFAULT_BODY_READ_TIMEOUT, |l| l.body_read_timeout);
+    // A body that stops arriving is cut off; returning drops `_ram`, so the budget is
+    // back at once, and the unread rest makes actix close the connection.
+    while let Some(chunk) = tokio::time::timeout(pause, body.next())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "request body stalled for {pause:?} after {} bytes (http_body_read_timeout)",
+                    buf.len()
+                ),
+            )
+        })?
+    {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
         if buf.len() + chunk.len() > max {
             return Err(too_large());
@@ -257,23 +290,119 @@ async fn put_block(
     Ok(HttpResponse::Created().json(json!({"hash": hash.to_hex(), "size": size})))
 }
 
+/// Headers every answer about a block carries: its name, its tag and that it never
+/// changes.
+fn block_headers(resp: &mut actix_web::HttpResponseBuilder, hash: &Hash) {
+    resp.insert_header(("X-Block-Hash", hash.to_hex()))
+        .insert_header((header::ETAG, etag(hash)))
+        .insert_header((header::CACHE_CONTROL, IMMUTABLE_CACHE_CONTROL))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+}
+
+fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The plain length of a block, from what this node knows when it holds a copy (file
+/// size or zstd header: nothing read, nothing hashed), else by a verified read from the
+/// holders (which also asks a holder that lacks it to resync).
+async fn block_len(svc: &Service, hash: Hash) -> Result<u64, ApiError> {
+    if svc.holders(&hash).first() == Some(&svc.self_id) {
+        match svc.storage.send(BlockLength { hash }).await {
+            Ok(Ok(Some(len))) => return Ok(len),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(hash = %hash.short(), "local block length: {e}"),
+            Err(e) => return Err(actor_err("storage", e)),
+        }
+    }
+    Ok(svc.get_block(hash).await?.len() as u64)
+}
+
+/// `GET /v1/blocks/{hash}`: the verified bytes, whole or one byte range; 304 when the
+/// client's `If-None-Match` already names it. A range is cut from the whole verified
+/// block, so no byte is served that was not checked against the hash.
+#[utoipa::path(get, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("Range" = Option<String>, Header, description = "one byte range"), ("If-None-Match" = Option<String>, Header, description = "the ETag held"), ("If-Range" = Option<String>, Header, description = "serve the range only for this ETag")), responses((status = 200, description = "the verified bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 206, description = "one byte range of the verified bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 304, description = "the If-None-Match tag names this block"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 404, description = "no holder has it", body = crate::openapi::ErrorBody), (status = 416, description = "range outside the block", body = crate::openapi::ErrorBody), (status = 503, description = "unavailable: no copy served and some holders could not be asked", body = crate::openapi::ErrorBody)))]
 async fn get_block(
     svc: web::Data<Service>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult {
     let hash = parse_hash(&path)?;
-    let data = svc.get_block(hash).await?;
-    let mut resp = HttpResponse::Ok();
-    resp.content_type("application/octet-stream");
-    resp.insert_header(("X-Block-Hash", hash.to_hex()));
-    if req.method() == actix_web::http::Method::HEAD {
-        resp.no_chunking(data.len() as u64);
+    if header_str(&req, header::IF_NONE_MATCH).is_some_and(|v| if_none_match_matches(v, &hash)) {
+        // The tag names the bytes: the client's copy is right if the block exists.
+        block_len(&svc, hash).await?;
+        let mut resp = HttpResponse::NotModified();
+        block_headers(&mut resp, &hash);
         return Ok(resp.finish());
     }
-    Ok(resp.body(data))
+    let data = svc.get_block(hash).await?;
+    let len = data.len() as u64;
+    // `If-Range` with another validator asks for the whole block instead (RFC 9110 §13.1.5).
+    let range_applies = header_str(&req, header::IF_RANGE).is_none_or(|v| v.trim() == etag(&hash));
+    let answer = match header_str(&req, header::RANGE) {
+        Some(v) if range_applies => decide_range(v, len),
+        _ => RangeAnswer::Full,
+    };
+    let mut resp = match answer {
+        RangeAnswer::Full => HttpResponse::Ok(),
+        RangeAnswer::Partial { .. } => HttpResponse::PartialContent(),
+        RangeAnswer::Unsatisfiable => {
+            let mut resp = HttpResponse::RangeNotSatisfiable();
+            block_headers(&mut resp, &hash);
+            resp.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
+            return Ok(resp.json(json!({
+                "error": format!("range outside block {hash} of {len} bytes"),
+                "code": "range_not_satisfiable",
+            })));
+        }
+    };
+    resp.content_type("application/octet-stream");
+    block_headers(&mut resp, &hash);
+    match answer {
+        RangeAnswer::Partial { first, last } => {
+            resp.insert_header((header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}")));
+            // In bounds: decide_range keeps first <= last < len.
+            Ok(resp.body(data.slice(first as usize..=last as usize)))
+        }
+        _ => Ok(resp.body(data)),
+    }
 }
 
+/// `HEAD /v1/blocks/{hash}`: presence and length from what the node knows, without
+/// reading or hashing the block when this node holds it.
+#[utoipa::path(head, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits")), responses((status = 200, description = "present; Content-Length is the plain length"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 404, description = "no holder has it"), (status = 503, description = "unavailable: no copy served and some holders could not be asked", body = crate::openapi::ErrorBody)))]
+async fn head_block(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
+    let hash = parse_hash(&path)?;
+    let len = block_len(&svc, hash).await?;
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("application/octet-stream");
+    block_headers(&mut resp, &hash);
+    Ok(resp.body(HeadBody { len }))
+}
+
+/// The body of a `HEAD` answer: declares the block's length (actix writes
+/// `Content-Length` from a body's size, and sends no body bytes for `HEAD`) and has no
+/// bytes to give.
+struct HeadBody {
+    len: u64,
+}
+
+impl actix_web::body::MessageBody for HeadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.len)
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+}
+
+#[utoipa::path(put, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =")), responses((status = 204, description = "the ref is live (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 409, description = "the ref was dropped before", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn add_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> ApiResult {
     let (h, r) = path.into_inner();
     let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
@@ -281,6 +410,7 @@ async fn add_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> 
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(delete, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =")), responses((status = 204, description = "the ref is dropped (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn drop_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) -> ApiResult {
     let (h, r) = path.into_inner();
     let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
@@ -288,6 +418,7 @@ async fn drop_ref(svc: web::Data<Service>, path: web::Path<(String, String)>) ->
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/v1/blocks/{hash}/info", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits")), responses((status = 200, description = "every holder's view and this node's refs"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn block_info(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
     let hash = parse_hash(&path)?;
     let holders = svc.block_info(hash).await;
@@ -332,6 +463,7 @@ async fn node_state(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, peers, storage, resync and anti-entropy state"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn status(svc: web::Data<Service>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let disagreeing: Vec<String> = peers
@@ -380,6 +512,7 @@ async fn status(svc: web::Data<Service>) -> ApiResult {
 }
 
 /// Start an anti-entropy round now (if none is running).
+#[utoipa::path(post, path = "/v1/anti-entropy/sync", tag = "maintenance", responses((status = 202, description = "a round started (false: one is running)"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn anti_entropy_sync(svc: web::Data<Service>) -> ApiResult {
     let started = svc
         .anti_entropy
@@ -389,6 +522,7 @@ async fn anti_entropy_sync(svc: web::Data<Service>) -> ApiResult {
     Ok(HttpResponse::Accepted().json(json!({ "started": started })))
 }
 
+#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", responses((status = 200, description = "blocks whose last resync failed"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn resync_errors(svc: web::Data<Service>) -> ApiResult {
     let errors = svc
         .resync
@@ -398,14 +532,15 @@ async fn resync_errors(svc: web::Data<Service>) -> ApiResult {
     Ok(HttpResponse::Ok().json(json!({ "errors": errors })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetryBody {
+pub(crate) struct RetryBody {
     hash: Option<String>,
     #[serde(default)]
     all: bool,
 }
 
+#[utoipa::path(post, path = "/v1/resync/retry", tag = "maintenance", request_body = RetryBody, responses((status = 200, description = "how many were rescheduled"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn resync_retry(svc: web::Data<Service>, body: web::Json<RetryBody>) -> ApiResult {
     let target = match (&body.hash, body.all) {
         (Some(h), false) => Some(parse_hash(h)?),
@@ -424,9 +559,9 @@ async fn resync_retry(svc: web::Data<Service>, body: web::Json<RetryBody>) -> Ap
     Ok(HttpResponse::Ok().json(json!({ "rescheduled": n })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RepairBody {
+pub(crate) struct RepairBody {
     #[serde(default)]
     rebuild_rc: bool,
 }
@@ -449,6 +584,7 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     serde_json::from_value(v).map_err(bad)
 }
 
+#[utoipa::path(post, path = "/v1/repair", tag = "maintenance", request_body(content = Option<RepairBody>, description = "optional"), responses((status = 202, description = "repair started"), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 409, description = "a repair is running", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn repair(svc: web::Data<Service>, body: web::Bytes) -> ApiResult {
     let RepairBody { rebuild_rc } = optional_json(&body)?;
     svc.resync
@@ -459,6 +595,7 @@ async fn repair(svc: web::Data<Service>, body: web::Bytes) -> ApiResult {
     Ok(HttpResponse::Accepted().json(json!({ "started": true, "rebuild_rc": rebuild_rc })))
 }
 
+#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel")), responses((status = 200, description = "done"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 404, description = "unknown action", body = crate::openapi::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn scrub(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
     let cmd = match path.as_str() {
         "start" => ScrubCommand::Start,
@@ -481,9 +618,9 @@ async fn scrub(svc: web::Data<Service>, path: web::Path<String>) -> ApiResult {
     Ok(HttpResponse::Ok().json(json!({ "scrub": path.as_str() })))
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Workers {
+pub(crate) struct Workers {
     resync_workers: Option<u64>,
     resync_tranquility: Option<u64>,
     scrub_tranquility: Option<u64>,
@@ -502,6 +639,7 @@ async fn workers_json(svc: &Service) -> ApiResult {
     })))
 }
 
+#[utoipa::path(get, path = "/v1/workers", tag = "maintenance", responses((status = 200, description = "current settings", body = Workers), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn get_workers(svc: web::Data<Service>) -> ApiResult {
     workers_json(&svc).await
 }
@@ -537,6 +675,7 @@ fn check_workers_body(b: &Workers) -> Result<WorkerSettings, ApiError> {
     })
 }
 
+#[utoipa::path(put, path = "/v1/workers", tag = "maintenance", request_body = Workers, responses((status = 200, description = "settings after the change", body = Workers), (status = 400, description = "malformed hash, ref, body or query", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn put_workers(svc: web::Data<Service>, body: web::Json<Workers>) -> ApiResult {
     let set = check_workers_body(&body)?;
     let refused = |e: ResyncError| ApiError::bad_request(e.to_string());
@@ -564,6 +703,7 @@ async fn put_workers(svc: web::Data<Service>, body: web::Json<Workers>) -> ApiRe
     workers_json(&svc).await
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn metrics(svc: web::Data<Service>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let mut s = Snapshot::default();
@@ -603,27 +743,24 @@ async fn metrics(svc: web::Data<Service>) -> ApiResult {
         resync.queue_length as i64,
     );
     s.gauge(
-        "resync_errors",
+        "resync_error_blocks",
         "Blocks whose last resync failed",
         resync.errors as i64,
     );
-    s.gauge_family(
+    s.counter_family(
         "resync_ops",
-        "Resync operations by result",
-        vec![
-            (
-                crate::metrics::ResultLabels {
-                    result: "ok".into(),
-                },
-                resync.ops_ok as i64,
-            ),
-            (
-                crate::metrics::ResultLabels {
-                    result: "error".into(),
-                },
-                resync.ops_error as i64,
-            ),
-        ],
+        "Resync operations by result (since start)",
+        [("ok", resync.ops_ok), ("error", resync.ops_error)]
+            .into_iter()
+            .map(|(result, n)| {
+                (
+                    crate::metrics::ResultLabels {
+                        result: result.into(),
+                    },
+                    n,
+                )
+            })
+            .collect(),
     );
     s.counter(
         "scrub_corruptions",
@@ -653,7 +790,7 @@ async fn metrics(svc: web::Data<Service>) -> ApiResult {
         .collect(),
     );
     s.gauge(
-        "anti_entropy_last_full_sync_seconds",
+        "anti_entropy_last_full_sync_timestamp_seconds",
         "Unix time of the end of the last anti-entropy round without errors (0: none yet)",
         (ae.last_full_sync.unwrap_or(0) / 1000) as i64,
     );
@@ -698,6 +835,9 @@ async fn metrics(svc: web::Data<Service>) -> ApiResult {
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))
 }
+
+/// Longest pause inside a request body when no [`HttpLimits`] are configured.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Timeout of small intra-cluster requests when the config does not say.
 pub const DEFAULT_SMALL_RPC_TIMEOUT: Duration = Duration::from_secs(5);

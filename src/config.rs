@@ -102,6 +102,21 @@ fn default_anti_entropy_interval() -> Duration {
 fn default_scrub_interval() -> Duration {
     Duration::from_secs(30 * 86400)
 }
+/// nginx's `keepalive_timeout`: pooled HTTP clients keep idle connections for tens of
+/// seconds and must not find them closed under their next PUT (actix's default is 5 s).
+fn default_http_keep_alive() -> Duration {
+    Duration::from_secs(75)
+}
+/// Time a new connection gets to deliver its first request's head (actix's default of
+/// 5 s answers 408 to a pooled client that opened a connection ahead of need).
+fn default_http_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+/// A body that sends nothing for this long is cut off: a slow client cannot hold a
+/// connection, or its share of the RAM budget, forever.
+fn default_http_body_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_max_block_size() -> u64 {
     16 << 20
 }
@@ -195,6 +210,23 @@ pub struct Config {
     /// Default "256MiB".
     #[serde(default = "default_ram_buffer", deserialize_with = "de_size")]
     pub block_ram_buffer_max: u64,
+    /// Idle time after which the HTTP API closes a keep-alive connection. Default "75s".
+    #[serde(default = "default_http_keep_alive", deserialize_with = "de_duration")]
+    pub http_keep_alive: Duration,
+    /// Time a new HTTP connection has to send its first request's head; past it, 408.
+    /// Default "60s".
+    #[serde(
+        default = "default_http_request_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub http_request_timeout: Duration,
+    /// Longest pause inside a request body; past it the request gets 408, its connection
+    /// is closed and its RAM budget returned. Default "30s".
+    #[serde(
+        default = "default_http_body_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub http_body_read_timeout: Duration,
     /// QUIC (node-to-node) listen address. Default "127.0.0.1:3901".
     #[serde(default = "default_quic")]
     pub quic_listen: SocketAddr,
@@ -302,6 +334,9 @@ impl Config {
             max_block_size: default_max_block_size(),
             data_dir_capacity: None,
             block_ram_buffer_max: default_ram_buffer(),
+            http_keep_alive: default_http_keep_alive(),
+            http_request_timeout: default_http_request_timeout(),
+            http_body_read_timeout: default_http_body_read_timeout(),
             quic_listen: default_quic(),
             http_listen: default_http(),
             ca_cert: base.join("certs/node/ca.crt"),

@@ -4,7 +4,7 @@ use clap::Parser;
 
 use blocknode::cli::{client, CertCommand, Cli, Command};
 use blocknode::tools::{bench, dev_cluster};
-use blocknode::{config, node};
+use blocknode::{config, logging, node};
 
 /// Block buffers (up to 16 MiB by default) must go back to the OS when freed, or the
 /// RAM budget (`block_ram_buffer_max`) bounds requests but not the process: glibc's
@@ -37,13 +37,7 @@ fn main() {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(cli.log_format);
     match cli.command {
         Command::Run { config: None } => node::run(config::Config::embedded_default(), true),
         Command::Run { config: Some(path) } => node::run(config::Config::load(&path)?, false),

@@ -145,6 +145,22 @@ impl Snapshot {
         self.registry.register(name, help, f);
     }
 
+    /// Add a labelled family of counters read from an actor's own counts.
+    pub fn counter_family<
+        L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    >(
+        &mut self,
+        name: &str,
+        help: &str,
+        values: Vec<(L, u64)>,
+    ) {
+        let f = Family::<L, Counter>::default();
+        for (l, v) in values {
+            f.get_or_create(&l).inc_by(v);
+        }
+        self.registry.register(name, help, f);
+    }
+
     /// The registry to encode.
     pub fn registry(&self) -> &Registry {
         &self.registry

@@ -287,14 +287,20 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     };
     watch_client_load(&service);
     let data = web::Data::new(service);
+    let limits = web::Data::new(api::HttpLimits {
+        body_read_timeout: cfg.http_body_read_timeout,
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(limits.clone())
             .wrap(middleware::from_fn(api::require_token))
             .configure(api::configure)
             .default_service(web::to(api::not_found))
     })
     .workers(2)
+    .keep_alive(cfg.http_keep_alive)
+    .client_request_timeout(cfg.http_request_timeout)
     .shutdown_timeout(10)
     .bind(cfg.http_listen)
     .with_context(|| format!("binding the HTTP API on {}", cfg.http_listen))?

@@ -137,6 +137,20 @@ fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     c.compress(data)
 }
 
+/// Longest zstd frame header (magic, descriptor, window, dictionary id, content size):
+/// reading this many bytes of a `.zst` file is enough to learn the plain length.
+pub const ZSTD_MAX_FRAME_HEADER: usize = 18;
+
+/// The plain length a zstd frame declares in its header, if it declares one (frames made
+/// by [`DataBlock::from_buffer`] always do: the compressor knows the input size). Reads
+/// nothing past the header and verifies nothing; `None` for a prefix that is not a frame
+/// header.
+pub fn zstd_declared_len(header: &[u8]) -> Option<u64> {
+    zstd::zstd_safe::get_frame_content_size(header)
+        .ok()
+        .flatten()
+}
+
 fn decompress(hash: &Hash, data: &[u8]) -> Result<Vec<u8>, BlockError> {
     decompress_bounded(hash, data, max_plain_len())
 }
@@ -250,6 +264,16 @@ mod tests {
         assert!(b.inner_buffer().len() < data.len());
         b.verify(&hash).unwrap();
         assert_eq!(b.verify_get(&hash).unwrap(), data);
+    }
+
+    #[test]
+    fn a_compressed_frame_declares_its_plain_length_in_its_header() {
+        let b = DataBlock::from_buffer(text(100_000), Some(1));
+        assert!(b.is_compressed());
+        let head = &b.inner_buffer()[..ZSTD_MAX_FRAME_HEADER];
+        assert_eq!(zstd_declared_len(head), Some(100_000));
+        assert_eq!(zstd_declared_len(b"not a zstd frame header"), None);
+        assert_eq!(zstd_declared_len(&[]), None);
     }
 
     #[test]

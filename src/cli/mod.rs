@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::logging::LogFormat;
 use crate::tools::bench::BenchArgs;
 use crate::tools::dev_cluster::DevClusterArgs;
 
@@ -25,6 +26,10 @@ pub struct Cli {
     /// Admin token for client commands (default: ./blocknode-data/admin.token).
     #[arg(long, global = true, env = "BLOCKNODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Log line format on stderr: `text` or `json` (one object per line). The filter is
+    /// `RUST_LOG`, by default blocknode at `info` and its dependencies at `warn`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -11,6 +11,7 @@
 pub mod faults;
 pub mod fiu;
 pub mod load;
+pub mod raw_http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, warn};
 
 use super::{StorageError, WriteOutcome};
-use crate::block::DataBlock;
+use crate::block::{zstd_declared_len, DataBlock, ZSTD_MAX_FRAME_HEADER};
 use crate::fsutil;
 use crate::hash::Hash;
 
@@ -342,6 +342,40 @@ impl Layout {
             newest = Some(newest.map_or(ms, |n: u64| n.max(ms)));
         }
         Ok(newest)
+    }
+
+    /// The plain length of the stored copy, from the file's size (plain copy) or its
+    /// zstd frame header (compressed copy), without reading or verifying the data; `None`
+    /// when no copy is stored. A compressed copy whose header declares no length is
+    /// decompressed to count it (never the case for frames this node wrote).
+    pub fn plain_len(
+        &self,
+        hash: Hash,
+        delta: &mut StatsDelta,
+    ) -> Result<Option<u64>, StorageError> {
+        use std::io::Read;
+        let (plain, zst) = self.block_paths(&hash);
+        if let Probe::File(_) = probe(&zst)? {
+            let mut head = Vec::with_capacity(ZSTD_MAX_FRAME_HEADER);
+            fs::File::open(&zst)
+                .and_then(|f| f.take(ZSTD_MAX_FRAME_HEADER as u64).read_to_end(&mut head))
+                .map_err(|e| io_err(&zst, e))?;
+            if let Some(n) = zstd_declared_len(&head) {
+                return Ok(Some(n));
+            }
+            // A read verifies (and quarantines a rotten copy), so its length is right.
+            let block = self.read(hash, delta)?;
+            return Ok(Some(
+                block
+                    .into_plain_verified(&hash)
+                    .map(|b| b.len() as u64)
+                    .map_err(|e| StorageError::Task(format!("decompressing block {hash}: {e}")))?,
+            ));
+        }
+        match probe(&plain)? {
+            Probe::File(len) => Ok(Some(len)),
+            _ => Ok(None),
+        }
     }
 
     /// Remove both copies; whether one was there.

@@ -2,8 +2,9 @@
 //!
 //! State: the [`StorageConfig`] (where the tree is, whether to fsync), the
 //! [`StorageStats`] counters, and one *lane* per hash that has work in progress. Messages:
-//! [`WriteBlock`], [`ReadBlock`], [`BlockExists`], [`StatBlock`], [`DeleteIfUnwritten`],
-//! [`ListBlocks`], [`GetStorageStats`]. It talks to nobody: the resync actor, the peer handlers and the
+//! [`WriteBlock`], [`ReadBlock`], [`BlockExists`], [`BlockLength`], [`StatBlock`],
+//! [`DeleteIfUnwritten`], [`ListBlocks`], [`GetStorageStats`]. It talks to nobody: the
+//! resync actor, the peer handlers and the
 //! HTTP API send it messages and it only answers.
 //!
 //! File I/O, hashing and zstd never run on the actor's thread: each operation is a plain
@@ -156,6 +157,15 @@ pub struct ReadBlock {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<bool, StorageError>")]
 pub struct BlockExists {
+    pub hash: Hash,
+}
+
+/// The plain length of the stored copy, `None` when none is stored: from the file size
+/// or the zstd frame header, without reading or hashing the block (HTTP `HEAD`). Says
+/// nothing about the copy being sound: only a [`ReadBlock`] verifies.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Option<u64>, StorageError>")]
+pub struct BlockLength {
     pub hash: Hash,
 }
 
@@ -509,6 +519,14 @@ impl Handler<BlockExists> for StorageActor {
     fn handle(&mut self, m: BlockExists, ctx: &mut Context<Self>) -> Self::Result {
         let hash = m.hash;
         self.submit(hash, ctx, move |l, _, _| l.exists(hash))
+    }
+}
+
+impl Handler<BlockLength> for StorageActor {
+    type Result = ResponseFuture<Result<Option<u64>, StorageError>>;
+    fn handle(&mut self, m: BlockLength, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        self.submit(hash, ctx, move |l, d, _| l.plain_len(hash, d))
     }
 }
 

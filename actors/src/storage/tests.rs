@@ -921,3 +921,33 @@ async fn a_write_that_finds_the_block_present_restarts_its_file_age() {
         "an AlreadyPresent write must touch the file (mtime {stat})"
     );
 }
+
+#[actix_rt::test]
+async fn block_length_answers_plain_size_without_reading_the_data() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (hp, bp) = plain_block(random(10_000));
+    let (hc, bc) = compressed_block(text(200_000));
+    ask(&s, WriteBlock::new(hp, bp)).await.unwrap();
+    ask(&s, WriteBlock::new(hc, bc)).await.unwrap();
+    assert_eq!(
+        ask(&s, BlockLength { hash: hp }).await.unwrap(),
+        Some(10_000)
+    );
+    assert_eq!(
+        ask(&s, BlockLength { hash: hc }).await.unwrap(),
+        Some(200_000),
+        "a compressed copy should report its plain length"
+    );
+    let absent = blake2sum(b"never written");
+    assert_eq!(ask(&s, BlockLength { hash: absent }).await.unwrap(), None);
+    // Only the header is read: a copy rotten past it still answers (HEAD does not
+    // verify), and no byte counts as read from disk.
+    flip_byte(&block_path(d.path(), &hc, true));
+    assert_eq!(
+        ask(&s, BlockLength { hash: hc }).await.unwrap(),
+        Some(200_000)
+    );
+    let stats = ask(&s, GetStorageStats).await;
+    assert_eq!(stats.bytes_read, 0, "BlockLength should read no block data");
+}

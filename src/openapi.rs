@@ -1,0 +1,120 @@
+//! The OpenAPI 3.1 document of the HTTP API, generated from the handlers' `#[utoipa::path]`
+//! attributes in [`crate::api`] and served at `GET /v1/openapi.json`. A test checks that
+//! every route `api::configure` registers is in it.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::api;
+
+/// Every error's body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    error: String,
+    /// A stable machine code: `bad_request`, `unauthorized`, `not_found`, `no_route`,
+    /// `too_large`, `body_timeout`, `range_not_satisfiable`, `ref_dropped`,
+    /// `quorum_failed`, `unavailable`, `disk_full`, `repair_refused`, `scrub_refused`,
+    /// `internal`.
+    code: String,
+}
+
+/// The answer of `PUT /v1/blocks`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PutReply {
+    /// The block's name: 64 lowercase hex digits.
+    hash: String,
+    /// Its plain length in bytes.
+    size: u64,
+}
+
+/// Declares the bearer token every route but the open ones needs.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "blocknode", description = "A replicated, content-addressed block store: HTTP API."),
+    paths(
+        api::health, api::openapi_json, api::metrics, api::put_block, api::get_block,
+        api::head_block, api::block_info, api::add_ref, api::drop_ref, api::status,
+        api::resync_errors, api::resync_retry, api::repair, api::anti_entropy_sync,
+        api::scrub, api::get_workers, api::put_workers,
+    ),
+    components(schemas(ErrorBody, PutReply, api::Workers, api::RetryBody, api::RepairBody)),
+    modifiers(&BearerToken),
+    security(("token" = [])),
+)]
+struct ApiDoc;
+
+/// The document, built from the code.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(method, path)` of every route `api::configure` registers, read from its source:
+    /// a route added there without a `#[utoipa::path]` (and an entry in `paths(...)`)
+    /// fails the test below.
+    fn registered_routes() -> Vec<(String, String)> {
+        let src = include_str!("api.rs");
+        let start = src.find("pub fn configure(").expect("api.rs has configure");
+        let body = &src[start..start + src[start..].find("\n}\n").expect("end of configure")];
+        body.match_indices(".route(\"")
+            .map(|(i, m)| {
+                let rest = &body[i + m.len()..];
+                let path = &rest[..rest.find('"').expect("closing quote")];
+                let method = rest
+                    .split("web::")
+                    .nth(1)
+                    .and_then(|r| r.split("()").next())
+                    .expect("a web::METHOD() after the path");
+                (method.to_string(), path.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let doc = serde_json::to_value(document()).expect("document serialises");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let routes = registered_routes();
+        assert!(routes.len() >= 17, "routes read from configure: {routes:?}");
+        for (method, path) in routes {
+            assert!(
+                doc["paths"][&path][&method].is_object(),
+                "route {} {path} is registered but missing from the OpenAPI document",
+                method.to_uppercase()
+            );
+        }
+    }
+
+    #[test]
+    fn the_open_routes_need_no_token_and_the_others_do() {
+        let doc = serde_json::to_value(document()).expect("document serialises");
+        assert_eq!(doc["security"], serde_json::json!([{"token": []}]));
+        for path in ["/health", "/v1/openapi.json"] {
+            assert_eq!(
+                doc["paths"][path]["get"]["security"],
+                serde_json::json!([{}]),
+                "{path}"
+            );
+        }
+    }
+}
