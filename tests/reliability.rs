@@ -17,16 +17,6 @@ fn set(config: &str, extra: &str) -> String {
     }
 }
 
-/// Read a process's peak resident set (VmHWM) in bytes.
-fn vm_hwm(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 #[test]
 fn killed_mid_load_twenty_times_every_acknowledged_put_survives() {
     let mut c = Cluster::start(1, 1, "10m", |s| set(s, "compression_level = \"none\""));
@@ -215,7 +205,7 @@ fn sixty_four_concurrent_16mib_puts_stay_within_the_ram_budget() {
         statuses.iter().all(|s| *s == 201),
         "every put should succeed, waiting its turn: {statuses:?}"
     );
-    let peak = vm_hwm(pid);
+    let peak = common::load::peak_rss(pid);
     let limit = (64 << 20) + (64 << 20);
     eprintln!("peak RSS {} MiB with a 64 MiB budget", peak >> 20);
     assert!(

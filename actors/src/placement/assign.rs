@@ -207,6 +207,15 @@ impl Work<'_> {
             .max_by_key(|&n| (self.quota[n] - self.load[n], rank(p, &self.nodes[n].id)))
     }
 
+    /// The partitions `n` holds, the ones it ranks lowest in first (shed first).
+    fn held_by_rank(&self, n: usize) -> Vec<usize> {
+        let mut held: Vec<usize> = (0..self.table.len())
+            .filter(|&p| self.table[p].contains(&n))
+            .collect();
+        held.sort_by_key(|&p| rank(p, &self.nodes[n].id));
+        held
+    }
+
     /// Count one more replica on `n`; it leaves the candidates once at its quota.
     fn add_load(&mut self, n: usize) {
         self.load[n] += 1;
@@ -384,11 +393,7 @@ pub fn assign(
         if w.load[n] <= w.quota[n] {
             continue;
         }
-        let mut held: Vec<usize> = (0..partitions)
-            .filter(|&p| w.table[p].contains(&n))
-            .collect();
-        held.sort_by_key(|&p| rank(p, &nodes[n].id));
-        for p in held {
+        for p in w.held_by_rank(n) {
             if w.load[n] <= w.quota[n] {
                 break;
             }
@@ -410,11 +415,8 @@ pub fn assign(
         if w.load[n] <= w.quota[n] {
             continue;
         }
-        let mut held: Vec<usize> = (0..partitions)
-            .filter(|&p| w.table[p].contains(&n))
-            .collect();
-        held.sort_by_key(|&p| rank(p, &nodes[n].id));
-        for p in held.into_iter().take(w.load[n] - w.quota[n]) {
+        let excess = w.load[n] - w.quota[n];
+        for p in w.held_by_rank(n).into_iter().take(excess) {
             w.table[p].retain(|&x| x != n);
         }
         w.load[n] = w.quota[n];
