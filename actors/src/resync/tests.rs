@@ -14,7 +14,7 @@ use crate::peer::RpcError;
 use crate::placement::FixedPlacement;
 use crate::refcount::GetRc;
 use crate::refcount::{AddRef, DropRef, RefcountConfig};
-use crate::storage::{BlockExists, DeleteBlock, ReadBlock, WriteBlock};
+use crate::storage::{BlockExists, DeleteIfUnwritten, ReadBlock, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
 mod settings;
@@ -1184,7 +1184,10 @@ async fn a_block_refused_by_a_full_disk_is_fetched_soon_after_space_frees() {
         .unwrap());
     // An operator (or GC) frees space.
     r.storage
-        .send(DeleteBlock { hash: filler })
+        .send(DeleteIfUnwritten {
+            hash: filler,
+            since: std::time::Instant::now(),
+        })
         .await
         .unwrap()
         .unwrap();
