@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::*;
 use crate::block::{DataBlock, VerifiedBlock};
 use crate::frame::{BlockRpc, ErrorCode};
-use crate::hash::blake2sum;
+use crate::hash::{blake2sum, NodeId};
 use crate::peer::RpcError;
 use crate::placement::FixedPlacement;
 use crate::refcount::GetRc;
