@@ -6,6 +6,7 @@
 
 use actix::prelude::*;
 
+use super::pending::PersistError;
 use super::status::RebuildReport;
 use crate::hash::Hash;
 use crate::rc::{RcEntry, RcParseError};
@@ -25,7 +26,13 @@ pub enum RefcountError {
     )]
     RefDropped { hash: Hash, ref_id: RefId },
     #[error("metadata store error: {0}")]
-    Store(String),
+    Store(#[from] fjall::Error),
+    #[error("metadata store error: {0}")]
+    NotPersisted(#[source] PersistError),
+    #[error("metadata store error: refcount actor stopped {during}")]
+    Stopped { during: &'static str },
+    #[error("metadata store error: rebuild task failed: {0}")]
+    RebuildTask(#[source] tokio::task::JoinError),
 }
 
 /// State of one named reference. Dropped wins over live when replicas merge.

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -49,7 +50,7 @@ pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUn
 mod tests;
 
 use keys::{decode_state, encode_fence, encode_state, ref_key, split_ref_key};
-use pending::{Batch, Durable, Pending};
+use pending::{Batch, Durable, Pending, PersistError};
 
 /// Name of the keyspace holding every ref record (see `keys.rs`).
 pub const REFS_KEYSPACE: &str = "refs";
@@ -280,14 +281,15 @@ impl RefcountActor {
             let res = match res {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => {
-                    let text = e.to_string();
+                    let e = Arc::new(e);
                     // Every commit failure poisons fjall: the node is told once (it exits).
                     if is_fatal_write_error(&e) {
-                        act.store_failure.report("committing a ref batch", e);
+                        act.store_failure
+                            .report_shared("committing a ref batch", Arc::clone(&e));
                     }
-                    Err(text)
+                    Err(PersistError::Commit(e))
                 }
-                Err(join) => Err(format!("persist task failed: {join}")),
+                Err(join) => Err(PersistError::Task(Arc::new(join))),
             };
             act.persist_done(res, ctx);
         }));
@@ -449,16 +451,16 @@ async fn wait_durable(rx: Option<oneshot::Receiver<Durable>>) -> Result<(), Refc
     match rx {
         None => Ok(()),
         Some(rx) => match rx.await {
-            Ok(r) => r.map_err(RefcountError::Store),
-            Err(_) => Err(RefcountError::Store(
-                "refcount actor stopped before the write was persisted".into(),
-            )),
+            Ok(r) => r.map_err(RefcountError::NotPersisted),
+            Err(_) => Err(RefcountError::Stopped {
+                during: "before the write was persisted",
+            }),
         },
     }
 }
 
 fn store_err(e: fjall::Error) -> RefcountError {
-    RefcountError::Store(e.to_string())
+    RefcountError::Store(e)
 }
 
 impl Actor for RefcountActor {
@@ -610,13 +612,13 @@ impl Handler<RebuildRc> for RefcountActor {
                     Ok((report, durable))
                 }
                 Ok(Err(e)) => Err(store_err(e)),
-                Err(join) => Err(RefcountError::Store(format!("rebuild task failed: {join}"))),
+                Err(join) => Err(RefcountError::RebuildTask(join)),
             };
             let _ = tx.send(out);
         }));
         Box::pin(async move {
-            let (report, durable) = rx.await.map_err(|_| {
-                RefcountError::Store("refcount actor stopped during the rebuild".into())
+            let (report, durable) = rx.await.map_err(|_| RefcountError::Stopped {
+                during: "during the rebuild",
             })??;
             wait_durable(durable).await?;
             Ok(report)
