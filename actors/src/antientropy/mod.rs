@@ -329,7 +329,7 @@ impl AntiEntropyActor {
                 } else {
                     tracing::warn!(peers = ?differs.iter().map(|n| n.short()).collect::<Vec<_>>(), "member lists differ: no data is dropped until they agree");
                 }
-                act.links.layout.do_send(SetLayoutAgreement(agreed));
+                act.links.layout.do_send(SetLayoutAgreement { agreed });
                 act.layout_agreed = Some(agreed);
             }
             act.layout_differs = differs;

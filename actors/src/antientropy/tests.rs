@@ -231,7 +231,7 @@ impl Handler<Schedule> for ResyncSpy {
 impl Handler<SetLayoutAgreement> for ResyncSpy {
     type Result = ();
     fn handle(&mut self, m: SetLayoutAgreement, _ctx: &mut Context<Self>) {
-        self.agreement.push(m.0);
+        self.agreement.push(m.agreed);
     }
 }
 

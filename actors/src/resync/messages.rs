@@ -135,7 +135,9 @@ pub struct GetBlockError {
 /// they do not, resync deletes nothing: it cannot know who the holders are.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct SetLayoutAgreement(pub bool);
+pub struct SetLayoutAgreement {
+    pub agreed: bool,
+}
 
 /// Whether clients are using the node (sent periodically by the node). Without client
 /// load, resync runs at full pace ([`super::decision::pace`]); the configured workers and

@@ -558,14 +558,14 @@ impl Handler<SetLayoutAgreement> for ResyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetLayoutAgreement, _ctx: &mut Context<Self>) {
-        if self.deps.may_delete != msg.0 {
+        if self.deps.may_delete != msg.agreed {
             tracing::info!(
-                agreed = msg.0,
+                agreed = msg.agreed,
                 "layout agreement changed; deletions {}",
-                if msg.0 { "allowed" } else { "put off" }
+                if msg.agreed { "allowed" } else { "put off" }
             );
         }
-        self.deps.may_delete = msg.0;
+        self.deps.may_delete = msg.agreed;
     }
 }
 
