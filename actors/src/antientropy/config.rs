@@ -13,7 +13,7 @@ use crate::refcount::RefcountActor;
 use crate::resync::{Schedule, SetLayoutAgreement};
 use crate::storage::ReadBlock;
 
-/// Settings of an [`AntiEntropyActor`].
+/// Settings of an [`AntiEntropyActor`](super::AntiEntropyActor).
 #[derive(Debug, Clone)]
 pub struct AntiEntropyConfig {
     pub self_id: NodeId,

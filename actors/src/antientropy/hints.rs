@@ -1,5 +1,5 @@
 //! Hinted handoff: the `hints` keyspace's on-disk form ([`Hint`], pure encoding) and the
-//! replay of one hash's hints to the node that missed them ([`replay_group`]).
+//! replay of one hash's hints to the node that missed them (`replay_group`).
 //!
 //! key = target node (32 bytes) | block hash (32) | kind (1) | ref id bytes (refs only);
 //! value = empty. One key per (node, operation): a repeated failure of the same write

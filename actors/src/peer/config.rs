@@ -23,7 +23,7 @@ pub struct PeerAddr {
     pub id: NodeId,
     pub addr: SocketAddr,
 }
-/// Settings of a [`PeerActor`].
+/// Settings of a [`PeerActor`](super::PeerActor).
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub listen: SocketAddr,
@@ -32,7 +32,7 @@ pub struct PeerConfig {
     pub layout_digest: Hash,
 }
 
-/// Timers and transport knobs of a [`PeerActor`]; [`Default`] suits a LAN cluster.
+/// Timers and transport knobs of a [`PeerActor`](super::PeerActor); [`Default`] suits a LAN cluster.
 /// Kept apart from [`PeerConfig`] so the node's config stays about the cluster.
 #[derive(Debug, Clone)]
 pub struct PeerTuning {

@@ -12,7 +12,7 @@ pub enum SyncMode {
     PerOp,
 }
 
-/// Settings of a [`RefcountActor`].
+/// Settings of a [`RefcountActor`](super::RefcountActor).
 #[derive(Debug, Clone)]
 pub struct RefcountConfig {
     /// Grace period between the last ref dropped and the block becoming deletable.

@@ -1,6 +1,6 @@
 //! Report types of the refcount actor: [`RebuildReport`].
 
-/// What [`RebuildRc`] did.
+/// What [`RebuildRc`](super::RebuildRc) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RebuildReport {
     /// rc entries examined.

@@ -26,7 +26,7 @@ pub const DEFAULT_SCRUB_TRANQUILITY: u32 = 4;
 /// (1% duty), about 50 min after a block that hit the 30 s timeout. Larger values only
 /// park workers for days (4,000,000,000 was once set by mistake).
 pub const MAX_TRANQUILITY: u32 = 100;
-/// Settings of a [`ResyncActor`].
+/// Settings of a [`ResyncActor`](super::ResyncActor).
 #[derive(Debug, Clone)]
 pub struct ResyncConfig {
     /// This node.
