@@ -10,13 +10,21 @@
 //! - [`fsutil`]: the crash-safe write every file goes through;
 //! - [`placement`]: the [`Placement`] question "which nodes hold this partition", and
 //!   its answer for a member list (zone-aware, capacity-weighted rendezvous hashing);
-//! - [`budget`]: the RAM budget for block bytes in flight (client and peer pools).
+//! - [`budget`]: the RAM budget for block bytes in flight (client and peer pools);
+//! - [`tls`]: the cluster CA, node certificates and the mutual-TLS configs that pin a
+//!   peer's node id.
 //!
 //! The actors, each owning its state and talking only by typed messages:
 //! - [`storage::StorageActor`]: the data directory and every block file;
 //! - [`refcount::RefcountActor`]: the `refs` and `rc` keyspaces of the metadata store;
 //! - [`resync::ResyncActor`]: the resync queue, its errors, repair and scrub;
-//! - [`peer::PeerActor`]: the QUIC endpoint, connections and peer health.
+//! - [`peer::PeerActor`]: the QUIC endpoint, connections and peer health;
+//! - [`antientropy::AntiEntropyActor`]: reconciles each partition's ref records with
+//!   its other holders, replays hinted writes, and watches member-list agreement.
+//!
+//! Each actor directory keeps its messages in `messages.rs`, its settings in `config.rs`
+//! and its status types in `status.rs` (where it has them); the actor and its handlers
+//! are in `mod.rs`.
 //!
 //! [`store_failure`] carries a dead metadata store (fjall poisoned) from the actors that
 //! write it to the node, once.

@@ -71,6 +71,11 @@ impl StoreFailureReporter {
     /// Report `cause`, seen `during` something: the first one goes to the recipient (or
     /// the log); later ones are only counted, so a loop that keeps failing stays quiet.
     pub fn report(&mut self, during: &'static str, cause: fjall::Error) {
+        self.report_shared(during, Arc::new(cause));
+    }
+
+    /// [`Self::report`] for a cause that is also kept elsewhere (e.g. in replies).
+    pub fn report_shared(&mut self, during: &'static str, cause: Arc<fjall::Error>) {
         self.failures += 1;
         if self.failures > 1 {
             tracing::debug!(
@@ -83,7 +88,7 @@ impl StoreFailureReporter {
         let msg = StoreFailed {
             actor: self.actor,
             during,
-            cause: Arc::new(cause),
+            cause,
         };
         match &self.to {
             Some(to) => to.do_send(msg),

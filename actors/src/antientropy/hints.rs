@@ -1,4 +1,5 @@
-//! Hinted handoff's on-disk form: the `hints` keyspace (pure encoding, no I/O).
+//! Hinted handoff: the `hints` keyspace's on-disk form ([`Hint`], pure encoding) and the
+//! replay of one hash's hints to the node that missed them (`replay_group`).
 //!
 //! key = target node (32 bytes) | block hash (32) | kind (1) | ref id bytes (refs only);
 //! value = empty. One key per (node, operation): a repeated failure of the same write
@@ -7,9 +8,15 @@
 //! (kind 3), so the replay gives a node its ref first and then asks it to fetch the block,
 //! which it does at once because the block is now needed there.
 
-use crate::frame::BlockRpc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::frame::{BlockRpc, ErrorCode};
 use crate::hash::{Hash, NodeId, HASH_LEN};
+use crate::peer::{Call, Priority, RpcError};
 use crate::ref_id::RefId;
+use crate::storage::ReadBlock;
 
 /// The operation a hint replays.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +111,78 @@ impl Hint {
         };
         Some((node, hint))
     }
+}
+
+/// The outcome of replaying one hash's hints.
+pub(super) struct GroupReplay {
+    pub(super) replayed: u64,
+    pub(super) removed: Vec<Vec<u8>>,
+    pub(super) stopped: bool,
+}
+
+/// The (node, hash) part of a hint key, which groups one hash's hints.
+pub(super) fn hint_hash_prefix(key: &[u8]) -> &[u8] {
+    &key[..key.len().min(2 * crate::hash::HASH_LEN)]
+}
+
+/// Replay one hash's hints to `node` in key order (refs, then the block), stopping at
+/// the first failure (the rest waits for the next replay).
+pub(super) async fn replay_group(
+    node: NodeId,
+    keys: Vec<Vec<u8>>,
+    peers: &Recipient<Call>,
+    read_block: Option<&Recipient<ReadBlock>>,
+    timeout: Duration,
+) -> GroupReplay {
+    let mut out = GroupReplay {
+        replayed: 0,
+        removed: Vec::new(),
+        stopped: false,
+    };
+    for key in keys {
+        let Some((_, hint)) = Hint::parse(&key) else {
+            out.removed.push(key);
+            continue;
+        };
+        let rpc = match (&hint, read_block) {
+            (Hint::Block { hash }, Some(read)) => {
+                match read.send(ReadBlock { hash: *hash }).await {
+                    Ok(Ok(data)) => BlockRpc::PutBlock { hash: *hash, data },
+                    // Not (or no longer) stored here: the node fetches it from a holder.
+                    _ => hint.rpc(),
+                }
+            }
+            _ => hint.rpc(),
+        };
+        let reply = peers
+            .send(Call {
+                node,
+                rpc,
+                timeout,
+                priority: Priority::Background,
+            })
+            .await;
+        match reply {
+            Ok(Ok(_))
+            | Ok(Err(RpcError::Remote {
+                code: ErrorCode::RefDropped | ErrorCode::BadRequest | ErrorCode::CorruptData,
+                ..
+            })) => {
+                out.replayed += 1;
+                out.removed.push(key);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(node = %node.short(), "hint replay stopped: {e}");
+                out.stopped = true;
+                break;
+            }
+            Err(_) => {
+                out.stopped = true;
+                break;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

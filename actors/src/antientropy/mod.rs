@@ -10,11 +10,11 @@
 //!
 //! - **Anti-entropy**: a round visits the 256 partitions one after another, at background
 //!   priority, sleeping `tranquility × time taken` after each. For a partition this node
-//!   holds, it reconciles with every other holder (`narrow.rs`: digests, then only the
+//!   holds, it reconciles with every other holder (`reconcile.rs`: digests, then only the
 //!   differing records, both ways). Rounds start every `interval` (±10 % jitter); the
 //!   partitions shared with a peer are also synced as soon as that peer is seen coming up.
 //! - **Hinted handoff**: a write that reached its quorum but not every holder leaves one
-//!   persisted hint per missed holder (`hints.rs`). When that holder is seen up, its
+//!   persisted hint per missed holder (`hints.rs`, which also replays them). When that holder is seen up, its
 //!   hints are replayed and removed once answered: up to [`HINT_PARALLEL`] hashes at
 //!   once, each hash's refs first and then its block, which is pushed from this node's
 //!   copy when there is one (background priority).
@@ -26,31 +26,36 @@
 //!   forgotten while a peer's member list differs from ours; resync is told the same
 //!   ([`SetLayoutAgreement`]) and deletes nothing meanwhile.
 
+mod config;
 pub mod hints;
-pub mod narrow;
+mod messages;
+pub mod reconcile;
+mod status;
+
+pub use config::{AntiEntropyConfig, AntiEntropyLinks};
+pub use messages::{GetAntiEntropyStatus, SyncNow};
+/// The old name of [`reconcile`], kept so existing paths keep working.
+pub use reconcile as narrow;
+pub use status::{AntiEntropyStatus, PartitionState};
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
-use serde::Serialize;
 
-use crate::frame::{BlockRpc, ErrorCode};
-use crate::hash::{Hash, NodeId};
-use crate::peer::{Call, CallsFailed, GetPeerStatus, Priority, RpcError};
-use crate::placement::Placement;
+use crate::frame::ErrorCode;
+use crate::hash::NodeId;
+use crate::peer::{CallsFailed, GetPeerStatus, RpcError};
 use crate::rc::now_msec;
-use crate::refcount::{DigestPrefix, ForgetPartition, RefcountActor};
-use crate::resync::{Schedule, SetLayoutAgreement};
-use crate::storage::ReadBlock;
+use crate::refcount::{DigestPrefix, ForgetPartition};
+use crate::resync::SetLayoutAgreement;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
-use hints::Hint;
-use narrow::{sync_range, SyncDeps, SyncError, SyncStats};
+use hints::{hint_hash_prefix, replay_group, GroupReplay, Hint};
+use reconcile::{sync_range, SyncDeps, SyncError, SyncStats};
 
 /// Name of the keyspace holding the hints.
 pub const HINTS_KEYSPACE: &str = "hints";
@@ -63,117 +68,6 @@ const HINT_PAGE: usize = 256;
 const HINT_PARALLEL: usize = 8;
 /// Records forgotten per `ForgetPartition` message.
 const FORGET_STEP: usize = 4096;
-
-/// Settings of an [`AntiEntropyActor`].
-#[derive(Debug, Clone)]
-pub struct AntiEntropyConfig {
-    pub self_id: NodeId,
-    /// This node's layout digest (its member list), compared with the peers'.
-    pub layout_digest: Hash,
-    /// Time between the starts of two full rounds (jittered ±10 %). Default 10 minutes.
-    /// Zero turns anti-entropy off (no rounds, no sync on a peer's comeback; `SyncNow`
-    /// still runs one).
-    pub interval: Duration,
-    /// Delay of the first round after start. Default 30 s.
-    pub first_round_after: Duration,
-    /// Sleep `tranquility × time taken` after each partition. Default 1.
-    pub tranquility: u32,
-    /// Whether missed writes are kept as hints. Default true.
-    pub hinted_handoff: bool,
-    /// Timeout of one anti-entropy or replay request.
-    pub rpc_timeout: Duration,
-    /// How often peers' health is looked at (comebacks, layout digests). Default 1 s.
-    pub peer_poll: Duration,
-}
-
-impl AntiEntropyConfig {
-    pub fn new(self_id: NodeId, layout_digest: Hash) -> Self {
-        AntiEntropyConfig {
-            self_id,
-            layout_digest,
-            interval: Duration::from_secs(600),
-            first_round_after: Duration::from_secs(30),
-            tranquility: 1,
-            hinted_handoff: true,
-            rpc_timeout: Duration::from_secs(30),
-            peer_poll: Duration::from_secs(1),
-        }
-    }
-}
-
-/// The addresses the actor talks to.
-#[derive(Clone)]
-pub struct AntiEntropyLinks {
-    pub refcount: Addr<RefcountActor>,
-    pub peers: Recipient<Call>,
-    pub peer_status: Recipient<GetPeerStatus>,
-    pub schedule: Recipient<Schedule>,
-    pub layout: Recipient<SetLayoutAgreement>,
-    pub placement: Arc<dyn Placement>,
-    /// This node's block reads: a missed block that is stored here is pushed to the
-    /// node that missed it (`PutBlock`) instead of asking it to fetch it through its
-    /// resync queue. `None`: always ask (`ScheduleResync`).
-    pub read_block: Option<Recipient<ReadBlock>>,
-}
-
-/// Where one partition stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum PartitionState {
-    /// Not looked at since start.
-    Unknown,
-    /// Held here; equal to every other holder at `at` (ms since the epoch).
-    InSync { at: u64 },
-    /// Being reconciled now.
-    Syncing,
-    /// Held here; the last attempt failed (a holder unreachable, …).
-    Error { at: u64, error: String },
-    /// Not held here and nothing of it left here.
-    NotHeld,
-    /// Not held here, records left, waiting for the member lists to agree.
-    WaitingForLayout,
-}
-
-/// Start a full round now (if none runs); replies whether one was started.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "bool")]
-pub struct SyncNow;
-
-/// Ask for the [`AntiEntropyStatus`].
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "AntiEntropyStatus")]
-pub struct GetAntiEntropyStatus;
-
-/// Counters and states, for the status API and metrics.
-#[derive(Debug, Clone, Serialize)]
-pub struct AntiEntropyStatus {
-    pub interval_secs: u64,
-    pub hinted_handoff: bool,
-    pub partitions_in_sync: usize,
-    pub partitions_syncing: usize,
-    pub partitions_error: usize,
-    pub partitions_not_held: usize,
-    pub partitions_waiting_for_layout: usize,
-    pub partitions_unknown: usize,
-    /// Partitions waiting for their turn (a round, or a peer that came up).
-    pub partitions_queued: usize,
-    /// End of the last round in which every partition synced (ms since the epoch).
-    pub last_full_sync: Option<u64>,
-    pub round_running: bool,
-    pub rounds_completed: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub records_sent: u64,
-    pub records_received: u64,
-    pub hints_pending: u64,
-    pub hints_replayed: u64,
-    /// Whether every peer whose member list is known has ours.
-    pub layout_agreed: bool,
-    /// Peers whose member list differs from ours.
-    pub layout_differs: Vec<String>,
-    /// Up to 8 partitions in error, with their error.
-    pub errors: Vec<(u8, String)>,
-}
 
 /// One partition's result, reported by the sync task.
 #[derive(Message)]
@@ -193,78 +87,6 @@ struct ReplayDone {
     replayed: u64,
     removed: Vec<Vec<u8>>,
     complete: bool,
-}
-
-/// The outcome of replaying one hash's hints.
-struct GroupReplay {
-    replayed: u64,
-    removed: Vec<Vec<u8>>,
-    stopped: bool,
-}
-
-/// The (node, hash) part of a hint key, which groups one hash's hints.
-fn hint_hash_prefix(key: &[u8]) -> &[u8] {
-    &key[..key.len().min(2 * crate::hash::HASH_LEN)]
-}
-
-/// Replay one hash's hints to `node` in key order (refs, then the block), stopping at
-/// the first failure (the rest waits for the next replay).
-async fn replay_group(
-    node: NodeId,
-    keys: Vec<Vec<u8>>,
-    peers: &Recipient<Call>,
-    read_block: Option<&Recipient<ReadBlock>>,
-    timeout: Duration,
-) -> GroupReplay {
-    let mut out = GroupReplay {
-        replayed: 0,
-        removed: Vec::new(),
-        stopped: false,
-    };
-    for key in keys {
-        let Some((_, hint)) = Hint::parse(&key) else {
-            out.removed.push(key);
-            continue;
-        };
-        let rpc = match (&hint, read_block) {
-            (Hint::Block { hash }, Some(read)) => {
-                match read.send(ReadBlock { hash: *hash }).await {
-                    Ok(Ok(data)) => BlockRpc::PutBlock { hash: *hash, data },
-                    // Not (or no longer) stored here: the node fetches it from a holder.
-                    _ => hint.rpc(),
-                }
-            }
-            _ => hint.rpc(),
-        };
-        let reply = peers
-            .send(Call {
-                node,
-                rpc,
-                timeout,
-                priority: Priority::Background,
-            })
-            .await;
-        match reply {
-            Ok(Ok(_))
-            | Ok(Err(RpcError::Remote {
-                code: ErrorCode::RefDropped | ErrorCode::BadRequest | ErrorCode::CorruptData,
-                ..
-            })) => {
-                out.replayed += 1;
-                out.removed.push(key);
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(node = %node.short(), "hint replay stopped: {e}");
-                out.stopped = true;
-                break;
-            }
-            Err(_) => {
-                out.stopped = true;
-                break;
-            }
-        }
-    }
-    out
 }
 
 /// The actor.
@@ -507,7 +329,7 @@ impl AntiEntropyActor {
                 } else {
                     tracing::warn!(peers = ?differs.iter().map(|n| n.short()).collect::<Vec<_>>(), "member lists differ: no data is dropped until they agree");
                 }
-                act.links.layout.do_send(SetLayoutAgreement(agreed));
+                act.links.layout.do_send(SetLayoutAgreement { agreed });
                 act.layout_agreed = Some(agreed);
             }
             act.layout_differs = differs;

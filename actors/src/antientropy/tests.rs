@@ -3,14 +3,19 @@
 //! way the node's dispatcher does.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::*;
 use crate::frame::{self, BlockRpc, RefRecord};
+use crate::hash::Hash;
+use crate::peer::Call;
 use crate::placement::FixedPlacement;
+use crate::refcount::RefcountActor;
 use crate::refcount::{
     AddRef, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountConfig, RefcountError,
 };
-use crate::resync::ScheduleReason;
+use crate::resync::{Schedule, ScheduleReason};
+use crate::storage::ReadBlock;
 use crate::{RcEntry, RefId};
 
 fn node(i: u8) -> NodeId {
@@ -226,7 +231,7 @@ impl Handler<Schedule> for ResyncSpy {
 impl Handler<SetLayoutAgreement> for ResyncSpy {
     type Result = ();
     fn handle(&mut self, m: SetLayoutAgreement, _ctx: &mut Context<Self>) {
-        self.agreement.push(m.0);
+        self.agreement.push(m.agreed);
     }
 }
 
@@ -401,10 +406,10 @@ async fn round(r: &Rig) -> AntiEntropyStatus {
     st
 }
 
-/// Bytes of sending every record of `n` in pages of [`narrow::LEAF`] (the naive sync).
+/// Bytes of sending every record of `n` in pages of [`reconcile::LEAF`] (the naive sync).
 fn bytes_of_sending_all(records: &[RefRecord]) -> u64 {
     records
-        .chunks(narrow::LEAF)
+        .chunks(reconcile::LEAF)
         .map(|c| {
             frame::encode(&BlockRpc::RefRecords(c.to_vec()))
                 .unwrap()

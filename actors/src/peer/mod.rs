@@ -24,8 +24,11 @@
 
 mod backoff;
 mod call_many;
+mod config;
 mod conn;
 pub mod health;
+mod messages;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -41,242 +44,20 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 pub use backoff::backoff;
+pub use config::{
+    PeerAddr, PeerConfig, PeerTuning, BLOCK_RW_TIMEOUT, DEFAULT_STREAM_RECEIVE_WINDOW,
+    NEED_BLOCK_QUERY_TIMEOUT,
+};
 use health::{HolderHealth, LatencyWindow};
+pub use messages::{
+    Call, CallMany, CallsFailed, GetPeerStatus, HandleRpc, HedgedCall, PlanRead, Priority,
+    QuorumError, ReadPlan, RpcError, SetMembers, Shutdown,
+};
+pub use status::PeerInfo;
 
-use crate::budget::RamBudget;
-use crate::frame::{BlockRpc, ErrorCode, FrameLimits, Hello};
+use crate::frame::{BlockRpc, Hello};
 use crate::hash::{Hash, NodeId};
 use crate::tls::{TlsError, TlsIdentity};
-
-/// Default timeout of a block read or write between nodes.
-pub const BLOCK_RW_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default QUIC stream receive window: 64 KiB, a frame head and the start of its payload.
-/// On loopback (RTT well under 1 ms) it still moves hundreds of MiB/s per stream, and it
-/// bounds what 256 unadmitted streams of one peer can park in quinn to 16 MiB.
-pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 64 << 10;
-/// Default timeout of a `NeedBlockQuery`.
-pub const NEED_BLOCK_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Client traffic goes before background traffic (resync, offload, scrub).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    Client,
-    Background,
-}
-
-/// Why a call to a peer failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RpcError {
-    #[error("peer {node:?} did not answer within {after:?}")]
-    Timeout { node: NodeId, after: Duration },
-    #[error("peer {node:?} is unreachable: {reason}")]
-    Unreachable { node: NodeId, reason: String },
-    #[error("peer {node:?} answered {code:?}: {message}")]
-    Remote {
-        node: NodeId,
-        code: ErrorCode,
-        message: String,
-    },
-    #[error("protocol error with peer {node:?}: {reason}")]
-    Protocol { node: NodeId, reason: String },
-    #[error("{node:?} is not a cluster member")]
-    UnknownNode { node: NodeId },
-    #[error("peer actor is gone")]
-    Gone,
-}
-
-/// One request to one node (this node included: then the local handler answers).
-/// An `Error` reply is returned as [`RpcError::Remote`].
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<BlockRpc, RpcError>")]
-pub struct Call {
-    pub node: NodeId,
-    pub rpc: BlockRpc,
-    pub timeout: Duration,
-    pub priority: Priority,
-}
-
-/// Quorum failure: every error seen, by node.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("quorum of {quorum} not reached: {} ok, errors: {errors:?}", oks)]
-pub struct QuorumError {
-    pub quorum: usize,
-    pub oks: usize,
-    pub errors: Vec<(NodeId, RpcError)>,
-}
-
-/// The same request to several nodes, as the seed's `try_call_many`: succeeds as soon
-/// as `quorum` replies are not errors; fails as soon as that has become impossible.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<(NodeId, BlockRpc)>, QuorumError>")]
-pub struct CallMany {
-    pub nodes: Vec<NodeId>,
-    pub rpc: BlockRpc,
-    pub quorum: usize,
-    pub timeout: Duration,
-    pub priority: Priority,
-    /// Cancel the calls still running once the quorum is reached.
-    pub interrupt_after_quorum: bool,
-    /// Told, once every call has ended, which nodes failed (also those that failed after
-    /// the quorum was reached); not told when none did. Hinted handoff hangs off this.
-    pub report_failures: Option<Recipient<CallsFailed>>,
-}
-
-/// The calls of one [`CallMany`] that failed, sent once all of them ended.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct CallsFailed {
-    pub rpc: BlockRpc,
-    pub failed: Vec<(NodeId, RpcError)>,
-}
-
-/// A request received from a peer (or from this node), for the handler given at start.
-/// The handler's reply is sent back on the same stream.
-#[derive(Message, Debug)]
-#[rtype(result = "BlockRpc")]
-pub struct HandleRpc {
-    pub from: NodeId,
-    pub rpc: BlockRpc,
-}
-
-/// One peer's health.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    pub id: NodeId,
-    pub addr: SocketAddr,
-    pub up: bool,
-    pub last_seen: Option<Instant>,
-    pub rtt: Option<Duration>,
-    /// The peer's layout digest from its hello, when known.
-    pub layout_digest: Option<Hash>,
-}
-
-/// A [`Call`] on the client read path: it ends (the stream is reset) as soon as the
-/// sender of `cancel` is dropped, and its latency feeds the peer's read health (see
-/// [`PlanRead`]). The hedged read drops the losers' senders once it has its answer.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<BlockRpc, RpcError>")]
-pub struct HedgedCall {
-    pub call: Call,
-    pub cancel: oneshot::Receiver<()>,
-}
-
-/// In which order to ask `holders` (placement order) for a block, and how long to wait
-/// for each before asking the next one too.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "ReadPlan")]
-pub struct PlanRead {
-    pub holders: Vec<NodeId>,
-}
-
-/// The answer to [`PlanRead`]: this node first (when a holder), then up peers fastest
-/// first, then peers with a read outstanding for long, then down peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadPlan {
-    /// Each holder with its hedge delay (about its recent p95 read latency).
-    pub order: Vec<(NodeId, Duration)>,
-}
-
-/// Ask for every peer's [`PeerInfo`].
-#[derive(Message, Debug)]
-#[rtype(result = "Vec<PeerInfo>")]
-pub struct GetPeerStatus;
-
-/// A cluster member as the peer actor needs it.
-#[derive(Debug, Clone)]
-pub struct PeerAddr {
-    pub id: NodeId,
-    pub addr: SocketAddr,
-}
-
-/// Replace the member list at runtime: new members are dialled, removed ones
-/// disconnected and refused from now on. Members whose id and address are unchanged keep
-/// their connection.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct SetMembers {
-    pub members: Vec<PeerAddr>,
-}
-
-/// Close every connection (peers see it at once, not after an idle timeout) and stop
-/// the actor. The UDP port is released shortly after.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-/// Settings of a [`PeerActor`].
-#[derive(Debug, Clone)]
-pub struct PeerConfig {
-    pub listen: SocketAddr,
-    pub members: Vec<PeerAddr>,
-    pub limits: FrameLimits,
-    pub layout_digest: Hash,
-}
-
-/// Timers and transport knobs of a [`PeerActor`]; [`Default`] suits a LAN cluster.
-/// Kept apart from [`PeerConfig`] so the node's config stays about the cluster.
-#[derive(Debug, Clone)]
-pub struct PeerTuning {
-    /// Bound on dialling a member and exchanging hellos.
-    pub connect_timeout: Duration,
-    /// First reconnect delay after a failure; doubles per failure up to `backoff_max`.
-    pub backoff_min: Duration,
-    /// Longest reconnect delay.
-    pub backoff_max: Duration,
-    /// A call to a member whose last dial failed less than this long ago fails at once
-    /// with `Unreachable` instead of dialling again.
-    pub redial_after: Duration,
-    /// Interval of the `Ping` that measures RTT and refreshes `last_seen`.
-    pub ping_interval: Duration,
-    /// A connection silent this long is dead (keep-alives are sent at a third of it).
-    pub idle_timeout: Duration,
-    /// Streams one peer may have open to us at once (QUIC flow control), so a flood from
-    /// one peer cannot starve the others.
-    pub max_incoming_streams: u32,
-    /// How long a peer may take to send a whole request frame.
-    pub request_read_timeout: Duration,
-    /// UDP send and receive buffer size in bytes (0: leave the OS default).
-    pub socket_buffer: usize,
-    /// Initial QUIC MTU; `None` keeps quinn's safe default (1200, then discovery).
-    pub initial_mtu: Option<u16>,
-    /// The node's RAM budget ([`RamBudget`]): incoming payloads and served blocks are
-    /// charged to its peer pool, reply payloads read by our calls to its client pool.
-    /// `None`: unbounded.
-    pub ram_budget: Option<RamBudget>,
-    /// QUIC stream receive window in bytes: what a peer may push on one stream before
-    /// we read it (the unadmitted part of a request is at most this).
-    pub stream_receive_window: u32,
-    /// How long a peer may take to take our reply to its request before the stream is
-    /// reset.
-    pub reply_write_timeout: Duration,
-    /// Incoming connections kept per peer id; a new one beyond it closes the oldest (a
-    /// restarted peer's fresh connection wins over the dead one it replaces).
-    pub max_connections_per_peer: usize,
-    /// Incoming handshakes in progress at once; Initials beyond it are dropped.
-    pub max_handshakes: usize,
-}
-
-impl Default for PeerTuning {
-    fn default() -> Self {
-        PeerTuning {
-            connect_timeout: Duration::from_secs(3),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
-            redial_after: Duration::from_millis(500),
-            ping_interval: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(15),
-            max_incoming_streams: 256,
-            request_read_timeout: BLOCK_RW_TIMEOUT,
-            socket_buffer: 4 << 20,
-            initial_mtu: None,
-            ram_budget: None,
-            stream_receive_window: DEFAULT_STREAM_RECEIVE_WINDOW,
-            reply_write_timeout: BLOCK_RW_TIMEOUT,
-            max_connections_per_peer: 2,
-            max_handshakes: 16,
-        }
-    }
-}
 
 /// Why a [`PeerActor`] could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::time::Duration;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -31,17 +31,26 @@ use crate::rc::{now_msec, RcEntry, RcParseError};
 use crate::ref_id::RefId;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 
+mod config;
 mod keys;
+mod messages;
 mod pending;
 mod rebuild;
+mod status;
 mod sync;
 
+pub use config::{RefcountConfig, SyncMode};
+pub use messages::{
+    AddRef, ClearIfDeletable, DropRef, EndGcFence, FenceForDelete, GetRc, ListRcHashes, ListRefs,
+    RcChanged, RebuildRc, RefState, RefUpdate, RefcountError,
+};
+pub use status::RebuildReport;
 pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUnder};
 #[cfg(test)]
 mod tests;
 
 use keys::{decode_state, encode_fence, encode_state, ref_key, split_ref_key};
-use pending::{Batch, Durable, Pending};
+use pending::{Batch, Durable, Pending, PersistError};
 
 /// Name of the keyspace holding every ref record (see `keys.rs`).
 pub const REFS_KEYSPACE: &str = "refs";
@@ -50,167 +59,8 @@ pub const RC_KEYSPACE: &str = "rc";
 /// Name of the keyspace holding the GC fences (see `keys.rs`).
 pub const FENCE_KEYSPACE: &str = "gc_fence";
 
-/// When a mutation's journal sync happens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SyncMode {
-    /// Mutations arriving while a sync runs share the next one (group commit).
-    #[default]
-    Batched,
-    /// Every mutation gets its own commit and sync (slow; for comparison).
-    PerOp,
-}
-
-/// Settings of a [`RefcountActor`].
-#[derive(Debug, Clone)]
-pub struct RefcountConfig {
-    /// Grace period between the last ref dropped and the block becoming deletable.
-    /// Ten minutes by default, as in the seed: long enough for a concurrent `AddRef`
-    /// racing the drop to win before resync deletes the block.
-    pub gc_delay: Duration,
-    /// Most mutations grouped into one journal sync.
-    pub max_batch_ops: usize,
-    /// Group commit or one sync per mutation.
-    pub sync: SyncMode,
-}
-
-impl Default for RefcountConfig {
-    fn default() -> Self {
-        RefcountConfig {
-            gc_delay: Duration::from_secs(600),
-            max_batch_ops: 1024,
-            sync: SyncMode::Batched,
-        }
-    }
-}
-
-/// Errors of the refcount actor.
-#[derive(Debug, thiserror::Error)]
-pub enum RefcountError {
-    #[error("rc entry of block {hash} is corrupt: {source}")]
-    CorruptEntry {
-        hash: Hash,
-        #[source]
-        source: RcParseError,
-    },
-    #[error(
-        "ref {ref_id} of block {hash} was dropped and cannot be added again; use a new ref id"
-    )]
-    RefDropped { hash: Hash, ref_id: RefId },
-    #[error("metadata store error: {0}")]
-    Store(String),
-}
-
-/// State of one named reference. Dropped wins over live when replicas merge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefState {
-    Live,
-    Dropped,
-}
-
-/// Result of a ref mutation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefUpdate {
-    /// Whether anything changed (false for a repeated add/drop).
-    pub changed: bool,
-    /// The block's rc entry after the change.
-    pub rc: RcEntry,
-}
-
-/// Add the named reference (idempotent). Replies once the change is in the journal.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<RefUpdate, RefcountError>")]
-pub struct AddRef {
-    pub hash: Hash,
-    pub ref_id: RefId,
-}
-
-/// Drop the named reference (idempotent).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<RefUpdate, RefcountError>")]
-pub struct DropRef {
-    pub hash: Hash,
-    pub ref_id: RefId,
-}
-
-/// Read a block's rc entry.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<RcEntry, RefcountError>")]
-pub struct GetRc {
-    pub hash: Hash,
-}
-
-/// List a block's refs with their state.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<(RefId, RefState)>, RefcountError>")]
-pub struct ListRefs {
-    pub hash: Hash,
-}
-
-/// Turn a passed `Deletable` entry into `Absent`; replies whether it did.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<bool, RefcountError>")]
-pub struct ClearIfDeletable {
-    pub hash: Hash,
-}
-
-/// GC, before deleting: durably mark the hash as being deleted, if its rc entry is still
-/// deletable ([`crate::gc::may_fence`]). Replies whether the fence was set (once durable);
-/// `false` means keep the block. Until [`EndGcFence`], an `AddRef` of the hash asks resync
-/// for an immediate fetch ([`RcChanged::fenced`]).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<bool, RefcountError>")]
-pub struct FenceForDelete {
-    pub hash: Hash,
-}
-
-/// GC, after storage answered: lift the fence. When the block was `deleted` and its rc
-/// entry is still deletable, the entry becomes `Absent` (replies `true`); when a ref came
-/// back meanwhile, resync is told to fetch the block at once. Replies whether it cleared
-/// the entry.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<bool, RefcountError>")]
-pub struct EndGcFence {
-    pub hash: Hash,
-    pub deleted: bool,
-}
-
-/// What [`RebuildRc`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RebuildReport {
-    /// rc entries examined.
-    pub entries: u64,
-    /// rc entries rewritten because they were wrong or corrupt.
-    pub fixed: u64,
-}
-
-/// Recompute every rc entry from the `refs` keyspace.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<RebuildReport, RefcountError>")]
-pub struct RebuildRc;
-
-/// Up to `limit` hashes having an rc entry, strictly after `after`, ascending.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<Hash>, RefcountError>")]
-pub struct ListRcHashes {
-    pub after: Option<Hash>,
-    pub limit: usize,
-}
-
-/// Sent to the change recipient when a block's count moves between zero and non-zero.
-#[derive(Message, Debug, Clone, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub struct RcChanged {
-    pub hash: Hash,
-    pub old: RcEntry,
-    pub new: RcEntry,
-    /// A GC delete of the block was under way (fenced) when the count moved: the block
-    /// may be gone a moment later, so a new ref must fetch it now, not after the usual
-    /// wait for the writer.
-    pub fenced: bool,
-}
-
-/// The actor. Start it on its own `Arbiter` if its reads (small fjall lookups done on
-/// its thread) should not share a thread with network code.
+/// The actor. Its reads (small fjall lookups) run on the thread it is started on; its
+/// journal commits run as blocking tasks.
 pub struct RefcountActor {
     config: RefcountConfig,
     db: Database,
@@ -431,14 +281,15 @@ impl RefcountActor {
             let res = match res {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => {
-                    let text = e.to_string();
+                    let e = Arc::new(e);
                     // Every commit failure poisons fjall: the node is told once (it exits).
                     if is_fatal_write_error(&e) {
-                        act.store_failure.report("committing a ref batch", e);
+                        act.store_failure
+                            .report_shared("committing a ref batch", Arc::clone(&e));
                     }
-                    Err(text)
+                    Err(PersistError::Commit(e))
                 }
-                Err(join) => Err(format!("persist task failed: {join}")),
+                Err(join) => Err(PersistError::Task(Arc::new(join))),
             };
             act.persist_done(res, ctx);
         }));
@@ -600,16 +451,16 @@ async fn wait_durable(rx: Option<oneshot::Receiver<Durable>>) -> Result<(), Refc
     match rx {
         None => Ok(()),
         Some(rx) => match rx.await {
-            Ok(r) => r.map_err(RefcountError::Store),
-            Err(_) => Err(RefcountError::Store(
-                "refcount actor stopped before the write was persisted".into(),
-            )),
+            Ok(r) => r.map_err(RefcountError::NotPersisted),
+            Err(_) => Err(RefcountError::Stopped {
+                during: "before the write was persisted",
+            }),
         },
     }
 }
 
 fn store_err(e: fjall::Error) -> RefcountError {
-    RefcountError::Store(e.to_string())
+    RefcountError::Store(e)
 }
 
 impl Actor for RefcountActor {
@@ -761,13 +612,13 @@ impl Handler<RebuildRc> for RefcountActor {
                     Ok((report, durable))
                 }
                 Ok(Err(e)) => Err(store_err(e)),
-                Err(join) => Err(RefcountError::Store(format!("rebuild task failed: {join}"))),
+                Err(join) => Err(RefcountError::RebuildTask(join)),
             };
             let _ = tx.send(out);
         }));
         Box::pin(async move {
-            let (report, durable) = rx.await.map_err(|_| {
-                RefcountError::Store("refcount actor stopped during the rebuild".into())
+            let (report, durable) = rx.await.map_err(|_| RefcountError::Stopped {
+                during: "during the rebuild",
             })??;
             wait_durable(durable).await?;
             Ok(report)

@@ -11,6 +11,7 @@
 //! every sync. Here fjall is written only by the persist task, off the actor's thread.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -18,8 +19,19 @@ use super::{RcChanged, RefState};
 use crate::hash::{Hash, HASH_LEN};
 use crate::rc::RcEntry;
 
-/// What the waiters of a generation learn: `Err` carries the store's error text.
-pub type Durable = Result<(), String>;
+/// What the waiters of a generation learn: `Err` says why the batch is not durable.
+pub type Durable = Result<(), PersistError>;
+
+/// Why a generation's batch did not become durable (shared by all its waiters).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PersistError {
+    /// fjall refused the commit or the journal sync (it is poisoned from then on).
+    #[error(transparent)]
+    Commit(Arc<fjall::Error>),
+    /// The blocking task that committed the batch panicked or was cancelled.
+    #[error("persist task failed: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
+}
 
 /// One group of writes, committed and synced together.
 #[derive(Default)]

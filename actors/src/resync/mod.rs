@@ -17,7 +17,8 @@
 //! `queue.rs` (queue and errors over fjall), `work.rs` (resyncing one block),
 //! `offload.rs` (the GC steps behind the fence of `gc.rs`), `sweep.rs` (re-deriving
 //! "needed here but missing" from rc after a start), `repair.rs`, `scrub.rs`; this file
-//! holds the messages and the worker loop.
+//! `config.rs`, `messages.rs` and `status.rs` hold the settings, messages and status types;
+//! this file holds the actor, its handlers and the worker loop.
 //!
 //! Resyncing a block is the seed's `resync_block` ([`decision::decide`]): a block that is
 //! referenced but missing is fetched from the other nodes that should hold it; a block
@@ -34,14 +35,17 @@
 //! that failed because this node's disk is full does not wait out the exponential
 //! backoff: every [`SPACE_PROBE_INTERVAL`] one such block is retried, and as soon as one
 //! succeeds (space was freed, by GC or an operator) all of them are retried at once.
+mod config;
 pub mod decision;
 mod keys;
+mod messages;
 mod offload;
 #[cfg(test)]
 mod offload_tests;
 mod queue;
 mod repair;
 mod scrub;
+mod status;
 mod sweep;
 mod work;
 
@@ -54,311 +58,40 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
-use serde::Serialize;
 
-use crate::hash::{Hash, NodeId};
-use crate::peer::{Call, BLOCK_RW_TIMEOUT, NEED_BLOCK_QUERY_TIMEOUT};
+use crate::hash::Hash;
+use crate::peer::Call;
 use crate::placement::Placement;
 use crate::rc::now_msec;
 use crate::refcount::{RcChanged, RefcountActor};
 use crate::storage::{StorageActor, StorageError};
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
+pub use config::{
+    check_tranquility, check_workers, ResyncConfig, AFTER_GC_DELAY, DEFAULT_SCRUB_TRANQUILITY,
+    DEFAULT_TRANQUILITY, MAX_TRANQUILITY, MAX_WORKERS, SPACE_PROBE_INTERVAL,
+};
+pub use messages::{
+    GetBlockError, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow, Schedule,
+    ScheduleReason, ScrubCommand, SetClientLoad, SetLayoutAgreement, SetScrubTranquility,
+    SetTranquility, SetWorkers, StartRepair,
+};
 use queue::{Item, Queue};
+pub use status::{RepairStatus, ResyncErrorInfo, ResyncStatus, ScrubState, ScrubStatus};
 pub use work::ResyncBlockError;
 use work::{Deps, Outcome};
 
-/// Most resync workers (each runs one block at a time).
-pub const MAX_WORKERS: usize = 8;
-/// Extra wait after a grace period before resync looks at a dropped block, as the seed:
-/// lets the last ref's `Deletable` deadline pass on every holder.
-pub const AFTER_GC_DELAY: Duration = Duration::from_secs(10);
-/// While blocks wait for disk space, one of them is retried this often: a cheap probe
-/// (one fetch) that notices freed space within seconds instead of after the backoff.
-pub const SPACE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Hashes listed per page by repair and scrub (bounds their memory).
 const PAGE: usize = 256;
-/// Default resync tranquility: after each block, sleep twice the time it took, so
-/// background work takes at most a third of a worker's time (the seed's default).
-pub const DEFAULT_TRANQUILITY: u32 = 2;
-/// Default scrub tranquility: reading every block is long and rarely urgent.
-pub const DEFAULT_SCRUB_TRANQUILITY: u32 = 4;
-/// Largest resync or scrub tranquility: a worker then rests 100× the time its block took
-/// (1% duty), about 50 min after a block that hit the 30 s timeout. Larger values only
-/// park workers for days (4,000,000,000 was once set by mistake).
-pub const MAX_TRANQUILITY: u32 = 100;
 /// How often queue and error changes are synced to the journal when something changed
 /// (the refcount actor's syncs cover them too; this bounds the loss when nothing else
-/// writes). A lost change is safe: a lost schedule is redone by repair, a lost removal
+/// writes). A lost change is safe: a lost fetch schedule is re-derived by the start-up sweep
+/// (`sweep.rs`) or a repair, a lost removal
 /// only re-runs an idempotent resync.
 const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Settings of a [`ResyncActor`].
-#[derive(Debug, Clone)]
-pub struct ResyncConfig {
-    /// This node.
-    pub self_id: NodeId,
-    /// Timeout of a block read/write to a peer; a new ref is looked at after twice this
-    /// (to let the writer deliver the block first).
-    pub block_timeout: Duration,
-    /// Timeout of a `NeedBlockQuery`.
-    pub need_block_timeout: Duration,
-    /// The refcount grace period (a dropped block is looked at after it + 10 s).
-    pub gc_delay: Duration,
-    /// First retry delay after an error (then doubling, capped at 64×). Default 60 s.
-    pub backoff_base: Duration,
-    /// Automatic scrub interval (randomised ±5 days when at least 10 days). Default 30 days.
-    pub scrub_interval: Duration,
-    /// Extra wait after `gc_delay` before a dropped block is looked at ([`AFTER_GC_DELAY`]).
-    pub after_gc_delay: Duration,
-}
-
-impl ResyncConfig {
-    /// Defaults for `self_id`: timeouts 30 s / 5 s, gc_delay 10 min, backoff 60 s,
-    /// scrub every 30 days.
-    pub fn new(self_id: NodeId) -> Self {
-        ResyncConfig {
-            self_id,
-            block_timeout: BLOCK_RW_TIMEOUT,
-            need_block_timeout: NEED_BLOCK_QUERY_TIMEOUT,
-            gc_delay: Duration::from_secs(600),
-            backoff_base: Duration::from_secs(60),
-            scrub_interval: Duration::from_secs(30 * 86400),
-            after_gc_delay: AFTER_GC_DELAY,
-        }
-    }
-
-    /// How long each scheduling source waits (docs/ARCHITECTURE.md, "The GC path" and README):
-    /// - a new ref (rc 0→1): 2 × block timeout, to let the writer deliver the block;
-    /// - a dropped block (rc→0): gc_delay + after_gc_delay, its grace period and a margin;
-    /// - a `PutBlock` for a block with no refs: gc_delay, so the ref that usually follows
-    ///   the block arrives first and the orphan is collected only if none does;
-    /// - a failed read, repair, scrub, an operator: now. (Retries use the backoff.)
-    pub fn delay_for(&self, reason: ScheduleReason) -> Duration {
-        match reason {
-            ScheduleReason::NewRef => self.block_timeout.saturating_mul(2),
-            ScheduleReason::Dropped => self.gc_delay.saturating_add(self.after_gc_delay),
-            ScheduleReason::OrphanPut => self.gc_delay,
-            ScheduleReason::ReadFailed
-            | ScheduleReason::Repair
-            | ScheduleReason::Scrub
-            | ScheduleReason::Manual
-            | ScheduleReason::Retry => Duration::ZERO,
-        }
-    }
-}
-
-/// Errors of the resync actor.
-#[derive(Debug, thiserror::Error)]
-pub enum ResyncError {
-    #[error("metadata store error: {0}")]
-    Store(#[from] fjall::Error),
-    #[error("resync_workers must be between 1 and {MAX_WORKERS}, got {0}")]
-    BadWorkers(usize),
-    #[error("{key} must be between 0 and {MAX_TRANQUILITY}, got {value}")]
-    BadTranquility { key: &'static str, value: u64 },
-    #[error("a repair is already running")]
-    RepairRunning,
-    #[error("scrub cannot {action} while it is {state}")]
-    ScrubState {
-        action: &'static str,
-        state: &'static str,
-    },
-}
-
-/// Check a `resync_workers` value (1..=[`MAX_WORKERS`]); the API checks with it before
-/// narrowing a JSON number, so nothing wraps.
-pub fn check_workers(value: u64) -> Result<usize, ResyncError> {
-    match usize::try_from(value) {
-        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
-        _ => Err(ResyncError::BadWorkers(
-            usize::try_from(value).unwrap_or(usize::MAX),
-        )),
-    }
-}
-
-/// Check a tranquility value named `key` (0..=[`MAX_TRANQUILITY`]).
-pub fn check_tranquility(key: &'static str, value: u64) -> Result<u32, ResyncError> {
-    match u32::try_from(value) {
-        Ok(t) if t <= MAX_TRANQUILITY => Ok(t),
-        _ => Err(ResyncError::BadTranquility { key, value }),
-    }
-}
-
-/// Why a block was scheduled (for logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum ScheduleReason {
-    /// Its rc went from 0 to 1.
-    NewRef,
-    /// Its rc dropped to 0.
-    Dropped,
-    /// A read found it missing or rotten.
-    ReadFailed,
-    /// A `PutBlock` arrived for a block with no refs here.
-    OrphanPut,
-    /// Repair.
-    Repair,
-    /// Scrub found it rotten.
-    Scrub,
-    /// An operator asked.
-    Manual,
-    /// A previous attempt failed.
-    Retry,
-}
-
-/// Look at `hash` after `delay`. A hash waits in the queue once: if it already waits,
-/// the earlier of the two times wins. A hash being resynced right now is looked at
-/// again after that run (the new entry waits for the busy one).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct Schedule {
-    pub hash: Hash,
-    pub delay: Duration,
-    pub reason: ScheduleReason,
-}
-
-impl Schedule {
-    /// Schedule `hash` after the delay `config` gives `reason` ([`ResyncConfig::delay_for`]).
-    pub fn for_reason(hash: Hash, reason: ScheduleReason, config: &ResyncConfig) -> Self {
-        Schedule {
-            hash,
-            delay: config.delay_for(reason),
-            reason,
-        }
-    }
-}
-
-/// Retry one errored block now, or every errored block (`hash: None`); replies how many.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "usize")]
-pub struct RetryNow {
-    pub hash: Option<Hash>,
-}
-
-/// Set the number of resync workers (1..=8); persisted.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), ResyncError>")]
-pub struct SetWorkers(pub usize);
-
-/// Set the resync tranquility; persisted.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), ResyncError>")]
-pub struct SetTranquility(pub u32);
-
-/// Set the scrub tranquility; persisted.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), ResyncError>")]
-pub struct SetScrubTranquility(pub u32);
-
-/// Queue every hash with an rc entry and every block on disk; optionally rebuild `rc`
-/// from `refs` first.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), ResyncError>")]
-pub struct StartRepair {
-    pub rebuild_rc: bool,
-}
-
-/// Scrub control.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "Result<(), ResyncError>")]
-pub enum ScrubCommand {
-    Start,
-    Pause,
-    Resume,
-    Cancel,
-}
-
-/// Ask for the [`ResyncStatus`].
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "ResyncStatus")]
-pub struct GetResyncStatus;
-
-/// List the errors table.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Vec<ResyncErrorInfo>")]
-pub struct ListResyncErrors;
-
-/// The last resync error of one block, if any.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Option<String>")]
-pub struct GetBlockError {
-    pub hash: Hash,
-}
-
-/// One entry of the errors table.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ResyncErrorInfo {
-    pub hash: String,
-    pub count: u64,
-    /// ms since the epoch.
-    pub last_try: u64,
-    /// ms since the epoch.
-    pub next_try: u64,
-    pub error: String,
-}
-
-/// Scrub state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScrubState {
-    Idle,
-    Running,
-    Paused,
-}
-
-impl ScrubState {
-    fn name(self) -> &'static str {
-        match self {
-            ScrubState::Idle => "idle",
-            ScrubState::Running => "running",
-            ScrubState::Paused => "paused",
-        }
-    }
-}
-
-/// Scrub status.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScrubStatus {
-    pub state: ScrubState,
-    pub tranquility: u32,
-    /// Blocks checked in the current (or last) pass.
-    pub checked: u64,
-    /// Last hash checked in the current pass.
-    pub position: Option<String>,
-    /// Corrupted blocks found, all time.
-    pub corruptions: u64,
-    /// When the next automatic scrub starts (ms since the epoch).
-    pub next_run: u64,
-}
-
-/// Repair progress.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RepairStatus {
-    pub running: bool,
-    /// `rebuild_rc`, `rc`, `blocks` or `done`.
-    pub phase: String,
-    /// Items queued by the current (or last) repair.
-    pub queued: u64,
-    /// Resyncs finished since the repair started.
-    pub done: u64,
-}
-
-/// Everything the API and metrics show of resync.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResyncStatus {
-    pub queue_length: u64,
-    pub errors: u64,
-    pub busy: u64,
-    pub workers: usize,
-    pub tranquility: u32,
-    pub ops_ok: u64,
-    pub ops_error: u64,
-    pub scrub: ScrubStatus,
-    pub repair: RepairStatus,
-}
-
-/// The actor. Start it on its own `Arbiter` (as the refcount actor): its fjall calls are
-/// small and never fsync, but a write can wait for the journal lock while another actor
-/// of the same database syncs.
+/// The actor. It runs on the thread it is started on (the node starts it beside the
+/// others); its fjall calls are small and never fsync, but a write can wait for the
+/// journal lock while another actor of the same database syncs.
 pub struct ResyncActor {
     config: ResyncConfig,
     db: Database,
@@ -821,24 +554,18 @@ impl Handler<Schedule> for ResyncActor {
     }
 }
 
-/// Whether the nodes agree on the member list (sent by the anti-entropy actor). While
-/// they do not, resync deletes nothing: it cannot know who the holders are.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct SetLayoutAgreement(pub bool);
-
 impl Handler<SetLayoutAgreement> for ResyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetLayoutAgreement, _ctx: &mut Context<Self>) {
-        if self.deps.may_delete != msg.0 {
+        if self.deps.may_delete != msg.agreed {
             tracing::info!(
-                agreed = msg.0,
+                agreed = msg.agreed,
                 "layout agreement changed; deletions {}",
-                if msg.0 { "allowed" } else { "put off" }
+                if msg.agreed { "allowed" } else { "put off" }
             );
         }
-        self.deps.may_delete = msg.0;
+        self.deps.may_delete = msg.agreed;
     }
 }
 
@@ -905,15 +632,6 @@ impl Handler<SetTranquility> for ResyncActor {
         self.retime_rests(ctx);
         Ok(())
     }
-}
-
-/// Whether clients are using the node (sent periodically by the node). Without client
-/// load, resync runs at full pace ([`decision::pace`]); the configured workers and
-/// tranquility apply again as soon as clients return.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct SetClientLoad {
-    pub idle: bool,
 }
 
 impl Handler<SetClientLoad> for ResyncActor {

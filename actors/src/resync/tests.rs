@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::*;
 use crate::block::{DataBlock, VerifiedBlock};
 use crate::frame::{BlockRpc, ErrorCode};
-use crate::hash::blake2sum;
+use crate::hash::{blake2sum, NodeId};
 use crate::peer::RpcError;
 use crate::placement::FixedPlacement;
 use crate::refcount::GetRc;
@@ -1108,7 +1108,10 @@ async fn resync_fetch_throughput_of_missing_1mib_blocks_with_1_and_4_workers() {
 async fn no_block_is_deleted_while_member_lists_disagree() {
     let d = tempfile::tempdir().unwrap();
     let r = rig(d.path(), Duration::ZERO);
-    r.resync.send(SetLayoutAgreement(false)).await.unwrap();
+    r.resync
+        .send(SetLayoutAgreement { agreed: false })
+        .await
+        .unwrap();
     let h = stored_with_ref(&r, "keep me while layouts differ", "a").await;
     r.refcount
         .send(DropRef {
@@ -1129,7 +1132,10 @@ async fn no_block_is_deleted_while_member_lists_disagree() {
         status.queue_length >= 1,
         "the put-off block must stay queued: {status:?}"
     );
-    r.resync.send(SetLayoutAgreement(true)).await.unwrap();
+    r.resync
+        .send(SetLayoutAgreement { agreed: true })
+        .await
+        .unwrap();
     wait_until("the block to be deleted once the layouts agree", || async {
         !exists(&r, h).await
     })

@@ -1,0 +1,66 @@
+//! What the anti-entropy actor is started with: [`AntiEntropyConfig`] (settings and
+//! their defaults) and [`AntiEntropyLinks`] (the addresses it talks to).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::hash::{Hash, NodeId};
+use crate::peer::{Call, GetPeerStatus};
+use crate::placement::Placement;
+use crate::refcount::RefcountActor;
+use crate::resync::{Schedule, SetLayoutAgreement};
+use crate::storage::ReadBlock;
+
+/// Settings of an [`AntiEntropyActor`](super::AntiEntropyActor).
+#[derive(Debug, Clone)]
+pub struct AntiEntropyConfig {
+    pub self_id: NodeId,
+    /// This node's layout digest (its member list), compared with the peers'.
+    pub layout_digest: Hash,
+    /// Time between the starts of two full rounds (jittered ±10 %). Default 10 minutes.
+    /// Zero turns anti-entropy off (no rounds, no sync on a peer's comeback; `SyncNow`
+    /// still runs one).
+    pub interval: Duration,
+    /// Delay of the first round after start. Default 30 s.
+    pub first_round_after: Duration,
+    /// Sleep `tranquility × time taken` after each partition. Default 1.
+    pub tranquility: u32,
+    /// Whether missed writes are kept as hints. Default true.
+    pub hinted_handoff: bool,
+    /// Timeout of one anti-entropy or replay request.
+    pub rpc_timeout: Duration,
+    /// How often peers' health is looked at (comebacks, layout digests). Default 1 s.
+    pub peer_poll: Duration,
+}
+
+impl AntiEntropyConfig {
+    pub fn new(self_id: NodeId, layout_digest: Hash) -> Self {
+        AntiEntropyConfig {
+            self_id,
+            layout_digest,
+            interval: Duration::from_secs(600),
+            first_round_after: Duration::from_secs(30),
+            tranquility: 1,
+            hinted_handoff: true,
+            rpc_timeout: Duration::from_secs(30),
+            peer_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The addresses the actor talks to.
+#[derive(Clone)]
+pub struct AntiEntropyLinks {
+    pub refcount: Addr<RefcountActor>,
+    pub peers: Recipient<Call>,
+    pub peer_status: Recipient<GetPeerStatus>,
+    pub schedule: Recipient<Schedule>,
+    pub layout: Recipient<SetLayoutAgreement>,
+    pub placement: Arc<dyn Placement>,
+    /// This node's block reads: a missed block that is stored here is pushed to the
+    /// node that missed it (`PutBlock`) instead of asking it to fetch it through its
+    /// resync queue. `None`: always ask (`ScheduleResync`).
+    pub read_block: Option<Recipient<ReadBlock>>,
+}

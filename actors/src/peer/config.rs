@@ -1,0 +1,98 @@
+//! Settings of the peer actor: [`PeerConfig`] (the cluster: listen address, members as
+//! [`PeerAddr`], frame limits, layout digest), [`PeerTuning`] (timers and transport knobs,
+//! with their defaults) and the default timeouts shared with other actors.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::budget::RamBudget;
+use crate::frame::FrameLimits;
+use crate::hash::{Hash, NodeId};
+
+/// Default timeout of a block read or write between nodes.
+pub const BLOCK_RW_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default QUIC stream receive window: 64 KiB, a frame head and the start of its payload.
+/// On loopback (RTT well under 1 ms) it still moves hundreds of MiB/s per stream, and it
+/// bounds what 256 unadmitted streams of one peer can park in quinn to 16 MiB.
+pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 64 << 10;
+/// Default timeout of a `NeedBlockQuery`.
+pub const NEED_BLOCK_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A cluster member as the peer actor needs it.
+#[derive(Debug, Clone)]
+pub struct PeerAddr {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+}
+/// Settings of a [`PeerActor`](super::PeerActor).
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub listen: SocketAddr,
+    pub members: Vec<PeerAddr>,
+    pub limits: FrameLimits,
+    pub layout_digest: Hash,
+}
+
+/// Timers and transport knobs of a [`PeerActor`](super::PeerActor); [`Default`] suits a LAN cluster.
+/// Kept apart from [`PeerConfig`] so the node's config stays about the cluster.
+#[derive(Debug, Clone)]
+pub struct PeerTuning {
+    /// Bound on dialling a member and exchanging hellos.
+    pub connect_timeout: Duration,
+    /// First reconnect delay after a failure; doubles per failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// A call to a member whose last dial failed less than this long ago fails at once
+    /// with `Unreachable` instead of dialling again.
+    pub redial_after: Duration,
+    /// Interval of the `Ping` that measures RTT and refreshes `last_seen`.
+    pub ping_interval: Duration,
+    /// A connection silent this long is dead (keep-alives are sent at a third of it).
+    pub idle_timeout: Duration,
+    /// Streams one peer may have open to us at once (QUIC flow control), so a flood from
+    /// one peer cannot starve the others.
+    pub max_incoming_streams: u32,
+    /// How long a peer may take to send a whole request frame.
+    pub request_read_timeout: Duration,
+    /// UDP send and receive buffer size in bytes (0: leave the OS default).
+    pub socket_buffer: usize,
+    /// Initial QUIC MTU; `None` keeps quinn's safe default (1200, then discovery).
+    pub initial_mtu: Option<u16>,
+    /// The node's RAM budget ([`RamBudget`]): incoming payloads and served blocks are
+    /// charged to its peer pool, reply payloads read by our calls to its client pool.
+    /// `None`: unbounded.
+    pub ram_budget: Option<RamBudget>,
+    /// QUIC stream receive window in bytes: what a peer may push on one stream before
+    /// we read it (the unadmitted part of a request is at most this).
+    pub stream_receive_window: u32,
+    /// How long a peer may take to take our reply to its request before the stream is
+    /// reset.
+    pub reply_write_timeout: Duration,
+    /// Incoming connections kept per peer id; a new one beyond it closes the oldest (a
+    /// restarted peer's fresh connection wins over the dead one it replaces).
+    pub max_connections_per_peer: usize,
+    /// Incoming handshakes in progress at once; Initials beyond it are dropped.
+    pub max_handshakes: usize,
+}
+
+impl Default for PeerTuning {
+    fn default() -> Self {
+        PeerTuning {
+            connect_timeout: Duration::from_secs(3),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            redial_after: Duration::from_millis(500),
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15),
+            max_incoming_streams: 256,
+            request_read_timeout: BLOCK_RW_TIMEOUT,
+            socket_buffer: 4 << 20,
+            initial_mtu: None,
+            ram_budget: None,
+            stream_receive_window: DEFAULT_STREAM_RECEIVE_WINDOW,
+            reply_write_timeout: BLOCK_RW_TIMEOUT,
+            max_connections_per_peer: 2,
+            max_handshakes: 16,
+        }
+    }
+}

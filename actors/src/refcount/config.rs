@@ -1,0 +1,36 @@
+//! Settings of the refcount actor: [`RefcountConfig`] and its defaults, [`SyncMode`].
+
+use std::time::Duration;
+
+/// When a mutation's journal sync happens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Mutations arriving while a sync runs share the next one (group commit).
+    #[default]
+    Batched,
+    /// Every mutation gets its own commit and sync (slow; for comparison).
+    PerOp,
+}
+
+/// Settings of a [`RefcountActor`](super::RefcountActor).
+#[derive(Debug, Clone)]
+pub struct RefcountConfig {
+    /// Grace period between the last ref dropped and the block becoming deletable.
+    /// Ten minutes by default, as in the seed: long enough for a concurrent `AddRef`
+    /// racing the drop to win before resync deletes the block.
+    pub gc_delay: Duration,
+    /// Most mutations grouped into one journal sync.
+    pub max_batch_ops: usize,
+    /// Group commit or one sync per mutation.
+    pub sync: SyncMode,
+}
+
+impl Default for RefcountConfig {
+    fn default() -> Self {
+        RefcountConfig {
+            gc_delay: Duration::from_secs(600),
+            max_batch_ops: 1024,
+            sync: SyncMode::Batched,
+        }
+    }
+}
