@@ -93,6 +93,16 @@ fn node(i: u8) -> NodeId {
     NodeId([i; 32])
 }
 
+/// A temp dir with a fresh metadata store and a storage actor over its `data` subdir.
+fn node_files() -> (tempfile::TempDir, Database, Addr<StorageActor>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Database::builder(dir.path().join("meta"))
+        .open()
+        .expect("fjall opens");
+    let storage = storage(dir.path());
+    (dir, db, storage)
+}
+
 fn storage(dir: &Path) -> Addr<StorageActor> {
     StorageActor::new(StorageConfig {
         data_dir: dir.join("data"),
@@ -201,11 +211,7 @@ async fn referenced_and_stored(
 
 #[actix_rt::test]
 async fn gc_interleaved_with_a_re_upload_and_a_new_ref_never_loses_a_referenced_block() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Database::builder(dir.path().join("meta"))
-        .open()
-        .expect("fjall opens");
-    let storage = storage(dir.path());
+    let (dir, db, storage) = node_files();
     let rc = refcount(&db, Ignore.start().recipient());
     let blocks = random_blocks(ROUNDS);
     ripe_for_gc(&storage, &rc, &blocks).await;
@@ -342,11 +348,7 @@ fn config() -> ResyncConfig {
 
 #[actix_rt::test]
 async fn a_ref_that_lands_between_the_fence_and_the_delete_fetches_the_block_back_at_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Database::builder(dir.path().join("meta"))
-        .open()
-        .expect("fjall opens");
-    let storage = storage(dir.path());
+    let (dir, db, storage) = node_files();
     let ctx = Context::<ResyncActor>::new();
     let rc = refcount(&db, ctx.address().recipient());
     let blocks = random_blocks(50);
@@ -414,11 +416,7 @@ async fn a_ref_that_lands_between_the_fence_and_the_delete_fetches_the_block_bac
 
 #[actix_rt::test]
 async fn a_block_written_then_looked_at_at_once_then_referenced_survives() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Database::builder(dir.path().join("meta"))
-        .open()
-        .expect("fjall opens");
-    let storage = storage(dir.path());
+    let (dir, db, storage) = node_files();
     let ctx = Context::<ResyncActor>::new();
     let rc = refcount(&db, ctx.address().recipient());
     // No holder has a copy: a wrong delete would be final.
@@ -477,11 +475,7 @@ async fn a_block_written_then_looked_at_at_once_then_referenced_survives() {
 
 #[actix_rt::test]
 async fn a_referenced_block_whose_fetch_schedule_was_lost_is_fetched_after_a_start() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Database::builder(dir.path().join("meta"))
-        .open()
-        .expect("fjall opens");
-    let storage = storage(dir.path());
+    let (dir, db, storage) = node_files();
     let block = random_blocks(1).remove(0);
     let hash = block.hash();
     // What a crash between the durable rc 0 -> 1 and the unsynced queue write leaves:
