@@ -2,7 +2,8 @@
 //!
 //! State: the two fjall keyspaces (in a `Database` the node opens and shares with the
 //! resync actor, which owns other keyspaces), plus the writes applied but not yet synced
-//! (`pending.rs`). Only this actor reads or writes `refs` and `rc`; the encoding is in
+//! (`pending.rs`); every read sees the stored keys overlaid with those pending writes
+//! (`overlay.rs`). Only this actor reads or writes `refs` and `rc`; the encoding is in
 //! `keys.rs`. Messages: [`AddRef`], [`DropRef`] (idempotent; replied once durable),
 //! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`], and the
 //! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here).
@@ -34,6 +35,7 @@ use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReport
 mod config;
 mod keys;
 mod messages;
+mod overlay;
 mod pending;
 mod rebuild;
 mod status;
@@ -50,6 +52,7 @@ pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUn
 mod tests;
 
 use keys::{decode_state, encode_fence, encode_state, ref_key, split_ref_key};
+use overlay::{overlay, Merged};
 use pending::{Batch, Durable, Pending, PersistError};
 
 /// Name of the keyspace holding every ref record (see `keys.rs`).
@@ -180,17 +183,14 @@ impl RefcountActor {
 
     /// All ref records of a block (raw keys), stored ones overlaid with pending writes.
     fn refs_of(&self, hash: &Hash) -> Result<BTreeMap<Vec<u8>, RefState>, RefcountError> {
+        let stored = self.refs.prefix(hash.as_bytes()).map(|g| g.into_inner());
         let mut out = BTreeMap::new();
-        for item in self.refs.prefix(hash.as_bytes()) {
-            let (k, v) = item.into_inner().map_err(store_err)?;
-            let state = decode_state(&k, &v);
-            out.insert(k.to_vec(), state);
-        }
-        for (k, s) in self.pending.refs_of(hash) {
-            match s {
-                Some(s) => out.insert(k, s),
-                None => out.remove(&k),
+        for m in overlay(stored, self.pending.refs_of(hash).into_iter()) {
+            let (k, s) = match m.map_err(store_err)? {
+                Merged::Stored(k, v) => (k.to_vec(), decode_state(&k, &v)),
+                Merged::Pending(k, s) => (k, s),
             };
+            out.insert(k, s);
         }
         Ok(out)
     }
@@ -342,54 +342,29 @@ impl RefcountActor {
         after: Option<Hash>,
         limit: usize,
     ) -> Result<Vec<Hash>, RefcountError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
         let lower = match after {
             Some(h) => Bound::Excluded(h),
             None => Bound::Unbounded,
         };
-        let overlay = self.pending.all_rc();
-        let mut ov = overlay.range((lower, Bound::Unbounded)).peekable();
-        let stored_lower = after.map(|h| h.as_bytes().to_vec());
-        let stored = match &stored_lower {
-            Some(b) => self
+        let pending = self.pending.all_rc();
+        // A pending `Absent` removes the entry.
+        let pending = pending
+            .range((lower, Bound::Unbounded))
+            .map(|(h, e)| (h, (*e != RcEntry::Absent).then_some(())));
+        let stored = match after {
+            Some(h) => self
                 .rc
-                .range::<&[u8], _>((Bound::Excluded(&b[..]), Bound::Unbounded)),
+                .range::<&[u8], _>((Bound::Excluded(&h.as_bytes()[..]), Bound::Unbounded)),
             None => self.rc.iter(),
         };
-        for item in stored {
-            let k = item.key().map_err(store_err)?;
-            let Some(hash) = Hash::from_slice(&k) else {
-                warn!(key = %hex::encode(&k), "rc key is not a hash; skipped");
-                continue;
-            };
-            while let Some((h, e)) = ov.next_if(|(h, _)| **h < hash) {
-                if *e != RcEntry::Absent {
-                    out.push(*h);
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
-                }
-            }
-            let keep = match ov.next_if(|(h, _)| **h == hash) {
-                Some((_, e)) => *e != RcEntry::Absent,
-                None => true,
-            };
-            if keep {
-                out.push(hash);
-                if out.len() == limit {
-                    return Ok(out);
-                }
-            }
-        }
-        out.extend(
-            ov.filter(|(_, e)| **e != RcEntry::Absent)
-                .map(|(h, _)| *h)
-                .take(limit - out.len()),
-        );
-        Ok(out)
+        let stored = keyed_by_hash(stored.map(|g| g.key().map(|k| (k, ()))));
+        overlay(stored, pending)
+            .take(limit)
+            .map(|m| match m.map_err(store_err)? {
+                Merged::Stored(h, ()) => Ok(h),
+                Merged::Pending(h, ()) => Ok(*h),
+            })
+            .collect()
     }
 
     /// Stage the fixes found by a rebuild scan; returns the report.
@@ -461,6 +436,23 @@ async fn wait_durable(rx: Option<oneshot::Receiver<Durable>>) -> Result<(), Refc
 
 fn store_err(e: fjall::Error) -> RefcountError {
     RefcountError::Store(e)
+}
+
+/// Stored `rc` pairs keyed by their hash. A key that is not a hash cannot name a block:
+/// it is logged and skipped, never an error (invariant 5).
+fn keyed_by_hash<V>(
+    items: impl Iterator<Item = fjall::Result<(fjall::Slice, V)>>,
+) -> impl Iterator<Item = fjall::Result<(Hash, V)>> {
+    items.filter_map(|item| match item {
+        Err(e) => Some(Err(e)),
+        Ok((k, v)) => match Hash::from_slice(&k) {
+            Some(h) => Some(Ok((h, v))),
+            None => {
+                warn!(key = %hex::encode(&k), "rc key is not a hash; skipped");
+                None
+            }
+        },
+    })
 }
 
 impl Actor for RefcountActor {
