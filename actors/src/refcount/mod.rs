@@ -6,7 +6,8 @@
 //! (`overlay.rs`). Only this actor reads or writes `refs` and `rc`; the encoding is in
 //! `keys.rs`. Messages: [`AddRef`], [`DropRef`] (idempotent; replied once durable),
 //! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`], and the
-//! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here).
+//! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here;
+//! `fence.rs`).
 //! It talks to one optional `Recipient<RcChanged>` (the resync actor), told when a block's
 //! count moves between zero and non-zero, after the change is durable; a change that met
 //! a fence (a GC delete of the block under way) says so, and resync fetches at once.
@@ -33,6 +34,7 @@ use crate::ref_id::RefId;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 
 mod config;
+mod fence;
 mod keys;
 mod messages;
 mod overlay;
@@ -134,51 +136,13 @@ impl RefcountActor {
         Ok(RcEntry::parse_opt(v.as_deref()))
     }
 
-    /// Whether a GC fence holds the hash: pending write, else stored record.
-    fn is_fenced(&self, hash: &Hash) -> Result<bool, RefcountError> {
-        if let Some(f) = self.pending.fence(hash) {
-            return Ok(f.is_some());
-        }
-        self.fences.contains_key(hash.as_bytes()).map_err(store_err)
-    }
-
-    /// The notice of a zero/non-zero move of `hash`. A fence that cannot be read counts
-    /// as set: an early fetch is harmless, a late one is what the fence prevents.
-    pub(crate) fn rc_changed(&self, hash: Hash, old: RcEntry, new: RcEntry) -> RcChanged {
-        let fenced = new.count() > 0 && self.is_fenced(&hash).unwrap_or(true);
-        if fenced {
-            debug!(hash = %hash.short(), "a ref met the GC fence; asking for an immediate fetch");
-        }
-        RcChanged {
-            hash,
-            old,
-            new,
-            fenced,
-        }
-    }
-
-    /// Lift the fences a crash left behind (no GC run survives a restart). A fenced block
-    /// that is referenced again may have been deleted: resync is told to fetch it now.
-    fn lift_stale_fences(&mut self) -> Result<(), RefcountError> {
-        let mut stale = Vec::new();
-        for item in self.fences.iter() {
-            let k = item.key().map_err(store_err)?;
-            match Hash::from_slice(&k) {
-                Some(h) => stale.push(h),
-                None => warn!(key = %hex::encode(&k), "gc_fence key is not a hash; skipped"),
-            }
-        }
-        for hash in stale {
-            let rc = self.current_rc(&hash)?.unwrap_or(RcEntry::Absent);
-            warn!(hash = %hash.short(), ?rc, "lifting a GC fence left by a crash");
-            let change = self.rc_changed(hash, RcEntry::Absent, rc);
-            let g = self.pending.open_generation();
-            g.fences.insert(hash, None);
-            if rc.count() > 0 {
-                g.changes.push(change);
-            }
-        }
-        Ok(())
+    /// A block's current rc entry; corrupt stored bytes are [`RefcountError::CorruptEntry`].
+    fn rc_entry(&self, hash: &Hash) -> Result<RcEntry, RefcountError> {
+        self.current_rc(hash)?
+            .map_err(|source| RefcountError::CorruptEntry {
+                hash: *hash,
+                source,
+            })
     }
 
     /// All ref records of a block (raw keys), stored ones overlaid with pending writes.
@@ -488,11 +452,7 @@ impl Handler<DropRef> for RefcountActor {
 impl Handler<GetRc> for RefcountActor {
     type Result = Result<RcEntry, RefcountError>;
     fn handle(&mut self, m: GetRc, _ctx: &mut Context<Self>) -> Self::Result {
-        self.current_rc(&m.hash)?
-            .map_err(|source| RefcountError::CorruptEntry {
-                hash: m.hash,
-                source,
-            })
+        self.rc_entry(&m.hash)
     }
 }
 
@@ -528,55 +488,6 @@ impl Handler<ClearIfDeletable> for RefcountActor {
             }
             Ok(Ok(_)) => Ok(false),
         };
-        self.reply_when_durable(res, ctx)
-    }
-}
-
-impl Handler<FenceForDelete> for RefcountActor {
-    type Result = ResponseFuture<Result<bool, RefcountError>>;
-    fn handle(&mut self, m: FenceForDelete, ctx: &mut Context<Self>) -> Self::Result {
-        let hash = m.hash;
-        let res = (|| {
-            let rc = self
-                .current_rc(&hash)?
-                .map_err(|source| RefcountError::CorruptEntry { hash, source })?;
-            let now = now_msec();
-            if !crate::gc::may_fence(rc, self.is_fenced(&hash)?, now) {
-                debug!(hash = %hash.short(), ?rc, "GC fence refused: the block is needed again");
-                return Ok(false);
-            }
-            self.pending
-                .open_generation()
-                .fences
-                .insert(hash, Some(now));
-            Ok(true)
-        })();
-        self.reply_when_durable(res, ctx)
-    }
-}
-
-impl Handler<EndGcFence> for RefcountActor {
-    type Result = ResponseFuture<Result<bool, RefcountError>>;
-    fn handle(&mut self, m: EndGcFence, ctx: &mut Context<Self>) -> Self::Result {
-        let hash = m.hash;
-        let res = (|| {
-            let rc = self
-                .current_rc(&hash)?
-                .map_err(|source| RefcountError::CorruptEntry { hash, source })?;
-            let clear = m.deleted && rc.is_deletable(now_msec()) && rc != RcEntry::Absent;
-            // Computed while the fence still stands, so it reads as fenced.
-            let change = self.rc_changed(hash, RcEntry::Absent, rc);
-            let g = self.pending.open_generation();
-            g.fences.insert(hash, None);
-            if clear {
-                g.rc.insert(hash, RcEntry::Absent);
-            }
-            if m.deleted && rc.count() > 0 {
-                warn!(hash = %hash.short(), "a ref arrived while the block was being deleted; fetching it back");
-                g.changes.push(change);
-            }
-            Ok(clear)
-        })();
         self.reply_when_durable(res, ctx)
     }
 }
