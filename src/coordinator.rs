@@ -20,7 +20,7 @@ use blocknode_actors::peer::{
 use blocknode_actors::refcount::{ListRefs, RefState, RefcountActor};
 use blocknode_actors::resync::{ResyncActor, Schedule, ScheduleReason};
 use blocknode_actors::storage::{ReadBlock, StorageActor, StorageError};
-use blocknode_actors::{DataBlock, Hash, NodeId, Placement, RefId, VerifiedBlock};
+use blocknode_actors::{Hash, NodeId, Placement, RefId, VerifiedBlock};
 
 use crate::metrics::Metrics;
 
@@ -198,13 +198,10 @@ impl Coordinator {
         let hash = block.hash();
         let size = block.plain_len();
         let nodes = self.holders(&hash);
-        let data = block.into_data();
-        ram.shrink_to(data.inner_buffer().len() as u64);
-        let data = match data {
-            DataBlock::Plain(b) => DataBlock::Plain(ram.attach(b)),
-            DataBlock::Compressed(b) => DataBlock::Compressed(ram.attach(b)),
-        };
-        let rpc = BlockRpc::PutBlock { hash, data };
+        ram.shrink_to(block.data().inner_buffer().len() as u64);
+        // This node's own holder writes the bytes without hashing them again; the
+        // others get a plain PutBlock and verify (see `BlockRpc::PutVerified`).
+        let rpc = BlockRpc::PutVerified(block.with_charge(ram));
         // Block first, then the ref: a holder never counts a ref to a block the write
         // quorum has not stored. (Sending both at once was measured: no throughput
         // gain on this machine, and every holder then saw most blocks as orphans first.)

@@ -19,7 +19,7 @@ use blocknode_actors::resync::{
     GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
 };
 use blocknode_actors::storage::{BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock};
-use blocknode_actors::{DataBlock, Hash, NodeId, RcEntry, RefId};
+use blocknode_actors::{Hash, NodeId, RcEntry, RefId};
 
 /// Routes incoming RPCs to the actors that own the data.
 pub struct RpcDispatcher {
@@ -95,7 +95,12 @@ impl Handler<HandleRpc> for RpcDispatcher {
         Box::pin(async move {
             match msg.rpc {
                 BlockRpc::GetBlock(hash) => r.get_block(hash).await,
-                BlockRpc::PutBlock { hash, data } => r.put_block(from, hash, data).await,
+                BlockRpc::PutBlock { hash, data } => {
+                    r.put_block(from, WriteBlock::new(hash, data)).await
+                }
+                BlockRpc::PutVerified(block) => {
+                    r.put_block(from, WriteBlock::verified(block)).await
+                }
                 BlockRpc::NeedBlockQuery(hash) => r.need_block(hash).await,
                 BlockRpc::AddRef { hash, ref_id } => r.add_ref(hash, ref_id).await,
                 BlockRpc::DropRef { hash, ref_id } => r.drop_ref(hash, ref_id).await,
@@ -141,17 +146,11 @@ impl Replica {
         }
     }
 
-    /// `PutBlock`: write the block (verified first unless this node hashed it itself); an
-    /// unreferenced block is looked at again after the grace period.
-    async fn put_block(&self, from: NodeId, hash: Hash, data: DataBlock) -> BlockRpc {
-        // A PutBlock this node sends itself carries the bytes its coordinator has just
-        // hashed (a peer cannot pass for this node: ids are pinned to certificates);
-        // anything else is verified before it is written.
-        let write = if from == self.resync_cfg.self_id {
-            WriteBlock::hashed_here(hash, data)
-        } else {
-            WriteBlock::new(hash, data)
-        };
+    /// `PutBlock` / `PutVerified`: write the block (a `PutBlock`'s bytes are verified
+    /// first, a `PutVerified`'s were by this node); an unreferenced block is looked at
+    /// again after the grace period.
+    async fn put_block(&self, from: NodeId, write: WriteBlock) -> BlockRpc {
+        let hash = write.hash();
         match self.storage.send(write).await {
             Ok(Ok(_)) => {
                 // A block nobody references here is an orphan: look at it again after

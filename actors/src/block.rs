@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
+use crate::budget::Charge;
 use crate::hash::{blake2sum, Hash};
 
 /// Why a block's bytes were refused.
@@ -181,8 +182,10 @@ fn decompress_bounded(hash: &Hash, data: &[u8], limit: usize) -> Result<Vec<u8>,
 }
 
 /// A block whose bytes are known to match its hash: made only by [`VerifiedBlock::hash_plain`]
-/// (which computes the hash) or [`VerifiedBlock::verify`] (which checks it).
-#[derive(Clone, Debug)]
+/// (which computes the hash) or [`VerifiedBlock::verify`] (which checks it). Trust in
+/// bytes is carried by this type: code that holds one writes it without hashing again,
+/// and nothing decoded from the network or read raw from a disk can be one.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedBlock {
     hash: Hash,
     data: DataBlock,
@@ -239,6 +242,17 @@ impl VerifiedBlock {
     /// Take the stored form out.
     pub fn into_data(self) -> DataBlock {
         self.data
+    }
+
+    /// The same block with its bytes tied to `charge`, which returns to its pool when
+    /// the last copy of them is dropped. The bytes themselves do not change, so the
+    /// block stays verified.
+    pub fn with_charge(self, charge: Charge) -> VerifiedBlock {
+        let data = match self.data {
+            DataBlock::Plain(b) => DataBlock::Plain(charge.attach(b)),
+            DataBlock::Compressed(b) => DataBlock::Compressed(charge.attach(b)),
+        };
+        VerifiedBlock { data, ..self }
     }
 }
 

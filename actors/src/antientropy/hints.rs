@@ -53,6 +53,7 @@ impl Hint {
                 ref_id: ref_id.clone(),
             }),
             BlockRpc::PutBlock { hash, .. } => Some(Hint::Block { hash: *hash }),
+            BlockRpc::PutVerified(block) => Some(Hint::Block { hash: block.hash() }),
             _ => None,
         }
     }

@@ -96,7 +96,7 @@ fn prefix_len(part: &'static str, len: usize) -> Result<u32, FrameError> {
 
 /// Encode a message. The payload of a `PutBlock` is shared with `rpc`, not copied.
 pub fn encode(rpc: &BlockRpc) -> Result<EncodedFrame, FrameError> {
-    let header = rmp_serde::to_vec_named(rpc).map_err(FrameError::Encode)?;
+    let header = rmp_serde::to_vec_named(rpc.on_wire().as_ref()).map_err(FrameError::Encode)?;
     let payload = rpc.payload().cloned();
     let header_len = prefix_len("header", header.len())?;
     let payload_len = prefix_len("payload", payload.as_ref().map_or(0, |p| p.len()))?;

@@ -6,10 +6,12 @@
 //! payload (the codec puts them there and back, see [`payload_flag`]). Wire names are the
 //! variant and field names, so renaming one is a protocol change.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::block::DataBlock;
+use crate::block::{DataBlock, VerifiedBlock};
 use crate::hash::Hash;
 use crate::ref_id::RefId;
 
@@ -105,6 +107,12 @@ pub enum BlockRpc {
         #[serde(rename = "compressed", with = "payload_flag")]
         data: DataBlock,
     },
+    /// A `PutBlock` whose bytes this node hashed or verified itself: the receiver writes
+    /// them without hashing again. It exists only inside a node (a coordinator's own
+    /// copy of a client PUT reaches its replica side as one); the codec sends it as a
+    /// plain `PutBlock`, and no decoded frame is ever one, so a peer cannot claim it.
+    #[serde(skip)]
+    PutVerified(VerifiedBlock),
     /// Does the receiver need this block (referenced there but not stored)?
     NeedBlockQuery(Hash),
     /// Answer to `NeedBlockQuery`.
@@ -155,7 +163,7 @@ impl BlockRpc {
             BlockRpc::Ping(_) => "ping",
             BlockRpc::Pong(_) => "pong",
             BlockRpc::GetBlock(_) => "get_block",
-            BlockRpc::PutBlock { .. } => "put_block",
+            BlockRpc::PutBlock { .. } | BlockRpc::PutVerified(_) => "put_block",
             BlockRpc::NeedBlockQuery(_) => "need_block_query",
             BlockRpc::NeedBlockReply(_) => "need_block_reply",
             BlockRpc::AddRef { .. } => "add_ref",
@@ -184,7 +192,20 @@ impl BlockRpc {
     pub(super) fn payload(&self) -> Option<&Bytes> {
         match self {
             BlockRpc::PutBlock { data, .. } => Some(data.inner_buffer()),
+            BlockRpc::PutVerified(block) => Some(block.data().inner_buffer()),
             _ => None,
+        }
+    }
+
+    /// The message as it goes on the wire: a [`BlockRpc::PutVerified`] becomes the
+    /// `PutBlock` of the same bytes (shared, not copied), since trust does not travel.
+    pub(super) fn on_wire(&self) -> Cow<'_, BlockRpc> {
+        match self {
+            BlockRpc::PutVerified(block) => Cow::Owned(BlockRpc::PutBlock {
+                hash: block.hash(),
+                data: block.data().clone(),
+            }),
+            rpc => Cow::Borrowed(rpc),
         }
     }
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::block::DataBlock;
+use crate::block::{DataBlock, VerifiedBlock};
 use crate::hash::blake2sum;
 
 fn samples() -> Vec<BlockRpc> {
@@ -87,6 +87,21 @@ fn every_message_round_trips() {
         let f = encode(&m).unwrap();
         assert_eq!(decode(&f.to_vec(), &FrameLimits::default()).unwrap(), m);
     }
+}
+
+#[test]
+fn a_verified_block_goes_on_the_wire_as_a_plain_put_block() {
+    let v = VerifiedBlock::hash_plain(Bytes::from(vec![7u8; 4096]), Some(1));
+    let plain = BlockRpc::PutBlock {
+        hash: v.hash(),
+        data: v.data().clone(),
+    };
+    let f = encode(&BlockRpc::PutVerified(v.clone())).unwrap();
+    let payload = f.payload.as_ref().expect("the block bytes are the payload");
+    assert_eq!(payload.as_ptr(), v.data().inner_buffer().as_ptr(), "copied");
+    assert_eq!(f.to_vec(), encode(&plain).unwrap().to_vec());
+    // Trust does not travel: the receiver decodes a PutBlock, which it verifies.
+    assert_eq!(decode(&f.to_vec(), &FrameLimits::default()).unwrap(), plain);
 }
 
 #[test]

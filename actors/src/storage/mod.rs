@@ -101,11 +101,13 @@ pub enum WriteOutcome {
 
 /// Store a block. Unverified data is hashed first and refused with
 /// [`StorageError::CorruptData`] on mismatch; a [`VerifiedBlock`] is written as is.
+/// The fields are private so that no write made from a `VerifiedBlock` can have its
+/// bytes or hash swapped afterwards.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<WriteOutcome, StorageError>")]
 pub struct WriteBlock {
-    pub hash: Hash,
-    pub data: DataBlock,
+    hash: Hash,
+    data: DataBlock,
     verified: bool,
 }
 
@@ -128,20 +130,9 @@ impl WriteBlock {
         }
     }
 
-    /// A write of bytes this node hashed itself a moment ago: the coordinator's own copy
-    /// of a client PUT, arriving as the `PutBlock` it sends itself. Not hashed again;
-    /// never use it for bytes that came from the network or a disk.
-    pub fn hashed_here(hash: Hash, data: DataBlock) -> Self {
-        WriteBlock {
-            hash,
-            data,
-            verified: true,
-        }
-    }
-
-    /// Whether the data was already verified.
-    pub fn is_verified(&self) -> bool {
-        self.verified
+    /// The block written.
+    pub fn hash(&self) -> Hash {
+        self.hash
     }
 }
 
