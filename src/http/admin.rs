@@ -267,21 +267,21 @@ pub(super) async fn put_workers(
     let refused = |e: ResyncError| ApiError::bad_request(e.to_string());
     if let Some(n) = set.resync_workers {
         svc.resync
-            .send(SetWorkers(n))
+            .send(SetWorkers { workers: n })
             .await
             .map_err(|e| actor_err("resync", e))?
             .map_err(refused)?;
     }
     if let Some(t) = set.resync_tranquility {
         svc.resync
-            .send(SetTranquility(t))
+            .send(SetTranquility { tranquility: t })
             .await
             .map_err(|e| actor_err("resync", e))?
             .map_err(refused)?;
     }
     if let Some(t) = set.scrub_tranquility {
         svc.resync
-            .send(SetScrubTranquility(t))
+            .send(SetScrubTranquility { tranquility: t })
             .await
             .map_err(|e| actor_err("resync", e))?
             .map_err(refused)?;

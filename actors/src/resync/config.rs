@@ -85,9 +85,9 @@ impl ResyncConfig {
 pub fn check_workers(value: u64) -> Result<usize, ResyncError> {
     match usize::try_from(value) {
         Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
-        _ => Err(ResyncError::BadWorkers(
-            usize::try_from(value).unwrap_or(usize::MAX),
-        )),
+        _ => Err(ResyncError::BadWorkers {
+            value: usize::try_from(value).unwrap_or(usize::MAX),
+        }),
     }
 }
 

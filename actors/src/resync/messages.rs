@@ -18,8 +18,8 @@ use crate::hash::Hash;
 pub enum ResyncError {
     #[error("metadata store error: {0}")]
     Store(#[from] fjall::Error),
-    #[error("resync_workers must be between 1 and {MAX_WORKERS}, got {0}")]
-    BadWorkers(usize),
+    #[error("resync_workers must be between 1 and {MAX_WORKERS}, got {value}")]
+    BadWorkers { value: usize },
     #[error("{key} must be between 0 and {MAX_TRANQUILITY}, got {value}")]
     BadTranquility { key: &'static str, value: u64 },
     #[error("a repair is already running")]
@@ -84,17 +84,23 @@ pub struct RetryNow {
 /// Set the number of resync workers (1..=8); persisted.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), ResyncError>")]
-pub struct SetWorkers(pub usize);
+pub struct SetWorkers {
+    pub workers: usize,
+}
 
 /// Set the resync tranquility; persisted.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), ResyncError>")]
-pub struct SetTranquility(pub u32);
+pub struct SetTranquility {
+    pub tranquility: u32,
+}
 
 /// Set the scrub tranquility; persisted.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), ResyncError>")]
-pub struct SetScrubTranquility(pub u32);
+pub struct SetScrubTranquility {
+    pub tranquility: u32,
+}
 
 /// Queue every hash with an rc entry and every block on disk; optionally rebuild `rc`
 /// from `refs` first.

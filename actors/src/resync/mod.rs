@@ -420,8 +420,8 @@ impl Handler<SetWorkers> for ResyncActor {
     type Result = Result<(), ResyncError>;
 
     fn handle(&mut self, msg: SetWorkers, ctx: &mut Context<Self>) -> Self::Result {
-        self.workers = check_workers(msg.0 as u64)?;
-        self.put_setting(keys::WORKERS, msg.0 as u64);
+        self.workers = check_workers(msg.workers as u64)?;
+        self.put_setting(keys::WORKERS, msg.workers as u64);
         self.pump(ctx);
         Ok(())
     }
@@ -431,8 +431,8 @@ impl Handler<SetTranquility> for ResyncActor {
     type Result = Result<(), ResyncError>;
 
     fn handle(&mut self, msg: SetTranquility, ctx: &mut Context<Self>) -> Self::Result {
-        self.tranquility = check_tranquility("resync_tranquility", msg.0 as u64)?;
-        self.put_setting(keys::TRANQUILITY, msg.0 as u64);
+        self.tranquility = check_tranquility("resync_tranquility", msg.tranquility as u64)?;
+        self.put_setting(keys::TRANQUILITY, msg.tranquility as u64);
         // At once: a worker resting under the old value must not sleep it out.
         self.retime_rests(ctx);
         Ok(())
@@ -461,8 +461,8 @@ impl Handler<SetScrubTranquility> for ResyncActor {
     type Result = Result<(), ResyncError>;
 
     fn handle(&mut self, msg: SetScrubTranquility, ctx: &mut Context<Self>) -> Self::Result {
-        self.scrub_tranquility = check_tranquility("scrub_tranquility", msg.0 as u64)?;
-        self.put_setting(keys::SCRUB_TRANQUILITY, msg.0 as u64);
+        self.scrub_tranquility = check_tranquility("scrub_tranquility", msg.tranquility as u64)?;
+        self.put_setting(keys::SCRUB_TRANQUILITY, msg.tranquility as u64);
         self.retime_scrub_rest(ctx);
         Ok(())
     }

@@ -377,7 +377,7 @@ async fn a_ref_that_lands_between_the_fence_and_the_delete_fetches_the_block_bac
         Some(hook),
     );
     resync
-        .send(SetWorkers(8))
+        .send(SetWorkers { workers: 8 })
         .await
         .expect("resync alive")
         .expect("8 workers is allowed");

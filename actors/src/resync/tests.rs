@@ -486,8 +486,16 @@ async fn one_block_is_never_resynced_by_two_workers_at_once() {
     let d = tempfile::tempdir().unwrap();
     // Every GetBlock takes 60 ms, so schedules land while the block is being fetched.
     let r = rig(d.path(), Duration::from_millis(60));
-    r.resync.send(SetWorkers(4)).await.unwrap().unwrap();
-    r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+    r.resync
+        .send(SetWorkers { workers: 4 })
+        .await
+        .unwrap()
+        .unwrap();
+    r.resync
+        .send(SetTranquility { tranquility: 0 })
+        .await
+        .unwrap()
+        .unwrap();
     // Referenced here, held by nobody: every attempt asks b and c, fails, and is retried.
     let h = block("contended").hash();
     add_ref(&r, h).await;
@@ -571,7 +579,11 @@ async fn a_hash_scheduled_again_waits_once_and_the_earlier_time_wakes_a_worker_a
 async fn a_block_scheduled_while_being_resynced_is_looked_at_again_afterwards() {
     let d = tempfile::tempdir().unwrap();
     let r = rig(d.path(), Duration::from_millis(300));
-    r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+    r.resync
+        .send(SetTranquility { tranquility: 0 })
+        .await
+        .unwrap()
+        .unwrap();
     let v = block("twice");
     let (h, data) = (v.hash(), v.data().clone());
     put_on(&r, node(2), h, data).await;
@@ -846,7 +858,7 @@ async fn scrub_quarantines_a_flipped_byte_refetches_it_and_resumes_after_restart
     std::fs::write(&file, bytes).unwrap();
     // Slow scrub, so it can be paused part-way.
     r.resync
-        .send(SetScrubTranquility(100))
+        .send(SetScrubTranquility { tranquility: 100 })
         .await
         .unwrap()
         .unwrap();
@@ -875,7 +887,10 @@ async fn scrub_quarantines_a_flipped_byte_refetches_it_and_resumes_after_restart
         (st.state, st.checked, st.position.clone()),
         (ScrubState::Paused, paused.checked, paused.position.clone())
     );
-    r2.send(SetScrubTranquility(0)).await.unwrap().unwrap();
+    r2.send(SetScrubTranquility { tranquility: 0 })
+        .await
+        .unwrap()
+        .unwrap();
     r2.send(ScrubCommand::Resume).await.unwrap().unwrap();
     wait_until("scrub to finish", || async {
         r2.send(GetResyncStatus).await.unwrap().scrub.state == ScrubState::Idle
@@ -956,17 +971,25 @@ async fn settings_persist_across_a_restart_and_bad_values_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let r = rig(d.path(), Duration::ZERO);
     assert!(matches!(
-        r.resync.send(SetWorkers(9)).await.unwrap(),
-        Err(ResyncError::BadWorkers(9))
+        r.resync.send(SetWorkers { workers: 9 }).await.unwrap(),
+        Err(ResyncError::BadWorkers { value: 9 })
     ));
     assert!(matches!(
-        r.resync.send(SetWorkers(0)).await.unwrap(),
-        Err(ResyncError::BadWorkers(0))
+        r.resync.send(SetWorkers { workers: 0 }).await.unwrap(),
+        Err(ResyncError::BadWorkers { value: 0 })
     ));
-    r.resync.send(SetWorkers(3)).await.unwrap().unwrap();
-    r.resync.send(SetTranquility(7)).await.unwrap().unwrap();
     r.resync
-        .send(SetScrubTranquility(9))
+        .send(SetWorkers { workers: 3 })
+        .await
+        .unwrap()
+        .unwrap();
+    r.resync
+        .send(SetTranquility { tranquility: 7 })
+        .await
+        .unwrap()
+        .unwrap();
+    r.resync
+        .send(SetScrubTranquility { tranquility: 9 })
         .await
         .unwrap()
         .unwrap();
@@ -1053,8 +1076,16 @@ async fn resync_fetch_throughput_of_missing_1mib_blocks_with_1_and_4_workers() {
     for workers in [1usize, 4] {
         let d = tempfile::tempdir().unwrap();
         let r = rig(d.path(), Duration::ZERO);
-        r.resync.send(SetWorkers(workers)).await.unwrap().unwrap();
-        r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+        r.resync
+            .send(SetWorkers { workers })
+            .await
+            .unwrap()
+            .unwrap();
+        r.resync
+            .send(SetTranquility { tranquility: 0 })
+            .await
+            .unwrap()
+            .unwrap();
         let all: Vec<(Hash, DataBlock)> = blocks
             .iter()
             .map(|v| (v.hash(), v.data().clone()))
@@ -1151,7 +1182,11 @@ async fn a_block_refused_by_a_full_disk_is_fetched_soon_after_space_frees() {
     config.backoff_base = Duration::from_secs(60);
     // Room for one 1000-byte block only.
     let r = rig_with_capacity(d.path(), Duration::ZERO, config, Some(1500));
-    r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+    r.resync
+        .send(SetTranquility { tranquility: 0 })
+        .await
+        .unwrap()
+        .unwrap();
     let filler = stored_with_ref(&r, "filler-abc", "f:1").await;
     let missed = block("missed-xyz");
     let h = missed.hash();

@@ -7,9 +7,18 @@ use super::*;
 async fn tranquility_out_of_range_is_refused_and_changes_nothing() {
     let d = tempfile::tempdir().unwrap();
     let r = rig(d.path(), Duration::ZERO);
-    r.resync.send(SetTranquility(7)).await.unwrap().unwrap();
+    r.resync
+        .send(SetTranquility { tranquility: 7 })
+        .await
+        .unwrap()
+        .unwrap();
     for bad in [MAX_TRANQUILITY + 1, 4_000_000_000] {
-        match r.resync.send(SetTranquility(bad)).await.unwrap() {
+        match r
+            .resync
+            .send(SetTranquility { tranquility: bad })
+            .await
+            .unwrap()
+        {
             Err(ResyncError::BadTranquility { key, value }) => {
                 assert_eq!((key, value), ("resync_tranquility", bad as u64))
             }
@@ -17,7 +26,7 @@ async fn tranquility_out_of_range_is_refused_and_changes_nothing() {
         }
         assert!(
             r.resync
-                .send(SetScrubTranquility(bad))
+                .send(SetScrubTranquility { tranquility: bad })
                 .await
                 .unwrap()
                 .is_err(),
@@ -38,9 +47,15 @@ async fn a_lower_tranquility_wakes_a_resting_worker_at_once() {
     let d = tempfile::tempdir().unwrap();
     // Each fetch takes 200 ms: at tranquility 100 the worker then rests 20 s.
     let r = rig(d.path(), Duration::from_millis(200));
-    r.resync.send(SetWorkers(1)).await.unwrap().unwrap();
     r.resync
-        .send(SetTranquility(MAX_TRANQUILITY))
+        .send(SetWorkers { workers: 1 })
+        .await
+        .unwrap()
+        .unwrap();
+    r.resync
+        .send(SetTranquility {
+            tranquility: MAX_TRANQUILITY,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -65,7 +80,11 @@ async fn a_lower_tranquility_wakes_a_resting_worker_at_once() {
         !exists(&r, second.hash()).await,
         "the only worker should still be resting after the first block"
     );
-    r.resync.send(SetTranquility(0)).await.unwrap().unwrap();
+    r.resync
+        .send(SetTranquility { tranquility: 0 })
+        .await
+        .unwrap()
+        .unwrap();
     let t = Instant::now();
     while !exists(&r, second.hash()).await {
         assert!(
