@@ -24,6 +24,12 @@ use std::time::{Duration, Instant};
 
 use crate::rc::RcEntry;
 
+/// Default grace period between a block's last ref dropped and its deletion, and the
+/// least age of a block file before GC may delete it: ten minutes, as in Garage
+/// (`BLOCK_GC_DELAY`), long enough for a concurrent `AddRef` racing the drop to win.
+/// The node's `gc_delay` config key defaults to it; the actors' configs too.
+pub const DEFAULT_GC_DELAY: Duration = Duration::from_secs(600);
+
 /// What [`may_go`] says about a stored block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GcVerdict {

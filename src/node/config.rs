@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Deserializer};
 
+use blocknode_actors::gc::DEFAULT_GC_DELAY;
+use blocknode_actors::peer::{BLOCK_RW_TIMEOUT, PEER_RPC_TIMEOUT};
 use blocknode_actors::NodeId;
 
 /// Where the embedded default keeps everything.
@@ -85,13 +87,13 @@ fn default_rf() -> usize {
     1
 }
 fn default_gc_delay() -> Duration {
-    Duration::from_secs(600)
+    DEFAULT_GC_DELAY
 }
 fn default_block_rw_timeout() -> Duration {
-    Duration::from_secs(30)
+    BLOCK_RW_TIMEOUT
 }
-fn default_need_block_timeout() -> Duration {
-    Duration::from_secs(5)
+fn default_peer_rpc_timeout() -> Duration {
+    PEER_RPC_TIMEOUT
 }
 fn default_backoff() -> Duration {
     Duration::from_secs(60)
@@ -173,12 +175,15 @@ pub struct Config {
     /// Timeout of a block read or write between nodes. Default "30s".
     #[serde(default = "default_block_rw_timeout", deserialize_with = "de_duration")]
     pub block_rw_timeout: Duration,
-    /// Timeout of small requests between nodes (need-block queries, refs). Default "5s".
+    /// Timeout of small requests between nodes: need-block queries, ref writes,
+    /// anti-entropy and hint replay. Default "5s". Was `need_block_timeout`, which is
+    /// still read (an alias) since configs written before the rename carry it.
     #[serde(
-        default = "default_need_block_timeout",
+        default = "default_peer_rpc_timeout",
+        alias = "need_block_timeout",
         deserialize_with = "de_duration"
     )]
-    pub need_block_timeout: Duration,
+    pub peer_rpc_timeout: Duration,
     /// First retry delay of a failed resync (doubling, capped at 64×). Default "60s".
     #[serde(default = "default_backoff", deserialize_with = "de_duration")]
     pub resync_backoff_base: Duration,
@@ -266,7 +271,7 @@ compression_level = 1            # 1..=19 or "none"
 data_fsync = true
 gc_delay = "10m"
 block_rw_timeout = "30s"
-need_block_timeout = "5s"
+peer_rpc_timeout = "5s"
 resync_backoff_base = "60s"
 scrub_interval = "30days"
 anti_entropy_interval = "10m"
@@ -326,7 +331,7 @@ impl Config {
             data_fsync: true,
             gc_delay: default_gc_delay(),
             block_rw_timeout: default_block_rw_timeout(),
-            need_block_timeout: default_need_block_timeout(),
+            peer_rpc_timeout: default_peer_rpc_timeout(),
             resync_backoff_base: default_backoff(),
             scrub_interval: default_scrub_interval(),
             anti_entropy_interval: default_anti_entropy_interval(),
@@ -434,6 +439,14 @@ admin_token_file = "t"
         assert_eq!(c.members.len(), 3);
         assert_eq!(c.max_block_size, 16 << 20);
         assert_eq!(c.scrub_interval, Duration::from_secs(30 * 86400));
+    }
+
+    #[test]
+    fn the_old_need_block_timeout_key_still_sets_the_peer_rpc_timeout() {
+        let old = Config::parse(&format!("{MINIMAL}\nneed_block_timeout = \"7s\"\n"), "t").unwrap();
+        assert_eq!(old.peer_rpc_timeout, Duration::from_secs(7));
+        let new = Config::parse(&format!("{MINIMAL}\npeer_rpc_timeout = \"8s\"\n"), "t").unwrap();
+        assert_eq!(new.peer_rpc_timeout, Duration::from_secs(8));
     }
 
     #[test]

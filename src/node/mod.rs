@@ -120,7 +120,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     .start();
     let mut rcfg = ResyncConfig::new(self_id);
     rcfg.block_timeout = cfg.block_rw_timeout;
-    rcfg.need_block_timeout = cfg.need_block_timeout;
+    rcfg.need_block_timeout = cfg.peer_rpc_timeout;
     rcfg.gc_delay = cfg.gc_delay;
     rcfg.backoff_base = cfg.resync_backoff_base;
     rcfg.scrub_interval = cfg.scrub_interval;
@@ -195,7 +195,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         .anti_entropy_interval
         .min(std::time::Duration::from_secs(30));
     ae_cfg.hinted_handoff = cfg.hinted_handoff;
-    ae_cfg.rpc_timeout = cfg.need_block_timeout;
+    ae_cfg.rpc_timeout = cfg.peer_rpc_timeout;
     let anti_entropy = AntiEntropyActor::new(
         db.clone(),
         ae_cfg,
@@ -221,7 +221,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             compression_level: cfg.compression_level,
             max_block_size: cfg.max_block_size as usize,
             block_rw_timeout: cfg.block_rw_timeout,
-            small_rpc_timeout: cfg.need_block_timeout,
+            small_rpc_timeout: cfg.peer_rpc_timeout,
             admin_token: token,
         }),
         storage,

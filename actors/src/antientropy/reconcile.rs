@@ -200,7 +200,7 @@ pub fn schedule_fetches(schedule: &Recipient<Schedule>, mut hashes: Vec<Hash>) {
         schedule.do_send(Schedule {
             hash,
             delay: Duration::ZERO,
-            reason: ScheduleReason::Repair,
+            reason: ScheduleReason::MergedRef,
         });
     }
 }

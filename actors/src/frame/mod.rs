@@ -16,6 +16,10 @@
 //! against [`FrameLimits`] *before* anything is allocated, so a forged 4 GiB length
 //! costs the receiver nothing. Unknown variants, trailing garbage, a payload on a
 //! message that carries none, and a truncated frame are all [`FrameError`]s.
+//!
+//! One message never crosses the wire as itself: [`BlockRpc::PutVerified`], a block
+//! this node verified, is encoded as the `PutBlock` of the same bytes; decoding never
+//! yields it, so what a peer sends is always verified before it is stored.
 
 mod codec;
 mod messages;

@@ -15,8 +15,9 @@ pub const BLOCK_RW_TIMEOUT: Duration = Duration::from_secs(30);
 /// On loopback (RTT well under 1 ms) it still moves hundreds of MiB/s per stream, and it
 /// bounds what 256 unadmitted streams of one peer can park in quinn to 16 MiB.
 pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 64 << 10;
-/// Default timeout of a `NeedBlockQuery`.
-pub const NEED_BLOCK_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default timeout of a small request between nodes (need-block queries, ref writes,
+/// anti-entropy and hint replay): the node's `peer_rpc_timeout`.
+pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// A cluster member as the peer actor needs it.
 #[derive(Debug, Clone)]
 pub struct PeerAddr {

@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 pub use backoff::backoff;
 pub use config::{
     PeerAddr, PeerConfig, PeerTuning, BLOCK_RW_TIMEOUT, DEFAULT_STREAM_RECEIVE_WINDOW,
-    NEED_BLOCK_QUERY_TIMEOUT,
+    PEER_RPC_TIMEOUT,
 };
 use health::{HolderHealth, LatencyWindow};
 pub use messages::{

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::gc::DEFAULT_GC_DELAY;
+
 /// When a mutation's journal sync happens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SyncMode {
@@ -15,9 +17,8 @@ pub enum SyncMode {
 /// Settings of a [`RefcountActor`](super::RefcountActor).
 #[derive(Debug, Clone)]
 pub struct RefcountConfig {
-    /// Grace period between the last ref dropped and the block becoming deletable.
-    /// Ten minutes by default, as in the seed: long enough for a concurrent `AddRef`
-    /// racing the drop to win before resync deletes the block.
+    /// Grace period between the last ref dropped and the block becoming deletable
+    /// ([`DEFAULT_GC_DELAY`] by default).
     pub gc_delay: Duration,
     /// Most mutations grouped into one journal sync.
     pub max_batch_ops: usize,
@@ -28,7 +29,7 @@ pub struct RefcountConfig {
 impl Default for RefcountConfig {
     fn default() -> Self {
         RefcountConfig {
-            gc_delay: Duration::from_secs(600),
+            gc_delay: DEFAULT_GC_DELAY,
             max_batch_ops: 1024,
             sync: SyncMode::Batched,
         }

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use super::messages::{ResyncError, ScheduleReason};
+use crate::gc::DEFAULT_GC_DELAY;
 use crate::hash::NodeId;
-use crate::peer::{BLOCK_RW_TIMEOUT, NEED_BLOCK_QUERY_TIMEOUT};
+use crate::peer::{BLOCK_RW_TIMEOUT, PEER_RPC_TIMEOUT};
 
 /// Most resync workers (each runs one block at a time).
 pub const MAX_WORKERS: usize = 8;
@@ -53,8 +54,8 @@ impl ResyncConfig {
         ResyncConfig {
             self_id,
             block_timeout: BLOCK_RW_TIMEOUT,
-            need_block_timeout: NEED_BLOCK_QUERY_TIMEOUT,
-            gc_delay: Duration::from_secs(600),
+            need_block_timeout: PEER_RPC_TIMEOUT,
+            gc_delay: DEFAULT_GC_DELAY,
             backoff_base: Duration::from_secs(60),
             scrub_interval: Duration::from_secs(30 * 86400),
             after_gc_delay: AFTER_GC_DELAY,
@@ -74,6 +75,7 @@ impl ResyncConfig {
             ScheduleReason::OrphanPut => self.gc_delay,
             ScheduleReason::ReadFailed
             | ScheduleReason::Repair
+            | ScheduleReason::MergedRef
             | ScheduleReason::Scrub
             | ScheduleReason::Manual
             | ScheduleReason::Retry => Duration::ZERO,

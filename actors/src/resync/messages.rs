@@ -44,6 +44,9 @@ pub enum ScheduleReason {
     OrphanPut,
     /// Repair.
     Repair,
+    /// Anti-entropy merged a live ref for it from another replica (looked at now: the
+    /// block is referenced here and may not be stored yet).
+    MergedRef,
     /// Scrub found it rotten.
     Scrub,
     /// An operator asked.
