@@ -963,6 +963,12 @@ async fn repair_deletes_an_orphan_file_and_fetches_a_missing_referenced_block() 
         "repair queued the rc entry and the file: {:?}",
         st.repair
     );
+    // The counts are exact once the background census is done (it may still be walking
+    // on a loaded machine).
+    wait_until("the start-up census to finish", || async {
+        !r.storage.send(GetStorageStats).await.unwrap().counting
+    })
+    .await;
     assert_eq!(r.storage.send(GetStorageStats).await.unwrap().blocks, 1);
 }
 
