@@ -28,6 +28,13 @@ pub struct PeerLabels {
     pub peer: String,
 }
 
+/// Labels of per-data-dir gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiskLabels {
+    /// The data dir's path as configured.
+    pub path: String,
+}
+
 /// Labels of the resync outcome counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {

@@ -57,13 +57,9 @@ fn through_actor(root: &Path, blocks: &[VerifiedBlock], concurrency: usize, veri
     let blocks = blocks.to_vec();
     let root = root.to_path_buf();
     System::new().block_on(async move {
-        let addr = StorageActor::new(StorageConfig {
-            data_dir: root,
-            data_fsync: true,
-            capacity: None,
-        })
-        .expect("start storage actor")
-        .start();
+        let addr = StorageActor::new(StorageConfig::one_dir(root, true, None))
+            .expect("start storage actor")
+            .start();
         let t = Instant::now();
         let results: Vec<_> = stream::iter(blocks)
             .map(|b| {

@@ -31,6 +31,7 @@ pub(super) async fn metrics(svc: web::Data<Coordinator>) -> ApiResult {
         "Bytes read from block files",
         storage.bytes_read,
     );
+    disk_gauges(&mut s, &storage.disks);
     let plain = svc.metrics.bytes_written.get();
     s.gauge_f64(
         "compression_ratio",
@@ -138,4 +139,37 @@ pub(super) async fn metrics(svc: web::Data<Coordinator>) -> ApiResult {
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))
+}
+
+/// Per data dir: its state (0 ok, 1 read_only, 2 draining, 3 failed), bytes used and
+/// capacity.
+fn disk_gauges(s: &mut Snapshot, disks: &[blocknode_actors::storage::DiskStatus]) {
+    use blocknode_actors::storage::DiskState;
+    let label = |d: &blocknode_actors::storage::DiskStatus| crate::metrics::DiskLabels {
+        path: d.path.display().to_string(),
+    };
+    let code = |st: DiskState| match st {
+        DiskState::Ok => 0,
+        DiskState::ReadOnly => 1,
+        DiskState::Draining => 2,
+        DiskState::Failed => 3,
+    };
+    s.gauge_family(
+        "disk_state",
+        "Data dir state: 0 ok, 1 read_only, 2 draining, 3 failed",
+        disks.iter().map(|d| (label(d), code(d.state))).collect(),
+    );
+    s.gauge_family(
+        "disk_used_bytes",
+        "Bytes of block files on the data dir",
+        disks.iter().map(|d| (label(d), d.used as i64)).collect(),
+    );
+    s.gauge_family(
+        "disk_capacity_bytes",
+        "Configured capacity of the data dir (absent without a quota)",
+        disks
+            .iter()
+            .filter_map(|d| d.capacity.map(|c| (label(d), c as i64)))
+            .collect(),
+    );
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 
 use blocknode_actors::gc::DEFAULT_GC_DELAY;
 use blocknode_actors::peer::{BLOCK_RW_TIMEOUT, PEER_RPC_TIMEOUT};
+use blocknode_actors::storage::DataDir;
 use blocknode_actors::NodeId;
 
 /// Where the embedded default keeps everything.
@@ -145,12 +146,32 @@ pub struct Member {
     pub capacity: u32,
 }
 
+/// One entry of `data_dirs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDirConfig {
+    /// Root of this dir's block tree (created if missing).
+    pub path: PathBuf,
+    /// Bytes of blocks it may hold (`"4TB"`); also its share of the node's blocks.
+    #[serde(deserialize_with = "de_size")]
+    pub capacity: u64,
+    /// Takes no new blocks; its blocks are moved to the other dirs (drain a disk).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
 /// A node's configuration. Every key is optional except where noted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Directory of the block files. Required.
-    pub data_dir: PathBuf,
+    /// Directory of the block files: one data dir. Exactly one of `data_dir` and
+    /// `data_dirs` is required.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Several data dirs (one per disk); each block lives in one of them, chosen by its
+    /// hash weighted by the dirs' capacities.
+    #[serde(default)]
+    pub data_dirs: Vec<DataDirConfig>,
     /// Directory of the metadata store (refs, rc, resync queue). Required.
     pub metadata_dir: PathBuf,
     /// This node's zone. Default `"z1"`.
@@ -322,7 +343,8 @@ impl Config {
     pub fn embedded_default() -> Config {
         let base = PathBuf::from(DEFAULT_BASE_DIR);
         Config {
-            data_dir: base.join("data"),
+            data_dir: Some(base.join("data")),
+            data_dirs: Vec::new(),
             metadata_dir: base.join("meta"),
             zone: default_zone(),
             replication_factor: 1,
@@ -368,8 +390,53 @@ impl Config {
             .collect()
     }
 
+    /// The storage actor's data dirs: `data_dir` as one entry (its quota
+    /// `data_dir_capacity`), or the `data_dirs` list.
+    pub fn storage_dirs(&self) -> Vec<DataDir> {
+        match &self.data_dir {
+            Some(path) => vec![DataDir {
+                path: path.clone(),
+                capacity: self.data_dir_capacity,
+                read_only: false,
+            }],
+            None => self
+                .data_dirs
+                .iter()
+                .map(|d| DataDir {
+                    path: d.path.clone(),
+                    capacity: Some(d.capacity),
+                    read_only: d.read_only,
+                })
+                .collect(),
+        }
+    }
+
     /// Check the values that serde alone cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
+        match (&self.data_dir, self.data_dirs.is_empty()) {
+            (Some(_), false) => bail!(
+                "data_dir and data_dirs are both set: use data_dirs alone (data_dir is one entry of it)"
+            ),
+            (None, true) => bail!("missing data_dir or data_dirs: where to store the blocks"),
+            _ => {}
+        }
+        if self.data_dir.is_none() && self.data_dir_capacity.is_some() {
+            bail!(
+                "data_dir_capacity applies to data_dir; with data_dirs give each entry a capacity"
+            );
+        }
+        let mut paths: Vec<&PathBuf> = self.data_dirs.iter().map(|d| &d.path).collect();
+        paths.sort();
+        paths.dedup();
+        if paths.len() != self.data_dirs.len() {
+            bail!("data_dirs: a path is listed twice");
+        }
+        if self.data_dirs.iter().any(|d| d.capacity == 0) {
+            bail!("data_dirs: capacity must be more than 0");
+        }
+        if !self.data_dirs.is_empty() && self.data_dirs.iter().all(|d| d.read_only) {
+            bail!("data_dirs: every dir is read_only, so no block could be stored");
+        }
         if self.replication_factor == 0 {
             bail!("replication_factor must be at least 1");
         }
@@ -457,6 +524,45 @@ admin_token_file = "t"
         assert!(c.data_fsync);
         assert_eq!(c.effective_write_quorum(), 1);
         assert_eq!(c.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+    }
+
+    #[test]
+    fn data_dirs_parse_and_data_dir_is_one_entry_but_not_both() {
+        let rest = MINIMAL.replace("data_dir = \"d\"\n", "");
+        let c = Config::parse(
+            &format!("data_dirs = [{{ path = \"a\", capacity = \"4TB\" }}, {{ path = \"b\", capacity = \"1TiB\", read_only = true }}]\n{rest}"),
+            "t",
+        )
+        .unwrap();
+        let dirs = c.storage_dirs();
+        assert_eq!(dirs.len(), 2);
+        assert_eq!(dirs[0].capacity, Some(4_000_000_000_000));
+        assert_eq!((dirs[1].capacity, dirs[1].read_only), (Some(1 << 40), true));
+        let one = Config::parse(&format!("{MINIMAL}data_dir_capacity = \"1GB\"\n"), "t").unwrap();
+        assert_eq!(one.storage_dirs()[0].path, PathBuf::from("d"));
+        assert_eq!(one.storage_dirs()[0].capacity, Some(1_000_000_000));
+        let both = Config::parse(
+            &format!("{MINIMAL}data_dirs = [{{ path = \"a\", capacity = \"1TB\" }}]\n"),
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{both:#}").contains("data_dir and data_dirs are both set"),
+            "{both:#}"
+        );
+        let none = Config::parse(&rest, "t").unwrap_err();
+        assert!(
+            format!("{none:#}").contains("missing data_dir or data_dirs"),
+            "{none:#}"
+        );
+        for bad in [
+            "data_dirs = [{ path = \"a\" }]",
+            "data_dirs = [{ path = \"a\", capacity = \"1TB\", size = 1 }]",
+            "data_dirs = [{ path = \"a\", capacity = \"1TB\" }, { path = \"a\", capacity = \"1TB\" }]",
+            "data_dirs = [{ path = \"a\", capacity = \"1TB\", read_only = true }]",
+        ] {
+            assert!(Config::parse(&format!("{bad}\n{rest}"), "t").is_err(), "{bad} should be refused");
+        }
     }
 
     #[test]

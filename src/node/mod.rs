@@ -22,7 +22,7 @@ use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, PeerTuning, Shutdo
 use blocknode_actors::placement::{ClusterPlacement, PlacementNode};
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
-use blocknode_actors::storage::{StorageActor, StorageConfig};
+use blocknode_actors::storage::{SetDiskFailureListener, StorageActor, StorageConfig};
 use blocknode_actors::tls::TlsIdentity;
 use blocknode_actors::NodeId;
 
@@ -100,14 +100,18 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     // A failed journal sync poisons fjall for good: the node then exits (crash-only).
     let store_watch = StoreWatch::new(cfg.metadata_dir.clone()).start();
     let storage = StorageActor::new(StorageConfig {
-        data_dir: cfg.data_dir.clone(),
+        dirs: cfg.storage_dirs(),
         data_fsync: cfg.data_fsync,
-        capacity: cfg.data_dir_capacity,
     })?
     .start();
+
     // The resync actor is created first (not started) so the refcount actor can be
     // given its address; it starts once the peer actor it needs exists.
     let resync_ctx = Context::<ResyncActor>::new();
+    // A failed data dir is the resync actor's to mend: its sweep refetches what it held.
+    storage.do_send(SetDiskFailureListener {
+        listener: resync_ctx.address().recipient(),
+    });
     let refcount = RefcountActor::new(
         db.clone(),
         RefcountConfig {

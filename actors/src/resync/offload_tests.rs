@@ -104,13 +104,9 @@ fn node_files() -> (tempfile::TempDir, Database, Addr<StorageActor>) {
 }
 
 fn storage(dir: &Path) -> Addr<StorageActor> {
-    StorageActor::new(StorageConfig {
-        data_dir: dir.join("data"),
-        data_fsync: false,
-        capacity: None,
-    })
-    .expect("storage starts on a temp dir")
-    .start()
+    StorageActor::new(StorageConfig::one_dir(dir.join("data"), false, None))
+        .expect("storage starts on a temp dir")
+        .start()
 }
 
 fn refcount(db: &Database, on_change: Recipient<RcChanged>) -> Addr<RefcountActor> {

@@ -12,6 +12,10 @@
 //! the periodic pass is a backstop for anything else (a fetch abandoned in the errors
 //! table is retried by its own backoff, not by the sweep: it is already queued).
 //!
+//! A failed data dir ([`DiskFailed`] from the storage actor) starts a pass at once:
+//! that is how its referenced blocks are refetched onto the other dirs, and a data dir
+//! replaced by an empty one while the node was stopped is refilled by the pass at start.
+//!
 //! Cost: one pass reads every rc entry (pages of [`PAGE`]) and stats the block file of
 //! each referenced one; memory stays one page. It runs beside the workers and only
 //! queues (the fetches themselves go through the usual workers and tranquility).
@@ -24,7 +28,7 @@ use super::{ResyncActor, PAGE};
 use crate::hash::Hash;
 use crate::rc::now_msec;
 use crate::refcount::{GetRc, ListRcHashes};
-use crate::storage::BlockExists;
+use crate::storage::{BlockExists, DiskFailed};
 
 /// Time between two sweeps after the one at start: a backstop, so slow.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
@@ -47,6 +51,17 @@ impl Handler<EnqueueMissing> for ResyncActor {
             self.enqueue(h, now);
         }
         self.pump(ctx);
+    }
+}
+
+/// A data dir failed: the blocks it held now look missing to the storage actor, so a
+/// sweep now queues a fetch for every referenced one (they land on the other dirs).
+impl Handler<DiskFailed> for ResyncActor {
+    type Result = ();
+
+    fn handle(&mut self, m: DiskFailed, ctx: &mut Context<Self>) {
+        tracing::warn!(path = %m.path.display(), reason = %m.reason, "a data dir failed; sweeping for the referenced blocks it held");
+        self.sweep(ctx);
     }
 }
 

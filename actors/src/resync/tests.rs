@@ -183,13 +183,9 @@ fn rig_with_capacity(
 ) -> Rig {
     let (me, b, c) = (node(1), node(2), node(3));
     let db = Database::builder(dir.join("meta")).open().unwrap();
-    let storage = StorageActor::new(StorageConfig {
-        data_dir: dir.join("data"),
-        data_fsync: false,
-        capacity,
-    })
-    .unwrap()
-    .start();
+    let storage = StorageActor::new(StorageConfig::one_dir(dir.join("data"), false, capacity))
+        .unwrap()
+        .start();
     let peers = FakePeers {
         nodes: [(b, FakeNode::default()), (c, FakeNode::default())]
             .into_iter()

@@ -50,13 +50,23 @@ pub(super) struct Tally {
     pub bytes: u64,
 }
 
-/// What to do once a directory's listing came back.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Listed {
-    /// To add to the counts now.
-    pub add: Tally,
+/// What to do once a directory's listing came back; `T` is what the listing says of
+/// one block (its bytes on each data dir, for the actor).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Listed<T> {
+    /// The listing's entries to add to the counts now.
+    pub add: Vec<T>,
     /// Hashes whose listing was not trusted: queue a probe on each one's lane.
     pub probe: Vec<Hash>,
+}
+
+impl<T> Default for Listed<T> {
+    fn default() -> Self {
+        Listed {
+            add: Vec::new(),
+            probe: Vec::new(),
+        }
+    }
 }
 
 impl Census {
@@ -106,15 +116,15 @@ impl Census {
         }
     }
 
-    /// The listing of directory `dir` came back with `found` (each block once, with the
-    /// bytes of its files); `busy` are the hashes with operations queued or running now
+    /// The listing of directory `dir` came back with `found` (each block once, with what
+    /// it counts for); `busy` are the hashes with operations queued or running now
     /// (whatever their directory: others are ignored).
-    pub fn listed(
+    pub fn listed<T>(
         &mut self,
         dir: u8,
-        found: Vec<(Hash, u64)>,
+        found: Vec<(Hash, T)>,
         busy: impl IntoIterator<Item = Hash>,
-    ) -> Listed {
+    ) -> Listed<T> {
         let d = dir as usize;
         let Dir::Scanning { touched } = std::mem::replace(&mut self.dirs[d], Dir::Done) else {
             // Not being read (a listing that came back twice): count nothing twice.
@@ -125,10 +135,9 @@ impl Census {
         // it, or not: its hash's listing cannot be trusted either way.
         let mut awaiting = touched;
         awaiting.extend(busy.into_iter().filter(|h| h.0[0] == dir));
-        for (hash, bytes) in found {
+        for (hash, t) in found {
             if hash.0[0] == dir && !awaiting.contains(&hash) {
-                out.add.blocks += 1;
-                out.add.bytes += bytes;
+                out.add.push(t);
             }
         }
         out.probe = awaiting.iter().copied().collect();
@@ -179,13 +188,7 @@ mod tests {
         let mut c = Census::start();
         assert_eq!(c.begin_next(), Some(0));
         let l = c.listed(0, vec![(h(0, 1), 10), (h(0, 2), 5)], [h(1, 1)]);
-        assert_eq!(
-            l.add,
-            Tally {
-                blocks: 2,
-                bytes: 15
-            }
-        );
+        assert_eq!(l.add, vec![10, 5]);
         assert!(l.probe.is_empty());
         assert_eq!(c.dirs_done(), 1);
         assert!(c.on_change(&h(0, 3)), "a counted directory takes changes");
@@ -200,13 +203,7 @@ mod tests {
         }
         assert!(!c.on_change(&h(4, 1)));
         let l = c.listed(4, vec![(h(4, 1), 10), (h(4, 2), 7)], []);
-        assert_eq!(
-            l.add,
-            Tally {
-                blocks: 1,
-                bytes: 7
-            }
-        );
+        assert_eq!(l.add, vec![7]);
         assert_eq!(l.probe, vec![h(4, 1)]);
         assert!(!c.on_change(&h(4, 1)), "an op queued before the probe");
         assert!(c.on_change(&h(4, 2)), "an untouched hash");
@@ -328,8 +325,8 @@ mod tests {
                         if let Some((d, found)) = listing.take() {
                             let busy: Vec<Hash> = lanes.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| key(*k)).collect();
                             let l = census.listed(d, found, busy);
-                            counts.blocks += l.add.blocks;
-                            counts.bytes += l.add.bytes;
+                            counts.blocks += l.add.len() as u64;
+                            counts.bytes += l.add.iter().sum::<u64>();
                             for p in l.probe {
                                 lanes.entry(p.0[1]).or_default().push_back(Item::Probe);
                             }

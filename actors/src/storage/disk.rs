@@ -47,10 +47,6 @@ pub(super) struct StatsDelta {
     pub bytes_written: u64,
     pub bytes_read: u64,
     pub corruptions: u64,
-    /// Bytes reserved against the capacity by this job, released when it ends.
-    pub unreserve: u64,
-    /// Set by the census's probe only: what the block counts for now.
-    pub census_probe: Option<super::census::Tally>,
     /// A write of the block finished (any outcome, `AlreadyPresent` included): the
     /// actor remembers when, so a GC delete decided before it is refused.
     pub wrote: bool,
@@ -152,6 +148,15 @@ impl Layout {
     fn ensure_block_dir(&self, dir: &Path) -> Result<(), StorageError> {
         if dir.is_dir() {
             return Ok(());
+        }
+        // The root is made once at start, never here: a data dir that vanished (a disk
+        // unmounted or renamed away) must fail its writes, not grow a new tree on the
+        // filesystem below it.
+        if !self.data_dir.is_dir() {
+            return Err(io_err(
+                &self.data_dir,
+                io::Error::new(io::ErrorKind::NotFound, "the data dir is gone"),
+            ));
         }
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         if self.fsync {
@@ -342,6 +347,23 @@ impl Layout {
             newest = Some(newest.map_or(ms, |n: u64| n.max(ms)));
         }
         Ok(newest)
+    }
+
+    /// Set the modification time of every stored copy to `ms` (since the epoch): a block
+    /// moved to another dir keeps its age, so its GC grace is not restarted by the move.
+    pub fn set_modified_ms(&self, hash: Hash, ms: u64) -> Result<(), StorageError> {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let (plain, zst) = self.block_paths(&hash);
+        for path in [&zst, &plain] {
+            if let Probe::File(_) = probe(path)? {
+                fs::File::options()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_modified(t))
+                    .map_err(|e| io_err(path, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The plain length of the stored copy, from the file's size (plain copy) or its

@@ -15,13 +15,9 @@ use crate::hash::blake2sum;
 const STEP: Duration = Duration::from_secs(30);
 
 fn start(dir: &Path, fsync: bool) -> Addr<StorageActor> {
-    StorageActor::new(StorageConfig {
-        data_dir: dir.to_path_buf(),
-        data_fsync: fsync,
-        capacity: None,
-    })
-    .expect("storage actor should start on a fresh or existing directory")
-    .start()
+    StorageActor::new(StorageConfig::one_dir(dir.to_path_buf(), fsync, None))
+        .expect("storage actor should start on a fresh or existing directory")
+        .start()
 }
 
 /// A GC delete decided now, after every write the test has awaited.
@@ -230,7 +226,8 @@ async fn mismatched_data_is_refused_and_nothing_is_written() {
         Vec::<String>::new(),
         "no file written"
     );
-    assert_eq!(counted(&s).await, StorageStats::default());
+    let st = counted(&s).await;
+    assert_eq!((st.blocks, st.bytes, st.bytes_written), (0, 0, 0), "{st:?}");
 }
 
 async fn assert_rot_is_quarantined(zst: bool) {
@@ -514,12 +511,8 @@ fn stale_temp_files_are_removed_at_start_and_blocks_counted() {
     ));
     fs::write(&live, b"being written").unwrap();
 
-    let actor = StorageActor::new(StorageConfig {
-        data_dir: d.path().to_path_buf(),
-        data_fsync: false,
-        capacity: None,
-    })
-    .unwrap();
+    let actor =
+        StorageActor::new(StorageConfig::one_dir(d.path().to_path_buf(), false, None)).unwrap();
     System::new().block_on(async move {
         let s = actor.start();
         let st = counted(&s).await;
@@ -725,11 +718,11 @@ async fn a_full_disk_is_reported_and_leaves_no_partial_file() {
 #[actix_rt::test]
 async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes() {
     let d = tempfile::tempdir().unwrap();
-    let a = StorageActor::new(StorageConfig {
-        data_dir: d.path().to_path_buf(),
-        data_fsync: false,
-        capacity: Some(25_000),
-    })
+    let a = StorageActor::new(StorageConfig::one_dir(
+        d.path().to_path_buf(),
+        false,
+        Some(25_000),
+    ))
     .unwrap()
     .start();
     // The quota is checked against the counted bytes: wait for the start-up count.
@@ -799,14 +792,10 @@ fn the_startup_count_is_exact_while_operations_run() {
         }
         let dir = d.path().to_path_buf();
         System::new().block_on(async move {
-            let s = StorageActor::new(StorageConfig {
-                data_dir: dir.clone(),
-                data_fsync: false,
-                capacity: None,
-            })
-            .unwrap()
-            .with_census_pause(Duration::from_micros(200 * (round + 1)))
-            .start();
+            let s = StorageActor::new(StorageConfig::one_dir(dir.clone(), false, None))
+                .unwrap()
+                .with_census_pause(Duration::from_micros(200 * (round + 1)))
+                .start();
             let mut ops = Vec::new();
             for i in 0..400usize {
                 let pick = rand::random::<u32>() as usize % before.len();
