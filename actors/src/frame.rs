@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::block::DataBlock;
 use crate::hash::Hash;
 use crate::ref_id::RefId;
+use crate::tokens::TokenRecord;
 
 /// Bytes of the fixed prefix: two big-endian `u32` lengths.
 pub const PREFIX_LEN: usize = 8;
@@ -170,6 +171,12 @@ pub enum BlockRpc {
     RefRecords(Vec<RefRecord>),
     /// Merge these ref records (dropped wins); answered with `Ok`.
     MergeRefs(Vec<RefRecord>),
+    /// Merge these API token records (a create or revoke pushed); answered with `Ok`.
+    MergeTokens(Vec<TokenRecord>),
+    /// Pull of API tokens: the asker's table digest; answered with `TokenRecords`.
+    TokenDigestQuery(Vec<u8>),
+    /// Answer to `TokenDigestQuery`: every record, or none when the digests are equal.
+    TokenRecords(Vec<TokenRecord>),
 }
 
 impl BlockRpc {
@@ -195,6 +202,9 @@ impl BlockRpc {
             BlockRpc::RefRecordsQuery { .. } => "ref_records_query",
             BlockRpc::RefRecords(_) => "ref_records",
             BlockRpc::MergeRefs(_) => "merge_refs",
+            BlockRpc::MergeTokens(_) => "merge_tokens",
+            BlockRpc::TokenDigestQuery(_) => "token_digest_query",
+            BlockRpc::TokenRecords(_) => "token_records",
         }
     }
 
@@ -251,6 +261,9 @@ enum WireHeader {
     },
     RefRecords(Vec<RefRecord>),
     MergeRefs(Vec<RefRecord>),
+    MergeTokens(Vec<TokenRecord>),
+    TokenDigestQuery(#[serde(with = "serde_bytes")] Vec<u8>),
+    TokenRecords(Vec<TokenRecord>),
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -345,6 +358,9 @@ pub fn encode(rpc: &BlockRpc) -> Result<EncodedFrame, FrameError> {
         ),
         BlockRpc::RefRecords(r) => (WireHeader::RefRecords(r), None),
         BlockRpc::MergeRefs(r) => (WireHeader::MergeRefs(r), None),
+        BlockRpc::MergeTokens(r) => (WireHeader::MergeTokens(r), None),
+        BlockRpc::TokenDigestQuery(d) => (WireHeader::TokenDigestQuery(d), None),
+        BlockRpc::TokenRecords(r) => (WireHeader::TokenRecords(r), None),
     };
     let header = rmp_serde::to_vec_named(&header).map_err(|e| FrameError::Encode(e.to_string()))?;
     let payload_len = payload.as_ref().map_or(0, |p| p.len());
@@ -434,6 +450,9 @@ pub fn decode_parts(header: &[u8], payload: Bytes) -> Result<BlockRpc, FrameErro
         }),
         WireHeader::RefRecords(r) => no_payload(BlockRpc::RefRecords(r)),
         WireHeader::MergeRefs(r) => no_payload(BlockRpc::MergeRefs(r)),
+        WireHeader::MergeTokens(r) => no_payload(BlockRpc::MergeTokens(r)),
+        WireHeader::TokenDigestQuery(d) => no_payload(BlockRpc::TokenDigestQuery(d)),
+        WireHeader::TokenRecords(r) => no_payload(BlockRpc::TokenRecords(r)),
     }
 }
 
@@ -589,7 +608,24 @@ mod tests {
                 ref_id: "b".parse().unwrap(),
                 live: true,
             }]),
+            BlockRpc::MergeTokens(vec![token_record()]),
+            BlockRpc::TokenDigestQuery(vec![4; 32]),
+            BlockRpc::TokenRecords(vec![TokenRecord {
+                revoked_ms: Some(9),
+                ..token_record()
+            }]),
         ]
+    }
+
+    fn token_record() -> TokenRecord {
+        TokenRecord {
+            name: "backup".parse().unwrap(),
+            scope: crate::tokens::Scope::Read,
+            generation: 1,
+            created_ms: 5,
+            token_hash: blake2sum(b"secret"),
+            revoked_ms: None,
+        }
     }
 
     #[test]
