@@ -19,6 +19,7 @@ use blocknode_actors::resync::{
     GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
 };
 use blocknode_actors::storage::{BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock};
+use blocknode_actors::tokens::{MergeTokens, TokenActor, TokenRecord, TokensIfDiffer};
 use blocknode_actors::{Hash, NodeId, RcEntry, RefId};
 
 /// Routes incoming RPCs to the actors that own the data.
@@ -35,6 +36,8 @@ struct Replica {
     resync: Addr<ResyncActor>,
     /// The resync settings: every schedule delay comes from `ResyncConfig::delay_for`.
     resync_cfg: std::sync::Arc<ResyncConfig>,
+    /// The API tokens: peers push and pull their records here.
+    tokens: Addr<TokenActor>,
 }
 
 impl RpcDispatcher {
@@ -44,6 +47,7 @@ impl RpcDispatcher {
         refcount: Addr<RefcountActor>,
         resync: Addr<ResyncActor>,
         resync_cfg: ResyncConfig,
+        tokens: Addr<TokenActor>,
     ) -> Self {
         RpcDispatcher {
             replica: Replica {
@@ -51,6 +55,7 @@ impl RpcDispatcher {
                 refcount,
                 resync,
                 resync_cfg: std::sync::Arc::new(resync_cfg),
+                tokens,
             },
         }
     }
@@ -112,6 +117,8 @@ impl Handler<HandleRpc> for RpcDispatcher {
                     limit,
                 } => r.ref_records(prefix, exact, limit).await,
                 BlockRpc::MergeRefs(records) => r.merge_refs(records).await,
+                BlockRpc::MergeTokens(records) => r.merge_tokens(records).await,
+                BlockRpc::TokenDigestQuery(digest) => r.token_records(digest).await,
                 BlockRpc::ScheduleResync(hash) => {
                     r.schedule(hash, ScheduleReason::ReadFailed);
                     BlockRpc::Ok
@@ -126,6 +133,23 @@ impl Handler<HandleRpc> for RpcDispatcher {
 }
 
 impl Replica {
+    /// `MergeTokens`: a peer pushed a token create or revoke; `Ok` once durable here.
+    async fn merge_tokens(&self, records: Vec<TokenRecord>) -> BlockRpc {
+        match self.tokens.send(MergeTokens { records }).await {
+            Ok(Ok(_)) => BlockRpc::Ok,
+            Ok(Err(e)) => BlockRpc::error(ErrorCode::Internal, e.to_string()),
+            Err(e) => mailbox("token", e),
+        }
+    }
+
+    /// `TokenDigestQuery`: a peer's pull; every token record here if its digest differs.
+    async fn token_records(&self, digest: Vec<u8>) -> BlockRpc {
+        match self.tokens.send(TokensIfDiffer { digest }).await {
+            Ok(records) => BlockRpc::TokenRecords(records),
+            Err(e) => mailbox("token", e),
+        }
+    }
+
     fn schedule(&self, hash: Hash, reason: ScheduleReason) {
         self.resync
             .do_send(Schedule::for_reason(hash, reason, &self.resync_cfg));

@@ -20,7 +20,9 @@
 //! - [`resync::ResyncActor`]: the resync queue, its errors, repair and scrub;
 //! - [`peer::PeerActor`]: the QUIC endpoint, connections and peer health;
 //! - [`antientropy::AntiEntropyActor`]: reconciles each partition's ref records with
-//!   its other holders, replays hinted writes, and watches member-list agreement.
+//!   its other holders, replays hinted writes, and watches member-list agreement;
+//! - [`tokens::TokenActor`]: the scoped API tokens (only their hashes), replicated to
+//!   every member.
 //!
 //! Each actor directory keeps its messages in `messages.rs`, its settings in `config.rs`
 //! and its status types in `status.rs` (where it has them); the actor and its handlers
@@ -45,6 +47,7 @@ pub mod resync;
 pub mod storage;
 pub mod store_failure;
 pub mod tls;
+pub mod tokens;
 
 pub use block::{BlockError, DataBlock, VerifiedBlock};
 pub use frame::{BlockRpc, ErrorCode, FrameError, FrameLimits};

@@ -11,7 +11,7 @@ use serde_json::Value;
 use blocknode_actors::{Hash, RefId};
 
 use super::output::{next_try_text, print_status};
-use super::{BlockCommand, Command, RefCommand, WorkerCommand};
+use super::{BlockCommand, Command, RefCommand, TokenCommand, WorkerCommand};
 use crate::node::config::{DEFAULT_BASE_DIR, DEFAULT_HTTP_LISTEN};
 
 /// A client of one node's API.
@@ -306,6 +306,50 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
             body.insert(key.clone(), value.into());
             let v = c.json("PUT", "/v1/workers", Some(Value::Object(body)))?;
             println!("{key} = {}", v[&key]);
+        }
+        Command::Token(TokenCommand::Create { scope, name }) => {
+            let v = c.json(
+                "POST",
+                "/v1/tokens",
+                Some(serde_json::json!({"name": name, "scope": scope})),
+            )?;
+            let secret = v["token"]
+                .as_str()
+                .context("the API's answer has no token")?;
+            println!("{secret}");
+            eprintln!(
+                "token {name} (scope {scope}) created; the secret above is shown only now \
+                 (pushed to {} of {} other nodes)",
+                v["peers_confirmed"], v["peers"]
+            );
+        }
+        Command::Token(TokenCommand::List) => {
+            let v = c.json("GET", "/v1/tokens", None)?;
+            println!("{:<32} {:<6} created", "name", "scope");
+            for t in v["tokens"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let created = t["created_ms"]
+                    .as_u64()
+                    .map(|ms| {
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + Duration::from_millis(ms),
+                        )
+                        .to_string()
+                    })
+                    .unwrap_or_else(|| "?".into());
+                println!(
+                    "{:<32} {:<6} {created}",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["scope"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Command::Token(TokenCommand::Revoke { name }) => {
+            c.call("DELETE", &format!("/v1/tokens/{name}"), None, false)?;
+            println!("token {name} revoked");
         }
         other => bail!("{other:?} is not a client command"),
     }

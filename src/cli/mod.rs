@@ -82,6 +82,9 @@ pub enum Command {
     /// Resync workers and tranquility.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Scoped API tokens: create (the secret is printed once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Benchmark a temporary (or, with --api, a running) cluster against this machine's limits.
     Bench(BenchArgs),
 }
@@ -124,6 +127,23 @@ pub enum BlockCommand {
         #[arg(long, conflicts_with = "hash")]
         all: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a token; prints its secret once (only a hash of it is stored).
+    Create {
+        /// `read` (GET/HEAD blocks, info), `write` (read + PUT blocks, refs) or `admin`.
+        #[arg(long, value_parser = ["read", "write", "admin"])]
+        scope: String,
+        /// Its name (1-64 of A-Z a-z 0-9 . _ -), unique among live tokens.
+        #[arg(long)]
+        name: String,
+    },
+    /// Names, scopes and creation times of the live tokens.
+    List,
+    /// Revoke a token on every node.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand, Debug)]

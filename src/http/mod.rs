@@ -16,6 +16,8 @@ pub mod blocks;
 pub mod conditional;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
+pub mod tokens;
 
 pub use blocks::HttpLimits;
 
@@ -26,6 +28,10 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 
+use actix::Addr;
+use actix_web::http::Method;
+
+use blocknode_actors::tokens::{Authenticate, Scope, TokenActor};
 use blocknode_actors::{Hash, RefId};
 
 use crate::coordinator::{Coordinator, CoordinatorError};
@@ -144,6 +150,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(query_config())
         .app_data(path_config())
+        .route("/", web::get().to(page::status_page))
         .route("/health", web::get().to(health))
         .route("/v1/openapi.json", web::get().to(openapi_json))
         .route("/metrics", web::get().to(metrics::metrics))
@@ -169,7 +176,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/v1/scrub/{action}", web::post().to(admin::scrub))
         .route("/v1/workers", web::get().to(admin::get_workers))
-        .route("/v1/workers", web::put().to(admin::put_workers));
+        .route("/v1/workers", web::put().to(admin::put_workers))
+        .route("/v1/tokens", web::post().to(tokens::create_token))
+        .route("/v1/tokens", web::get().to(tokens::list_tokens))
+        .route("/v1/tokens/{name}", web::delete().to(tokens::revoke_token));
 }
 
 /// Answer unknown routes and methods with the JSON error format.
@@ -181,15 +191,43 @@ pub async fn not_found(req: HttpRequest) -> ApiResult {
     ))
 }
 
-/// Bearer-token check for everything but `GET /health` and `GET /v1/openapi.json`.
+/// The scope a request needs: `read` for reading blocks and their info, `write` for
+/// storing blocks and changing refs, `admin` for everything else (unknown routes
+/// included, so a lesser token learns nothing about which exist).
+pub fn needed_scope(method: &Method, path: &str) -> Scope {
+    let Some(rest) = path.strip_prefix("/v1/blocks") else {
+        return Scope::Admin;
+    };
+    let parts: Vec<&str> = rest.split('/').skip(1).collect();
+    let reading = *method == Method::GET || *method == Method::HEAD;
+    match (parts.as_slice(), reading) {
+        ([], false) if *method == Method::PUT => Scope::Write,
+        ([_hash], true) | ([_hash, "info"], true) => Scope::Read,
+        ([_hash, "refs", _ref], false) if *method == Method::PUT || *method == Method::DELETE => {
+            Scope::Write
+        }
+        _ => Scope::Admin,
+    }
+}
+
+/// Whether a route answers without a token: the health check, the OpenAPI document and
+/// the status page (which asks for a token itself).
+fn is_public(method: &Method, path: &str) -> bool {
+    *method == Method::GET && matches!(path, "/health" | "/v1/openapi.json" | "/")
+}
+
+/// Bearer-token check: the bootstrap admin token (the token file), or a scoped token
+/// known to the token actor whose scope covers the route ([`needed_scope`]). A missing,
+/// wrong or revoked token gets 401, the same answer in every case; a known token used
+/// outside its scope gets 403 (code `forbidden`).
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
-    if req.path() == "/health" || req.path() == "/v1/openapi.json" {
+    if is_public(req.method(), req.path()) {
         return next.call(req).await.map(|r| r.map_into_left_body());
     }
-    let expected = req
+    let admin = req
         .app_data::<web::Data<Coordinator>>()
         .map(|s| s.cfg.admin_token.clone())
         .unwrap_or_default();
@@ -198,13 +236,44 @@ pub async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if expected.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        .unwrap_or("")
+        .to_string();
+    let grant = if !admin.is_empty() && constant_time_eq(given.as_bytes(), admin.as_bytes()) {
+        Some(("admin token file".to_string(), Scope::Admin))
+    } else if given.is_empty() {
+        None
+    } else {
+        match req.app_data::<web::Data<Addr<TokenActor>>>() {
+            Some(tokens) => match tokens.send(Authenticate { secret: given }).await {
+                Ok(g) => g.map(|g| (g.name.to_string(), g.scope)),
+                Err(e) => {
+                    let resp = actor_err("token", e).error_response();
+                    return Ok(req.into_response(resp).map_into_right_body());
+                }
+            },
+            None => None,
+        }
+    };
+    let Some((name, scope)) = grant else {
         // The same answer for a missing and a wrong token: nothing to learn from it.
         let resp = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or invalid bearer token",
+        )
+        .error_response();
+        return Ok(req.into_response(resp).map_into_right_body());
+    };
+    let needed = needed_scope(req.method(), req.path());
+    if !scope.allows(needed) {
+        let resp = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {name} has scope {scope}; {} {} needs scope {needed}",
+                req.method(),
+                req.path()
+            ),
         )
         .error_response();
         return Ok(req.into_response(resp).map_into_right_body());

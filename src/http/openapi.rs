@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::http::{self, admin, blocks};
+use crate::http::{self, admin, blocks, page, tokens};
 
 /// Every error's body.
 #[derive(ToSchema)]
@@ -51,9 +51,13 @@ impl Modify for BearerToken {
         blocks::get_block, blocks::head_block, blocks::block_info, blocks::add_ref,
         blocks::drop_ref, admin::status, admin::resync_errors, admin::resync_retry,
         admin::repair, admin::anti_entropy_sync, admin::scrub, admin::get_workers,
-        admin::put_workers,
+        admin::put_workers, page::status_page, tokens::create_token, tokens::list_tokens,
+        tokens::revoke_token,
     ),
-    components(schemas(ErrorBody, PutReply, admin::Workers, admin::RetryBody, admin::RepairBody)),
+    components(schemas(
+        ErrorBody, PutReply, admin::Workers, admin::RetryBody, admin::RepairBody,
+        tokens::CreateBody, tokens::CreatedView, tokens::TokenList, tokens::TokenView,
+    )),
     modifiers(&BearerToken),
     security(("token" = [])),
 )]
@@ -114,7 +118,7 @@ mod tests {
     fn the_open_routes_need_no_token_and_the_others_do() {
         let doc = serde_json::to_value(document()).expect("document serialises");
         assert_eq!(doc["security"], serde_json::json!([{"token": []}]));
-        for path in ["/health", "/v1/openapi.json"] {
+        for path in ["/", "/health", "/v1/openapi.json"] {
             assert_eq!(
                 doc["paths"][path]["get"]["security"],
                 serde_json::json!([{}]),

@@ -24,6 +24,7 @@ use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
 use blocknode_actors::storage::{SetDiskFailureListener, StorageActor, StorageConfig};
 use blocknode_actors::tls::TlsIdentity;
+use blocknode_actors::tokens::{TokenActor, TokenConfig};
 use blocknode_actors::NodeId;
 
 use crate::coordinator::{Coordinator, CoordinatorConfig};
@@ -128,11 +129,15 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     rcfg.gc_delay = cfg.gc_delay;
     rcfg.backoff_base = cfg.resync_backoff_base;
     rcfg.scrub_interval = cfg.scrub_interval;
+    // Like resync, the token actor needs the peer actor, which needs the dispatcher,
+    // which needs the token actor's address: it is created first and started later.
+    let tokens_ctx = Context::<TokenActor>::new();
     let dispatcher = RpcDispatcher::new(
         storage.clone(),
         refcount.clone(),
         resync_ctx.address(),
         rcfg.clone(),
+        tokens_ctx.address(),
     )
     .start();
     let metrics = Arc::new(Metrics::new());
@@ -213,8 +218,25 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             read_block: Some(storage.clone().recipient()),
         },
     )?
-    .with_store_failed(store_watch.recipient())
+    .with_store_failed(store_watch.clone().recipient())
     .start();
+
+    let tokens = tokens_ctx.run(
+        TokenActor::new(
+            db.clone(),
+            TokenConfig {
+                peers: members
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id != self_id)
+                    .collect(),
+                call_timeout: cfg.peer_rpc_timeout,
+                ..TokenConfig::default()
+            },
+            Some(peers.clone().recipient()),
+        )?
+        .with_store_failed(store_watch.clone().recipient()),
+    );
 
     let coordinator = Coordinator {
         self_id,
@@ -245,10 +267,12 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     let limits = web::Data::new(http::HttpLimits {
         body_read_timeout: cfg.http_body_read_timeout,
     });
+    let tokens_data = web::Data::new(tokens);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(limits.clone())
+            .app_data(tokens_data.clone())
             .wrap(middleware::from_fn(http::require_token))
             .configure(http::configure)
             .default_service(web::to(http::not_found))

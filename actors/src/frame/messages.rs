@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::{DataBlock, VerifiedBlock};
 use crate::hash::Hash;
 use crate::ref_id::RefId;
+use crate::tokens::TokenRecord;
 
 /// Machine-readable kind of an error reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +152,13 @@ pub enum BlockRpc {
     RefRecords(Vec<RefRecord>),
     /// Merge these ref records (dropped wins); answered with `Ok`.
     MergeRefs(Vec<RefRecord>),
+    /// Merge these API token records (a create or revoke pushed); answered with `Ok`.
+    MergeTokens(Vec<TokenRecord>),
+    /// Pull of API tokens: the digest of the asker's token table; answered with
+    /// `TokenRecords`.
+    TokenDigestQuery(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Answer to `TokenDigestQuery`: every record, or none when the digests are equal.
+    TokenRecords(Vec<TokenRecord>),
 }
 
 impl BlockRpc {
@@ -176,6 +184,9 @@ impl BlockRpc {
             BlockRpc::RefRecordsQuery { .. } => "ref_records_query",
             BlockRpc::RefRecords(_) => "ref_records",
             BlockRpc::MergeRefs(_) => "merge_refs",
+            BlockRpc::MergeTokens(_) => "merge_tokens",
+            BlockRpc::TokenDigestQuery(_) => "token_digest_query",
+            BlockRpc::TokenRecords(_) => "token_records",
         }
     }
 

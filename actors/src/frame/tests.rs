@@ -78,7 +78,24 @@ fn samples() -> Vec<BlockRpc> {
             ref_id: "b".parse().unwrap(),
             live: true,
         }]),
+        BlockRpc::MergeTokens(vec![token_record()]),
+        BlockRpc::TokenDigestQuery(vec![4; 32]),
+        BlockRpc::TokenRecords(vec![crate::tokens::TokenRecord {
+            revoked_ms: Some(9),
+            ..token_record()
+        }]),
     ]
+}
+
+fn token_record() -> crate::tokens::TokenRecord {
+    crate::tokens::TokenRecord {
+        name: "backup".parse().unwrap(),
+        scope: crate::tokens::Scope::Read,
+        generation: 1,
+        created_ms: 5,
+        token_hash: blake2sum(b"secret"),
+        revoked_ms: None,
+    }
 }
 
 #[test]
