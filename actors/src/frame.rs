@@ -496,9 +496,29 @@ pub async fn read_body_with<R: AsyncRead + Unpin>(
 ) -> Result<BlockRpc, FrameError> {
     let mut header = vec![0u8; header_len];
     read_exact(r, &mut header, "header").await?;
-    let mut payload = vec![0u8; payload_len];
-    read_exact(r, &mut payload, "payload").await?;
+    let payload = read_new_vec(r, payload_len, "payload").await?;
     decode_parts(&header, wrap(payload))
+}
+
+/// Read exactly `len` bytes into a new buffer, never zero-filled first: the reader
+/// writes into the spare capacity (a block payload is up to `max_block_size`, and
+/// zeroing it only to overwrite it at once was a full extra pass over every byte).
+async fn read_new_vec<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::with_capacity(len);
+    // `take`: even if the allocator gave more capacity, nothing past this frame is read.
+    let mut limited = r.take(len as u64);
+    while buf.len() < len {
+        match limited.read_buf(&mut buf).await {
+            Ok(0) => return Err(FrameError::Truncated(what)),
+            Ok(_) => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok(buf)
 }
 
 async fn read_exact<R: AsyncRead + Unpin>(
@@ -683,6 +703,30 @@ mod tests {
             read_frame(&mut short, &FrameLimits::default()).await,
             Err(FrameError::Truncated("payload"))
         ));
+    }
+
+    #[tokio::test]
+    async fn read_frame_takes_a_payload_in_pieces_and_nothing_past_it() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let m = BlockRpc::PutBlock {
+            hash: blake2sum(&data),
+            data: DataBlock::Plain(Bytes::from(data)),
+        };
+        let mut bytes = encode(&m).unwrap().to_vec();
+        bytes.extend_from_slice(b"next");
+        // A pipe of 7 bytes: the payload arrives in thousands of short reads.
+        let (mut tx, mut rx) = tokio::io::duplex(7);
+        let writer = tokio::spawn(async move {
+            tokio::io::AsyncWriteExt::write_all(&mut tx, &bytes)
+                .await
+                .unwrap();
+        });
+        let got = read_frame(&mut rx, &FrameLimits::default()).await.unwrap();
+        assert_eq!(got, m, "payload read in pieces differs");
+        let mut rest = Vec::new();
+        writer.await.unwrap();
+        rx.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"next", "read_frame consumed bytes past its frame");
     }
 
     proptest! {
