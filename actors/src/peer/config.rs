@@ -15,6 +15,12 @@ pub const BLOCK_RW_TIMEOUT: Duration = Duration::from_secs(30);
 /// On loopback (RTT well under 1 ms) it still moves hundreds of MiB/s per stream, and it
 /// bounds what 256 unadmitted streams of one peer can park in quinn to 16 MiB.
 pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 64 << 10;
+/// Largest MTU that GSO batches of quinn's 10 packets keep under Linux's 64 KiB limit
+/// (a larger batch fails with `EMSGSIZE`, which quinn drops silently: the "MTU 8952
+/// stalls" seen on the development VM).
+pub const GSO_MAX_MTU: u16 = 6_500;
+/// Default [`PeerTuning::mtu_upper_bound`].
+pub const DEFAULT_MTU_UPPER_BOUND: u16 = GSO_MAX_MTU;
 /// Default timeout of a `NeedBlockQuery`.
 pub const NEED_BLOCK_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A cluster member as the peer actor needs it.
@@ -58,6 +64,19 @@ pub struct PeerTuning {
     pub socket_buffer: usize,
     /// Initial QUIC MTU; `None` keeps quinn's safe default (1200, then discovery).
     pub initial_mtu: Option<u16>,
+    /// Largest UDP payload this endpoint accepts and MTU discovery searches up to
+    /// (quinn's own default is 1452, an Ethernet frame). Discovery only ever settles on
+    /// what the path carries, so a high bound is safe on any network; it pays on
+    /// loopback and jumbo-frame LANs, where each packet's fixed cost (a syscall share,
+    /// header protection, one AEAD call, its ACK) is spread over more bytes.
+    pub mtu_upper_bound: u16,
+    /// UDP segment offload (GSO): hand the kernel up to 10 packets in one `sendmsg`.
+    /// Linux refuses a GSO batch over 64 KiB, so it only combines with MTUs up to
+    /// [`GSO_MAX_MTU`]: with a larger `mtu_upper_bound` it is left off whatever this says.
+    pub segmentation_offload: bool,
+    /// Ack-eliciting packets a receiver may take before it must acknowledge (QUIC ACK
+    /// frequency extension; `None`: the RFC's every second packet).
+    pub ack_eliciting_threshold: Option<u32>,
     /// The node's RAM budget ([`RamBudget`]): incoming payloads and served blocks are
     /// charged to its peer pool, reply payloads read by our calls to its client pool.
     /// `None`: unbounded.
@@ -88,6 +107,9 @@ impl Default for PeerTuning {
             request_read_timeout: BLOCK_RW_TIMEOUT,
             socket_buffer: 4 << 20,
             initial_mtu: None,
+            mtu_upper_bound: DEFAULT_MTU_UPPER_BOUND,
+            segmentation_offload: DEFAULT_MTU_UPPER_BOUND <= GSO_MAX_MTU,
+            ack_eliciting_threshold: None,
             ram_budget: None,
             stream_receive_window: DEFAULT_STREAM_RECEIVE_WINDOW,
             reply_write_timeout: BLOCK_RW_TIMEOUT,

@@ -45,8 +45,8 @@ use tracing::{debug, info, warn};
 
 pub use backoff::backoff;
 pub use config::{
-    PeerAddr, PeerConfig, PeerTuning, BLOCK_RW_TIMEOUT, DEFAULT_STREAM_RECEIVE_WINDOW,
-    NEED_BLOCK_QUERY_TIMEOUT,
+    PeerAddr, PeerConfig, PeerTuning, BLOCK_RW_TIMEOUT, DEFAULT_MTU_UPPER_BOUND,
+    DEFAULT_STREAM_RECEIVE_WINDOW, GSO_MAX_MTU, NEED_BLOCK_QUERY_TIMEOUT,
 };
 use health::{HolderHealth, LatencyWindow};
 pub use messages::{
@@ -91,6 +91,11 @@ pub fn quic_client_config(
     tuning: &PeerTuning,
 ) -> Result<quinn::ClientConfig, PeerError> {
     conn::client_config(identity, expected, tuning)
+}
+
+/// The quinn endpoint config a [`PeerActor`] uses (UDP payload limit from `tuning`).
+pub fn quic_endpoint_config(tuning: &PeerTuning) -> quinn::EndpointConfig {
+    conn::endpoint_config(tuning)
 }
 
 /// Bind a UDP socket as a [`PeerActor`] does (buffers sized by `tuning`).
@@ -530,7 +535,7 @@ impl Actor for PeerActor {
             .and_then(|socket| {
                 let server = self.server_config().map_err(|e| e.to_string())?;
                 Endpoint::new(
-                    quinn::EndpointConfig::default(),
+                    conn::endpoint_config(&self.tuning),
                     Some(server),
                     socket,
                     Arc::new(quinn::TokioRuntime),
