@@ -45,8 +45,9 @@ use tracing::{debug, info, warn};
 
 pub use backoff::backoff;
 pub use config::{
-    PeerAddr, PeerConfig, PeerTuning, BLOCK_RW_TIMEOUT, DEFAULT_MTU_UPPER_BOUND,
-    DEFAULT_STREAM_RECEIVE_WINDOW, GSO_MAX_MTU, NEED_BLOCK_QUERY_TIMEOUT,
+    PeerAddr, PeerConfig, PeerTuning, BLOCK_RW_TIMEOUT, DEFAULT_ACK_ELICITING_THRESHOLD,
+    DEFAULT_MTU_UPPER_BOUND, DEFAULT_STREAM_RECEIVE_WINDOW, GSO_MAX_MTU, LOOPBACK_MTU_UPPER_BOUND,
+    NEED_BLOCK_QUERY_TIMEOUT,
 };
 use health::{HolderHealth, LatencyWindow};
 pub use messages::{
