@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use blocknode_actors::frame::FrameLimits;
 use blocknode_actors::peer::{
-    bind_udp, quic_client_config, quic_server_config, Call, GetPeerStatus, HandleRpc, PeerActor,
-    PeerAddr, PeerConfig, PeerTuning, Priority, BLOCK_RW_TIMEOUT,
+    bind_udp, quic_client_config, quic_endpoint_config, quic_server_config, Call, GetPeerStatus,
+    HandleRpc, PeerActor, PeerAddr, PeerConfig, PeerTuning, Priority, BLOCK_RW_TIMEOUT,
 };
 use blocknode_actors::tls::{self, TlsIdentity};
 use blocknode_actors::{blake2sum, BlockRpc, DataBlock, NodeId};
@@ -188,6 +188,7 @@ async fn bench_bare_quinn(
     let server_cfg = quic_server_config(&b, [a.node_id()], tuning).unwrap();
     let server_sock = bind_udp(any, tuning).unwrap();
     let server_addr = server_sock.local_addr().unwrap();
+    let server_ep_cfg = quic_endpoint_config(tuning);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -197,7 +198,7 @@ async fn bench_bare_quinn(
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
             let ep = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
+                server_ep_cfg,
                 Some(server_cfg),
                 server_sock,
                 Arc::new(quinn::TokioRuntime),
@@ -224,7 +225,7 @@ async fn bench_bare_quinn(
 
     let client_sock = bind_udp(any, tuning).unwrap();
     let ep = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        quic_endpoint_config(tuning),
         None,
         client_sock,
         Arc::new(quinn::TokioRuntime),
@@ -290,19 +291,50 @@ fn main() {
 
     let sys = System::new();
     sys.block_on(async move {
-        for (label, tuning) in [
+        let d = PeerTuning::default;
+        let variants = [
             (
-                "default tuning (4 MiB socket buffers)",
-                PeerTuning::default(),
-            ),
-            (
-                "initial MTU 4000 (loopback only)",
+                "quinn's MTU bound (1452), GSO",
                 PeerTuning {
-                    initial_mtu: Some(4000),
-                    ..PeerTuning::default()
+                    mtu_upper_bound: 1452,
+                    segmentation_offload: true,
+                    ..d()
                 },
             ),
-        ] {
+            ("default tuning (MTU <= 6500, GSO)", d()),
+            (
+                "MTU <= 65527, no GSO",
+                PeerTuning {
+                    mtu_upper_bound: 65527,
+                    segmentation_offload: false,
+                    ..d()
+                },
+            ),
+            (
+                "MTU <= 6500, GSO, ACK every 8",
+                PeerTuning {
+                    ack_eliciting_threshold: Some(8),
+                    ..d()
+                },
+            ),
+            (
+                "MTU <= 65527, no GSO, ACK every 8",
+                PeerTuning {
+                    mtu_upper_bound: 65527,
+                    segmentation_offload: false,
+                    ack_eliciting_threshold: Some(8),
+                    ..d()
+                },
+            ),
+        ];
+        // An optional third argument picks variants by index ("0,2").
+        let pick: Option<Vec<usize>> = std::env::args()
+            .nth(3)
+            .map(|a| a.split(',').filter_map(|i| i.parse().ok()).collect());
+        for (i, (label, tuning)) in variants.into_iter().enumerate() {
+            if pick.as_ref().is_some_and(|p| !p.contains(&i)) {
+                continue;
+            }
             println!("-- {label}");
             let p = bench_peer_actor(a.clone(), b.clone(), &tuning, total, in_flight).await;
             let q = bench_bare_quinn(a.clone(), b.clone(), &tuning, total, in_flight).await;

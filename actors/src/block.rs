@@ -67,8 +67,14 @@ impl std::fmt::Debug for DataBlock {
 impl DataBlock {
     /// Build a block from plain bytes. With `Some(level)` the data is zstd-compressed
     /// (frame checksum on) and the compressed form is kept only when it is smaller.
+    /// A block of at least [`SAMPLE_MIN_LEN`] is first judged by a sample
+    /// ([`looks_compressible`]): random or already-compressed data is stored plain
+    /// without compressing all of it.
     pub fn from_buffer(data: Bytes, level: Option<i32>) -> DataBlock {
         if let Some(level) = level {
+            if !looks_compressible(&data, level) {
+                return DataBlock::Plain(data);
+            }
             if let Ok(c) = compress(&data, level) {
                 if c.len() < data.len() {
                     return DataBlock::Compressed(Bytes::from(c));
@@ -129,6 +135,34 @@ fn check(expected: &Hash, plain: &[u8]) -> Result<(), BlockError> {
             expected: *expected,
             actual,
         })
+    }
+}
+
+/// Blocks shorter than this are compressed whole: the sample would be most of them.
+pub const SAMPLE_MIN_LEN: usize = 64 << 10;
+/// Bytes taken from each of a block's start, middle and end for the sample.
+const SAMPLE_PIECE: usize = 4 << 10;
+/// A sample whose compressed size is above this share of it (in 1/64ths: 62/64,
+/// a saving under about 3%) marks the block as not worth compressing. The stored copy
+/// would barely shrink, while every read of it would pay a decompression.
+const SAMPLE_KEEP_BELOW_64THS: usize = 62;
+
+/// Whether a block seems worth compressing, judged by compressing 12 KiB taken from its
+/// start, middle and end (a few per cent of the cost of compressing 1 MiB). Short
+/// blocks are always tried whole.
+pub fn looks_compressible(data: &[u8], level: i32) -> bool {
+    if data.len() < SAMPLE_MIN_LEN {
+        return true;
+    }
+    let mid = data.len() / 2 - SAMPLE_PIECE / 2;
+    let mut sample = Vec::with_capacity(3 * SAMPLE_PIECE);
+    for start in [0, mid, data.len() - SAMPLE_PIECE] {
+        sample.extend_from_slice(&data[start..start + SAMPLE_PIECE]);
+    }
+    match zstd::bulk::compress(&sample, level) {
+        Ok(c) => c.len() * 64 < sample.len() * SAMPLE_KEEP_BELOW_64THS,
+        // A compressor that fails on the sample would fail on the block too.
+        Err(_) => false,
     }
 }
 
@@ -298,6 +332,33 @@ mod tests {
         let empty = DataBlock::from_buffer(Bytes::new(), Some(3));
         assert!(!empty.is_compressed(), "empty block must stay plain");
         empty.verify(&blake2sum(b"")).unwrap();
+    }
+
+    #[test]
+    fn a_sample_tells_random_blocks_from_compressible_ones() {
+        let random: Vec<u8> = (0..1 << 20).map(|_| rand::random::<u8>()).collect();
+        assert!(
+            !looks_compressible(&random, 1),
+            "random 1 MiB judged compressible"
+        );
+        let b = DataBlock::from_buffer(Bytes::from(random), Some(1));
+        assert!(!b.is_compressed());
+        assert!(
+            looks_compressible(&text(1 << 20), 1),
+            "text judged incompressible"
+        );
+        // Text with a random stretch in the middle still compresses well overall.
+        let mut mixed = text(1 << 20).to_vec();
+        for b in &mut mixed[400_000..600_000] {
+            *b = rand::random();
+        }
+        assert!(looks_compressible(&mixed, 1));
+        assert!(DataBlock::from_buffer(Bytes::from(mixed), Some(1)).is_compressed());
+        // Below the sampling size the block is always tried whole.
+        let short: Vec<u8> = (0..SAMPLE_MIN_LEN - 1).map(|_| rand::random()).collect();
+        assert!(looks_compressible(&short, 1));
+        let edge: Vec<u8> = (0..SAMPLE_MIN_LEN).map(|_| rand::random()).collect();
+        assert!(!looks_compressible(&edge, 1));
     }
 
     #[test]

@@ -172,7 +172,8 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         },
         PeerTuning {
             ram_budget: Some(budget.clone()),
-            ..PeerTuning::default()
+            // Larger packets, no GSO, when every member is on loopback (peer/config.rs).
+            ..PeerTuning::for_members(members.iter().map(|(_, m)| m.addr))
         },
         identity,
         dispatcher.recipient(),

@@ -207,9 +207,29 @@ pub async fn read_body_with<R: AsyncRead + Unpin>(
 ) -> Result<BlockRpc, FrameError> {
     let mut header = vec![0u8; header_len];
     read_exact(r, &mut header, "header").await?;
-    let mut payload = vec![0u8; payload_len];
-    read_exact(r, &mut payload, "payload").await?;
+    let payload = read_new_vec(r, payload_len, "payload").await?;
     decode_parts(&header, wrap(payload))
+}
+
+/// Read exactly `len` bytes into a new buffer, never zero-filled first: the reader
+/// writes into the spare capacity (a block payload is up to `max_block_size`, and
+/// zeroing it only to overwrite it at once was a full extra pass over every byte).
+async fn read_new_vec<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::with_capacity(len);
+    // `take`: even if the allocator gave more capacity, nothing past this frame is read.
+    let mut limited = r.take(len as u64);
+    while buf.len() < len {
+        match limited.read_buf(&mut buf).await {
+            Ok(0) => return Err(FrameError::Truncated(what)),
+            Ok(_) => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok(buf)
 }
 
 async fn read_exact<R: AsyncRead + Unpin>(

@@ -255,3 +255,28 @@ proptest! {
         let _ = decode(&f, &FrameLimits::default());
     }
 }
+
+#[tokio::test]
+async fn read_frame_takes_a_payload_in_pieces_and_nothing_past_it() {
+    use tokio::io::AsyncReadExt;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let m = BlockRpc::PutBlock {
+        hash: blake2sum(&data),
+        data: DataBlock::Plain(Bytes::from(data)),
+    };
+    let mut bytes = encode(&m).unwrap().to_vec();
+    bytes.extend_from_slice(b"next");
+    // A pipe of 7 bytes: the payload arrives in thousands of short reads.
+    let (mut tx, mut rx) = tokio::io::duplex(7);
+    let writer = tokio::spawn(async move {
+        tokio::io::AsyncWriteExt::write_all(&mut tx, &bytes)
+            .await
+            .unwrap();
+    });
+    let got = read_frame(&mut rx, &FrameLimits::default()).await.unwrap();
+    assert_eq!(got, m, "payload read in pieces differs");
+    let mut rest = Vec::new();
+    writer.await.unwrap();
+    rx.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"next", "read_frame consumed bytes past its frame");
+}

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
 use tracing::{debug, warn};
 
-use super::{HandleRpc, PeerError, PeerTuning, Priority, RpcError};
+use super::{HandleRpc, PeerError, PeerTuning, Priority, RpcError, GSO_MAX_MTU};
 use crate::block::DataBlock;
 use crate::budget::{Pool, RamBudget};
 use crate::frame::{self, BlockRpc, ErrorCode, FrameError, FrameLimits, Hello};
@@ -72,7 +72,35 @@ fn transport_config(tuning: &PeerTuning) -> Arc<TransportConfig> {
     if let Some(mtu) = tuning.initial_mtu {
         t.initial_mtu(mtu);
     }
+    // Discovery climbs from the safe initial MTU to what the path carries, up to the
+    // bound (quinn stops at 1452 by default: a tenth of loopback's 64 KiB).
+    let mut mtud = quinn::MtuDiscoveryConfig::default();
+    mtud.upper_bound(tuning.mtu_upper_bound);
+    t.mtu_discovery_config(Some(mtud));
+    // Never GSO past its 64 KiB batch limit: those batches would be dropped unsent.
+    t.enable_segmentation_offload(
+        tuning.segmentation_offload && tuning.mtu_upper_bound <= GSO_MAX_MTU,
+    );
+    if let Some(n) = tuning.ack_eliciting_threshold {
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(VarInt::from_u32(n));
+        t.ack_frequency_config(Some(ack));
+    }
     Arc::new(t)
+}
+
+/// The endpoint settings: the largest UDP payload we accept (advertised to peers, who
+/// never send more) follows the MTU bound, or discovery could not go past 1472.
+pub(crate) fn endpoint_config(tuning: &PeerTuning) -> quinn::EndpointConfig {
+    let mut c = quinn::EndpointConfig::default();
+    // Out of quinn's range (1200..=65527) keeps its default: a smaller MTU, not a fault.
+    if c.max_udp_payload_size(tuning.mtu_upper_bound).is_err() {
+        debug!(
+            bound = tuning.mtu_upper_bound,
+            "MTU bound out of range; keeping quinn's UDP payload limit"
+        );
+    }
+    c
 }
 
 /// The server side of the endpoint: mutual TLS accepting any of `members`.

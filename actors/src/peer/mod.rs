@@ -45,7 +45,8 @@ use tracing::{debug, info, warn};
 
 pub use backoff::backoff;
 pub use config::{
-    PeerAddr, PeerConfig, PeerTuning, BLOCK_RW_TIMEOUT, DEFAULT_STREAM_RECEIVE_WINDOW,
+    PeerAddr, PeerConfig, PeerTuning, BLOCK_RW_TIMEOUT, DEFAULT_ACK_ELICITING_THRESHOLD,
+    DEFAULT_MTU_UPPER_BOUND, DEFAULT_STREAM_RECEIVE_WINDOW, GSO_MAX_MTU, LOOPBACK_MTU_UPPER_BOUND,
     PEER_RPC_TIMEOUT,
 };
 use health::{HolderHealth, LatencyWindow};
@@ -91,6 +92,11 @@ pub fn quic_client_config(
     tuning: &PeerTuning,
 ) -> Result<quinn::ClientConfig, PeerError> {
     conn::client_config(identity, expected, tuning)
+}
+
+/// The quinn endpoint config a [`PeerActor`] uses (UDP payload limit from `tuning`).
+pub fn quic_endpoint_config(tuning: &PeerTuning) -> quinn::EndpointConfig {
+    conn::endpoint_config(tuning)
 }
 
 /// Bind a UDP socket as a [`PeerActor`] does (buffers sized by `tuning`).
@@ -530,7 +536,7 @@ impl Actor for PeerActor {
             .and_then(|socket| {
                 let server = self.server_config().map_err(|e| e.to_string())?;
                 Endpoint::new(
-                    quinn::EndpointConfig::default(),
+                    conn::endpoint_config(&self.tuning),
                     Some(server),
                     socket,
                     Arc::new(quinn::TokioRuntime),

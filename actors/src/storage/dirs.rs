@@ -15,9 +15,8 @@
 
 use std::path::PathBuf;
 
-use blake2::{Blake2b512, Digest};
 
-use crate::hash::Hash;
+use crate::hash::{blake2sum, Hash};
 
 /// One configured data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,12 +81,9 @@ impl PlacedDir {
 /// drawn from BLAKE2 of the hash and the key. The largest score wins, and a directory
 /// wins with probability `weight / Σ weights` (the exponential-race argument).
 pub fn score(hash: &Hash, key: &str, weight: u64) -> f64 {
-    let mut h = Blake2b512::new();
-    h.update(hash.as_bytes());
-    h.update(key.as_bytes());
-    let digest = h.finalize();
+    let digest = blake2sum(&[&hash.as_bytes()[..], key.as_bytes()].concat());
     let mut b = [0u8; 8];
-    b.copy_from_slice(&digest[..8]);
+    b.copy_from_slice(&digest.as_bytes()[..8]);
     // 53 bits give a uniform double in (0, 1]; never 0, so ln is finite.
     let u = ((u64::from_be_bytes(b) >> 11) + 1) as f64 / (1u64 << 53) as f64;
     let ln = -u.ln();

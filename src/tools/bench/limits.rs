@@ -12,7 +12,9 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use blocknode_actors::fsutil::write_atomic;
-use blocknode_actors::peer::{bind_udp, quic_client_config, quic_server_config, PeerTuning};
+use blocknode_actors::peer::{
+    bind_udp, quic_client_config, quic_endpoint_config, quic_server_config, PeerTuning,
+};
 use blocknode_actors::tls::{generate_ca, generate_node_cert, TlsIdentity, NODE_SAN};
 use blocknode_actors::{blake2sum, DataBlock};
 
@@ -98,7 +100,9 @@ where
         TlsIdentity::load(&p.join("ca.crt"), &p.join("node.crt"), &p.join("node.key"))
     };
     let (a, b) = (load("a")?, load("b")?);
-    let tuning = PeerTuning::default();
+    // Both endpoints on loopback, as every node of a local bench cluster: the same
+    // transport settings the nodes pick for themselves.
+    let tuning = PeerTuning::for_members(["127.0.0.1:1".parse()?]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -110,13 +114,13 @@ where
         let s_sock = bind_udp("127.0.0.1:0".parse()?, &tuning)?;
         let s_addr = s_sock.local_addr()?;
         let server = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            quic_endpoint_config(&tuning),
             Some(server_cfg),
             s_sock,
             runtime.clone(),
         )?;
         let client = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            quic_endpoint_config(&tuning),
             None,
             bind_udp("127.0.0.1:0".parse()?, &tuning)?,
             runtime,

@@ -6,21 +6,23 @@
 //! runs the workloads and removes it; with `--api URL --token T` it targets a running
 //! cluster (then CPU, RSS and the `resync` workload are not available).
 
+mod cluster;
 pub mod floor;
 pub mod limits;
 pub mod procfs;
+mod report;
+mod workloads;
 
 use std::path::PathBuf;
-use std::process::Child;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
-use serde_json::{json, Value};
 
-use crate::tools::dev_cluster::{self, DevClusterArgs, DevClusterFile};
+use cluster::{start_local, Target};
+use report::{report, Limits, RunInfo};
+use workloads::{drive, get_op, put_op, resync_workload, Figures};
 
 /// Compressibility of the generated blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,368 +108,56 @@ pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
+/// Most bytes of limit and floor files kept until the end of a run (see [`Scratch`]).
+const SCRATCH_KEEP_MAX: usize = 2 << 30;
 
-/// The cluster under test.
-struct Target {
-    apis: Vec<(String, String)>,
-    local: Option<LocalCluster>,
+/// The files of the limit and floor measurements. This VM's root filesystem is ext4
+/// without a journal, which checks every inode deleted in the last 35 s when it
+/// allocates a new one: deleting thousands of small files right before a workload made
+/// its file creation cost several times more (perf of a 4 KiB PUT run: `recently_deleted`
+/// 15% and `find_get_block_common` 12% of the nodes' CPU). So when they fit in
+/// [`SCRATCH_KEEP_MAX`], they are deleted only at the end of the run (on drop);
+/// larger ones (16 MiB blocks) go at once, where inode costs do not show.
+struct Scratch {
+    keep: bool,
+    dirs: Vec<PathBuf>,
 }
 
-struct LocalCluster {
-    file: DevClusterFile,
-    children: Vec<Child>,
-    _tmp: Option<tempfile::TempDir>,
-    dir: PathBuf,
+impl Scratch {
+    fn new(keep: bool) -> Self {
+        Scratch {
+            keep,
+            dirs: Vec::new(),
+        }
+    }
+
+    /// Create a measurement directory.
+    fn dir(&mut self, dir: PathBuf) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// A measurement is over: remove its files now, or at the end of the run.
+    fn done_with(&mut self, dir: PathBuf) {
+        if self.keep {
+            self.dirs.push(dir);
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// The parent of the measurement directories: removed with them.
+    fn keep_or_remove(&mut self, parent: &std::path::Path) {
+        self.done_with(parent.to_path_buf());
+    }
 }
 
-impl Drop for LocalCluster {
+impl Drop for Scratch {
     fn drop(&mut self) {
-        dev_cluster::stop_nodes(&mut self.children);
-    }
-}
-
-impl Target {
-    fn pids(&self) -> Vec<u32> {
-        self.local
-            .as_ref()
-            .map(|l| l.children.iter().map(|c| c.id()).collect())
-            .unwrap_or_default()
-    }
-    fn cpu(&self) -> Option<f64> {
-        let pids = self.pids();
-        if pids.is_empty() {
-            return None;
-        }
-        pids.iter().map(|p| procfs::cpu_seconds(*p)).sum()
-    }
-    fn peak_rss(&self) -> Option<u64> {
-        self.pids()
-            .iter()
-            .filter_map(|p| procfs::peak_rss(*p))
-            .max()
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
-fn start_local(args: &BenchArgs) -> anyhow::Result<Target> {
-    let (tmp, dir) = match &args.dir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("blocknode-bench")
-                .tempdir_in(".")?;
-            let d = t.path().join("cluster");
-            (Some(t), d)
-        }
-    };
-    let file = dev_cluster::init(&DevClusterArgs {
-        nodes: args.nodes,
-        dir: dir.clone(),
-        replication: Some(args.replication),
-        gc_delay: "10m".into(),
-        init_only: true,
-    })?;
-    if !args.fsync {
-        for n in &file.nodes {
-            let t = std::fs::read_to_string(&n.config)?;
-            std::fs::write(
-                &n.config,
-                t.replacen("gc_delay", "data_fsync = false\ngc_delay", 1),
-            )?;
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
-    let children = dev_cluster::spawn_nodes(&file)?;
-    let local = LocalCluster {
-        file,
-        children,
-        _tmp: tmp,
-        dir,
-    };
-    dev_cluster::wait_healthy(&local.file, Duration::from_secs(30))?;
-    let apis: Vec<(String, String)> = local
-        .file
-        .nodes
-        .iter()
-        .map(|n| (n.api.clone(), n.token.clone()))
-        .collect();
-    // Wait until every node sees every peer, so no write starts before quorum can exist.
-    let a = agent();
-    let start = Instant::now();
-    for (api, token) in &apis {
-        loop {
-            let up = a
-                .get(&format!("{api}/v1/status"))
-                .header("Authorization", format!("Bearer {token}"))
-                .call()
-                .ok()
-                .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
-                .map(|v| {
-                    v["peers"]
-                        .as_array()
-                        .map_or(0, |p| p.iter().filter(|p| p["up"] == true).count())
-                })
-                .unwrap_or(0);
-            if up + 1 >= apis.len() {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                bail!("the bench cluster's nodes did not all see each other within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    Ok(Target {
-        apis,
-        local: Some(local),
-    })
-}
-
-/// Figures of one workload.
-#[derive(Debug, Clone)]
-struct Figures {
-    ops: usize,
-    bytes: u64,
-    secs: f64,
-    lat: Vec<Duration>,
-    cpu_s: Option<f64>,
-    rss: Option<u64>,
-    errors: usize,
-}
-
-impl Figures {
-    fn mib_s(&self) -> f64 {
-        self.bytes as f64 / (1 << 20) as f64 / self.secs
-    }
-    /// Server CPU seconds per GiB moved (summed over the node processes).
-    fn cpu_per_gib(&self) -> Option<f64> {
-        let gib = self.bytes as f64 / (1u64 << 30) as f64;
-        self.cpu_s.filter(|_| gib > 0.0).map(|c| c / gib)
-    }
-    fn json(&self, limit: Option<f64>, floor: Option<f64>) -> Value {
-        let cpu = self.cpu_per_gib();
-        json!({
-            "mib_s": self.mib_s(),
-            "blocks_s": self.ops as f64 / self.secs,
-            "p50_ms": percentile(&self.lat, 50.0),
-            "p90_ms": percentile(&self.lat, 90.0),
-            "p99_ms": percentile(&self.lat, 99.0),
-            "max_ms": percentile(&self.lat, 100.0),
-            "cpu_s_per_gib": cpu,
-            "cpu_ms_per_op": self.cpu_s.filter(|_| self.ops > 0).map(|c| c * 1000.0 / self.ops as f64),
-            "floor_cpu_s_per_gib": floor,
-            "ratio_to_floor": cpu.zip(floor).map(|(c, f)| c / f),
-            "peak_rss_bytes": self.rss,
-            "limit_mib_s": limit,
-            "ratio_to_limit": limit.map(|l| self.mib_s() / l),
-            "errors": self.errors,
-        })
-    }
-}
-
-/// Run `op(i)` with `concurrency` threads until `count` ops are done or `duration` passed.
-fn drive(
-    target: &Target,
-    args: &BenchArgs,
-    name: &str,
-    count: usize,
-    duration: Option<Duration>,
-    op: impl Fn(&ureq::Agent, usize) -> anyhow::Result<u64> + Sync,
-) -> Figures {
-    let next = AtomicUsize::new(0);
-    let lat = Mutex::new(Vec::with_capacity(count));
-    let bytes = AtomicUsize::new(0);
-    let errors = AtomicUsize::new(0);
-    let pb = match duration {
-        Some(_) => indicatif::ProgressBar::new_spinner(),
-        None => indicatif::ProgressBar::new(count as u64),
-    };
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>7} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    pb.set_prefix(name.to_string());
-    let cpu0 = target.cpu();
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..args.concurrency.max(1) {
-            s.spawn(|| {
-                let a = agent();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if duration.map_or(i >= count, |d| start.elapsed() >= d) {
-                        return;
-                    }
-                    let t = Instant::now();
-                    match op(&a, i) {
-                        Ok(n) => {
-                            bytes.fetch_add(n as usize, Ordering::Relaxed);
-                            if let Ok(mut l) = lat.lock() {
-                                l.push(t.elapsed());
-                            }
-                        }
-                        Err(e) => {
-                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                                pb.println(format!("{name}: first error: {e:#}"));
-                            }
-                        }
-                    }
-                    pb.inc(1);
-                }
-            });
-        }
-    });
-    let secs = start.elapsed().as_secs_f64();
-    pb.finish_and_clear();
-    let mut lat = lat.into_inner().unwrap_or_default();
-    lat.sort();
-    Figures {
-        ops: lat.len(),
-        bytes: bytes.into_inner() as u64,
-        secs,
-        lat,
-        cpu_s: match (cpu0, target.cpu()) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        },
-        rss: target.peak_rss(),
-        errors: errors.into_inner(),
-    }
-}
-
-/// PUT a block with a ref (as a real client does: an unreferenced block is an orphan
-/// that GC collects and repair does not restore).
-fn put_op(
-    a: &ureq::Agent,
-    api: &(String, String),
-    data: &[u8],
-    i: usize,
-) -> anyhow::Result<String> {
-    let mut r = a
-        .put(&format!("{}/v1/blocks?ref=bench-{i}", api.0))
-        .header("Authorization", format!("Bearer {}", api.1))
-        .send(data)?;
-    let status = r.status().as_u16();
-    let body: Value = r.body_mut().read_json().unwrap_or_default();
-    if status != 201 {
-        bail!("PUT answered {status}: {body}");
-    }
-    body["hash"]
-        .as_str()
-        .map(str::to_string)
-        .context("PUT reply without hash")
-}
-
-fn get_op(a: &ureq::Agent, api: &(String, String), hash: &str, size: usize) -> anyhow::Result<u64> {
-    let mut r = a
-        .get(&format!("{}/v1/blocks/{hash}", api.0))
-        .header("Authorization", format!("Bearer {}", api.1))
-        .call()?;
-    let status = r.status().as_u16();
-    let body = r.body_mut().with_config().limit(64 << 20).read_to_vec()?;
-    if status != 200 || body.len() != size {
-        bail!(
-            "GET answered {status} with {} bytes, expected {size}",
-            body.len()
-        );
-    }
-    Ok(body.len() as u64)
-}
-
-fn block_files(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.len() == 64 || (n.len() == 68 && n.ends_with(".zst"))
-            }) {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
-/// Wipe the last node while stopped, restart it, repair with tranquility 0 and 4
-/// workers, and time until it holds every block it held before.
-fn resync_workload(target: &mut Target, size: usize) -> anyhow::Result<Figures> {
-    let local = target
-        .local
-        .as_mut()
-        .context("the resync workload needs the local cluster (no --api)")?;
-    let i = local.file.nodes.len() - 1;
-    let node = local.file.nodes[i].clone();
-    let want = block_files(&node.data_dir);
-    anyhow::ensure!(
-        want > 0,
-        "run put before resync: node {} holds no block",
-        node.name
-    );
-    dev_cluster::stop_nodes(std::slice::from_mut(&mut local.children[i]));
-    std::fs::remove_dir_all(&node.data_dir)
-        .with_context(|| format!("wiping {}", node.data_dir.display()))?;
-    let mut fresh = dev_cluster::spawn_nodes(&DevClusterFile {
-        nodes: vec![node.clone()],
-    })?;
-    local.children[i] = fresh.remove(0);
-    dev_cluster::wait_healthy(
-        &DevClusterFile {
-            nodes: vec![node.clone()],
-        },
-        Duration::from_secs(30),
-    )?;
-    std::thread::sleep(Duration::from_secs(2));
-    let a = agent();
-    let auth = format!("Bearer {}", node.token);
-    a.put(&format!("{}/v1/workers", node.api))
-        .header("Authorization", &auth)
-        .send_json(json!({"resync_workers": 4, "resync_tranquility": 0}))?;
-    let cpu0 = procfs::cpu_seconds(local.children[i].id());
-    let start = Instant::now();
-    a.post(&format!("{}/v1/repair", node.api))
-        .header("Authorization", &auth)
-        .send_empty()?;
-    let pb = indicatif::ProgressBar::new(want as u64);
-    pb.set_prefix("resync");
-    loop {
-        let have = block_files(&node.data_dir);
-        pb.set_position(have as u64);
-        if have >= want {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("resync: {have} of {want} blocks after 10 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    pb.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
-    let pid = local.children[i].id();
-    Ok(Figures {
-        ops: want,
-        bytes: (want * size) as u64,
-        secs,
-        lat: Vec::new(),
-        cpu_s: match (cpu0, procfs::cpu_seconds(pid)) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        },
-        rss: procfs::peak_rss(pid),
-        errors: 0,
-    })
 }
 
 /// `blocknode bench`.
@@ -521,28 +211,27 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         Some(l) => l.dir.join("disk-limit"),
         None => PathBuf::from(".blocknode-bench-disk-limit"),
     };
-    std::fs::create_dir_all(&limit_dir)?;
     // At least 256 files (or 64 MiB), so the limit is not a few milliseconds of page cache.
     let limit_files = count.max(256).max((64 << 20) / size).min(4096);
+    let mut scratch = Scratch::new(3 * limit_files * size <= SCRATCH_KEEP_MAX);
     // The median of three runs: on a shared VM one run can be off by 3x either way.
     let mut disk_runs = Vec::new();
-    for _ in 0..3 {
-        let run = limits::disk_write(&limit_dir, limit_files, size, args.concurrency, args.fsync);
-        let _ = std::fs::remove_dir_all(&limit_dir);
+    for k in 0..3 {
+        let dir = scratch.dir(limit_dir.join(k.to_string()))?;
+        let run = limits::disk_write(&dir, limit_files, size, args.concurrency, args.fsync);
+        scratch.done_with(dir);
         disk_runs.push(run?);
-        std::fs::create_dir_all(&limit_dir)?;
     }
-    let _ = std::fs::remove_dir_all(&limit_dir);
     disk_runs.sort_by(|a, b| a.total_cmp(b));
     let disk = disk_runs[1];
     let blake = limits::blake2_one_core(&sample);
     let zstd = limits::zstd_one_core(&sample);
     let quinn = limits::quinn_stream(256 << 20)?;
     eprintln!("measuring the CPU floor of each workload ...");
-    let floor_dir = limit_dir.with_file_name("cpu-floor");
-    std::fs::create_dir_all(&floor_dir)?;
+    let floor_dir = scratch.dir(limit_dir.with_file_name("cpu-floor"))?;
     let parts = floor::measure(&floor_dir, size, args.concurrency, args.fsync);
-    let _ = std::fs::remove_dir_all(&floor_dir);
+    scratch.done_with(floor_dir);
+    scratch.keep_or_remove(&limit_dir);
     let floor = floor::Floor {
         parts: parts?,
         replication: rf,
@@ -608,93 +297,26 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         results.push((w.clone(), fig, limit));
     }
 
-    println!(
-        "\nblocknode bench: {} blocks of {} ({:?} data), concurrency {}, {}",
-        duration.map_or(count.to_string(), |d| format!("{d:?} of")),
-        bytesize::ByteSize::b(size as u64).display().iec(),
-        args.data,
-        args.concurrency,
-        match &target.local {
-            Some(_) => format!(
-                "local cluster of {} nodes, RF{} (fsync {})",
-                args.nodes, args.replication, args.fsync
-            ),
-            None => "remote cluster".to_string(),
-        }
-    );
-    println!(
-        "limits: disk {disk:.0} MiB/s (median of {:.0}/{:.0}/{:.0}; {:.0} per replica), BLAKE2 one core {blake:.0} MiB/s, zstd-1 {zstd:.0} MiB/s, quinn stream {quinn:.0} MiB/s",
-        disk_runs[0], disk_runs[1], disk_runs[2],
-        put_limit
-    );
-    let p = &floor.parts;
-    println!(
-        "CPU floor (s/GiB, this run): BLAKE2 {:.2}, QUIC transfer {:.2}, file write {:.2}, file read {:.2}, HTTP receive {:.2}, HTTP send {:.2} -> put {:.2} ({:.3} ms/op), get {:.2} ({:.3} ms/op)",
-        p.blake2, p.quic, p.file_write, p.file_read, p.http_receive, p.http_send,
-        floor.put(), floor.ms_per_op(floor.put()), floor.get(), floor.ms_per_op(floor.get())
-    );
-    println!(
-        "{:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7}",
-        "workload",
-        "MiB/s",
-        "blocks/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "cpu s/GiB",
-        "floor",
-        "x floor",
-        "cpu ms/op",
-        "peak RSS",
-        "limit",
-        "ratio"
-    );
-    let mut wj = serde_json::Map::new();
-    for (name, f, limit) in &results {
-        let fl = floor.of(name);
-        let j = f.json(*limit, fl);
-        let opt = |v: &Value, digits: usize| {
-            v.as_f64()
-                .map_or("-".to_string(), |x| format!("{x:.digits$}"))
-        };
-        println!(
-            "{:<8} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7}",
-            name,
-            f.mib_s(),
-            f.ops as f64 / f.secs,
-            j["p50_ms"].as_f64().unwrap_or(0.0),
-            j["p90_ms"].as_f64().unwrap_or(0.0),
-            j["p99_ms"].as_f64().unwrap_or(0.0),
-            j["max_ms"].as_f64().unwrap_or(0.0),
-            opt(&j["cpu_s_per_gib"], 2),
-            fl.map_or("-".into(), |x| format!("{x:.2}")),
-            opt(&j["ratio_to_floor"], 2),
-            opt(&j["cpu_ms_per_op"], 3),
-            f.rss.map_or("-".into(), |r| format!("{}MiB", r >> 20)),
-            limit.map_or("-".into(), |l| format!("{l:.0}")),
-            j["ratio_to_limit"]
-                .as_f64()
-                .map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
-        );
-        if f.errors > 0 {
-            println!("         {} errors", f.errors);
-        }
-        wj.insert(name.clone(), j);
-    }
-    if let Some(p) = &args.json {
-        let doc = json!({
-            "config": {"size": size, "count": count, "concurrency": args.concurrency, "data": format!("{:?}", args.data).to_lowercase(),
-                       "nodes": args.nodes, "replication": args.replication, "fsync": args.fsync, "local": target.local.is_some()},
-            "limits": {"disk_mib_s": disk, "disk_runs_mib_s": disk_runs, "disk_per_replica_mib_s": put_limit, "blake2_one_core_mib_s": blake,
-                       "zstd1_mib_s": zstd, "quinn_stream_mib_s": quinn, "get_limit_mib_s": get_limit},
-            "cpu_floor": floor.json(),
-            "workloads": wj,
-        });
-        std::fs::write(p, serde_json::to_vec_pretty(&doc)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    report(
+        &RunInfo {
+            args: &args,
+            size,
+            count,
+            duration,
+            local: target.local.is_some(),
+        },
+        &Limits {
+            disk,
+            disk_runs,
+            put_limit,
+            blake2: blake,
+            zstd,
+            quinn,
+            get_limit,
+        },
+        &floor,
+        &results,
+    )
 }
 
 #[cfg(test)]
