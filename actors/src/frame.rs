@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::block::DataBlock;
 use crate::hash::Hash;
+use crate::layout::LayoutStamp;
 use crate::ref_id::RefId;
 
 /// Bytes of the fixed prefix: two big-endian `u32` lengths.
@@ -72,8 +73,12 @@ pub enum ErrorCode {
 /// A node's opening message on a new connection, answered with its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
-    /// Digest of the sender's member list; nodes whose digests differ disagree on placement.
+    /// Digest of the sender's layout; nodes whose digests differ disagree on placement.
     pub layout_digest: Hash,
+    /// Version of the sender's layout: a node that sees a newer one fetches it
+    /// (`LayoutQuery`). Absent from nodes that predate versioned layouts (then 0).
+    #[serde(default)]
+    pub layout_version: u64,
     /// The sender's blocknode version.
     pub version: String,
 }
@@ -127,8 +132,9 @@ pub enum BlockRpc {
     Error { code: ErrorCode, message: String },
     /// Connection opening: layout digest and version.
     Hello(Hello),
-    /// Liveness and RTT probe; answered with `Pong` of the same nonce.
-    Ping(u64),
+    /// Liveness and RTT probe, answered with `Pong` of the same nonce; it carries the
+    /// sender's layout stamp, so a layout switch is seen by every peer within a ping.
+    Ping { nonce: u64, layout: LayoutStamp },
     /// Answer to `Ping`.
     Pong(u64),
     /// Ask for a block; answered with `PutBlock` or an error.
@@ -170,6 +176,11 @@ pub enum BlockRpc {
     RefRecords(Vec<RefRecord>),
     /// Merge these ref records (dropped wins); answered with `Ok`.
     MergeRefs(Vec<RefRecord>),
+    /// Ask for the receiver's current layout; answered with `LayoutReply`.
+    LayoutQuery,
+    /// Answer to `LayoutQuery`: the layout, MessagePack then zstd (a table of a few
+    /// distinct node ids compresses well, which keeps it inside the header limit).
+    LayoutReply { data: Vec<u8> },
 }
 
 impl BlockRpc {
@@ -179,7 +190,7 @@ impl BlockRpc {
             BlockRpc::Ok => "ok",
             BlockRpc::Error { .. } => "error",
             BlockRpc::Hello(_) => "hello",
-            BlockRpc::Ping(_) => "ping",
+            BlockRpc::Ping { .. } => "ping",
             BlockRpc::Pong(_) => "pong",
             BlockRpc::GetBlock(_) => "get_block",
             BlockRpc::PutBlock { .. } => "put_block",
@@ -195,6 +206,8 @@ impl BlockRpc {
             BlockRpc::RefRecordsQuery { .. } => "ref_records_query",
             BlockRpc::RefRecords(_) => "ref_records",
             BlockRpc::MergeRefs(_) => "merge_refs",
+            BlockRpc::LayoutQuery => "layout_query",
+            BlockRpc::LayoutReply { .. } => "layout_reply",
         }
     }
 
@@ -216,7 +229,10 @@ enum WireHeader {
         message: String,
     },
     Hello(Hello),
-    Ping(u64),
+    Ping {
+        nonce: u64,
+        layout: LayoutStamp,
+    },
     Pong(u64),
     GetBlock(Hash),
     PutBlock {
@@ -251,6 +267,11 @@ enum WireHeader {
     },
     RefRecords(Vec<RefRecord>),
     MergeRefs(Vec<RefRecord>),
+    LayoutQuery,
+    LayoutReply {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -310,7 +331,7 @@ pub fn encode(rpc: &BlockRpc) -> Result<EncodedFrame, FrameError> {
         BlockRpc::Ok => (WireHeader::Ok, None),
         BlockRpc::Error { code, message } => (WireHeader::Error { code, message }, None),
         BlockRpc::Hello(h) => (WireHeader::Hello(h), None),
-        BlockRpc::Ping(n) => (WireHeader::Ping(n), None),
+        BlockRpc::Ping { nonce, layout } => (WireHeader::Ping { nonce, layout }, None),
         BlockRpc::Pong(n) => (WireHeader::Pong(n), None),
         BlockRpc::GetBlock(h) => (WireHeader::GetBlock(h), None),
         BlockRpc::PutBlock { hash, data } => (
@@ -345,6 +366,8 @@ pub fn encode(rpc: &BlockRpc) -> Result<EncodedFrame, FrameError> {
         ),
         BlockRpc::RefRecords(r) => (WireHeader::RefRecords(r), None),
         BlockRpc::MergeRefs(r) => (WireHeader::MergeRefs(r), None),
+        BlockRpc::LayoutQuery => (WireHeader::LayoutQuery, None),
+        BlockRpc::LayoutReply { data } => (WireHeader::LayoutReply { data }, None),
     };
     let header = rmp_serde::to_vec_named(&header).map_err(|e| FrameError::Encode(e.to_string()))?;
     let payload_len = payload.as_ref().map_or(0, |p| p.len());
@@ -409,7 +432,7 @@ pub fn decode_parts(header: &[u8], payload: Bytes) -> Result<BlockRpc, FrameErro
         WireHeader::Ok => no_payload(BlockRpc::Ok),
         WireHeader::Error { code, message } => no_payload(BlockRpc::Error { code, message }),
         WireHeader::Hello(h) => no_payload(BlockRpc::Hello(h)),
-        WireHeader::Ping(n) => no_payload(BlockRpc::Ping(n)),
+        WireHeader::Ping { nonce, layout } => no_payload(BlockRpc::Ping { nonce, layout }),
         WireHeader::Pong(n) => no_payload(BlockRpc::Pong(n)),
         WireHeader::GetBlock(h) => no_payload(BlockRpc::GetBlock(h)),
         WireHeader::NeedBlockQuery(h) => no_payload(BlockRpc::NeedBlockQuery(h)),
@@ -434,6 +457,8 @@ pub fn decode_parts(header: &[u8], payload: Bytes) -> Result<BlockRpc, FrameErro
         }),
         WireHeader::RefRecords(r) => no_payload(BlockRpc::RefRecords(r)),
         WireHeader::MergeRefs(r) => no_payload(BlockRpc::MergeRefs(r)),
+        WireHeader::LayoutQuery => no_payload(BlockRpc::LayoutQuery),
+        WireHeader::LayoutReply { data } => no_payload(BlockRpc::LayoutReply { data }),
     }
 }
 
@@ -526,9 +551,20 @@ mod tests {
             BlockRpc::error(ErrorCode::NotFound, "no such block"),
             BlockRpc::Hello(Hello {
                 layout_digest: h,
+                layout_version: 3,
                 version: "0.1.0".into(),
             }),
-            BlockRpc::Ping(7),
+            BlockRpc::Ping {
+                nonce: 7,
+                layout: LayoutStamp {
+                    version: 3,
+                    digest: h,
+                },
+            },
+            BlockRpc::LayoutQuery,
+            BlockRpc::LayoutReply {
+                data: vec![1, 2, 3],
+            },
             BlockRpc::Pong(7),
             BlockRpc::GetBlock(h),
             BlockRpc::PutBlock {

@@ -336,6 +336,19 @@ pub fn server_crypto(
     identity: &TlsIdentity,
     members: HashSet<NodeId>,
 ) -> Result<rustls::ServerConfig, TlsError> {
+    server_crypto_with(identity, Some(members))
+}
+
+/// As [`server_crypto`], accepting any certificate of the cluster CA (a node that is not
+/// in a layout yet, waiting for a member to hand one over).
+pub fn server_crypto_any_member(identity: &TlsIdentity) -> Result<rustls::ServerConfig, TlsError> {
+    server_crypto_with(identity, None)
+}
+
+fn server_crypto_with(
+    identity: &TlsIdentity,
+    members: Option<HashSet<NodeId>>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = crypto_provider();
     let inner = WebPkiClientVerifier::builder_with_provider(identity.roots()?, provider.clone())
         .build()
@@ -390,7 +403,8 @@ fn id_or_reject(end_entity: &CertificateDer<'_>) -> Result<NodeId, rustls::Error
 #[derive(Debug)]
 struct MemberClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    members: HashSet<NodeId>,
+    /// `None`: any node of the CA.
+    members: Option<HashSet<NodeId>>,
 }
 
 impl ClientCertVerifier for MemberClientVerifier {
@@ -413,7 +427,7 @@ impl ClientCertVerifier for MemberClientVerifier {
                 "refused incoming connection: certificate does not chain to the cluster CA");
             return Err(e);
         }
-        if !self.members.contains(&id) {
+        if self.members.as_ref().is_some_and(|m| !m.contains(&id)) {
             tracing::warn!(peer = %id.short(),
                 "refused incoming connection: node is not a cluster member");
             return Err(rustls::Error::InvalidCertificate(
