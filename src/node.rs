@@ -238,7 +238,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         )?
         .with_store_failed(store_watch.clone().recipient()),
     );
-    let mut ae_cfg = AntiEntropyConfig::new(self_id, layout_digest);
+    let mut ae_cfg = AntiEntropyConfig::new(self_id);
     ae_cfg.interval = cfg.anti_entropy_interval;
     ae_cfg.first_round_after = cfg
         .anti_entropy_interval
@@ -253,7 +253,6 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             peers: peers.clone().recipient(),
             peer_status: peers.clone().recipient(),
             schedule: resync.clone().recipient(),
-            layout: resync.clone().recipient(),
             placement: placement.clone(),
             read_block: Some(storage.clone().recipient()),
         },

@@ -141,4 +141,6 @@ pub struct LayoutChanged {
     pub layout: Arc<Layout>,
     pub placement: Arc<LayoutPlacement>,
     pub agreed: bool,
+    /// The peers announcing another layout (empty when `agreed`).
+    pub disagreeing: Vec<NodeId>,
 }

@@ -129,6 +129,7 @@ impl LayoutActor {
             layout: current.clone(),
             placement: placement.clone(),
             agreed: true,
+            disagreeing: Vec::new(),
         });
         Ok(LayoutActor {
             config,
@@ -168,6 +169,7 @@ impl LayoutActor {
             layout: self.current.clone(),
             placement: self.placement.clone(),
             agreed: self.agreed,
+            disagreeing: self.disagreeing().into_iter().map(|(id, _)| id).collect(),
         }
     }
 

@@ -1028,3 +1028,6 @@ async fn dropping_the_cancel_sender_ends_a_hedged_call_at_once() {
         start.elapsed()
     );
 }
+
+#[path = "layout_tests.rs"]
+mod layout_tests;

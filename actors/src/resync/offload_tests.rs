@@ -211,7 +211,7 @@ async fn referenced_and_stored(
 
 #[actix_rt::test]
 async fn gc_interleaved_with_a_re_upload_and_a_new_ref_never_loses_a_referenced_block() {
-    let (dir, db, storage) = node_files();
+    let (_dir, db, storage) = node_files();
     let rc = refcount(&db, Ignore.start().recipient());
     let blocks = random_blocks(ROUNDS);
     ripe_for_gc(&storage, &rc, &blocks).await;
@@ -348,7 +348,7 @@ fn config() -> ResyncConfig {
 
 #[actix_rt::test]
 async fn a_ref_that_lands_between_the_fence_and_the_delete_fetches_the_block_back_at_once() {
-    let (dir, db, storage) = node_files();
+    let (_dir, db, storage) = node_files();
     let ctx = Context::<ResyncActor>::new();
     let rc = refcount(&db, ctx.address().recipient());
     let blocks = random_blocks(50);
@@ -416,7 +416,7 @@ async fn a_ref_that_lands_between_the_fence_and_the_delete_fetches_the_block_bac
 
 #[actix_rt::test]
 async fn a_block_written_then_looked_at_at_once_then_referenced_survives() {
-    let (dir, db, storage) = node_files();
+    let (_dir, db, storage) = node_files();
     let ctx = Context::<ResyncActor>::new();
     let rc = refcount(&db, ctx.address().recipient());
     // No holder has a copy: a wrong delete would be final.
@@ -475,7 +475,7 @@ async fn a_block_written_then_looked_at_at_once_then_referenced_survives() {
 
 #[actix_rt::test]
 async fn a_referenced_block_whose_fetch_schedule_was_lost_is_fetched_after_a_start() {
-    let (dir, db, storage) = node_files();
+    let (_dir, db, storage) = node_files();
     let block = random_blocks(1).remove(0);
     let hash = block.hash();
     // What a crash between the durable rc 0 -> 1 and the unsynced queue write leaves:
