@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::block::DataBlock;
 use crate::hash::Hash;
-use crate::layout::LayoutStamp;
+use crate::layout::{HandoverLeft, LayoutStamp};
 use crate::ref_id::RefId;
 
 /// Bytes of the fixed prefix: two big-endian `u32` lengths.
@@ -181,6 +181,11 @@ pub enum BlockRpc {
     /// Answer to `LayoutQuery`: the layout, MessagePack then zstd (a table of a few
     /// distinct node ids compresses well, which keeps it inside the header limit).
     LayoutReply { data: Vec<u8> },
+    /// During the transition to layout `version`: what the receiver still has to hand
+    /// over; answered with `HandoverReply`.
+    HandoverQuery { version: u64 },
+    /// Answer to `HandoverQuery`.
+    HandoverReply(HandoverLeft),
 }
 
 impl BlockRpc {
@@ -208,6 +213,8 @@ impl BlockRpc {
             BlockRpc::MergeRefs(_) => "merge_refs",
             BlockRpc::LayoutQuery => "layout_query",
             BlockRpc::LayoutReply { .. } => "layout_reply",
+            BlockRpc::HandoverQuery { .. } => "handover_query",
+            BlockRpc::HandoverReply(_) => "handover_reply",
         }
     }
 
@@ -272,6 +279,10 @@ enum WireHeader {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    HandoverQuery {
+        version: u64,
+    },
+    HandoverReply(HandoverLeft),
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -368,6 +379,8 @@ pub fn encode(rpc: &BlockRpc) -> Result<EncodedFrame, FrameError> {
         BlockRpc::MergeRefs(r) => (WireHeader::MergeRefs(r), None),
         BlockRpc::LayoutQuery => (WireHeader::LayoutQuery, None),
         BlockRpc::LayoutReply { data } => (WireHeader::LayoutReply { data }, None),
+        BlockRpc::HandoverQuery { version } => (WireHeader::HandoverQuery { version }, None),
+        BlockRpc::HandoverReply(h) => (WireHeader::HandoverReply(h), None),
     };
     let header = rmp_serde::to_vec_named(&header).map_err(|e| FrameError::Encode(e.to_string()))?;
     let payload_len = payload.as_ref().map_or(0, |p| p.len());
@@ -459,6 +472,8 @@ pub fn decode_parts(header: &[u8], payload: Bytes) -> Result<BlockRpc, FrameErro
         WireHeader::MergeRefs(r) => no_payload(BlockRpc::MergeRefs(r)),
         WireHeader::LayoutQuery => no_payload(BlockRpc::LayoutQuery),
         WireHeader::LayoutReply { data } => no_payload(BlockRpc::LayoutReply { data }),
+        WireHeader::HandoverQuery { version } => no_payload(BlockRpc::HandoverQuery { version }),
+        WireHeader::HandoverReply(h) => no_payload(BlockRpc::HandoverReply(h)),
     }
 }
 
@@ -565,6 +580,13 @@ mod tests {
             BlockRpc::LayoutReply {
                 data: vec![1, 2, 3],
             },
+            BlockRpc::HandoverQuery { version: 4 },
+            BlockRpc::HandoverReply(HandoverLeft {
+                version: 4,
+                partitions: 2,
+                blocks: 10,
+                bytes: 1 << 20,
+            }),
             BlockRpc::Pong(7),
             BlockRpc::GetBlock(h),
             BlockRpc::PutBlock {

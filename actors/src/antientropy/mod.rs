@@ -116,6 +116,8 @@ pub struct AntiEntropyActor {
     layout_agreed: Option<bool>,
     /// The layout version of the placement in use (`None`: the one given at start).
     layout_version: Option<u64>,
+    /// A layout transition runs: rounds follow each other (see `layout.rs`).
+    layout_in_transition: bool,
     hint_counts: HashMap<NodeId, u64>,
     hints_replayed: u64,
     replaying: HashSet<NodeId>,
@@ -158,6 +160,7 @@ impl AntiEntropyActor {
             layout_differs: Vec::new(),
             layout_agreed: None,
             layout_version: None,
+            layout_in_transition: false,
             hint_counts,
             hints_replayed: 0,
             replaying: HashSet::new(),
@@ -220,6 +223,13 @@ impl AntiEntropyActor {
                     self.last_full_sync = Some(now_msec());
                 }
                 tracing::info!(errors = round.errors, "anti-entropy round done");
+                if self.layout_in_transition {
+                    // Writes still reach the old holders during a transition: hand over
+                    // what arrived since, without waiting for the next interval.
+                    ctx.run_later(layout::TRANSITION_ROUND_PAUSE, |act, ctx| {
+                        act.start_round(ctx);
+                    });
+                }
             }
             return;
         };

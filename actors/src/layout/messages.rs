@@ -63,6 +63,8 @@ pub struct LayoutView {
     pub preview: Option<(Layout, MoveSummary)>,
     /// Peers' announced stamps that differ from ours (agreement is their absence).
     pub disagreeing: Vec<(NodeId, LayoutStamp)>,
+    /// The running transition as last polled (`None`: none runs, or not polled yet).
+    pub transition: Option<super::handover::TransitionStatus>,
 }
 
 /// Show the layout.

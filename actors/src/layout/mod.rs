@@ -20,6 +20,7 @@
 //! Every change is written and synced (`store.rs`) before the actor switches or answers;
 //! while a write runs the mailbox waits (`ctx.wait`), so changes apply one at a time.
 
+mod handover;
 mod messages;
 mod model;
 mod placement;
@@ -35,6 +36,7 @@ use actix::prelude::*;
 use fjall::{Database, Keyspace};
 use tokio::sync::{oneshot, watch};
 
+pub use handover::{handover_left, HandoverLeft, TransitionStatus, HANDOVER_POLL};
 pub use messages::{
     Applied, ApplyLayout, EndTransition, GetLayout, LayoutChanged, LayoutError, LayoutView,
     OfferLayout, PeerLayoutSeen, RevertLayout, StageChange, SubscribeLayout,
@@ -89,6 +91,11 @@ pub struct LayoutActor {
     /// The version being fetched, if any (one fetch at a time).
     fetching: Option<u64>,
     agreed: bool,
+    /// A handover poll is in flight.
+    polling: bool,
+    /// The last poll's view of the running transition.
+    transition: Option<TransitionStatus>,
+    first_poll: Option<handover::FirstPoll>,
 }
 
 impl LayoutActor {
@@ -144,6 +151,9 @@ impl LayoutActor {
             seen: HashMap::new(),
             fetching: None,
             agreed: true,
+            polling: false,
+            transition: None,
+            first_poll: None,
         })
     }
 
@@ -229,6 +239,10 @@ impl LayoutActor {
             staged: self.staged.clone(),
             preview,
             disagreeing: self.disagreeing(),
+            transition: self
+                .transition
+                .clone()
+                .filter(|t| t.version == self.current.version && self.current.in_transition()),
         }
     }
 
@@ -371,7 +385,8 @@ impl LayoutActor {
 impl Actor for LayoutActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HANDOVER_POLL, |act, ctx| act.poll_handover(ctx));
         tracing::info!(
             version = self.current.version,
             members = self.current.members.len(),

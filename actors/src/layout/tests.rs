@@ -1,7 +1,6 @@
 //! Tests of the layout model (pure) and of the layout actor, through its messages only.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -378,10 +377,12 @@ async fn a_joining_node_takes_a_layout_from_a_member_of_it() {
     assert!(a.send(GetLayout).await.expect("send").current.names(&id(3)));
 }
 
-/// A peer that answers `LayoutQuery` with a fixed layout.
+/// A peer that answers `LayoutQuery` with a fixed layout and `HandoverQuery` with
+/// `left` blocks (under the version asked).
 struct LayoutPeer {
     layout: Layout,
     queries: usize,
+    left: u64,
 }
 
 impl Actor for LayoutPeer {
@@ -401,6 +402,12 @@ impl Handler<crate::peer::Call> for LayoutPeer {
                     })?,
                 })
             }
+            BlockRpc::HandoverQuery { version } => Ok(BlockRpc::HandoverReply(HandoverLeft {
+                version,
+                partitions: self.left.min(1),
+                blocks: self.left,
+                bytes: self.left * 1000,
+            })),
             other => Err(RpcError::Unreachable {
                 node: c.node,
                 reason: format!("unexpected {}", other.kind()),
@@ -416,6 +423,7 @@ async fn a_newer_stamp_is_fetched_and_agreement_follows_the_peers() {
     let peer = LayoutPeer {
         layout: next.clone(),
         queries: 0,
+        left: 0,
     }
     .start();
     let a = actor(open_db(dir.path()), 0, Some(three()))
@@ -473,10 +481,8 @@ async fn a_newer_stamp_is_fetched_and_agreement_follows_the_peers() {
     );
 }
 
-#[actix_rt::test]
-async fn ending_a_transition_drops_the_previous_table() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = actor(open_db(dir.path()), 0, Some(three())).start();
+/// Stage node 3 and apply version 2.
+async fn grow_to_four(a: &Addr<LayoutActor>) {
     a.send(StageChange {
         change: assign_change(3),
     })
@@ -487,6 +493,13 @@ async fn ending_a_transition_drops_the_previous_table() {
         .await
         .expect("send")
         .expect("applied");
+}
+
+#[actix_rt::test]
+async fn ending_a_transition_drops_the_previous_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = actor(open_db(dir.path()), 0, Some(three())).start();
+    grow_to_four(&a).await;
     let r = a.send(EndTransition { version: 1 }).await.expect("send");
     assert!(matches!(r, Err(LayoutError::NotCurrent { .. })), "{r:?}");
     let before = a.send(GetLayout).await.expect("send").current;
@@ -505,5 +518,66 @@ async fn ending_a_transition_drops_the_previous_table() {
     assert!(!after.in_transition());
     assert_eq!(after.digest(), before.digest());
     assert!(LayoutPlacement::new(&after).previous_nodes(&h).is_empty());
-    let _ = Arc::strong_count(&after);
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SetLeft(u64);
+
+impl Handler<SetLeft> for LayoutPeer {
+    type Result = ();
+    fn handle(&mut self, m: SetLeft, _ctx: &mut Context<Self>) {
+        self.left = m.0;
+    }
+}
+
+#[actix_rt::test]
+async fn the_transition_ends_when_every_old_holder_has_handed_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer = LayoutPeer {
+        layout: three(),
+        queries: 0,
+        left: 5,
+    }
+    .start();
+    let a = actor(open_db(dir.path()), 0, Some(three()))
+        .with_peers(peer.clone().recipient())
+        .start();
+    // Adding node 3 moves a quarter of the replicas off nodes 0..2 (the old holders).
+    grow_to_four(&a).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let v = a.send(GetLayout).await.expect("send");
+        if let Some(t) = v.transition {
+            break t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never polled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.version, 2);
+    assert!(status.partitions_moving > 0);
+    assert!(status.blocks_left > 0, "{status:?}");
+    assert!(
+        a.send(GetLayout)
+            .await
+            .expect("send")
+            .current
+            .in_transition(),
+        "blocks are left: the transition goes on"
+    );
+    peer.send(SetLeft(0)).await.expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a
+        .send(GetLayout)
+        .await
+        .expect("send")
+        .current
+        .in_transition()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the transition did not end once nothing was left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

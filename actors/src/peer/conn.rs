@@ -407,6 +407,7 @@ fn is_reply_only(rpc: &BlockRpc) -> bool {
             | BlockRpc::NeedBlockReply(_)
             | BlockRpc::BlockInfoReply(_)
             | BlockRpc::LayoutReply { .. }
+            | BlockRpc::HandoverReply(_)
     )
 }
 
