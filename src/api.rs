@@ -42,7 +42,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -89,7 +89,7 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-fn actor_err(what: &str, e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn actor_err(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -107,7 +107,7 @@ fn parse_ref(s: &str) -> Result<RefId, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid ref name: {e}")))
 }
 
-type ApiResult = Result<HttpResponse, ApiError>;
+pub(crate) type ApiResult = Result<HttpResponse, ApiError>;
 
 /// JSON bodies are accepted whatever their `Content-Type` (`curl -d` sends a form type),
 /// and an unreadable one gets the JSON error format, not actix's plain text.
@@ -161,7 +161,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/anti-entropy/sync", web::post().to(anti_entropy_sync))
         .route("/v1/scrub/{action}", web::post().to(scrub))
         .route("/v1/workers", web::get().to(get_workers))
-        .route("/v1/workers", web::put().to(put_workers));
+        .route("/v1/workers", web::put().to(put_workers))
+        .route("/v1/layout", web::get().to(crate::layout_api::get_layout))
+        .route("/v1/layout/stage", web::post().to(crate::layout_api::stage))
+        .route("/v1/layout/apply", web::post().to(crate::layout_api::apply))
+        .route(
+            "/v1/layout/revert",
+            web::post().to(crate::layout_api::revert),
+        );
 }
 
 /// Answer unknown routes and methods with the JSON error format.
@@ -197,6 +204,19 @@ pub async fn require_token(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or invalid bearer token",
+        )
+        .error_response();
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    let outside_layout = req
+        .app_data::<web::Data<Service>>()
+        .is_some_and(|s| !s.in_layout());
+    if outside_layout && req.path().starts_with("/v1/blocks") {
+        // A joining node holds nothing and knows no holders until a layout names it.
+        let resp = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_in_layout",
+            "this node is not in the cluster layout yet (waiting for `blocknode layout assign` and `apply` on a member)",
         )
         .error_response();
         return Ok(req.into_response(resp).map_into_right_body());
@@ -466,11 +486,8 @@ async fn node_state(
 #[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, peers, storage, resync and anti-entropy state"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::openapi::ErrorBody)))]
 async fn status(svc: web::Data<Service>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
-    let disagreeing: Vec<String> = peers
-        .iter()
-        .filter(|p| p.layout_digest.is_some_and(|d| d != svc.layout_digest))
-        .map(|p| p.id.to_hex())
-        .collect();
+    let layout = crate::layout_api::status_json(&svc).await?;
+    let digest = svc.layout.borrow().layout.digest();
     let peers_json: Vec<_> = peers
         .iter()
         .map(|p| {
@@ -480,7 +497,7 @@ async fn status(svc: web::Data<Service>) -> ApiResult {
                 "up": p.up,
                 "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 "last_seen_secs_ago": p.last_seen.map(|t| t.elapsed().as_secs_f64()),
-                "layout_agrees": p.layout_digest.map(|d| d == svc.layout_digest),
+                "layout_agrees": p.layout_digest.map(|d| d == digest),
             })
         })
         .collect();
@@ -491,12 +508,7 @@ async fn status(svc: web::Data<Service>) -> ApiResult {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": svc.started.elapsed().as_secs(),
         },
-        "layout": {
-            "digest": svc.layout_digest.to_hex(),
-            "replication_factor": svc.cfg.replication_factor,
-            "write_quorum": svc.cfg.write_quorum,
-            "disagreeing_peers": disagreeing,
-        },
+        "layout": layout,
         "peers": peers_json,
         "storage": {
             "blocks": storage.blocks,

@@ -3,12 +3,15 @@
 //! It owns nothing but the addresses of the actors that own state. The peer actor hands
 //! it every incoming [`HandleRpc`] (and the ones this node sends itself); it turns each
 //! into messages to the storage, refcount and resync actors and their answers into a
-//! reply frame. Kept in the binary so the actors stay ignorant of each other.
+//! reply frame. Kept in the binary so the actors stay ignorant of each other. Layout
+//! requests (`LayoutQuery`, `HandoverQuery`) are answered from the layout the layout
+//! actor last published.
 
 use actix::prelude::*;
 
 use blocknode_actors::antientropy::narrow::schedule_fetches;
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
+use blocknode_actors::layout::{encode_layout, handover_left, LayoutChanged};
 use blocknode_actors::peer::HandleRpc;
 use blocknode_actors::refcount::{
     AddRef, DigestPrefix, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountActor, RefcountError,
@@ -26,6 +29,9 @@ pub struct RpcDispatcher {
     resync: Addr<ResyncActor>,
     /// The resync settings: every schedule delay comes from `ResyncConfig::delay_for`.
     resync_cfg: std::sync::Arc<ResyncConfig>,
+    /// The layout in force (for `LayoutQuery` and `HandoverQuery`); `None`: such
+    /// requests are refused.
+    layout: Option<tokio::sync::watch::Receiver<LayoutChanged>>,
 }
 
 impl RpcDispatcher {
@@ -41,7 +47,14 @@ impl RpcDispatcher {
             refcount,
             resync,
             resync_cfg: std::sync::Arc::new(resync_cfg),
+            layout: None,
         }
+    }
+
+    /// Answer layout requests from `layout`.
+    pub fn with_layout(mut self, layout: tokio::sync::watch::Receiver<LayoutChanged>) -> Self {
+        self.layout = Some(layout);
+        self
     }
 }
 
@@ -83,6 +96,7 @@ impl Handler<HandleRpc> for RpcDispatcher {
         let refcount = self.refcount.clone();
         let resync = self.resync.clone();
         let resync_cfg = self.resync_cfg.clone();
+        let layout = self.layout.as_ref().map(|l| l.borrow().clone());
         let from = msg.from;
         Box::pin(async move {
             let schedule = |hash: Hash, reason: ScheduleReason| {
@@ -214,6 +228,24 @@ impl Handler<HandleRpc> for RpcDispatcher {
                     schedule(hash, ScheduleReason::ReadFailed);
                     BlockRpc::Ok
                 }
+                BlockRpc::LayoutQuery => match layout.map(|l| encode_layout(&l.layout)) {
+                    Some(Ok(data)) => BlockRpc::LayoutReply { data },
+                    Some(Err(e)) => BlockRpc::error(ErrorCode::Internal, e.to_string()),
+                    None => BlockRpc::error(ErrorCode::Unavailable, "no layout here"),
+                },
+                BlockRpc::HandoverQuery { version } => match layout {
+                    Some(l) if l.layout.version == version => {
+                        match handover_left(&storage, &l.placement, resync_cfg.self_id).await {
+                            Ok(left) => BlockRpc::HandoverReply(left),
+                            Err(e) => storage_error(e),
+                        }
+                    }
+                    Some(l) => BlockRpc::HandoverReply(blocknode_actors::layout::HandoverLeft {
+                        version: l.layout.version,
+                        ..Default::default()
+                    }),
+                    None => BlockRpc::error(ErrorCode::Unavailable, "no layout here"),
+                },
                 other => BlockRpc::error(
                     ErrorCode::BadRequest,
                     format!("{} is not a request", other.kind()),

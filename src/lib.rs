@@ -20,6 +20,7 @@ pub mod block_http;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod layout_api;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -51,8 +51,11 @@ impl Modify for BearerToken {
         api::head_block, api::block_info, api::add_ref, api::drop_ref, api::status,
         api::resync_errors, api::resync_retry, api::repair, api::anti_entropy_sync,
         api::scrub, api::get_workers, api::put_workers,
+        crate::layout_api::get_layout, crate::layout_api::stage, crate::layout_api::apply,
+        crate::layout_api::revert,
     ),
-    components(schemas(ErrorBody, PutReply, api::Workers, api::RetryBody, api::RepairBody)),
+    components(schemas(ErrorBody, PutReply, api::Workers, api::RetryBody, api::RepairBody,
+        crate::layout_api::StageBody, crate::layout_api::ApplyBody)),
     modifiers(&BearerToken),
     security(("token" = [])),
 )]

@@ -106,7 +106,13 @@ impl Client {
         Ok(body)
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    /// One call whose answer is JSON (`Null` for an empty answer).
+    pub(super) fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let out = self.call(method, path, body.map(|b| b.to_string().into_bytes()), true)?;
         if out.is_empty() {
             return Ok(Value::Null);
@@ -307,6 +313,7 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
             let v = c.json("PUT", "/v1/workers", Some(Value::Object(body)))?;
             println!("{key} = {}", v[&key]);
         }
+        Command::Layout(cmd) => super::layout::run(c, cmd)?,
         other => bail!("{other:?} is not a client command"),
     }
     Ok(())

@@ -30,6 +30,14 @@ pub(crate) struct PeerAnnounced {
 }
 
 impl PeerActor {
+    /// Start with `stamp` (the layout the node starts with) and, for a node that is not
+    /// in it, accept node connections only from the hosts of `bootstrap` (empty: any).
+    pub fn with_layout_stamp(mut self, stamp: LayoutStamp, bootstrap: Vec<SocketAddr>) -> Self {
+        self.layout = stamp;
+        self.bootstrap = bootstrap;
+        self
+    }
+
     /// Send peers' layout stamps to `watcher` (the layout actor).
     pub fn with_layout_watcher(mut self, watcher: Recipient<PeerLayoutSeen>) -> Self {
         self.layout_watcher = Some(watcher);

@@ -181,6 +181,8 @@ pub struct PeerActor {
     joining: bool,
     /// Where peers' announced layout stamps go (the layout actor).
     layout_watcher: Option<Recipient<PeerLayoutSeen>>,
+    /// While joining, the only hosts whose Initials are answered (empty: any).
+    bootstrap: Vec<SocketAddr>,
 }
 
 /// Called after every call to a peer (not to this node): message kind, peer, latency,
@@ -228,6 +230,7 @@ impl PeerActor {
             layout,
             joining: false,
             layout_watcher: None,
+            bootstrap: Vec::new(),
         };
         // Check the server config builds now, so a TLS problem fails `new`, not `started`.
         actor.server_config()?;
@@ -682,7 +685,7 @@ impl PeerActor {
     fn is_member_ip(&self, ip: std::net::IpAddr) -> bool {
         // This host's own address counts: other nodes of a test or dev cluster share it.
         // A joining node knows no member yet: whoever dials it may bring its layout.
-        self.joining
+        (self.joining && (self.bootstrap.is_empty() || self.bootstrap.iter().any(|b| b.ip() == ip)))
             || ip == self.local_addr.ip()
             || self.config.members.iter().any(|m| m.addr.ip() == ip)
             || self.peers.values().any(|p| p.addr.ip() == ip)
@@ -882,9 +885,10 @@ impl Handler<CallMany> for PeerActor {
                 r.do_send(CallsFailed { rpc, failed });
             }) as Box<dyn FnOnce(Vec<(NodeId, RpcError)>)>
         });
-        Box::pin(call_many::gather_quorum(
+        Box::pin(call_many::gather_quorums(
             calls,
             msg.quorum,
+            msg.also,
             msg.interrupt_after_quorum,
             report,
         ))

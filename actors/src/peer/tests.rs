@@ -388,6 +388,7 @@ fn call_many(nodes: Vec<NodeId>, quorum: usize) -> CallMany {
         timeout: Duration::from_secs(10),
         priority: Priority::Background,
         interrupt_after_quorum: false,
+        also: Vec::new(),
         report_failures: None,
     }
 }
