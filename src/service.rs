@@ -77,6 +77,9 @@ pub struct Service {
 #[derive(Clone)]
 struct WriteTargets {
     all: Vec<NodeId>,
+    /// Old holders that are not new ones and not in `all`: written to only if the
+    /// write fails without them.
+    old_only: Vec<NodeId>,
     sets: Vec<(Vec<NodeId>, usize)>,
 }
 
@@ -259,16 +262,24 @@ impl Service {
         let wq = |set: &[NodeId]| self.cfg.write_quorum.min(set.len()).max(1);
         let mut all = self.holders(hash);
         let mut sets = Vec::new();
+        let mut old_only: Vec<NodeId> = old.iter().filter(|n| !new.contains(n)).copied().collect();
         if !old.is_empty() && old != new {
-            for n in &old {
-                if !all.contains(n) {
-                    all.push(*n);
-                }
+            // The old set's quorum counts the nodes it shares with the new one; old-only
+            // holders are written to first only when those are too few (what they
+            // receive they must hand over again, which delays the end of the
+            // transition), else only if the write fails without them.
+            let common = old.len() - old_only.len();
+            if common < wq(&old) {
+                all.append(&mut old_only);
             }
             sets.push((new.clone(), wq(&new)));
             sets.push((old.clone(), wq(&old)));
         }
-        WriteTargets { all, sets }
+        WriteTargets {
+            all,
+            old_only,
+            sets,
+        }
     }
 
     async fn call_quorum(
@@ -279,10 +290,35 @@ impl Service {
         timeout: Duration,
         ref_id: Option<&RefId>,
     ) -> Result<(), ServiceError> {
-        let WriteTargets { all: nodes, sets } = targets;
+        let first = self
+            .call_quorum_once(&targets.all, &targets.sets, rpc.clone(), timeout)
+            .await?;
+        let res = match first {
+            Err(_) if !targets.old_only.is_empty() => {
+                // A shared holder is down: the old set needs its old-only holders. The
+                // write is idempotent, so it is sent again to all of them.
+                let mut all = targets.all.clone();
+                all.extend(targets.old_only.iter().copied());
+                self.call_quorum_once(&all, &targets.sets, rpc, timeout)
+                    .await?
+            }
+            r => r,
+        };
+        res.map(|_| ())
+            .map_err(|e| ServiceError::from_quorum(hash, ref_id, e))
+    }
+
+    async fn call_quorum_once(
+        &self,
+        nodes: &[NodeId],
+        sets: &[(Vec<NodeId>, usize)],
+        rpc: BlockRpc,
+        timeout: Duration,
+    ) -> Result<Result<Vec<(NodeId, BlockRpc)>, QuorumError>, ServiceError> {
+        let nodes = nodes.to_vec();
+        let sets = sets.to_vec();
         let quorum = self.cfg.write_quorum.min(nodes.len()).max(1);
-        let res = self
-            .peers
+        self.peers
             .send(CallMany {
                 nodes,
                 rpc,
@@ -294,9 +330,7 @@ impl Service {
                 report_failures: self.hints.clone(),
             })
             .await
-            .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))?;
-        res.map(|_| ())
-            .map_err(|e| ServiceError::from_quorum(hash, ref_id, e))
+            .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))
     }
 
     /// Add or drop a ref on the block's holders with the write quorum.
