@@ -64,6 +64,13 @@ impl Hash {
     }
 }
 
+/// The hash's bytes, in the order fjall sorts keys by (the same order as `Ord`).
+impl AsRef<[u8]> for Hash {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl FromStr for Hash {
     type Err = ParseHashError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

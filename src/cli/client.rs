@@ -12,7 +12,7 @@ use blocknode_actors::{Hash, RefId};
 
 use super::output::{next_try_text, print_status};
 use super::{BlockCommand, Command, RefCommand, WorkerCommand};
-use crate::config::{DEFAULT_BASE_DIR, DEFAULT_HTTP_LISTEN};
+use crate::node::config::{DEFAULT_BASE_DIR, DEFAULT_HTTP_LISTEN};
 
 /// A client of one node's API.
 pub struct Client {

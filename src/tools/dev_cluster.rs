@@ -178,7 +178,7 @@ pub fn init(args: &DevClusterArgs) -> anyhow::Result<DevClusterFile> {
         );
         let config_path = p.node_dir.join("config.toml");
         // Check what we write parses, so a node never starts on a broken file.
-        crate::config::Config::parse(&config, &config_path.display().to_string())?;
+        crate::node::config::Config::parse(&config, &config_path.display().to_string())?;
         std::fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
         let token = hex::encode(rand::random::<[u8; 32]>());
@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(back.nodes.len(), 3);
         let (mut http, mut quic) = (Vec::new(), Vec::new());
         for n in &f.nodes {
-            let cfg = crate::config::Config::load(&n.config).unwrap();
+            let cfg = crate::node::config::Config::load(&n.config).unwrap();
             assert_eq!(n.api, format!("http://{}", cfg.http_listen));
             http.push(cfg.http_listen.port());
             quic.push(cfg.quic_listen.port());

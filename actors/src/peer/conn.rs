@@ -91,7 +91,7 @@ fn finish_server_config(
     tuning: &PeerTuning,
 ) -> Result<quinn::ServerConfig, PeerError> {
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .map_err(|e| PeerError::Tls(tls::TlsError::Config(e.to_string())))?;
+        .map_err(|e| PeerError::Tls(tls::TlsError::Quic(e)))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(transport_config(tuning));
     // Initials queued before the actor decides on them (it drops strangers and those
@@ -117,7 +117,7 @@ pub(crate) fn client_config(
 ) -> Result<quinn::ClientConfig, PeerError> {
     let crypto = tls::client_crypto(identity, expected)?;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .map_err(|e| PeerError::Tls(tls::TlsError::Config(e.to_string())))?;
+        .map_err(|e| PeerError::Tls(tls::TlsError::Quic(e)))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(transport_config(tuning));
     Ok(cfg)

@@ -2,10 +2,12 @@
 //!
 //! State: the two fjall keyspaces (in a `Database` the node opens and shares with the
 //! resync actor, which owns other keyspaces), plus the writes applied but not yet synced
-//! (`pending.rs`). Only this actor reads or writes `refs` and `rc`; the encoding is in
+//! (`pending.rs`); every read sees the stored keys overlaid with those pending writes
+//! (`overlay.rs`). Only this actor reads or writes `refs` and `rc`; the encoding is in
 //! `keys.rs`. Messages: [`AddRef`], [`DropRef`] (idempotent; replied once durable),
 //! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`], and the
-//! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here).
+//! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here;
+//! `fence.rs`).
 //! It talks to one optional `Recipient<RcChanged>` (the resync actor), told when a block's
 //! count moves between zero and non-zero, after the change is durable; a change that met
 //! a fence (a GC delete of the block under way) says so, and resync fetches at once.
@@ -32,8 +34,10 @@ use crate::ref_id::RefId;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 
 mod config;
+mod fence;
 mod keys;
 mod messages;
+mod overlay;
 mod pending;
 mod rebuild;
 mod status;
@@ -50,6 +54,7 @@ pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUn
 mod tests;
 
 use keys::{decode_state, encode_fence, encode_state, ref_key, split_ref_key};
+use overlay::{overlay, Merged};
 use pending::{Batch, Durable, Pending, PersistError};
 
 /// Name of the keyspace holding every ref record (see `keys.rs`).
@@ -131,66 +136,25 @@ impl RefcountActor {
         Ok(RcEntry::parse_opt(v.as_deref()))
     }
 
-    /// Whether a GC fence holds the hash: pending write, else stored record.
-    fn is_fenced(&self, hash: &Hash) -> Result<bool, RefcountError> {
-        if let Some(f) = self.pending.fence(hash) {
-            return Ok(f.is_some());
-        }
-        self.fences.contains_key(hash.as_bytes()).map_err(store_err)
-    }
-
-    /// The notice of a zero/non-zero move of `hash`. A fence that cannot be read counts
-    /// as set: an early fetch is harmless, a late one is what the fence prevents.
-    pub(crate) fn rc_changed(&self, hash: Hash, old: RcEntry, new: RcEntry) -> RcChanged {
-        let fenced = new.count() > 0 && self.is_fenced(&hash).unwrap_or(true);
-        if fenced {
-            debug!(hash = %hash.short(), "a ref met the GC fence; asking for an immediate fetch");
-        }
-        RcChanged {
-            hash,
-            old,
-            new,
-            fenced,
-        }
-    }
-
-    /// Lift the fences a crash left behind (no GC run survives a restart). A fenced block
-    /// that is referenced again may have been deleted: resync is told to fetch it now.
-    fn lift_stale_fences(&mut self) -> Result<(), RefcountError> {
-        let mut stale = Vec::new();
-        for item in self.fences.iter() {
-            let k = item.key().map_err(store_err)?;
-            match Hash::from_slice(&k) {
-                Some(h) => stale.push(h),
-                None => warn!(key = %hex::encode(&k), "gc_fence key is not a hash; skipped"),
-            }
-        }
-        for hash in stale {
-            let rc = self.current_rc(&hash)?.unwrap_or(RcEntry::Absent);
-            warn!(hash = %hash.short(), ?rc, "lifting a GC fence left by a crash");
-            let change = self.rc_changed(hash, RcEntry::Absent, rc);
-            let g = self.pending.open_generation();
-            g.fences.insert(hash, None);
-            if rc.count() > 0 {
-                g.changes.push(change);
-            }
-        }
-        Ok(())
+    /// A block's current rc entry; corrupt stored bytes are [`RefcountError::CorruptEntry`].
+    fn rc_entry(&self, hash: &Hash) -> Result<RcEntry, RefcountError> {
+        self.current_rc(hash)?
+            .map_err(|source| RefcountError::CorruptEntry {
+                hash: *hash,
+                source,
+            })
     }
 
     /// All ref records of a block (raw keys), stored ones overlaid with pending writes.
     fn refs_of(&self, hash: &Hash) -> Result<BTreeMap<Vec<u8>, RefState>, RefcountError> {
+        let stored = self.refs.prefix(hash.as_bytes()).map(|g| g.into_inner());
         let mut out = BTreeMap::new();
-        for item in self.refs.prefix(hash.as_bytes()) {
-            let (k, v) = item.into_inner().map_err(store_err)?;
-            let state = decode_state(&k, &v);
-            out.insert(k.to_vec(), state);
-        }
-        for (k, s) in self.pending.refs_of(hash) {
-            match s {
-                Some(s) => out.insert(k, s),
-                None => out.remove(&k),
+        for m in overlay(stored, self.pending.refs_of(hash).into_iter()) {
+            let (k, s) = match m.map_err(store_err)? {
+                Merged::Stored(k, v) => (k.to_vec(), decode_state(&k, &v)),
+                Merged::Pending(k, s) => (k, s),
             };
+            out.insert(k, s);
         }
         Ok(out)
     }
@@ -342,54 +306,29 @@ impl RefcountActor {
         after: Option<Hash>,
         limit: usize,
     ) -> Result<Vec<Hash>, RefcountError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
         let lower = match after {
             Some(h) => Bound::Excluded(h),
             None => Bound::Unbounded,
         };
-        let overlay = self.pending.all_rc();
-        let mut ov = overlay.range((lower, Bound::Unbounded)).peekable();
-        let stored_lower = after.map(|h| h.as_bytes().to_vec());
-        let stored = match &stored_lower {
-            Some(b) => self
+        let pending = self.pending.all_rc();
+        // A pending `Absent` removes the entry.
+        let pending = pending
+            .range((lower, Bound::Unbounded))
+            .map(|(h, e)| (h, (*e != RcEntry::Absent).then_some(())));
+        let stored = match after {
+            Some(h) => self
                 .rc
-                .range::<&[u8], _>((Bound::Excluded(&b[..]), Bound::Unbounded)),
+                .range::<&[u8], _>((Bound::Excluded(&h.as_bytes()[..]), Bound::Unbounded)),
             None => self.rc.iter(),
         };
-        for item in stored {
-            let k = item.key().map_err(store_err)?;
-            let Some(hash) = Hash::from_slice(&k) else {
-                warn!(key = %hex::encode(&k), "rc key is not a hash; skipped");
-                continue;
-            };
-            while let Some((h, e)) = ov.next_if(|(h, _)| **h < hash) {
-                if *e != RcEntry::Absent {
-                    out.push(*h);
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
-                }
-            }
-            let keep = match ov.next_if(|(h, _)| **h == hash) {
-                Some((_, e)) => *e != RcEntry::Absent,
-                None => true,
-            };
-            if keep {
-                out.push(hash);
-                if out.len() == limit {
-                    return Ok(out);
-                }
-            }
-        }
-        out.extend(
-            ov.filter(|(_, e)| **e != RcEntry::Absent)
-                .map(|(h, _)| *h)
-                .take(limit - out.len()),
-        );
-        Ok(out)
+        let stored = keyed_by_hash(stored.map(|g| g.key().map(|k| (k, ()))));
+        overlay(stored, pending)
+            .take(limit)
+            .map(|m| match m.map_err(store_err)? {
+                Merged::Stored(h, ()) => Ok(h),
+                Merged::Pending(h, ()) => Ok(*h),
+            })
+            .collect()
     }
 
     /// Stage the fixes found by a rebuild scan; returns the report.
@@ -463,6 +402,23 @@ fn store_err(e: fjall::Error) -> RefcountError {
     RefcountError::Store(e)
 }
 
+/// Stored `rc` pairs keyed by their hash. A key that is not a hash cannot name a block:
+/// it is logged and skipped, never an error (invariant 5).
+fn keyed_by_hash<V>(
+    items: impl Iterator<Item = fjall::Result<(fjall::Slice, V)>>,
+) -> impl Iterator<Item = fjall::Result<(Hash, V)>> {
+    items.filter_map(|item| match item {
+        Err(e) => Some(Err(e)),
+        Ok((k, v)) => match Hash::from_slice(&k) {
+            Some(h) => Some(Ok((h, v))),
+            None => {
+                warn!(key = %hex::encode(&k), "rc key is not a hash; skipped");
+                None
+            }
+        },
+    })
+}
+
 impl Actor for RefcountActor {
     type Context = Context<Self>;
 
@@ -496,11 +452,7 @@ impl Handler<DropRef> for RefcountActor {
 impl Handler<GetRc> for RefcountActor {
     type Result = Result<RcEntry, RefcountError>;
     fn handle(&mut self, m: GetRc, _ctx: &mut Context<Self>) -> Self::Result {
-        self.current_rc(&m.hash)?
-            .map_err(|source| RefcountError::CorruptEntry {
-                hash: m.hash,
-                source,
-            })
+        self.rc_entry(&m.hash)
     }
 }
 
@@ -536,55 +488,6 @@ impl Handler<ClearIfDeletable> for RefcountActor {
             }
             Ok(Ok(_)) => Ok(false),
         };
-        self.reply_when_durable(res, ctx)
-    }
-}
-
-impl Handler<FenceForDelete> for RefcountActor {
-    type Result = ResponseFuture<Result<bool, RefcountError>>;
-    fn handle(&mut self, m: FenceForDelete, ctx: &mut Context<Self>) -> Self::Result {
-        let hash = m.hash;
-        let res = (|| {
-            let rc = self
-                .current_rc(&hash)?
-                .map_err(|source| RefcountError::CorruptEntry { hash, source })?;
-            let now = now_msec();
-            if !crate::gc::may_fence(rc, self.is_fenced(&hash)?, now) {
-                debug!(hash = %hash.short(), ?rc, "GC fence refused: the block is needed again");
-                return Ok(false);
-            }
-            self.pending
-                .open_generation()
-                .fences
-                .insert(hash, Some(now));
-            Ok(true)
-        })();
-        self.reply_when_durable(res, ctx)
-    }
-}
-
-impl Handler<EndGcFence> for RefcountActor {
-    type Result = ResponseFuture<Result<bool, RefcountError>>;
-    fn handle(&mut self, m: EndGcFence, ctx: &mut Context<Self>) -> Self::Result {
-        let hash = m.hash;
-        let res = (|| {
-            let rc = self
-                .current_rc(&hash)?
-                .map_err(|source| RefcountError::CorruptEntry { hash, source })?;
-            let clear = m.deleted && rc.is_deletable(now_msec()) && rc != RcEntry::Absent;
-            // Computed while the fence still stands, so it reads as fenced.
-            let change = self.rc_changed(hash, RcEntry::Absent, rc);
-            let g = self.pending.open_generation();
-            g.fences.insert(hash, None);
-            if clear {
-                g.rc.insert(hash, RcEntry::Absent);
-            }
-            if m.deleted && rc.count() > 0 {
-                warn!(hash = %hash.short(), "a ref arrived while the block was being deleted; fetching it back");
-                g.changes.push(change);
-            }
-            Ok(clear)
-        })();
         self.reply_when_durable(res, ctx)
     }
 }

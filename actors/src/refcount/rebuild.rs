@@ -16,7 +16,8 @@ use fjall::Keyspace;
 use tracing::warn;
 
 use super::keys::decode_state;
-use super::RefState;
+use super::overlay::{overlay, Merged};
+use super::{keyed_by_hash, RefState};
 use crate::hash::{Hash, HASH_LEN};
 use crate::rc::{RcEntry, RcParseError};
 
@@ -58,42 +59,27 @@ pub fn scan(
     pending_rc: &BTreeMap<Hash, RcEntry>,
 ) -> Result<Vec<ScanEntry>, fjall::Error> {
     let mut live: BTreeMap<Hash, u64> = BTreeMap::new();
-    for item in refs.iter() {
-        let (k, v) = item.into_inner()?;
-        if pending_refs.contains_key(&k[..]) {
-            continue;
-        }
-        let Some(hash) = k.get(..HASH_LEN).and_then(Hash::from_slice) else {
-            warn!(key = %hex::encode(&k), "refs key shorter than a hash; ignored");
-            continue;
+    let pending = pending_refs.iter().map(|(k, s)| (k, *s));
+    for item in overlay(refs.iter().map(|g| g.into_inner()), pending) {
+        let (hash, state) = match item? {
+            Merged::Stored(k, v) => (block_of(&k), decode_state(&k, &v)),
+            Merged::Pending(k, s) => (block_of(k), s),
         };
-        if decode_state(&k, &v) == RefState::Live {
-            *live.entry(hash).or_default() += 1;
-        }
-    }
-    for (k, s) in pending_refs {
-        if let (Some(hash), Some(RefState::Live)) =
-            (k.get(..HASH_LEN).and_then(Hash::from_slice), s)
-        {
+        if let (Some(hash), RefState::Live) = (hash, state) {
             *live.entry(hash).or_default() += 1;
         }
     }
 
-    let mut stored: BTreeMap<Hash, Result<RcEntry, RcParseError>> = BTreeMap::new();
-    for item in rc.iter() {
-        let (k, v) = item.into_inner()?;
-        let Some(hash) = Hash::from_slice(&k) else {
-            warn!(key = %hex::encode(&k), "rc key is not a hash; ignored");
-            continue;
-        };
-        if !pending_rc.contains_key(&hash) {
-            stored.insert(hash, RcEntry::parse(&v));
-        }
-    }
-    for (h, e) in pending_rc {
-        if *e != RcEntry::Absent {
-            stored.insert(*h, Ok(*e));
-        }
+    // A pending `Absent` removes the entry.
+    let pending = pending_rc
+        .iter()
+        .map(|(h, e)| (h, (*e != RcEntry::Absent).then_some(*e)));
+    let mut stored: Vec<(Hash, Result<RcEntry, RcParseError>)> = Vec::new();
+    for item in overlay(keyed_by_hash(rc.iter().map(|g| g.into_inner())), pending) {
+        stored.push(match item? {
+            Merged::Stored(h, v) => (h, RcEntry::parse(&v)),
+            Merged::Pending(h, e) => (*h, Ok(e)),
+        });
     }
 
     let mut out = Vec::with_capacity(stored.len().max(live.len()));
@@ -111,6 +97,16 @@ pub fn scan(
         live: n,
     }));
     Ok(out)
+}
+
+/// The block a `refs` key belongs to (its first bytes); a shorter key is logged and
+/// ignored.
+fn block_of(key: &[u8]) -> Option<Hash> {
+    let hash = key.get(..HASH_LEN).and_then(Hash::from_slice);
+    if hash.is_none() {
+        warn!(key = %hex::encode(key), "refs key shorter than a hash; ignored");
+    }
+    hash
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@
 use actix::prelude::*;
 
 use super::keys::{decode_state, split_ref_key};
-use super::{store_err, RcChanged, RefState, RefcountActor, RefcountError};
+use super::overlay::{overlay, Merged};
+use super::{keyed_by_hash, store_err, RcChanged, RefState, RefcountActor, RefcountError};
 use crate::frame::{ChildDigest, PrefixDigest, RefRecord};
 use crate::hash::blake2sum;
 use crate::hash::Hash;
@@ -106,34 +107,18 @@ impl RefcountActor {
         mut f: impl FnMut(&[u8], RefState) -> bool,
     ) -> Result<(), RefcountError> {
         let pending = self.pending.all_refs();
-        let mut overlay = pending
+        let pending = pending
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .peekable();
-        for item in self.refs.prefix(prefix) {
-            let (k, v) = item.into_inner().map_err(store_err)?;
-            while let Some((pk, ps)) = overlay.next_if(|(pk, _)| pk.as_slice() < &k[..]) {
-                if let Some(s) = ps {
-                    if !f(pk, *s) {
-                        return Ok(());
-                    }
-                }
-            }
-            let state = match overlay.next_if(|(pk, _)| pk.as_slice() == &k[..]) {
-                Some((_, ps)) => *ps,
-                None => Some(decode_state(&k, &v)),
+            .map(|(k, s)| (k, *s));
+        let stored = self.refs.prefix(prefix).map(|g| g.into_inner());
+        for m in overlay(stored, pending) {
+            let go_on = match m.map_err(store_err)? {
+                Merged::Stored(k, v) => f(&k, decode_state(&k, &v)),
+                Merged::Pending(k, s) => f(k, s),
             };
-            if let Some(s) = state {
-                if !f(&k, s) {
-                    return Ok(());
-                }
-            }
-        }
-        for (pk, ps) in overlay {
-            if let Some(s) = ps {
-                if !f(pk, *s) {
-                    return Ok(());
-                }
+            if !go_on {
+                break;
             }
         }
         Ok(())
@@ -168,41 +153,32 @@ impl Handler<ForgetPartition> for RefcountActor {
             return Box::pin(async move { Err(e) });
         }
         let mut entries: Vec<(Hash, RcEntry)> = Vec::new();
-        let overlay = self.pending.all_rc();
+        let pending = self.pending.all_rc();
         let mut first = [0u8; 32];
         first[0] = m.partition;
-        let mut ov = overlay
+        let pending = pending
             .range(Hash(first)..)
-            .filter(|(h, _)| h.as_bytes()[0] == m.partition)
-            .peekable();
-        // Stored entries overlaid with pending ones (pending `Absent` hides a key).
-        for item in self.rc.prefix(prefix) {
-            if entries.len() >= limit {
-                break;
-            }
-            let (k, v) = match item.into_inner() {
-                Ok(kv) => kv,
+            .take_while(|(h, _)| h.as_bytes()[0] == m.partition)
+            .map(|(h, e)| (h, Some(*e)));
+        let stored = keyed_by_hash(self.rc.prefix(prefix).map(|g| g.into_inner()));
+        for item in overlay(stored, pending) {
+            let (hash, e) = match item {
                 Err(e) => return Box::pin(async move { Err(store_err(e)) }),
-            };
-            let Some(hash) = Hash::from_slice(&k) else {
-                continue;
-            };
-            while let Some((h, e)) = ov.next_if(|(h, _)| **h < hash) {
-                if e.count() > 0 {
-                    entries.push((*h, *e));
-                }
-            }
-            let e = match ov.next_if(|(h, _)| **h == hash) {
-                Some((_, e)) => *e,
                 // A corrupt entry goes too: its refs are going away with it.
-                None => RcEntry::parse(&v).unwrap_or(RcEntry::Present { count: 1 }),
+                Ok(Merged::Stored(h, v)) => (
+                    h,
+                    RcEntry::parse(&v).unwrap_or(RcEntry::Present { count: 1 }),
+                ),
+                // A pending `Absent` (count 0) hides the stored entry.
+                Ok(Merged::Pending(h, e)) => (*h, e),
             };
             if e.count() > 0 {
                 entries.push((hash, e));
+                if entries.len() >= limit {
+                    break;
+                }
             }
         }
-        entries.extend(ov.filter(|(_, e)| e.count() > 0).map(|(h, e)| (*h, *e)));
-        entries.truncate(limit);
         let report = ForgetReport {
             refs: keys.len(),
             rc_entries: entries.len(),

@@ -2,9 +2,12 @@
 //! token), start the actors, hand each the addresses it needs, serve the HTTP API, and
 //! stop cleanly on SIGINT/SIGTERM. Reading [`start`] shows the whole node.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+pub mod bootstrap;
+pub mod config;
+pub mod store_watch;
+
+pub use bootstrap::{ensure_default_certs, ensure_token};
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,67 +23,15 @@ use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, PeerTuning, Shutdo
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
 use blocknode_actors::storage::{StorageActor, StorageConfig};
-use blocknode_actors::tls::{generate_ca, generate_node_cert, TlsIdentity};
+use blocknode_actors::tls::TlsIdentity;
 use blocknode_actors::NodeId;
 
-use crate::api;
-use crate::config::{Config, Member};
-use crate::dispatch::RpcDispatcher;
+use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::http;
 use crate::metrics::{Metrics, RpcLabels};
-use crate::service::{Service, ServiceConfig};
-use crate::store_watch::StoreWatch;
-
-/// Create the embedded default's CA and node certificate if they do not exist yet.
-pub fn ensure_default_certs(cfg: &Config) -> anyhow::Result<()> {
-    if cfg.node_cert.exists() {
-        return Ok(());
-    }
-    let node_dir = cfg
-        .node_cert
-        .parent()
-        .context("node_cert has no parent directory")?;
-    let base = node_dir
-        .parent()
-        .context("certificate directory has no parent")?;
-    let ca_dir = base.join("ca");
-    if !ca_dir.join("ca.crt").exists() {
-        generate_ca(&ca_dir).context("creating the cluster CA")?;
-    }
-    let id = generate_node_cert(&ca_dir, "blocknode", node_dir)
-        .context("creating the node certificate")?;
-    tracing::info!(node = %id, "created a cluster CA and a node certificate in {}", base.display());
-    Ok(())
-}
-
-/// Read the admin token, creating it (32 random bytes, hex, mode 0600) and printing it
-/// once if the file does not exist.
-pub fn ensure_token(path: &Path) -> anyhow::Result<String> {
-    if path.exists() {
-        let t = std::fs::read_to_string(path)
-            .with_context(|| format!("reading admin token {}", path.display()))?;
-        let t = t.trim().to_string();
-        anyhow::ensure!(
-            !t.is_empty(),
-            "admin token file {} is empty",
-            path.display()
-        );
-        return Ok(t);
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let token = hex::encode(rand::random::<[u8; 32]>());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating admin token {}", path.display()))?;
-    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
-    // Printed once, on creation: the file (mode 0600) is where it lives afterwards.
-    println!("admin token (saved in {}): {token}", path.display());
-    Ok(token)
-}
+use crate::node::config::{Config, Member};
+use crate::node::store_watch::StoreWatch;
+use crate::replica::RpcDispatcher;
 
 /// Run a node until SIGINT/SIGTERM. `embedded` prepares the default's files.
 pub fn run(cfg: Config, embedded: bool) -> anyhow::Result<()> {
@@ -290,9 +241,9 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         to: anti_entropy.clone().recipient(),
     });
 
-    let service = Service {
+    let coordinator = Coordinator {
         self_id,
-        cfg: Arc::new(ServiceConfig {
+        cfg: Arc::new(CoordinatorConfig {
             zone: cfg.zone.clone(),
             replication_factor: cfg.replication_factor,
             write_quorum: cfg.effective_write_quorum(),
@@ -314,18 +265,18 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         hints: cfg.hinted_handoff.then(|| anti_entropy.clone().recipient()),
         anti_entropy,
     };
-    watch_client_load(&service);
-    let data = web::Data::new(service);
-    let limits = web::Data::new(api::HttpLimits {
+    watch_client_load(&coordinator);
+    let data = web::Data::new(coordinator);
+    let limits = web::Data::new(http::HttpLimits {
         body_read_timeout: cfg.http_body_read_timeout,
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(limits.clone())
-            .wrap(middleware::from_fn(api::require_token))
-            .configure(api::configure)
-            .default_service(web::to(api::not_found))
+            .wrap(middleware::from_fn(http::require_token))
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
     })
     .workers(2)
     .keep_alive(cfg.http_keep_alive)
@@ -356,9 +307,9 @@ const CLIENT_LOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(1
 
 /// Tell resync, every [`CLIENT_LOAD_PERIOD`], whether clients read or wrote block bytes
 /// through this node since the last look (resync paces up when they did not).
-fn watch_client_load(service: &Service) {
-    let metrics = service.metrics.clone();
-    let resync = service.resync.clone();
+fn watch_client_load(coordinator: &Coordinator) {
+    let metrics = coordinator.metrics.clone();
+    let resync = coordinator.resync.clone();
     actix_rt::spawn(async move {
         let mut last = None;
         let mut tick = tokio::time::interval(CLIENT_LOAD_PERIOD);

@@ -1,5 +1,5 @@
 //! The layout routes of the HTTP API: `GET /v1/layout`, `POST /v1/layout/stage`,
-//! `POST /v1/layout/apply`, `POST /v1/layout/revert` (registered in `api::configure`),
+//! `POST /v1/layout/apply`, `POST /v1/layout/revert` (registered in [`super::configure`]),
 //! and the `layout` part of `GET /v1/status`. Each is one message to the layout actor;
 //! node ids are 64 hex digits in JSON.
 //!
@@ -20,8 +20,8 @@ use blocknode_actors::layout::{
 };
 use blocknode_actors::NodeId;
 
-use crate::api::{actor_err, ApiError, ApiResult};
-use crate::service::Service;
+use super::{actor_err, ApiError, ApiResult};
+use crate::coordinator::Coordinator as Service;
 
 /// The body of `POST /v1/layout/stage`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -191,7 +191,7 @@ pub async fn status_json(svc: &Service) -> Result<Value, ApiError> {
     }))
 }
 
-#[utoipa::path(get, path = "/v1/layout", tag = "layout", responses((status = 200, description = "the layout in force (version, members with their partition counts, rf, partitions), staged changes with what applying them would move, the running transition"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/layout", tag = "layout", responses((status = 200, description = "the layout in force (version, members with their partition counts, rf, partitions), staged changes with what applying them would move, the running transition"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn get_layout(svc: web::Data<Service>) -> ApiResult {
     let v = svc
         .layout_actor
@@ -201,7 +201,7 @@ pub async fn get_layout(svc: web::Data<Service>) -> ApiResult {
     Ok(HttpResponse::Ok().json(view_json(&v)))
 }
 
-#[utoipa::path(post, path = "/v1/layout/stage", tag = "layout", request_body = StageBody, responses((status = 200, description = "staged; the answer is GET /v1/layout's, with the preview of what applying would move"), (status = 400, description = "malformed body, id or address", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 409, description = "refused: not a member, or no valid layout results", body = crate::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/stage", tag = "layout", request_body = StageBody, responses((status = 200, description = "staged; the answer is GET /v1/layout's, with the preview of what applying would move"), (status = 400, description = "malformed body, id or address", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: not a member, or no valid layout results", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn stage(svc: web::Data<Service>, body: web::Json<StageBody>) -> ApiResult {
     let change = body.change()?;
     let v = svc
@@ -213,7 +213,7 @@ pub async fn stage(svc: web::Data<Service>, body: web::Json<StageBody>) -> ApiRe
     Ok(HttpResponse::Ok().json(view_json(&v)))
 }
 
-#[utoipa::path(post, path = "/v1/layout/apply", tag = "layout", request_body = ApplyBody, responses((status = 200, description = "applied: {version, moves}"), (status = 400, description = "malformed body", body = crate::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 409, description = "refused: nothing staged, or version is not current + 1", body = crate::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/apply", tag = "layout", request_body = ApplyBody, responses((status = 200, description = "applied: {version, moves}"), (status = 400, description = "malformed body", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: nothing staged, or version is not current + 1", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn apply(svc: web::Data<Service>, body: web::Json<ApplyBody>) -> ApiResult {
     let a = svc
         .layout_actor
@@ -226,7 +226,7 @@ pub async fn apply(svc: web::Data<Service>, body: web::Json<ApplyBody>) -> ApiRe
     Ok(HttpResponse::Ok().json(json!({"version": a.version, "moves": moves_json(&a.moves)})))
 }
 
-#[utoipa::path(post, path = "/v1/layout/revert", tag = "layout", responses((status = 200, description = "staged changes dropped: {dropped}"), (status = 401, description = "missing or invalid token", body = crate::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/revert", tag = "layout", responses((status = 200, description = "staged changes dropped: {dropped}"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn revert(svc: web::Data<Service>) -> ApiResult {
     let dropped = svc
         .layout_actor

@@ -1,11 +1,11 @@
-//! [`Service`]: the running node as the HTTP API sees it — the actors' addresses, the
+//! [`Coordinator`]: the running node as the HTTP API sees it — the actors' addresses, the
 //! layout (the latest one the layout actor published) and the client-path operations
 //! (put, get, refs, info) built from messages.
 //!
 //! During a layout transition a write goes to the new and the old holders and needs
 //! `write_quorum` in each set; a read asks the new holders first, then the old ones.
 //!
-//! A `Service` is cheap to clone (addresses and `Arc`s) and is shared by every HTTP
+//! A `Coordinator` is cheap to clone (addresses and `Arc`s) and is shared by every HTTP
 //! worker thread; it owns no domain state itself: every read or change is a message to
 //! the actor that owns the state.
 
@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 
 /// The settings the client path needs (taken from the node's config).
 #[derive(Debug, Clone)]
-pub struct ServiceConfig {
+pub struct CoordinatorConfig {
     /// This node's zone, shown in status.
     pub zone: String,
     /// Number of nodes that hold each block.
@@ -52,9 +52,9 @@ pub struct ServiceConfig {
 
 /// The node's actors and settings, as used by the API.
 #[derive(Clone)]
-pub struct Service {
+pub struct Coordinator {
     pub self_id: NodeId,
-    pub cfg: Arc<ServiceConfig>,
+    pub cfg: Arc<CoordinatorConfig>,
     pub storage: Addr<StorageActor>,
     pub refcount: Addr<RefcountActor>,
     pub resync: Addr<ResyncActor>,
@@ -85,7 +85,7 @@ struct WriteTargets {
 
 /// Why a client-path operation failed; the API maps each to a status code.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub enum CoordinatorError {
     #[error("block {0} was not found on any node that should hold it")]
     NotFound(Hash),
     /// No holder served the block and some could not be asked (down, partitioned, timed
@@ -107,9 +107,9 @@ pub enum ServiceError {
     Internal(String),
 }
 
-impl ServiceError {
+impl CoordinatorError {
     /// Classify a quorum failure: a refusal every node agrees on is reported as such.
-    fn from_quorum(hash: Hash, ref_id: Option<&RefId>, e: QuorumError) -> ServiceError {
+    fn from_quorum(hash: Hash, ref_id: Option<&RefId>, e: QuorumError) -> CoordinatorError {
         let codes: Vec<Option<ErrorCode>> = e
             .errors
             .iter()
@@ -120,16 +120,16 @@ impl ServiceError {
             .collect();
         if let Some(r) = ref_id {
             if codes.contains(&Some(ErrorCode::RefDropped)) {
-                return ServiceError::RefDropped {
+                return CoordinatorError::RefDropped {
                     hash,
                     ref_id: r.clone(),
                 };
             }
         }
         if codes.contains(&Some(ErrorCode::DiskFull)) {
-            return ServiceError::DiskFull(hash);
+            return CoordinatorError::DiskFull(hash);
         }
-        ServiceError::Quorum(e)
+        CoordinatorError::Quorum(e)
     }
 }
 
@@ -159,26 +159,26 @@ pub struct HolderInfo {
     pub error: Option<String>,
 }
 
-impl Service {
+impl Coordinator {
     /// Wait for `bytes` of the client pool (clamped to the pool, so the largest request
     /// is admitted alone); the charge returns them when dropped or, once attached, when
     /// the bytes it pays for are.
-    pub async fn reserve_ram(&self, bytes: u64) -> Result<Charge, ServiceError> {
+    pub async fn reserve_ram(&self, bytes: u64) -> Result<Charge, CoordinatorError> {
         self.budget
             .client
             .charge(bytes)
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))
     }
 
     /// Charge bytes that already exist (a local read, a decompressed block) to the
     /// client pool, for as long as they live (an HTTP response body being sent).
-    async fn hold_ram(&self, bytes: Bytes) -> Result<Bytes, ServiceError> {
+    async fn hold_ram(&self, bytes: Bytes) -> Result<Bytes, CoordinatorError> {
         self.budget
             .client
             .hold(bytes)
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))
     }
 
     /// The placement of the layout in force.
@@ -215,12 +215,12 @@ impl Service {
         plain: Bytes,
         ref_id: Option<RefId>,
         mut ram: Charge,
-    ) -> Result<(Hash, usize), ServiceError> {
+    ) -> Result<(Hash, usize), CoordinatorError> {
         let level = self.cfg.compression_level;
         // Hashing and compression are CPU work: keep them off the HTTP worker's loop.
         let block = actix_rt::task::spawn_blocking(move || VerifiedBlock::hash_plain(plain, level))
             .await
-            .map_err(|e| ServiceError::Internal(format!("hashing task failed: {e}")))?;
+            .map_err(|e| CoordinatorError::Internal(format!("hashing task failed: {e}")))?;
         let hash = block.hash();
         let size = block.plain_len();
         let nodes = self.write_targets(&hash);
@@ -289,7 +289,7 @@ impl Service {
         rpc: BlockRpc,
         timeout: Duration,
         ref_id: Option<&RefId>,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), CoordinatorError> {
         let first = self
             .call_quorum_once(&targets.all, &targets.sets, rpc.clone(), timeout)
             .await?;
@@ -305,7 +305,7 @@ impl Service {
             r => r,
         };
         res.map(|_| ())
-            .map_err(|e| ServiceError::from_quorum(hash, ref_id, e))
+            .map_err(|e| CoordinatorError::from_quorum(hash, ref_id, e))
     }
 
     async fn call_quorum_once(
@@ -314,7 +314,7 @@ impl Service {
         sets: &[(Vec<NodeId>, usize)],
         rpc: BlockRpc,
         timeout: Duration,
-    ) -> Result<Result<Vec<(NodeId, BlockRpc)>, QuorumError>, ServiceError> {
+    ) -> Result<Result<Vec<(NodeId, BlockRpc)>, QuorumError>, CoordinatorError> {
         let nodes = nodes.to_vec();
         let sets = sets.to_vec();
         let quorum = self.cfg.write_quorum.min(nodes.len()).max(1);
@@ -330,11 +330,16 @@ impl Service {
                 report_failures: self.hints.clone(),
             })
             .await
-            .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))
+            .map_err(|e| CoordinatorError::Internal(format!("peer actor: {e}")))
     }
 
     /// Add or drop a ref on the block's holders with the write quorum.
-    pub async fn set_ref(&self, hash: Hash, ref_id: RefId, live: bool) -> Result<(), ServiceError> {
+    pub async fn set_ref(
+        &self,
+        hash: Hash,
+        ref_id: RefId,
+        live: bool,
+    ) -> Result<(), CoordinatorError> {
         let rpc = if live {
             BlockRpc::AddRef {
                 hash,
@@ -358,7 +363,7 @@ impl Service {
     /// wins and the reads still running are cancelled. Holders that lacked it or had it
     /// rotten are asked to resync it. `NotFound` only when every holder answered "not
     /// here" (or rotten); when some could not be asked, `Unavailable` naming them.
-    pub async fn get_block(&self, hash: Hash) -> Result<Bytes, ServiceError> {
+    pub async fn get_block(&self, hash: Hash) -> Result<Bytes, CoordinatorError> {
         let holders = self.holders(&hash);
         let mut tally = ReadTally::default();
         let mut found = None;
@@ -380,7 +385,7 @@ impl Service {
                     tracing::warn!(hash = %hash.short(), "local read failed: {e}");
                     tally.unreachable.push(self.self_id);
                 }
-                Err(e) => return Err(ServiceError::Internal(format!("storage actor: {e}"))),
+                Err(e) => return Err(CoordinatorError::Internal(format!("storage actor: {e}"))),
             }
         }
         if found.is_none() {
@@ -414,8 +419,8 @@ impl Service {
                 self.metrics.bytes_read.inc_by(plain.len() as u64);
                 Ok(plain)
             }
-            None if tally.unreachable.is_empty() => Err(ServiceError::NotFound(hash)),
-            None => Err(ServiceError::Unavailable {
+            None if tally.unreachable.is_empty() => Err(CoordinatorError::NotFound(hash)),
+            None => Err(CoordinatorError::Unavailable {
                 hash,
                 unreachable: tally.unreachable,
             }),
@@ -429,7 +434,7 @@ impl Service {
         hash: Hash,
         remote: Vec<NodeId>,
         tally: &mut ReadTally,
-    ) -> Result<Option<Bytes>, ServiceError> {
+    ) -> Result<Option<Bytes>, CoordinatorError> {
         use futures::stream::{FuturesUnordered, StreamExt};
 
         if remote.is_empty() {
@@ -439,7 +444,7 @@ impl Service {
             .peers
             .send(PlanRead { holders: remote })
             .await
-            .map_err(|e| ServiceError::Internal(format!("peer actor: {e}")))?;
+            .map_err(|e| CoordinatorError::Internal(format!("peer actor: {e}")))?;
         let mut next = plan.order.into_iter();
         let mut running = FuturesUnordered::new();
         let mut hedge_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
@@ -609,11 +614,11 @@ impl Service {
     }
 
     /// This node's refs of a block.
-    pub async fn local_refs(&self, hash: Hash) -> Result<Vec<(RefId, RefState)>, ServiceError> {
+    pub async fn local_refs(&self, hash: Hash) -> Result<Vec<(RefId, RefState)>, CoordinatorError> {
         self.refcount
             .send(ListRefs { hash })
             .await
-            .map_err(|e| ServiceError::Internal(format!("refcount actor: {e}")))?
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+            .map_err(|e| CoordinatorError::Internal(format!("refcount actor: {e}")))?
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))
     }
 }

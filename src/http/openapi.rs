@@ -1,11 +1,11 @@
 //! The OpenAPI 3.1 document of the HTTP API, generated from the handlers' `#[utoipa::path]`
-//! attributes in [`crate::api`] and served at `GET /v1/openapi.json`. A test checks that
-//! every route `api::configure` registers is in it.
+//! attributes in [`crate::http`] and served at `GET /v1/openapi.json`. A test checks that
+//! every route `http::configure` registers is in it.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::api;
+use crate::http::{self, admin, blocks, layout};
 
 /// Every error's body.
 #[derive(ToSchema)]
@@ -47,15 +47,14 @@ impl Modify for BearerToken {
 #[openapi(
     info(title = "blocknode", description = "A replicated, content-addressed block store: HTTP API."),
     paths(
-        api::health, api::openapi_json, api::metrics, api::put_block, api::get_block,
-        api::head_block, api::block_info, api::add_ref, api::drop_ref, api::status,
-        api::resync_errors, api::resync_retry, api::repair, api::anti_entropy_sync,
-        api::scrub, api::get_workers, api::put_workers,
-        crate::layout_api::get_layout, crate::layout_api::stage, crate::layout_api::apply,
-        crate::layout_api::revert,
+        http::health, http::openapi_json, http::metrics::metrics, blocks::put_block,
+        blocks::get_block, blocks::head_block, blocks::block_info, blocks::add_ref,
+        blocks::drop_ref, admin::status, admin::resync_errors, admin::resync_retry,
+        admin::repair, admin::anti_entropy_sync, admin::scrub, admin::get_workers,
+        admin::put_workers, layout::get_layout, layout::stage, layout::apply, layout::revert,
     ),
-    components(schemas(ErrorBody, PutReply, api::Workers, api::RetryBody, api::RepairBody,
-        crate::layout_api::StageBody, crate::layout_api::ApplyBody)),
+    components(schemas(ErrorBody, PutReply, admin::Workers, admin::RetryBody, admin::RepairBody,
+        layout::StageBody, layout::ApplyBody)),
     modifiers(&BearerToken),
     security(("token" = [])),
 )]
@@ -72,13 +71,17 @@ pub fn document() -> utoipa::openapi::OpenApi {
 mod tests {
     use super::*;
 
-    /// `(method, path)` of every route `api::configure` registers, read from its source:
+    /// `(method, path)` of every route `http::configure` registers, read from its source:
     /// a route added there without a `#[utoipa::path]` (and an entry in `paths(...)`)
     /// fails the test below.
     fn registered_routes() -> Vec<(String, String)> {
-        let src = include_str!("api.rs");
-        let start = src.find("pub fn configure(").expect("api.rs has configure");
+        let src = include_str!("mod.rs");
+        let start = src
+            .find("pub fn configure(")
+            .expect("http/mod.rs has configure");
         let body = &src[start..start + src[start..].find("\n}\n").expect("end of configure")];
+        // rustfmt may break a route over lines: read it with the whitespace taken out.
+        let body: String = body.split_whitespace().collect();
         body.match_indices(".route(\"")
             .map(|(i, m)| {
                 let rest = &body[i + m.len()..];

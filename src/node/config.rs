@@ -556,7 +556,7 @@ admin_token_file = "t"
 
     #[test]
     fn every_config_key_is_in_the_readme_reference() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme
             .find("## Configuration reference")
             .expect("README has a configuration reference");

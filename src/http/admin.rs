@@ -1,0 +1,344 @@
+//! Admin routes: status, resync errors and retries, repair, anti-entropy, scrub and the
+//! worker settings.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use blocknode_actors::antientropy::{AntiEntropyStatus, GetAntiEntropyStatus, SyncNow};
+use blocknode_actors::peer::GetPeerStatus;
+use blocknode_actors::resync::{
+    check_tranquility, check_workers, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow,
+    ScrubCommand, SetScrubTranquility, SetTranquility, SetWorkers, StartRepair,
+};
+use blocknode_actors::storage::GetStorageStats;
+
+use super::{actor_err, parse_hash, ApiError, ApiResult};
+use crate::coordinator::Coordinator;
+
+/// What `status` and `metrics` show: each actor's own view, asked at once.
+pub(super) async fn node_state(
+    svc: &Coordinator,
+) -> Result<
+    (
+        Vec<blocknode_actors::peer::PeerInfo>,
+        blocknode_actors::storage::StorageStats,
+        blocknode_actors::resync::ResyncStatus,
+        AntiEntropyStatus,
+    ),
+    ApiError,
+> {
+    let (peers, storage, resync, ae) = futures::join!(
+        svc.peers.send(GetPeerStatus),
+        svc.storage.send(GetStorageStats),
+        svc.resync.send(GetResyncStatus),
+        svc.anti_entropy.send(GetAntiEntropyStatus)
+    );
+    Ok((
+        peers.map_err(|e| actor_err("peer", e))?,
+        storage.map_err(|e| actor_err("storage", e))?,
+        resync.map_err(|e| actor_err("resync", e))?,
+        ae.map_err(|e| actor_err("anti-entropy", e))?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, peers, storage, resync and anti-entropy state"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
+    let (peers, storage, resync, ae) = node_state(&svc).await?;
+    let layout = super::layout::status_json(&svc).await?;
+    let digest = svc.layout.borrow().layout.digest();
+    let peers_json: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id.to_hex(),
+                "addr": p.addr.to_string(),
+                "up": p.up,
+                "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                "last_seen_secs_ago": p.last_seen.map(|t| t.elapsed().as_secs_f64()),
+                "layout_agrees": p.layout_digest.map(|d| d == digest),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "node": {
+            "id": svc.self_id.to_hex(),
+            "zone": svc.cfg.zone,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": svc.started.elapsed().as_secs(),
+        },
+        "layout": layout,
+        "peers": peers_json,
+        "storage": {
+            "blocks": storage.blocks,
+            "bytes": storage.bytes,
+            "bytes_written": storage.bytes_written,
+            "bytes_read": storage.bytes_read,
+            "corruptions_found": storage.corruptions_found,
+            "counting": storage.counting,
+        },
+        "resync": resync,
+        "anti_entropy": ae,
+    })))
+}
+
+/// Start an anti-entropy round now (if none is running).
+#[utoipa::path(post, path = "/v1/anti-entropy/sync", tag = "maintenance", responses((status = 202, description = "a round started (false: one is running)"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn anti_entropy_sync(svc: web::Data<Coordinator>) -> ApiResult {
+    let started = svc
+        .anti_entropy
+        .send(SyncNow)
+        .await
+        .map_err(|e| actor_err("anti-entropy", e))?;
+    Ok(HttpResponse::Accepted().json(json!({ "started": started })))
+}
+
+#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", responses((status = 200, description = "blocks whose last resync failed"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn resync_errors(svc: web::Data<Coordinator>) -> ApiResult {
+    let errors = svc
+        .resync
+        .send(ListResyncErrors)
+        .await
+        .map_err(|e| actor_err("resync", e))?;
+    Ok(HttpResponse::Ok().json(json!({ "errors": errors })))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryBody {
+    hash: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+#[utoipa::path(post, path = "/v1/resync/retry", tag = "maintenance", request_body = RetryBody, responses((status = 200, description = "how many were rescheduled"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn resync_retry(
+    svc: web::Data<Coordinator>,
+    body: web::Json<RetryBody>,
+) -> ApiResult {
+    let target = match (&body.hash, body.all) {
+        (Some(h), false) => Some(parse_hash(h)?),
+        (None, true) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either {\"hash\": \"<64 hex>\"} or {\"all\": true}",
+            ))
+        }
+    };
+    let n = svc
+        .resync
+        .send(RetryNow { hash: target })
+        .await
+        .map_err(|e| actor_err("resync", e))?;
+    Ok(HttpResponse::Ok().json(json!({ "rescheduled": n })))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RepairBody {
+    #[serde(default)]
+    rebuild_rc: bool,
+}
+
+/// The body of a route whose JSON body is optional: none (or only whitespace) gives the
+/// defaults; anything else must parse, or the request is refused (it must not start
+/// work the caller did not ask for).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let bad = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {e}"));
+    // serde fills a struct from an array too; the documented body is an object.
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected an object",
+        ));
+    }
+    serde_json::from_value(v).map_err(bad)
+}
+
+#[utoipa::path(post, path = "/v1/repair", tag = "maintenance", request_body(content = Option<RepairBody>, description = "optional"), responses((status = 202, description = "repair started"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "a repair is running", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn repair(svc: web::Data<Coordinator>, body: web::Bytes) -> ApiResult {
+    let RepairBody { rebuild_rc } = optional_json(&body)?;
+    svc.resync
+        .send(StartRepair { rebuild_rc })
+        .await
+        .map_err(|e| actor_err("resync", e))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "repair_refused", e.to_string()))?;
+    Ok(HttpResponse::Accepted().json(json!({ "started": true, "rebuild_rc": rebuild_rc })))
+}
+
+#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel")), responses((status = 200, description = "done"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 404, description = "unknown action", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn scrub(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
+    let cmd = match path.as_str() {
+        "start" => ScrubCommand::Start,
+        "pause" => ScrubCommand::Pause,
+        "resume" => ScrubCommand::Resume,
+        "cancel" => ScrubCommand::Cancel,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                format!("unknown scrub action {other:?}: use start, pause, resume or cancel"),
+            ))
+        }
+    };
+    svc.resync
+        .send(cmd)
+        .await
+        .map_err(|e| actor_err("resync", e))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "scrub_refused", e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({ "scrub": path.as_str() })))
+}
+
+#[derive(Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Workers {
+    resync_workers: Option<u64>,
+    resync_tranquility: Option<u64>,
+    scrub_tranquility: Option<u64>,
+}
+
+async fn workers_json(svc: &Coordinator) -> ApiResult {
+    let s = svc
+        .resync
+        .send(GetResyncStatus)
+        .await
+        .map_err(|e| actor_err("resync", e))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "resync_workers": s.workers,
+        "resync_tranquility": s.tranquility,
+        "scrub_tranquility": s.scrub.tranquility,
+    })))
+}
+
+#[utoipa::path(get, path = "/v1/workers", tag = "maintenance", responses((status = 200, description = "current settings", body = Workers), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn get_workers(svc: web::Data<Coordinator>) -> ApiResult {
+    workers_json(&svc).await
+}
+
+/// Checked settings of a `PUT /v1/workers`.
+#[derive(Debug, PartialEq, Eq)]
+struct WorkerSettings {
+    resync_workers: Option<usize>,
+    resync_tranquility: Option<u32>,
+    scrub_tranquility: Option<u32>,
+}
+
+/// Range-check every value before any is applied, so a refused request changes nothing
+/// (and nothing above 2^32 wraps into range).
+fn check_workers_body(b: &Workers) -> Result<WorkerSettings, ApiError> {
+    let refused = |e: ResyncError| ApiError::bad_request(e.to_string());
+    Ok(WorkerSettings {
+        resync_workers: b
+            .resync_workers
+            .map(check_workers)
+            .transpose()
+            .map_err(refused)?,
+        resync_tranquility: b
+            .resync_tranquility
+            .map(|t| check_tranquility("resync_tranquility", t))
+            .transpose()
+            .map_err(refused)?,
+        scrub_tranquility: b
+            .scrub_tranquility
+            .map(|t| check_tranquility("scrub_tranquility", t))
+            .transpose()
+            .map_err(refused)?,
+    })
+}
+
+#[utoipa::path(put, path = "/v1/workers", tag = "maintenance", request_body = Workers, responses((status = 200, description = "settings after the change", body = Workers), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn put_workers(
+    svc: web::Data<Coordinator>,
+    body: web::Json<Workers>,
+) -> ApiResult {
+    let set = check_workers_body(&body)?;
+    let refused = |e: ResyncError| ApiError::bad_request(e.to_string());
+    if let Some(n) = set.resync_workers {
+        svc.resync
+            .send(SetWorkers(n))
+            .await
+            .map_err(|e| actor_err("resync", e))?
+            .map_err(refused)?;
+    }
+    if let Some(t) = set.resync_tranquility {
+        svc.resync
+            .send(SetTranquility(t))
+            .await
+            .map_err(|e| actor_err("resync", e))?
+            .map_err(refused)?;
+    }
+    if let Some(t) = set.scrub_tranquility {
+        svc.resync
+            .send(SetScrubTranquility(t))
+            .await
+            .map_err(|e| actor_err("resync", e))?
+            .map_err(refused)?;
+    }
+    workers_json(&svc).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(json: &str) -> Workers {
+        serde_json::from_str(json).expect("test body parses")
+    }
+
+    #[test]
+    fn worker_settings_are_range_checked_and_never_wrap() {
+        let ok = check_workers_body(&workers(
+            r#"{"resync_workers":3,"resync_tranquility":0,"scrub_tranquility":100}"#,
+        ))
+        .expect("in range");
+        assert_eq!(
+            ok,
+            WorkerSettings {
+                resync_workers: Some(3),
+                resync_tranquility: Some(0),
+                scrub_tranquility: Some(100),
+            }
+        );
+        for (body, key) in [
+            (r#"{"resync_workers":0}"#, "resync_workers"),
+            (r#"{"resync_workers":9}"#, "resync_workers"),
+            (
+                r#"{"resync_workers":18446744073709551615}"#,
+                "resync_workers",
+            ),
+            (r#"{"resync_tranquility":101}"#, "resync_tranquility"),
+            (r#"{"resync_tranquility":4000000000}"#, "resync_tranquility"),
+            // 2^32 + 1 would wrap to 1 if narrowed first.
+            (r#"{"resync_tranquility":4294967297}"#, "resync_tranquility"),
+            (r#"{"scrub_tranquility":4294967297}"#, "scrub_tranquility"),
+        ] {
+            let e = check_workers_body(&workers(body)).expect_err(body);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(
+                e.message.contains(key) && e.message.contains("between"),
+                "{body}: the error should name {key} and its range, got {:?}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn an_optional_body_is_empty_or_valid() {
+        let d: RepairBody = optional_json(b"").expect("empty body");
+        assert!(!d.rebuild_rc);
+        let d: RepairBody = optional_json(b" \n").expect("whitespace body");
+        assert!(!d.rebuild_rc);
+        let d: RepairBody = optional_json(br#"{"rebuild_rc":true}"#).expect("valid body");
+        assert!(d.rebuild_rc);
+        for bad in [&b"{"[..], b"rebuild_rc=true", br#"{"rebuild":true}"#, b"[]"] {
+            let e = optional_json::<RepairBody>(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{:?} should be refused", String::from_utf8_lossy(bad)));
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+    }
+}

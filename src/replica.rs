@@ -1,0 +1,314 @@
+//! The replica side of the cluster: [`RpcDispatcher`] answers the requests peers send
+//! this node (and the ones this node sends itself).
+//!
+//! It owns nothing but the addresses of the actors that own state. The peer actor hands
+//! it every incoming [`HandleRpc`]; [`Replica`] has one function per request a peer can
+//! send (`get_block`, `put_block`, `need_block`, `add_ref`, ...), each turning it into
+//! messages to the storage, refcount and resync actors and their answers into a reply
+//! frame. Kept in the binary so the actors stay ignorant of each other. Layout
+//! requests (`LayoutQuery`, `HandoverQuery`) are answered from the layout the layout
+//! actor last published.
+
+use actix::prelude::*;
+
+use blocknode_actors::antientropy::narrow::schedule_fetches;
+use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode, RefRecord};
+use blocknode_actors::layout::{encode_layout, handover_left, HandoverLeft, LayoutChanged};
+use blocknode_actors::peer::HandleRpc;
+use blocknode_actors::refcount::{
+    AddRef, DigestPrefix, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountActor, RefcountError,
+};
+use blocknode_actors::resync::{
+    GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
+};
+use blocknode_actors::storage::{BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock};
+use blocknode_actors::{DataBlock, Hash, NodeId, RcEntry, RefId};
+
+/// Routes incoming RPCs to the actors that own the data.
+pub struct RpcDispatcher {
+    replica: Replica,
+}
+
+/// The addresses one request needs: cloned into each request's future, so requests run
+/// concurrently and none waits for another.
+#[derive(Clone)]
+struct Replica {
+    storage: Addr<StorageActor>,
+    refcount: Addr<RefcountActor>,
+    resync: Addr<ResyncActor>,
+    /// The resync settings: every schedule delay comes from `ResyncConfig::delay_for`.
+    resync_cfg: std::sync::Arc<ResyncConfig>,
+    /// The layout in force (for `LayoutQuery` and `HandoverQuery`); `None`: such
+    /// requests are refused.
+    layout: Option<tokio::sync::watch::Receiver<LayoutChanged>>,
+}
+
+impl RpcDispatcher {
+    /// Answer layout requests from `layout`.
+    pub fn with_layout(mut self, layout: tokio::sync::watch::Receiver<LayoutChanged>) -> Self {
+        self.replica.layout = Some(layout);
+        self
+    }
+
+    /// A dispatcher over the node's actors.
+    pub fn new(
+        storage: Addr<StorageActor>,
+        refcount: Addr<RefcountActor>,
+        resync: Addr<ResyncActor>,
+        resync_cfg: ResyncConfig,
+    ) -> Self {
+        RpcDispatcher {
+            replica: Replica {
+                storage,
+                refcount,
+                resync,
+                resync_cfg: std::sync::Arc::new(resync_cfg),
+                layout: None,
+            },
+        }
+    }
+}
+
+impl Actor for RpcDispatcher {
+    type Context = Context<Self>;
+}
+
+fn mailbox(what: &str, e: MailboxError) -> BlockRpc {
+    BlockRpc::error(
+        ErrorCode::Unavailable,
+        format!("{what} actor unavailable: {e}"),
+    )
+}
+
+fn storage_error(e: StorageError) -> BlockRpc {
+    let code = match &e {
+        StorageError::NotFound { .. } => ErrorCode::NotFound,
+        StorageError::Corrupted { .. } => ErrorCode::Corrupted,
+        StorageError::CorruptData { .. } => ErrorCode::CorruptData,
+        StorageError::DiskFull { .. } => ErrorCode::DiskFull,
+        _ => ErrorCode::Internal,
+    };
+    BlockRpc::error(code, e.to_string())
+}
+
+fn refcount_error(e: RefcountError) -> BlockRpc {
+    let code = match &e {
+        RefcountError::RefDropped { .. } => ErrorCode::RefDropped,
+        _ => ErrorCode::Internal,
+    };
+    BlockRpc::error(code, e.to_string())
+}
+
+impl Handler<HandleRpc> for RpcDispatcher {
+    type Result = ResponseFuture<BlockRpc>;
+
+    fn handle(&mut self, msg: HandleRpc, _ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.replica.clone();
+        let from = msg.from;
+        Box::pin(async move {
+            match msg.rpc {
+                BlockRpc::GetBlock(hash) => r.get_block(hash).await,
+                BlockRpc::PutBlock { hash, data } => r.put_block(from, hash, data).await,
+                BlockRpc::NeedBlockQuery(hash) => r.need_block(hash).await,
+                BlockRpc::AddRef { hash, ref_id } => r.add_ref(hash, ref_id).await,
+                BlockRpc::DropRef { hash, ref_id } => r.drop_ref(hash, ref_id).await,
+                BlockRpc::BlockInfoQuery(hash) => r.block_info(hash).await,
+                BlockRpc::RefDigestQuery { prefix, known } => r.ref_digest(prefix, known).await,
+                BlockRpc::RefRecordsQuery {
+                    prefix,
+                    exact,
+                    limit,
+                } => r.ref_records(prefix, exact, limit).await,
+                BlockRpc::MergeRefs(records) => r.merge_refs(records).await,
+                BlockRpc::ScheduleResync(hash) => {
+                    r.schedule(hash, ScheduleReason::ReadFailed);
+                    BlockRpc::Ok
+                }
+                BlockRpc::LayoutQuery => r.layout_query(),
+                BlockRpc::HandoverQuery { version } => r.handover_query(version).await,
+                other => BlockRpc::error(
+                    ErrorCode::BadRequest,
+                    format!("{} is not a request", other.kind()),
+                ),
+            }
+        })
+    }
+}
+
+impl Replica {
+    fn schedule(&self, hash: Hash, reason: ScheduleReason) {
+        self.resync
+            .do_send(Schedule::for_reason(hash, reason, &self.resync_cfg));
+    }
+
+    /// `GetBlock`: the verified bytes from the storage actor; a rotten copy is reported
+    /// and scheduled for repair.
+    async fn get_block(&self, hash: Hash) -> BlockRpc {
+        match self.storage.send(ReadBlock { hash }).await {
+            Ok(Ok(data)) => BlockRpc::PutBlock { hash, data },
+            Ok(Err(e)) => {
+                if matches!(e, StorageError::Corrupted { .. }) {
+                    self.schedule(hash, ScheduleReason::ReadFailed);
+                }
+                storage_error(e)
+            }
+            Err(e) => mailbox("storage", e),
+        }
+    }
+
+    /// `PutBlock`: write the block (verified first unless this node hashed it itself); an
+    /// unreferenced block is looked at again after the grace period.
+    async fn put_block(&self, from: NodeId, hash: Hash, data: DataBlock) -> BlockRpc {
+        // A PutBlock this node sends itself carries the bytes its coordinator has just
+        // hashed (a peer cannot pass for this node: ids are pinned to certificates);
+        // anything else is verified before it is written.
+        let write = if from == self.resync_cfg.self_id {
+            WriteBlock::hashed_here(hash, data)
+        } else {
+            WriteBlock::new(hash, data)
+        };
+        match self.storage.send(write).await {
+            Ok(Ok(_)) => {
+                // A block nobody references here is an orphan: look at it again after
+                // the grace period (a ref may still be on its way).
+                match self.refcount.send(GetRc { hash }).await {
+                    Ok(Ok(rc)) if rc.is_needed() => {}
+                    _ => self.schedule(hash, ScheduleReason::OrphanPut),
+                }
+                BlockRpc::Ok
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(hash = %hash.short(), peer = %from.short(), "refused block: {e}");
+                storage_error(e)
+            }
+            Err(e) => mailbox("storage", e),
+        }
+    }
+
+    /// `NeedBlockQuery` (Garage's need_block): referenced here and not stored here.
+    async fn need_block(&self, hash: Hash) -> BlockRpc {
+        let rc = self.refcount.send(GetRc { hash }).await;
+        let exists = self.storage.send(BlockExists { hash }).await;
+        match (rc, exists) {
+            (Ok(Ok(rc)), Ok(Ok(exists))) => BlockRpc::NeedBlockReply(rc.is_needed() && !exists),
+            (Ok(Err(e)), _) => refcount_error(e),
+            (_, Ok(Err(e))) => storage_error(e),
+            (Err(e), _) | (_, Err(e)) => mailbox("storage/refcount", e),
+        }
+    }
+
+    /// `AddRef`: a live ref, durable before the answer.
+    async fn add_ref(&self, hash: Hash, ref_id: RefId) -> BlockRpc {
+        match self.refcount.send(AddRef { hash, ref_id }).await {
+            Ok(Ok(_)) => BlockRpc::Ok,
+            Ok(Err(e)) => refcount_error(e),
+            Err(e) => mailbox("refcount", e),
+        }
+    }
+
+    /// `DropRef`: a dropped ref (a tombstone), durable before the answer.
+    async fn drop_ref(&self, hash: Hash, ref_id: RefId) -> BlockRpc {
+        match self.refcount.send(DropRef { hash, ref_id }).await {
+            Ok(Ok(_)) => BlockRpc::Ok,
+            Ok(Err(e)) => refcount_error(e),
+            Err(e) => mailbox("refcount", e),
+        }
+    }
+
+    /// `BlockInfoQuery`: presence, rc and the last resync error of one block.
+    async fn block_info(&self, hash: Hash) -> BlockRpc {
+        let rc = self.refcount.send(GetRc { hash }).await;
+        let exists = self.storage.send(BlockExists { hash }).await;
+        let err = self
+            .resync
+            .send(GetBlockError { hash })
+            .await
+            .ok()
+            .flatten();
+        let (rc, rc_err) = match rc {
+            Ok(Ok(rc)) => (rc, None),
+            Ok(Err(e)) => (RcEntry::Absent, Some(e.to_string())),
+            Err(e) => (RcEntry::Absent, Some(e.to_string())),
+        };
+        let present = matches!(exists, Ok(Ok(true)));
+        BlockRpc::BlockInfoReply(BlockInfo {
+            present,
+            rc: rc.count(),
+            deletable: matches!(rc, RcEntry::Deletable { .. }),
+            error: rc_err.or(err),
+        })
+    }
+
+    /// `RefDigestQuery`: anti-entropy's digests of the refs under a prefix.
+    async fn ref_digest(&self, prefix: Vec<u8>, known: Vec<u8>) -> BlockRpc {
+        let known = (!known.is_empty()).then_some(known);
+        match self.refcount.send(DigestPrefix { prefix, known }).await {
+            Ok(Ok(d)) => BlockRpc::RefDigestReply(d),
+            Ok(Err(e)) => refcount_error(e),
+            Err(e) => mailbox("refcount", e),
+        }
+    }
+
+    /// `RefRecordsQuery`: one page of ref records under a prefix.
+    async fn ref_records(&self, prefix: Vec<u8>, exact: bool, limit: u32) -> BlockRpc {
+        // Bounded so the reply fits the frame header limit.
+        let limit = (limit as usize).min(128);
+        let query = RecordsUnder {
+            prefix,
+            exact,
+            limit,
+        };
+        match self.refcount.send(query).await {
+            Ok(Ok(r)) => BlockRpc::RefRecords(r),
+            Ok(Err(e)) => refcount_error(e),
+            Err(e) => mailbox("refcount", e),
+        }
+    }
+
+    /// `MergeRefs`: records a peer has and this node lacks; their blocks are fetched now.
+    async fn merge_refs(&self, records: Vec<RefRecord>) -> BlockRpc {
+        let live: Vec<Hash> = records.iter().filter(|r| r.live).map(|r| r.hash).collect();
+        match self.refcount.send(MergeRefs { records }).await {
+            Ok(Ok(_)) => {
+                schedule_fetches(&self.resync.clone().recipient(), live);
+                BlockRpc::Ok
+            }
+            Ok(Err(e)) => refcount_error(e),
+            Err(e) => mailbox("refcount", e),
+        }
+    }
+}
+
+impl Replica {
+    fn layout_now(&self) -> Option<LayoutChanged> {
+        self.layout.as_ref().map(|l| l.borrow().clone())
+    }
+
+    /// `LayoutQuery`: the layout in force, encoded.
+    fn layout_query(&self) -> BlockRpc {
+        match self.layout_now().map(|l| encode_layout(&l.layout)) {
+            Some(Ok(data)) => BlockRpc::LayoutReply { data },
+            Some(Err(e)) => BlockRpc::error(ErrorCode::Internal, e.to_string()),
+            None => BlockRpc::error(ErrorCode::Unavailable, "no layout here"),
+        }
+    }
+
+    /// `HandoverQuery`: what this node still stores of partitions it gave up under
+    /// `version`; under another version, an empty answer naming ours (the asker ignores
+    /// it until we have switched).
+    async fn handover_query(&self, version: u64) -> BlockRpc {
+        let Some(l) = self.layout_now() else {
+            return BlockRpc::error(ErrorCode::Unavailable, "no layout here");
+        };
+        if l.layout.version != version {
+            return BlockRpc::HandoverReply(HandoverLeft {
+                version: l.layout.version,
+                ..HandoverLeft::default()
+            });
+        }
+        match handover_left(&self.storage, &l.placement, self.resync_cfg.self_id).await {
+            Ok(left) => BlockRpc::HandoverReply(left),
+            Err(e) => storage_error(e),
+        }
+    }
+}
