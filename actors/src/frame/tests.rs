@@ -25,17 +25,6 @@ fn samples() -> Vec<BlockRpc> {
                 digest: h,
             },
         },
-        BlockRpc::LayoutQuery,
-        BlockRpc::LayoutReply {
-            data: vec![1, 2, 3],
-        },
-        BlockRpc::HandoverQuery { version: 4 },
-        BlockRpc::HandoverReply(crate::layout::HandoverLeft {
-            version: 4,
-            partitions: 2,
-            blocks: 10,
-            bytes: 1 << 20,
-        }),
         BlockRpc::Pong(7),
         BlockRpc::GetBlock(h),
         BlockRpc::PutBlock {
@@ -96,6 +85,18 @@ fn samples() -> Vec<BlockRpc> {
             ref_id: "b".parse().unwrap(),
             live: true,
         }]),
+        // Appended: the pinned encodings below index the ones before.
+        BlockRpc::LayoutQuery,
+        BlockRpc::LayoutReply {
+            data: vec![1, 2, 3],
+        },
+        BlockRpc::HandoverQuery { version: 4 },
+        BlockRpc::HandoverReply(crate::layout::HandoverLeft {
+            version: 4,
+            partitions: 2,
+            blocks: 10,
+            bytes: 1 << 20,
+        }),
     ]
 }
 
