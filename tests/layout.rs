@@ -230,23 +230,6 @@ impl Drop for Sampler {
     }
 }
 
-/// Wait until node `i` sees at least `n` peers up.
-fn wait_up(c: &Cluster, i: usize, n: usize) {
-    wait_for(
-        &format!("node {i} to see {n} peers up"),
-        Duration::from_secs(20),
-        || {
-            let s = c.get_json(i, "/v1/status");
-            let up = s["peers"]
-                .as_array()?
-                .iter()
-                .filter(|p| p["up"].as_bool() == Some(true))
-                .count();
-            (up >= n).then_some(())
-        },
-    );
-}
-
 fn cli_ok(c: &Cluster, i: usize, args: &[&str]) -> String {
     let (ok, out, err) = c.cli(i, args);
     assert!(ok, "blocknode {args:?} failed: {err}{out}");
@@ -283,7 +266,7 @@ fn a_cluster_grows_and_shrinks_by_command_without_dropping_below_quorum() {
         c.wait_ready(i);
     }
     for i in 0..3 {
-        wait_up(&c, i, 2);
+        c.wait_n_peers_up(i, 2);
     }
     let r = c.request(3, "GET", &format!("/v1/blocks/{}", "0".repeat(64)), None);
     assert_eq!(r.status, 503, "a joining node serves no data");
