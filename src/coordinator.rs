@@ -1,5 +1,9 @@
 //! [`Coordinator`]: the running node as the HTTP API sees it — the actors' addresses, the
-//! placement and the client-path operations (put, get, refs, info) built from messages.
+//! layout (the latest one the layout actor published) and the client-path operations
+//! (put, get, refs, info) built from messages.
+//!
+//! During a layout transition a write goes to the new and the old holders and needs
+//! `write_quorum` in each set; a read asks the new holders first, then the old ones.
 //!
 //! A `Coordinator` is cheap to clone (addresses and `Arc`s) and is shared by every HTTP
 //! worker thread; it owns no domain state itself: every read or change is a message to
@@ -14,6 +18,7 @@ use bytes::Bytes;
 use blocknode_actors::antientropy::AntiEntropyActor;
 use blocknode_actors::budget::{Charge, RamBudget};
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
+use blocknode_actors::layout::{LayoutChanged, LayoutPlacement};
 use blocknode_actors::peer::{
     Call, CallMany, CallsFailed, HedgedCall, PeerActor, PlanRead, Priority, QuorumError, RpcError,
 };
@@ -54,8 +59,9 @@ pub struct Coordinator {
     pub refcount: Addr<RefcountActor>,
     pub resync: Addr<ResyncActor>,
     pub peers: Addr<PeerActor>,
-    pub placement: Arc<dyn Placement>,
-    pub layout_digest: Hash,
+    /// The layout in force, as the layout actor last published it.
+    pub layout: tokio::sync::watch::Receiver<LayoutChanged>,
+    pub layout_actor: Addr<blocknode_actors::layout::LayoutActor>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     /// The RAM budget for block bytes in flight (`block_ram_buffer_max`): PUT and GET
@@ -65,6 +71,16 @@ pub struct Coordinator {
     /// Where the failed calls of a write go (hinted handoff); `None` when it is off.
     pub hints: Option<Recipient<CallsFailed>>,
     pub anti_entropy: Addr<AntiEntropyActor>,
+}
+
+/// The nodes a write is sent to and the holder sets that must each reach their quorum.
+#[derive(Clone)]
+struct WriteTargets {
+    all: Vec<NodeId>,
+    /// Old holders that are not new ones and not in `all`: written to only if the
+    /// write fails without them.
+    old_only: Vec<NodeId>,
+    sets: Vec<(Vec<NodeId>, usize)>,
 }
 
 /// Why a client-path operation failed; the API maps each to a status code.
@@ -165,10 +181,20 @@ impl Coordinator {
             .map_err(|e| CoordinatorError::Internal(e.to_string()))
     }
 
+    /// The placement of the layout in force.
+    pub fn placement(&self) -> Arc<LayoutPlacement> {
+        self.layout.borrow().placement.clone()
+    }
+
+    /// Whether the layout in force names this node (a joining node serves no data).
+    pub fn in_layout(&self) -> bool {
+        self.layout.borrow().layout.names(&self.self_id)
+    }
+
     /// The nodes that should hold `hash`, this node first when it is one of them (local
     /// reads are cheapest), then the others in placement order.
     pub fn holders(&self, hash: &Hash) -> Vec<NodeId> {
-        let mut nodes = self.placement.write_nodes(hash);
+        let mut nodes = self.placement().write_nodes(hash);
         if let Some(i) = nodes.iter().position(|n| *n == self.self_id) {
             let me = nodes.remove(i);
             nodes.insert(0, me);
@@ -197,7 +223,7 @@ impl Coordinator {
             .map_err(|e| CoordinatorError::Internal(format!("hashing task failed: {e}")))?;
         let hash = block.hash();
         let size = block.plain_len();
-        let nodes = self.holders(&hash);
+        let nodes = self.write_targets(&hash);
         ram.shrink_to(block.data().inner_buffer().len() as u64);
         // This node's own holder writes the bytes without hashing them again; the
         // others get a plain PutBlock and verify (see `BlockRpc::PutVerified`).
@@ -224,17 +250,72 @@ impl Coordinator {
         Ok((hash, size))
     }
 
+    /// Where a write goes: the holders, and during a transition the previous holders
+    /// too, with the quorum each set needs (empty outside a transition).
+    fn write_targets(&self, hash: &Hash) -> WriteTargets {
+        let placement = self.placement();
+        let new = placement.write_nodes(hash);
+        let old = placement.previous_nodes(hash);
+        let wq = |set: &[NodeId]| self.cfg.write_quorum.min(set.len()).max(1);
+        let mut all = self.holders(hash);
+        let mut sets = Vec::new();
+        let mut old_only: Vec<NodeId> = old.iter().filter(|n| !new.contains(n)).copied().collect();
+        if !old.is_empty() && old != new {
+            // The old set's quorum counts the nodes it shares with the new one; old-only
+            // holders are written to first only when those are too few (what they
+            // receive they must hand over again, which delays the end of the
+            // transition), else only if the write fails without them.
+            let common = old.len() - old_only.len();
+            if common < wq(&old) {
+                all.append(&mut old_only);
+            }
+            sets.push((new.clone(), wq(&new)));
+            sets.push((old.clone(), wq(&old)));
+        }
+        WriteTargets {
+            all,
+            old_only,
+            sets,
+        }
+    }
+
     async fn call_quorum(
         &self,
         hash: Hash,
-        nodes: Vec<NodeId>,
+        targets: WriteTargets,
         rpc: BlockRpc,
         timeout: Duration,
         ref_id: Option<&RefId>,
     ) -> Result<(), CoordinatorError> {
+        let first = self
+            .call_quorum_once(&targets.all, &targets.sets, rpc.clone(), timeout)
+            .await?;
+        let res = match first {
+            Err(_) if !targets.old_only.is_empty() => {
+                // A shared holder is down: the old set needs its old-only holders. The
+                // write is idempotent, so it is sent again to all of them.
+                let mut all = targets.all.clone();
+                all.extend(targets.old_only.iter().copied());
+                self.call_quorum_once(&all, &targets.sets, rpc, timeout)
+                    .await?
+            }
+            r => r,
+        };
+        res.map(|_| ())
+            .map_err(|e| CoordinatorError::from_quorum(hash, ref_id, e))
+    }
+
+    async fn call_quorum_once(
+        &self,
+        nodes: &[NodeId],
+        sets: &[(Vec<NodeId>, usize)],
+        rpc: BlockRpc,
+        timeout: Duration,
+    ) -> Result<Result<Vec<(NodeId, BlockRpc)>, QuorumError>, CoordinatorError> {
+        let nodes = nodes.to_vec();
+        let sets = sets.to_vec();
         let quorum = self.cfg.write_quorum.min(nodes.len()).max(1);
-        let res = self
-            .peers
+        self.peers
             .send(CallMany {
                 nodes,
                 rpc,
@@ -242,12 +323,11 @@ impl Coordinator {
                 timeout,
                 priority: Priority::Client,
                 interrupt_after_quorum: false,
+                also: sets,
                 report_failures: self.hints.clone(),
             })
             .await
-            .map_err(|e| CoordinatorError::Internal(format!("peer actor: {e}")))?;
-        res.map(|_| ())
-            .map_err(|e| CoordinatorError::from_quorum(hash, ref_id, e))
+            .map_err(|e| CoordinatorError::Internal(format!("peer actor: {e}")))
     }
 
     /// Add or drop a ref on the block's holders with the write quorum.
@@ -268,7 +348,7 @@ impl Coordinator {
                 ref_id: ref_id.clone(),
             }
         };
-        let nodes = self.holders(&hash);
+        let nodes = self.write_targets(&hash);
         self.call_quorum(hash, nodes, rpc, self.cfg.small_rpc_timeout, Some(&ref_id))
             .await
     }
@@ -306,8 +386,27 @@ impl Coordinator {
             }
         }
         if found.is_none() {
-            let remote: Vec<NodeId> = holders.into_iter().filter(|n| *n != self.self_id).collect();
+            let remote: Vec<NodeId> = holders
+                .iter()
+                .copied()
+                .filter(|n| *n != self.self_id)
+                .collect();
             found = self.hedged_remote_read(hash, remote, &mut tally).await?;
+        }
+        if found.is_none() {
+            // A transition runs: the old holders may be the only ones with it yet. Their
+            // lack is not repaired (they are giving the block up).
+            let old: Vec<NodeId> = self
+                .placement()
+                .previous_nodes(&hash)
+                .into_iter()
+                .filter(|n| !holders.contains(n) && *n != self.self_id)
+                .collect();
+            let mut old_tally = ReadTally::default();
+            found = self.hedged_remote_read(hash, old, &mut old_tally).await?;
+            if found.is_none() {
+                tally.unreachable.extend(old_tally.unreachable);
+            }
         }
         for node in std::mem::take(&mut tally.lacking) {
             self.ask_resync(node, hash);
@@ -461,9 +560,16 @@ impl Coordinator {
         }
     }
 
-    /// Every holder's view of the block, in placement order.
+    /// Every holder's view of the block, in placement order, then (during a layout
+    /// transition) the previous holders that are not holders any more.
     pub async fn block_info(&self, hash: Hash) -> Vec<HolderInfo> {
-        let nodes = self.placement.write_nodes(&hash);
+        let placement = self.placement();
+        let mut nodes = placement.write_nodes(&hash);
+        for n in placement.previous_nodes(&hash) {
+            if !nodes.contains(&n) {
+                nodes.push(n);
+            }
+        }
         let calls = nodes.iter().map(|node| {
             self.peers.send(Call {
                 node: *node,

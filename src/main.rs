@@ -40,8 +40,15 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {
-        Command::Run { config: None } => node::run(config::Config::embedded_default(), true),
-        Command::Run { config: Some(path) } => node::run(config::Config::load(&path)?, false),
+        Command::Run { config: None, join } => {
+            let mut cfg = config::Config::embedded_default();
+            cfg.bootstrap_peers = join;
+            node::run(cfg, true)
+        }
+        Command::Run {
+            config: Some(path),
+            join,
+        } => node::run(config::Config::load_joining(&path, &join)?, false),
         Command::Cert(CertCommand::Ca { out }) => {
             blocknode_actors::tls::generate_ca(&out)?;
             println!("cluster CA written to {} (ca.crt, ca.key)", out.display());

@@ -5,12 +5,15 @@
 //! it every incoming [`HandleRpc`]; [`Replica`] has one function per request a peer can
 //! send (`get_block`, `put_block`, `need_block`, `add_ref`, ...), each turning it into
 //! messages to the storage, refcount and resync actors and their answers into a reply
-//! frame. Kept in the binary so the actors stay ignorant of each other.
+//! frame. Kept in the binary so the actors stay ignorant of each other. Layout
+//! requests (`LayoutQuery`, `HandoverQuery`) are answered from the layout the layout
+//! actor last published.
 
 use actix::prelude::*;
 
 use blocknode_actors::antientropy::narrow::schedule_fetches;
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode, RefRecord};
+use blocknode_actors::layout::{encode_layout, handover_left, HandoverLeft, LayoutChanged};
 use blocknode_actors::peer::HandleRpc;
 use blocknode_actors::refcount::{
     AddRef, DigestPrefix, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountActor, RefcountError,
@@ -38,9 +41,18 @@ struct Replica {
     resync_cfg: std::sync::Arc<ResyncConfig>,
     /// The API tokens: peers push and pull their records here.
     tokens: Addr<TokenActor>,
+    /// The layout in force (for `LayoutQuery` and `HandoverQuery`); `None`: such
+    /// requests are refused.
+    layout: Option<tokio::sync::watch::Receiver<LayoutChanged>>,
 }
 
 impl RpcDispatcher {
+    /// Answer layout requests from `layout`.
+    pub fn with_layout(mut self, layout: tokio::sync::watch::Receiver<LayoutChanged>) -> Self {
+        self.replica.layout = Some(layout);
+        self
+    }
+
     /// A dispatcher over the node's actors.
     pub fn new(
         storage: Addr<StorageActor>,
@@ -56,6 +68,7 @@ impl RpcDispatcher {
                 resync,
                 resync_cfg: std::sync::Arc::new(resync_cfg),
                 tokens,
+                layout: None,
             },
         }
     }
@@ -123,6 +136,8 @@ impl Handler<HandleRpc> for RpcDispatcher {
                     r.schedule(hash, ScheduleReason::ReadFailed);
                     BlockRpc::Ok
                 }
+                BlockRpc::LayoutQuery => r.layout_query(),
+                BlockRpc::HandoverQuery { version } => r.handover_query(version).await,
                 other => BlockRpc::error(
                     ErrorCode::BadRequest,
                     format!("{} is not a request", other.kind()),
@@ -283,6 +298,40 @@ impl Replica {
             }
             Ok(Err(e)) => refcount_error(e),
             Err(e) => mailbox("refcount", e),
+        }
+    }
+}
+
+impl Replica {
+    fn layout_now(&self) -> Option<LayoutChanged> {
+        self.layout.as_ref().map(|l| l.borrow().clone())
+    }
+
+    /// `LayoutQuery`: the layout in force, encoded.
+    fn layout_query(&self) -> BlockRpc {
+        match self.layout_now().map(|l| encode_layout(&l.layout)) {
+            Some(Ok(data)) => BlockRpc::LayoutReply { data },
+            Some(Err(e)) => BlockRpc::error(ErrorCode::Internal, e.to_string()),
+            None => BlockRpc::error(ErrorCode::Unavailable, "no layout here"),
+        }
+    }
+
+    /// `HandoverQuery`: what this node still stores of partitions it gave up under
+    /// `version`; under another version, an empty answer naming ours (the asker ignores
+    /// it until we have switched).
+    async fn handover_query(&self, version: u64) -> BlockRpc {
+        let Some(l) = self.layout_now() else {
+            return BlockRpc::error(ErrorCode::Unavailable, "no layout here");
+        };
+        if l.layout.version != version {
+            return BlockRpc::HandoverReply(HandoverLeft {
+                version: l.layout.version,
+                ..HandoverLeft::default()
+            });
+        }
+        match handover_left(&self.storage, &l.placement, self.resync_cfg.self_id).await {
+            Ok(left) => BlockRpc::HandoverReply(left),
+            Err(e) => storage_error(e),
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod frame;
 pub mod fsutil;
 pub mod gc;
 pub mod hash;
+pub mod layout;
 pub mod peer;
 pub mod placement;
 pub mod rc;

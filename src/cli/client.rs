@@ -106,7 +106,13 @@ impl Client {
         Ok(body)
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    /// One call whose answer is JSON (`Null` for an empty answer).
+    pub(super) fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let out = self.call(method, path, body.map(|b| b.to_string().into_bytes()), true)?;
         if out.is_empty() {
             return Ok(Value::Null);
@@ -351,6 +357,7 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
             c.call("DELETE", &format!("/v1/tokens/{name}"), None, false)?;
             println!("token {name} revoked");
         }
+        Command::Layout(cmd) => super::layout::run(c, cmd)?,
         other => bail!("{other:?} is not a client command"),
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! - [`output`]: how the answers are printed.
 
 pub mod client;
+mod layout;
 mod output;
 
 use std::path::PathBuf;
@@ -41,6 +42,10 @@ pub enum Command {
         /// TOML config file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Join a running cluster: a member's QUIC address (added to `bootstrap_peers`;
+        /// repeatable).
+        #[arg(long = "join", value_name = "ADDR")]
+        join: Vec<std::net::SocketAddr>,
     },
     /// Make a cluster CA or a node certificate.
     #[command(subcommand)]
@@ -85,6 +90,9 @@ pub enum Command {
     /// Scoped API tokens: create (the secret is printed once), list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The cluster layout: show it, stage changes, apply or revert them.
+    #[command(subcommand)]
+    Layout(LayoutCommand),
     /// Benchmark a temporary (or, with --api, a running) cluster against this machine's limits.
     Bench(BenchArgs),
 }
@@ -157,6 +165,35 @@ pub enum WorkerCommand {
     },
 }
 
+/// `blocknode layout ...`: each prints what the change would move.
+#[derive(Subcommand, Debug)]
+pub enum LayoutCommand {
+    /// The current layout, staged changes and the running transition.
+    Show,
+    /// Stage adding a node (or changing its zone, capacity or address).
+    Assign {
+        /// The node's id (64 hex digits, printed by `blocknode cert node`).
+        node_id: String,
+        #[arg(long)]
+        zone: String,
+        /// Its weight in placement (any unit shared by all members).
+        #[arg(long)]
+        capacity: u64,
+        /// Its QUIC address.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Stage taking a node out (its partitions go to the others first).
+    Remove { node_id: String },
+    /// Apply the staged changes as version N (must be the current version + 1).
+    Apply {
+        #[arg(long)]
+        version: u64,
+    },
+    /// Drop the staged changes.
+    Revert,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +209,30 @@ mod tests {
         for args in [
             vec!["blocknode", "run"],
             vec!["blocknode", "run", "--config", "c.toml"],
+            vec!["blocknode", "layout", "show"],
+            vec![
+                "blocknode",
+                "run",
+                "--config",
+                "c.toml",
+                "--join",
+                "10.0.0.1:3901",
+            ],
+            vec![
+                "blocknode",
+                "layout",
+                "assign",
+                "ab12",
+                "--zone",
+                "z1",
+                "--capacity",
+                "2",
+                "--addr",
+                "10.0.0.4:3901",
+            ],
+            vec!["blocknode", "layout", "remove", "ab12"],
+            vec!["blocknode", "layout", "apply", "--version", "2"],
+            vec!["blocknode", "layout", "revert"],
             vec![
                 "blocknode",
                 "cert",

@@ -26,13 +26,24 @@ pub(super) fn print_status(v: &Value) {
     );
     let l = &v["layout"];
     println!(
-        "layout   {}  rf {}  write quorum {}",
+        "layout   version {}  {}  rf {}  write quorum {}  {} members  {} partitions",
+        l["version"],
         l["digest"].as_str().unwrap_or("?").get(..16).unwrap_or("?"),
         l["replication_factor"],
-        l["write_quorum"]
+        l["write_quorum"],
+        l["members"],
+        l["partitions"]
     );
+    if l["in_layout"].as_bool() == Some(false) {
+        println!(
+            "WARNING  this node is not in the layout: it serves no data until a layout names it"
+        );
+    }
     if let Some(d) = l["disagreeing_peers"].as_array().filter(|d| !d.is_empty()) {
-        println!("WARNING  {} peer(s) have a different member list", d.len());
+        println!("WARNING  {} peer(s) announce another layout", d.len());
+    }
+    if let Some(t) = l.get("transition").filter(|t| !t.is_null()) {
+        super::layout::print_transition(t);
     }
     println!("peers");
     for p in v["peers"].as_array().into_iter().flatten() {

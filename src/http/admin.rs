@@ -46,11 +46,8 @@ pub(super) async fn node_state(
 #[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, peers, storage, resync and anti-entropy state"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
-    let disagreeing: Vec<String> = peers
-        .iter()
-        .filter(|p| p.layout_digest.is_some_and(|d| d != svc.layout_digest))
-        .map(|p| p.id.to_hex())
-        .collect();
+    let layout = super::layout::status_json(&svc).await?;
+    let digest = svc.layout.borrow().layout.digest();
     let peers_json: Vec<_> = peers
         .iter()
         .map(|p| {
@@ -60,7 +57,7 @@ pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
                 "up": p.up,
                 "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 "last_seen_secs_ago": p.last_seen.map(|t| t.elapsed().as_secs_f64()),
-                "layout_agrees": p.layout_digest.map(|d| d == svc.layout_digest),
+                "layout_agrees": p.layout_digest.map(|d| d == digest),
             })
         })
         .collect();
@@ -71,12 +68,7 @@ pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": svc.started.elapsed().as_secs(),
         },
-        "layout": {
-            "digest": svc.layout_digest.to_hex(),
-            "replication_factor": svc.cfg.replication_factor,
-            "write_quorum": svc.cfg.write_quorum,
-            "disagreeing_peers": disagreeing,
-        },
+        "layout": layout,
         "peers": peers_json,
         "storage": {
             "blocks": storage.blocks,

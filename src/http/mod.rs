@@ -7,13 +7,15 @@
 //!
 //! This file holds routing ([`configure`]), authentication ([`require_token`]) and the
 //! error mapping ([`ApiError`]); the handlers live by subject in [`blocks`] (block bytes and
-//! refs), [`admin`] (status, resync, repair, scrub, workers) and [`metrics`] (`/metrics`);
+//! refs), [`admin`] (status, resync, repair, scrub, workers), [`layout`] (the cluster
+//! layout) and [`metrics`] (`/metrics`);
 //! [`conditional`] decides ETag, `If-None-Match` and byte ranges; [`openapi`] builds the
 //! OpenAPI document from the handlers' `#[utoipa::path]` attributes.
 
 pub mod admin;
 pub mod blocks;
 pub mod conditional;
+pub mod layout;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
@@ -45,7 +47,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -94,7 +96,7 @@ impl From<CoordinatorError> for ApiError {
     }
 }
 
-fn actor_err(what: &str, e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn actor_err(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -112,7 +114,7 @@ fn parse_ref(s: &str) -> Result<RefId, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid ref name: {e}")))
 }
 
-type ApiResult = Result<HttpResponse, ApiError>;
+pub(crate) type ApiResult = Result<HttpResponse, ApiError>;
 
 /// JSON bodies are accepted whatever their `Content-Type` (`curl -d` sends a form type),
 /// and an unreadable one gets the JSON error format, not actix's plain text.
@@ -179,7 +181,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/workers", web::put().to(admin::put_workers))
         .route("/v1/tokens", web::post().to(tokens::create_token))
         .route("/v1/tokens", web::get().to(tokens::list_tokens))
-        .route("/v1/tokens/{name}", web::delete().to(tokens::revoke_token));
+        .route("/v1/tokens/{name}", web::delete().to(tokens::revoke_token))
+        .route("/v1/layout", web::get().to(layout::get_layout))
+        .route("/v1/layout/stage", web::post().to(layout::stage))
+        .route("/v1/layout/apply", web::post().to(layout::apply))
+        .route("/v1/layout/revert", web::post().to(layout::revert));
 }
 
 /// Answer unknown routes and methods with the JSON error format.
@@ -274,6 +280,19 @@ pub async fn require_token(
                 req.method(),
                 req.path()
             ),
+        )
+        .error_response();
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    let outside_layout = req
+        .app_data::<web::Data<Coordinator>>()
+        .is_some_and(|s| !s.in_layout());
+    if outside_layout && req.path().starts_with("/v1/blocks") {
+        // A joining node holds nothing and knows no holders until a layout names it.
+        let resp = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_in_layout",
+            "this node is not in the cluster layout yet (waiting for `blocknode layout assign` and `apply` on a member)",
         )
         .error_response();
         return Ok(req.into_response(resp).map_into_right_body());

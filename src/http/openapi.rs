@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::http::{self, admin, blocks, page, tokens};
+use crate::http::{self, admin, blocks, layout, page, tokens};
 
 /// Every error's body.
 #[derive(ToSchema)]
@@ -52,11 +52,12 @@ impl Modify for BearerToken {
         blocks::drop_ref, admin::status, admin::resync_errors, admin::resync_retry,
         admin::repair, admin::anti_entropy_sync, admin::scrub, admin::get_workers,
         admin::put_workers, page::status_page, tokens::create_token, tokens::list_tokens,
-        tokens::revoke_token,
+        tokens::revoke_token, layout::get_layout, layout::stage, layout::apply, layout::revert,
     ),
     components(schemas(
         ErrorBody, PutReply, admin::Workers, admin::RetryBody, admin::RepairBody,
         tokens::CreateBody, tokens::CreatedView, tokens::TokenList, tokens::TokenView,
+        layout::StageBody, layout::ApplyBody,
     )),
     modifiers(&BearerToken),
     security(("token" = [])),

@@ -267,9 +267,16 @@ pub struct Config {
     pub node_key: PathBuf,
     /// File holding the admin API token (created with mode 0600 if missing). Required.
     pub admin_token_file: PathBuf,
-    /// Every cluster member, this node included. Empty: a single-node cluster of this node.
+    /// Every cluster member, this node included: layout version 1 (once a layout change
+    /// is applied by command, the stored layout wins). Empty: a single-node cluster of
+    /// this node, unless `bootstrap_peers` is set.
     #[serde(default)]
     pub members: Vec<Member>,
+    /// QUIC addresses of cluster members, for a node that joins a running cluster (no
+    /// `[[members]]`): it serves nothing until a layout names it, and until then accepts
+    /// node connections only from these hosts. Default empty (`--join ADDR` adds one).
+    #[serde(default)]
+    pub bootstrap_peers: Vec<SocketAddr>,
 }
 
 fn default_quic() -> SocketAddr {
@@ -334,9 +341,21 @@ impl Config {
 
     /// Read and parse a config file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
+        Config::load_joining(path, &[])
+    }
+
+    /// As [`Config::load`], with `join` added to `bootstrap_peers` before the checks
+    /// (`blocknode run --join ADDR`).
+    pub fn load_joining(path: &Path, join: &[SocketAddr]) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        Config::parse(&text, &path.display().to_string())
+        let origin = path.display().to_string();
+        let mut cfg: Config =
+            toml::from_str(&text).with_context(|| format!("invalid config {origin}"))?;
+        cfg.bootstrap_peers.extend_from_slice(join);
+        cfg.validate()
+            .with_context(|| format!("invalid config {origin}"))?;
+        Ok(cfg)
     }
 
     /// The embedded single-node default: everything under `./blocknode-data`.
@@ -371,7 +390,13 @@ impl Config {
             node_key: base.join("certs/node/node.key"),
             admin_token_file: base.join("admin.token"),
             members: Vec::new(),
+            bootstrap_peers: Vec::new(),
         }
+    }
+
+    /// Whether this node joins a running cluster (no `[[members]]`, bootstrap peers set).
+    pub fn joins(&self) -> bool {
+        self.members.is_empty() && !self.bootstrap_peers.is_empty()
     }
 
     /// The write quorum in force (the configured one, else a majority).
@@ -445,7 +470,7 @@ impl Config {
         } else {
             self.members.len()
         };
-        if self.replication_factor > n {
+        if self.replication_factor > n && !self.joins() {
             bail!(
                 "replication_factor {} is larger than the number of members ({n})",
                 self.replication_factor

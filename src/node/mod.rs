@@ -18,8 +18,8 @@ use anyhow::Context as _;
 use blocknode_actors::antientropy::{AntiEntropyActor, AntiEntropyConfig, AntiEntropyLinks};
 use blocknode_actors::budget::RamBudget;
 use blocknode_actors::frame::FrameLimits;
+use blocknode_actors::layout::{Layout, LayoutActor, LayoutConfig, LayoutMember, SubscribeLayout};
 use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, PeerTuning, Shutdown};
-use blocknode_actors::placement::{ClusterPlacement, PlacementNode};
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
 use blocknode_actors::storage::{SetDiskFailureListener, StorageActor, StorageConfig};
@@ -69,24 +69,29 @@ fn members(cfg: &Config, self_id: NodeId) -> anyhow::Result<Vec<(NodeId, Member)
 
 async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Result<()> {
     let self_id = identity.node_id();
-    let members = members(&cfg, self_id)?;
-    anyhow::ensure!(
-        cfg.replication_factor <= members.len(),
-        "replication_factor {} is larger than the member list ({})",
-        cfg.replication_factor,
-        members.len()
-    );
-    let nodes: Vec<PlacementNode> = members
-        .iter()
-        .map(|(id, m)| PlacementNode {
-            id: *id,
-            zone: m.zone.clone(),
-            capacity: m.capacity,
-        })
-        .collect();
-    let placement = Arc::new(ClusterPlacement::new(&nodes, cfg.replication_factor));
-    let layout_digest = placement.digest();
-    tracing::info!(node = %self_id, zone = %cfg.zone, members = members.len(), layout = %layout_digest.short(), "starting blocknode");
+    // `[[members]]` is layout version 1; a joining node starts with no layout and waits
+    // for a member to hand over one that names it.
+    let initial = if cfg.joins() {
+        None
+    } else {
+        let members = members(&cfg, self_id)?;
+        anyhow::ensure!(
+            cfg.replication_factor <= members.len(),
+            "replication_factor {} is larger than the member list ({})",
+            cfg.replication_factor,
+            members.len()
+        );
+        let members = members
+            .into_iter()
+            .map(|(id, m)| LayoutMember {
+                id,
+                addr: m.addr,
+                zone: m.zone,
+                capacity: m.capacity as u64,
+            })
+            .collect();
+        Some(Layout::initial(members, cfg.replication_factor).context("the configured members")?)
+    };
 
     std::fs::create_dir_all(&cfg.metadata_dir)
         .with_context(|| format!("creating metadata dir {}", cfg.metadata_dir.display()))?;
@@ -98,6 +103,17 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
                 cfg.metadata_dir.display()
             )
         })?;
+    // The layout actor is created first (started once the peers exist) so every actor
+    // below can be given the layout it starts with.
+    let layout_ctx = Context::<LayoutActor>::new();
+    let layout_actor = LayoutActor::new(db.clone(), LayoutConfig::new(self_id, initial))
+        .context("loading the cluster layout")?;
+    let layout_watch = layout_actor.watch();
+    let start_layout = layout_watch.borrow().clone();
+    let placement = start_layout.placement.clone();
+    let layout_digest = start_layout.layout.digest();
+    tracing::info!(node = %self_id, zone = %cfg.zone, version = start_layout.layout.version,
+        members = start_layout.layout.members.len(), layout = %layout_digest.short(), "starting blocknode");
     // A failed journal sync poisons fjall for good: the node then exits (crash-only).
     let store_watch = StoreWatch::new(cfg.metadata_dir.clone()).start();
     let storage = StorageActor::new(StorageConfig {
@@ -139,13 +155,15 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         rcfg.clone(),
         tokens_ctx.address(),
     )
+    .with_layout(layout_watch.clone())
     .start();
     let metrics = Arc::new(Metrics::new());
     let observer_metrics = metrics.clone();
-    let peer_members = members
-        .iter()
-        .map(|(id, m)| PeerAddr {
-            id: *id,
+    let peer_members: Vec<PeerAddr> = start_layout
+        .layout
+        .reachable()
+        .map(|m| PeerAddr {
+            id: m.id,
             addr: m.addr,
         })
         .collect();
@@ -163,7 +181,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     let peers = PeerActor::with_tuning(
         PeerConfig {
             listen: cfg.quic_listen,
-            members: peer_members,
+            members: peer_members.clone(),
             limits: FrameLimits {
                 max_payload_len: cfg.max_block_size as usize,
                 ..FrameLimits::default()
@@ -173,11 +191,13 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         PeerTuning {
             ram_budget: Some(budget.clone()),
             // Larger packets, no GSO, when every member is on loopback (peer/config.rs).
-            ..PeerTuning::for_members(members.iter().map(|(_, m)| m.addr))
+            ..PeerTuning::for_members(peer_members.iter().map(|m| m.addr))
         },
         identity,
         dispatcher.recipient(),
     )?
+    .with_layout_watcher(layout_ctx.address().recipient())
+    .with_layout_stamp(start_layout.layout.stamp(), cfg.bootstrap_peers.clone())
     .with_observer(Arc::new(move |kind, peer, took, _ok| {
         observer_metrics
             .rpc_duration
@@ -199,7 +219,14 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         )?
         .with_store_failed(store_watch.clone().recipient()),
     );
-    let mut ae_cfg = AntiEntropyConfig::new(self_id, layout_digest);
+    let layout = layout_ctx.run(layout_actor.with_peers(peers.clone().recipient()));
+    layout.do_send(SubscribeLayout {
+        to: peers.clone().recipient(),
+    });
+    layout.do_send(SubscribeLayout {
+        to: resync.clone().recipient(),
+    });
+    let mut ae_cfg = AntiEntropyConfig::new(self_id);
     ae_cfg.interval = cfg.anti_entropy_interval;
     ae_cfg.first_round_after = cfg
         .anti_entropy_interval
@@ -214,21 +241,25 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             peers: peers.clone().recipient(),
             peer_status: peers.clone().recipient(),
             schedule: resync.clone().recipient(),
-            layout: resync.clone().recipient(),
             placement: placement.clone(),
             read_block: Some(storage.clone().recipient()),
         },
     )?
     .with_store_failed(store_watch.clone().recipient())
     .start();
+    layout.do_send(SubscribeLayout {
+        to: anti_entropy.clone().recipient(),
+    });
 
     let tokens = tokens_ctx.run(
         TokenActor::new(
             db.clone(),
             TokenConfig {
-                peers: members
+                // The members of the layout this node starts with (a live layout change
+                // does not reach the token actor yet).
+                peers: peer_members
                     .iter()
-                    .map(|(id, _)| *id)
+                    .map(|m| m.id)
                     .filter(|id| *id != self_id)
                     .collect(),
                 call_timeout: cfg.peer_rpc_timeout,
@@ -255,8 +286,8 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         refcount,
         resync,
         peers: peers.clone(),
-        placement,
-        layout_digest,
+        layout: layout_watch,
+        layout_actor: layout,
         metrics,
         started: Instant::now(),
         budget,

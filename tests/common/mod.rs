@@ -238,7 +238,11 @@ impl Cluster {
 
     /// Wait until node `i` reports every peer up.
     pub fn wait_peers_up(&self, i: usize) {
-        let want = self.nodes.len() - 1;
+        self.wait_n_peers_up(i, self.nodes.len() - 1);
+    }
+
+    /// Wait until node `i` reports at least `want` peers up.
+    pub fn wait_n_peers_up(&self, i: usize, want: usize) {
         wait_for(
             &format!("{} to see {want} peers up", self.nodes[i].name),
             Duration::from_secs(20),

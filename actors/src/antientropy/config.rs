@@ -6,19 +6,17 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::hash::{Hash, NodeId};
+use crate::hash::NodeId;
 use crate::peer::{Call, GetPeerStatus};
 use crate::placement::Placement;
 use crate::refcount::RefcountActor;
-use crate::resync::{Schedule, SetLayoutAgreement};
+use crate::resync::Schedule;
 use crate::storage::ReadBlock;
 
 /// Settings of an [`AntiEntropyActor`](super::AntiEntropyActor).
 #[derive(Debug, Clone)]
 pub struct AntiEntropyConfig {
     pub self_id: NodeId,
-    /// This node's layout digest (its member list), compared with the peers'.
-    pub layout_digest: Hash,
     /// Time between the starts of two full rounds (jittered ±10 %). Default 10 minutes.
     /// Zero turns anti-entropy off (no rounds, no sync on a peer's comeback; `SyncNow`
     /// still runs one).
@@ -31,15 +29,14 @@ pub struct AntiEntropyConfig {
     pub hinted_handoff: bool,
     /// Timeout of one anti-entropy or replay request.
     pub rpc_timeout: Duration,
-    /// How often peers' health is looked at (comebacks, layout digests). Default 1 s.
+    /// How often peers' health is looked at (comebacks). Default 1 s.
     pub peer_poll: Duration,
 }
 
 impl AntiEntropyConfig {
-    pub fn new(self_id: NodeId, layout_digest: Hash) -> Self {
+    pub fn new(self_id: NodeId) -> Self {
         AntiEntropyConfig {
             self_id,
-            layout_digest,
             interval: Duration::from_secs(600),
             first_round_after: Duration::from_secs(30),
             tranquility: 1,
@@ -57,7 +54,7 @@ pub struct AntiEntropyLinks {
     pub peers: Recipient<Call>,
     pub peer_status: Recipient<GetPeerStatus>,
     pub schedule: Recipient<Schedule>,
-    pub layout: Recipient<SetLayoutAgreement>,
+    /// Where blocks go until the layout actor sends its first `LayoutChanged`.
     pub placement: Arc<dyn Placement>,
     /// This node's block reads: a missed block that is stored here is pushed to the
     /// node that missed it (`PutBlock`) instead of asking it to fetch it through its

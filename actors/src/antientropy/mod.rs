@@ -1,14 +1,18 @@
 //! AntiEntropyActor: brings the ref records of every partition's holders back into
-//! agreement, replays hinted writes, and watches whether the nodes agree on the members.
+//! agreement, replays hinted writes, and hands partitions over when the layout changes.
 //!
 //! State (all its own): the `hints` keyspace of the metadata store, each partition's sync
-//! state, what it last saw of each peer (up/down, layout digest), and counters. Messages:
-//! [`CallsFailed`] (from the peer actor: writes that missed a holder become hints),
-//! [`SyncNow`], [`GetAntiEntropyStatus`]. It talks to the refcount actor (digests,
-//! records, merges, forgetting), to the peers through a `Recipient<Call>` and a
-//! `Recipient<GetPeerStatus>`, and to resync (`Schedule`, `SetLayoutAgreement`).
+//! state, what it last saw of each peer (up/down), the placement and layout agreement
+//! last given by the layout actor, and counters. Messages: [`CallsFailed`] (from the
+//! peer actor: writes that missed a holder become hints), [`SyncNow`],
+//! [`GetAntiEntropyStatus`], and `LayoutChanged` (from the layout actor, `layout.rs`).
+//! It talks to the refcount actor (digests, records, merges, forgetting), to the peers
+//! through a `Recipient<Call>` and a `Recipient<GetPeerStatus>`, and to resync
+//! (`Schedule`).
 //!
-//! - **Anti-entropy**: a round visits the 256 partitions one after another, at background
+//! - **Anti-entropy**: a round visits the 256 first-byte ranges of the `refs` keyspace
+//!   one after another (each range's holders are those of the layout partitions it
+//!   covers, `Placement::byte_range_nodes`), at background
 //!   priority, sleeping `tranquility × time taken` after each. For a partition this node
 //!   holds, it reconciles with every other holder (`reconcile.rs`: digests, then only the
 //!   differing records, both ways). Rounds start every `interval` (±10 % jitter); the
@@ -23,11 +27,14 @@
 //!   every new holder's digest equals ours, the records are forgotten here
 //!   (`ForgetPartition`), which makes the blocks' counts fall to zero, so resync offloads
 //!   each block to the holders that need it before deleting it, as for GC. Nothing is
-//!   forgotten while a peer's member list differs from ours; resync is told the same
-//!   ([`SetLayoutAgreement`]) and deletes nothing meanwhile.
+//!   forgotten while a peer announces another layout than ours; the layout actor, which
+//!   computes that agreement once for the node, tells resync the same and it deletes
+//!   nothing meanwhile. A layout switch starts a round at once, so hand-over does not
+//!   wait for the next interval.
 
 mod config;
 pub mod hints;
+mod layout;
 mod messages;
 pub mod reconcile;
 mod status;
@@ -52,7 +59,6 @@ use crate::hash::NodeId;
 use crate::peer::{CallsFailed, GetPeerStatus, RpcError};
 use crate::rc::now_msec;
 use crate::refcount::{DigestPrefix, ForgetPartition};
-use crate::resync::SetLayoutAgreement;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 use hints::{hint_hash_prefix, replay_group, GroupReplay, Hint};
 use reconcile::{sync_range, SyncDeps, SyncError, SyncStats};
@@ -105,8 +111,13 @@ pub struct AntiEntropyActor {
     rounds_completed: u64,
     totals: SyncStats,
     peers_up: HashMap<NodeId, bool>,
+    /// Peers announcing another layout (from the layout actor).
     layout_differs: Vec<NodeId>,
     layout_agreed: Option<bool>,
+    /// The layout version of the placement in use (`None`: the one given at start).
+    layout_version: Option<u64>,
+    /// A layout transition runs: rounds follow each other (see `layout.rs`).
+    layout_in_transition: bool,
     hint_counts: HashMap<NodeId, u64>,
     hints_replayed: u64,
     replaying: HashSet<NodeId>,
@@ -148,6 +159,8 @@ impl AntiEntropyActor {
             peers_up: HashMap::new(),
             layout_differs: Vec::new(),
             layout_agreed: None,
+            layout_version: None,
+            layout_in_transition: false,
             hint_counts,
             hints_replayed: 0,
             replaying: HashSet::new(),
@@ -171,7 +184,7 @@ impl AntiEntropyActor {
     }
 
     fn holders(&self, partition: u8) -> Vec<NodeId> {
-        self.links.placement.partition_nodes(partition as usize)
+        self.links.placement.byte_range_nodes(partition)
     }
 
     fn jittered_interval(&self) -> Duration {
@@ -210,6 +223,13 @@ impl AntiEntropyActor {
                     self.last_full_sync = Some(now_msec());
                 }
                 tracing::info!(errors = round.errors, "anti-entropy round done");
+                if self.layout_in_transition {
+                    // Writes still reach the old holders during a transition: hand over
+                    // what arrived since, without waiting for the next interval.
+                    ctx.run_later(layout::TRANSITION_ROUND_PAUSE, |act, ctx| {
+                        act.start_round(ctx);
+                    });
+                }
             }
             return;
         };
@@ -315,25 +335,6 @@ impl AntiEntropyActor {
         let status = self.links.peer_status.send(GetPeerStatus);
         ctx.spawn(status.into_actor(self).map(|res, act, ctx| {
             let Ok(peers) = res else { return };
-            // Agreement first: a sync started below must see it.
-            let mut differs: Vec<NodeId> = peers
-                .iter()
-                .filter(|p| p.layout_digest.is_some_and(|d| d != act.config.layout_digest))
-                .map(|p| p.id)
-                .collect();
-            differs.sort();
-            let agreed = differs.is_empty();
-            if act.layout_agreed != Some(agreed) {
-                if agreed {
-                    tracing::info!("all known peers have this node's member list");
-                } else {
-                    tracing::warn!(peers = ?differs.iter().map(|n| n.short()).collect::<Vec<_>>(), "member lists differ: no data is dropped until they agree");
-                }
-                act.links.layout.do_send(SetLayoutAgreement { agreed });
-                act.layout_agreed = Some(agreed);
-            }
-            act.layout_differs = differs;
-
             let mut members = HashSet::new();
             for p in peers {
                 members.insert(p.id);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::*;
 use crate::frame::{self, BlockRpc, RefRecord};
 use crate::hash::Hash;
+use crate::layout::{Layout, LayoutChanged, LayoutMember, LayoutPlacement};
 use crate::peer::Call;
 use crate::placement::FixedPlacement;
 use crate::refcount::RefcountActor;
@@ -214,7 +215,6 @@ impl Handler<SetPeer> for FakePeer {
 #[derive(Default)]
 struct ResyncSpy {
     scheduled: Vec<(Hash, ScheduleReason)>,
-    agreement: Vec<bool>,
 }
 
 impl Actor for ResyncSpy {
@@ -228,21 +228,14 @@ impl Handler<Schedule> for ResyncSpy {
     }
 }
 
-impl Handler<SetLayoutAgreement> for ResyncSpy {
-    type Result = ();
-    fn handle(&mut self, m: SetLayoutAgreement, _ctx: &mut Context<Self>) {
-        self.agreement.push(m.agreed);
-    }
-}
-
 #[derive(Message)]
-#[rtype(result = "(Vec<(Hash, ScheduleReason)>, Vec<bool>)")]
+#[rtype(result = "Vec<(Hash, ScheduleReason)>")]
 struct SpyPeek;
 
 impl Handler<SpyPeek> for ResyncSpy {
     type Result = MessageResult<SpyPeek>;
     fn handle(&mut self, _m: SpyPeek, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.scheduled.clone(), self.agreement.clone()))
+        MessageResult(self.scheduled.clone())
     }
 }
 
@@ -289,7 +282,7 @@ fn rig_reading(
     }
     .start();
     let spy = ResyncSpy::default().start();
-    let mut config = AntiEntropyConfig::new(node(1), LAYOUT);
+    let mut config = AntiEntropyConfig::new(node(1));
     config.first_round_after = Duration::from_secs(3600);
     config.peer_poll = Duration::from_millis(50);
     config.tranquility = 0;
@@ -303,7 +296,6 @@ fn rig_reading(
             peers: peer.clone().recipient(),
             peer_status: peer.clone().recipient(),
             schedule: spy.clone().recipient(),
-            layout: spy.clone().recipient(),
             placement: Arc::new(FixedPlacement(holders)),
             read_block,
         },
@@ -475,7 +467,7 @@ async fn a_round_repairs_both_sides_exchanging_only_the_differences() {
         );
     }
     // Blocks that gained a live ref here are scheduled for a fetch now.
-    let (scheduled, _) = r.spy.send(SpyPeek).await.unwrap();
+    let scheduled = r.spy.send(SpyPeek).await.unwrap();
     let fetched: HashSet<Hash> = scheduled.iter().map(|(h, _)| *h).collect();
     for i in n + 4..n + 8 {
         assert!(
@@ -626,18 +618,41 @@ async fn hints_are_off_when_disabled() {
     );
 }
 
+/// The layout actor's word: every partition on B alone, agreed or not (B disagreeing).
+fn b_alone(agreed: bool) -> LayoutChanged {
+    let b = LayoutMember {
+        id: node(2),
+        addr: "127.0.0.1:1".parse().unwrap(),
+        zone: "z".into(),
+        capacity: 1,
+    };
+    let layout = Layout::initial(vec![b], 1).unwrap();
+    LayoutChanged {
+        placement: Arc::new(LayoutPlacement::new(&layout)),
+        layout: Arc::new(layout),
+        agreed,
+        disagreeing: if agreed { Vec::new() } else { vec![node(2)] },
+    }
+}
+
+/// Wait until no round runs (a layout change starts one by itself).
+async fn idle(r: &Rig) {
+    wait_for("the running round to end", 30, || async {
+        !r.ae.send(GetAntiEntropyStatus).await.unwrap().round_running
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn a_partition_no_longer_held_is_handed_over_then_forgotten_only_when_layouts_agree() {
     let d = tempfile::tempdir().unwrap();
-    // Every partition is held by B alone: A holds nothing any more.
-    let r = rig(d.path(), vec![node(2)], true, |_| {});
-    set_peer_up(&r, Hash([0xBB; 32])).await;
+    // Every partition is held by A: then a layout puts them all on B alone.
+    let r = rig(d.path(), vec![node(1)], true, |_| {});
+    set_peer_up(&r, LAYOUT).await;
     let recs: Vec<RefRecord> = (0..300).map(|i| rec(i, i % 3 != 0)).collect();
     merge(&r.a, recs).await;
-    wait_for("the layout disagreement to reach resync", 10, || async {
-        r.spy.send(SpyPeek).await.unwrap().1 == vec![false]
-    })
-    .await;
+    r.ae.send(b_alone(false)).await.unwrap();
+    idle(&r).await;
     let st = round(&r).await;
     assert!(st.partitions_waiting_for_layout > 0, "{st:?}");
     assert!(
@@ -650,11 +665,8 @@ async fn a_partition_no_longer_held_is_handed_over_then_forgotten_only_when_layo
         "nothing may be forgotten while layouts differ"
     );
 
-    set_peer_up(&r, LAYOUT).await;
-    wait_for("the agreement to reach resync", 10, || async {
-        r.spy.send(SpyPeek).await.unwrap().1 == vec![false, true]
-    })
-    .await;
+    r.ae.send(b_alone(true)).await.unwrap();
+    idle(&r).await;
     let st = round(&r).await;
     assert_eq!(st.partitions_not_held, 256, "{st:?}");
     assert_eq!(

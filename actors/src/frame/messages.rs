@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{DataBlock, VerifiedBlock};
 use crate::hash::Hash;
+use crate::layout::{HandoverLeft, LayoutStamp};
 use crate::ref_id::RefId;
 use crate::tokens::TokenRecord;
 
@@ -40,8 +41,12 @@ pub enum ErrorCode {
 /// A node's opening message on a new connection, answered with its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
-    /// Digest of the sender's member list; nodes whose digests differ disagree on placement.
+    /// Digest of the sender's layout; nodes whose digests differ disagree on placement.
     pub layout_digest: Hash,
+    /// Version of the sender's layout: a node that sees a newer one fetches it
+    /// (`LayoutQuery`). Absent from nodes that predate versioned layouts (then 0).
+    #[serde(default)]
+    pub layout_version: u64,
     /// The sender's blocknode version.
     pub version: String,
 }
@@ -95,8 +100,9 @@ pub enum BlockRpc {
     Error { code: ErrorCode, message: String },
     /// Connection opening: layout digest and version.
     Hello(Hello),
-    /// Liveness and RTT probe; answered with `Pong` of the same nonce.
-    Ping(u64),
+    /// Liveness and RTT probe, answered with `Pong` of the same nonce; it carries the
+    /// sender's layout stamp, so a layout switch is seen by every peer within a ping.
+    Ping { nonce: u64, layout: LayoutStamp },
     /// Answer to `Ping`.
     Pong(u64),
     /// Ask for a block; answered with `PutBlock` or an error.
@@ -159,6 +165,19 @@ pub enum BlockRpc {
     TokenDigestQuery(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Answer to `TokenDigestQuery`: every record, or none when the digests are equal.
     TokenRecords(Vec<TokenRecord>),
+    /// Ask for the receiver's current layout; answered with `LayoutReply`.
+    LayoutQuery,
+    /// Answer to `LayoutQuery`: the layout, MessagePack then zstd (a table of a few
+    /// distinct node ids compresses well, which keeps it inside the header limit).
+    LayoutReply {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// During the transition to layout `version`: what the receiver still has to hand
+    /// over; answered with `HandoverReply`.
+    HandoverQuery { version: u64 },
+    /// Answer to `HandoverQuery`.
+    HandoverReply(HandoverLeft),
 }
 
 impl BlockRpc {
@@ -168,7 +187,7 @@ impl BlockRpc {
             BlockRpc::Ok => "ok",
             BlockRpc::Error { .. } => "error",
             BlockRpc::Hello(_) => "hello",
-            BlockRpc::Ping(_) => "ping",
+            BlockRpc::Ping { .. } => "ping",
             BlockRpc::Pong(_) => "pong",
             BlockRpc::GetBlock(_) => "get_block",
             BlockRpc::PutBlock { .. } | BlockRpc::PutVerified(_) => "put_block",
@@ -187,6 +206,10 @@ impl BlockRpc {
             BlockRpc::MergeTokens(_) => "merge_tokens",
             BlockRpc::TokenDigestQuery(_) => "token_digest_query",
             BlockRpc::TokenRecords(_) => "token_records",
+            BlockRpc::LayoutQuery => "layout_query",
+            BlockRpc::LayoutReply { .. } => "layout_reply",
+            BlockRpc::HandoverQuery { .. } => "handover_query",
+            BlockRpc::HandoverReply(_) => "handover_reply",
         }
     }
 

@@ -15,9 +15,16 @@ fn samples() -> Vec<BlockRpc> {
         BlockRpc::error(ErrorCode::NotFound, "no such block"),
         BlockRpc::Hello(Hello {
             layout_digest: h,
+            layout_version: 3,
             version: "0.1.0".into(),
         }),
-        BlockRpc::Ping(7),
+        BlockRpc::Ping {
+            nonce: 7,
+            layout: crate::layout::LayoutStamp {
+                version: 3,
+                digest: h,
+            },
+        },
         BlockRpc::Pong(7),
         BlockRpc::GetBlock(h),
         BlockRpc::PutBlock {
@@ -84,6 +91,18 @@ fn samples() -> Vec<BlockRpc> {
             revoked_ms: Some(9),
             ..token_record()
         }]),
+        // Appended: the pinned encodings below index the ones before.
+        BlockRpc::LayoutQuery,
+        BlockRpc::LayoutReply {
+            data: vec![1, 2, 3],
+        },
+        BlockRpc::HandoverQuery { version: 4 },
+        BlockRpc::HandoverReply(crate::layout::HandoverLeft {
+            version: 4,
+            partitions: 2,
+            blocks: 10,
+            bytes: 1 << 20,
+        }),
     ]
 }
 

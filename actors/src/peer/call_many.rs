@@ -6,6 +6,9 @@
 //! more (failure, with every error seen). The calls still running then are cancelled if
 //! `interrupt_after_quorum`, otherwise they finish in the background: a write that was
 //! not needed for the quorum still lands on its node.
+//!
+//! During a layout transition a write must reach the quorum in two holder sets (old and
+//! new): [`gather_quorums`] takes the extra set and succeeds only once both are met.
 
 use std::future::Future;
 
@@ -20,6 +23,7 @@ pub(crate) type FailureReport = Box<dyn FnOnce(Vec<(NodeId, RpcError)>)>;
 
 /// Run `calls` together and apply the quorum rule. With `report`, the calls are never
 /// interrupted (their outcome must be known) and `report` gets every failure.
+#[cfg(test)]
 pub(crate) async fn gather_quorum<F>(
     calls: Vec<(NodeId, F)>,
     quorum: usize,
@@ -29,20 +33,54 @@ pub(crate) async fn gather_quorum<F>(
 where
     F: Future<Output = Result<BlockRpc, RpcError>> + 'static,
 {
+    gather_quorums(calls, quorum, Vec::new(), interrupt_after_quorum, report).await
+}
+
+/// [`gather_quorum`] with extra conditions: each `(set, q)` of `also` needs `q`
+/// successes among the nodes of `set` too (the old and new holder sets of a layout
+/// transition).
+pub(crate) async fn gather_quorums<F>(
+    calls: Vec<(NodeId, F)>,
+    quorum: usize,
+    also: Vec<(Vec<NodeId>, usize)>,
+    interrupt_after_quorum: bool,
+    report: Option<FailureReport>,
+) -> Result<Vec<(NodeId, BlockRpc)>, QuorumError>
+where
+    F: Future<Output = Result<BlockRpc, RpcError>> + 'static,
+{
+    let mut waiting: Vec<NodeId> = calls.iter().map(|(n, _)| *n).collect();
     let mut pending: FuturesUnordered<_> = calls
         .into_iter()
         .map(|(node, call)| async move { (node, call.await) })
         .collect();
-    let mut oks = Vec::new();
+    let mut oks: Vec<(NodeId, BlockRpc)> = Vec::new();
     let mut errors = Vec::new();
     let outcome = loop {
-        if oks.len() >= quorum {
+        // (successes, still possible, needed) of each extra set.
+        let extra: Vec<(usize, usize, usize)> = also
+            .iter()
+            .map(|(set, q)| {
+                let ok = oks.iter().filter(|(n, _)| set.contains(n)).count();
+                let open = waiting.iter().filter(|n| set.contains(n)).count();
+                (ok, ok + open, *q)
+            })
+            .collect();
+        let extra_met = extra.iter().all(|&(ok, _, q)| ok >= q);
+        if oks.len() >= quorum && extra_met {
             break Ok(oks);
         }
         if oks.len() + pending.len() < quorum {
             break Err(QuorumError {
                 quorum,
                 oks: oks.len(),
+                errors: std::mem::take(&mut errors),
+            });
+        }
+        if let Some(&(ok, _, q)) = extra.iter().find(|&&(_, possible, q)| possible < q) {
+            break Err(QuorumError {
+                quorum: q,
+                oks: ok,
                 errors: std::mem::take(&mut errors),
             });
         }
@@ -55,6 +93,9 @@ where
                 errors: std::mem::take(&mut errors),
             });
         };
+        if let Some(i) = waiting.iter().position(|n| *n == node) {
+            waiting.swap_remove(i);
+        }
         match result {
             Ok(reply) => oks.push((node, reply)),
             Err(e) => errors.push((node, e)),
@@ -116,6 +157,54 @@ mod tests {
             Ok(BlockRpc::Ok)
         }
         .boxed_local()
+    }
+
+    #[actix_rt::test]
+    async fn a_second_holder_set_must_reach_its_quorum_too() {
+        // Old holders {1,2,3}, new {1,2,4}; quorum 2 in each. 1 fails, 2 and 4 answer
+        // fast, 3 late: the new set is met by 2 and 4, the old one needs 3 as well.
+        let done = Rc::new(Cell::new(0));
+        let calls = vec![
+            (node(1), err_after(1, node(1))),
+            (node(2), ok_after(1, done.clone())),
+            (node(4), ok_after(1, done.clone())),
+            (node(3), ok_after(60, done.clone())),
+        ];
+        let oks = gather_quorums(
+            calls,
+            2,
+            vec![(vec![node(1), node(2), node(3)], 2)],
+            true,
+            None,
+        )
+        .await
+        .expect("both quorums");
+        let mut got: Vec<NodeId> = oks.iter().map(|(n, _)| *n).collect();
+        got.sort();
+        assert_eq!(got, vec![node(2), node(3), node(4)], "waited for node 3");
+
+        // The old set loses two of three: the write fails although the new set is met.
+        let calls = vec![
+            (node(1), err_after(1, node(1))),
+            (node(3), err_after(1, node(3))),
+            (node(2), ok_after(1, done.clone())),
+            (node(4), ok_after(1, done.clone())),
+        ];
+        let err = gather_quorums(
+            calls,
+            2,
+            vec![(vec![node(1), node(2), node(3)], 2)],
+            true,
+            None,
+        )
+        .await
+        .expect_err("old quorum impossible");
+        assert!(err.quorum == 2 && err.oks <= 1, "{err:?}");
+        assert_eq!(
+            err.errors.len(),
+            2,
+            "both old holders' failures named: {err:?}"
+        );
     }
 
     fn err_after(ms: u64, n: NodeId) -> LocalBoxFuture<'static, Result<BlockRpc, RpcError>> {

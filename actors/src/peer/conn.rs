@@ -20,6 +20,7 @@ use crate::block::DataBlock;
 use crate::budget::{Pool, RamBudget};
 use crate::frame::{self, BlockRpc, ErrorCode, FrameError, FrameLimits, Hello};
 use crate::hash::NodeId;
+use crate::layout::LayoutStamp;
 use crate::tls::{self, TlsIdentity};
 
 /// QUIC application error code sent when a node shuts its endpoint down.
@@ -110,6 +111,13 @@ pub(crate) fn server_config(
     tuning: &PeerTuning,
 ) -> Result<quinn::ServerConfig, PeerError> {
     let crypto = tls::server_crypto(identity, members.into_iter().collect())?;
+    finish_server_config(crypto, tuning)
+}
+
+fn finish_server_config(
+    crypto: rustls::ServerConfig,
+    tuning: &PeerTuning,
+) -> Result<quinn::ServerConfig, PeerError> {
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| PeerError::Tls(tls::TlsError::Quic(e)))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -118,6 +126,15 @@ pub(crate) fn server_config(
     // past `max_handshakes`); beyond this quinn refuses on its own.
     cfg.max_incoming(tuning.max_handshakes.saturating_mul(4).max(64));
     Ok(cfg)
+}
+
+/// As [`server_config`], accepting any node of the cluster CA (a joining node, which
+/// knows no member yet).
+pub(crate) fn open_server_config(
+    identity: &TlsIdentity,
+    tuning: &PeerTuning,
+) -> Result<quinn::ServerConfig, PeerError> {
+    finish_server_config(tls::server_crypto_any_member(identity)?, tuning)
 }
 
 /// The client side for connections to `expected`: mutual TLS pinning its node id.
@@ -325,6 +342,8 @@ pub(crate) fn reply_to_result(node: NodeId, reply: BlockRpc) -> Result<BlockRpc,
 /// Everything a served stream needs, shared by all streams of all connections.
 #[derive(Clone)]
 pub(crate) struct ServeCtx {
+    /// Where the layout stamps peers announce in `Hello` and `Ping` go (the peer actor).
+    pub announced: Recipient<super::layout::PeerAnnounced>,
     pub handler: Recipient<HandleRpc>,
     pub hello: Hello,
     pub limits: FrameLimits,
@@ -394,7 +413,8 @@ pub(crate) async fn serve_connection(conn: Connection, from: NodeId, ctx: ServeC
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                actix_rt::spawn(serve_stream(send, recv, from, ctx.clone()));
+                let remote = conn.remote_address();
+                actix_rt::spawn(serve_stream(send, recv, from, remote, ctx.clone()));
             }
             Err(e) => {
                 debug!(peer = %from.short(), reason = %e, "incoming connection ended");
@@ -414,10 +434,18 @@ fn is_reply_only(rpc: &BlockRpc) -> bool {
             | BlockRpc::Pong(_)
             | BlockRpc::NeedBlockReply(_)
             | BlockRpc::BlockInfoReply(_)
+            | BlockRpc::LayoutReply { .. }
+            | BlockRpc::HandoverReply(_)
     )
 }
 
-async fn serve_stream(mut send: SendStream, mut recv: RecvStream, from: NodeId, ctx: ServeCtx) {
+async fn serve_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    from: NodeId,
+    remote: std::net::SocketAddr,
+    ctx: ServeCtx,
+) {
     let request = match tokio::time::timeout(ctx.read_timeout, read_request(&mut recv, &ctx)).await
     {
         Ok(Ok(r)) => r,
@@ -443,9 +471,24 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, from: NodeId, 
                 debug!(peer = %from.short(), theirs = %h.layout_digest.short(),
                     "peer's layout differs from ours");
             }
+            ctx.announced.do_send(super::layout::PeerAnnounced {
+                from,
+                remote,
+                stamp: LayoutStamp {
+                    version: h.layout_version,
+                    digest: h.layout_digest,
+                },
+            });
             BlockRpc::Hello(ctx.hello.clone())
         }
-        BlockRpc::Ping(n) => BlockRpc::Pong(n),
+        BlockRpc::Ping { nonce, layout } => {
+            ctx.announced.do_send(super::layout::PeerAnnounced {
+                from,
+                remote,
+                stamp: layout,
+            });
+            BlockRpc::Pong(nonce)
+        }
         rpc if is_reply_only(&rpc) => {
             warn!(peer = %from.short(), kind, "unexpected message as a request");
             BlockRpc::error(ErrorCode::BadRequest, format!("{kind} is not a request"))

@@ -74,6 +74,10 @@ pub struct CallMany {
     pub priority: Priority,
     /// Cancel the calls still running once the quorum is reached.
     pub interrupt_after_quorum: bool,
+    /// Further conditions: each `(nodes, q)` needs `q` successes among `nodes` too
+    /// (during a layout transition, the quorum of the old and of the new holder set).
+    /// Empty: only `quorum`.
+    pub also: Vec<(Vec<NodeId>, usize)>,
     /// Told, once every call has ended, which nodes failed (also those that failed after
     /// the quorum was reached); not told when none did. Hinted handoff hangs off this.
     pub report_failures: Option<Recipient<CallsFailed>>,

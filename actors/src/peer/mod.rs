@@ -27,12 +27,13 @@ mod call_many;
 mod config;
 mod conn;
 pub mod health;
+mod layout;
 mod messages;
 mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +59,7 @@ pub use status::PeerInfo;
 
 use crate::frame::{BlockRpc, Hello};
 use crate::hash::{Hash, NodeId};
+use crate::layout::{LayoutStamp, PeerLayoutSeen};
 use crate::tls::{TlsError, TlsIdentity};
 
 /// Why a [`PeerActor`] could not be built.
@@ -178,6 +180,15 @@ pub struct PeerActor {
     observer: Option<RpcObserver>,
     /// Sequence number of the next [`HedgedCall`].
     read_seq: u64,
+    /// This node's layout stamp, announced in `Hello` and `Ping`.
+    layout: LayoutStamp,
+    /// The layout does not name this node yet: incoming connections from any node of the
+    /// cluster CA are served (they may bring the layout that names it).
+    joining: bool,
+    /// Where peers' announced layout stamps go (the layout actor).
+    layout_watcher: Option<Recipient<PeerLayoutSeen>>,
+    /// While joining, the only hosts whose Initials are answered (empty: any).
+    bootstrap: Vec<SocketAddr>,
 }
 
 /// Called after every call to a peer (not to this node): message kind, peer, latency,
@@ -203,6 +214,10 @@ impl PeerActor {
     ) -> Result<PeerActor, PeerError> {
         let socket = conn::bind_socket(config.listen, tuning.socket_buffer)?;
         let local_addr = socket.local_addr().map_err(PeerError::LocalAddr)?;
+        let layout = LayoutStamp {
+            version: 0,
+            digest: config.layout_digest,
+        };
         let mut actor = PeerActor {
             self_id: identity.node_id(),
             config,
@@ -218,6 +233,10 @@ impl PeerActor {
             ping_nonce: 0,
             observer: None,
             read_seq: 0,
+            layout,
+            joining: false,
+            layout_watcher: None,
+            bootstrap: Vec::new(),
         };
         // Check the server config builds now, so a TLS problem fails `new`, not `started`.
         actor.server_config()?;
@@ -239,6 +258,9 @@ impl PeerActor {
 
     fn server_config(&self) -> Result<quinn::ServerConfig, PeerError> {
         let members = self.config.members.iter().map(|m| m.id);
+        if self.joining {
+            return conn::open_server_config(&self.identity, &self.tuning);
+        }
         conn::server_config(&self.identity, members, &self.tuning)
     }
 
@@ -271,7 +293,8 @@ impl PeerActor {
 
     fn hello(&self) -> Hello {
         Hello {
-            layout_digest: self.config.layout_digest,
+            layout_digest: self.layout.digest,
+            layout_version: self.layout.version,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -327,9 +350,16 @@ impl PeerActor {
         match res {
             Ok(d) => {
                 info!(peer = %id.short(), addr = %p.addr, rtt = ?d.rtt, "peer up");
-                if d.hello.layout_digest != self.config.layout_digest {
-                    warn!(peer = %id.short(), theirs = %d.hello.layout_digest.short(),
-                        ours = %self.config.layout_digest.short(), "peer has another cluster layout");
+                let stamp = LayoutStamp {
+                    version: d.hello.layout_version,
+                    digest: d.hello.layout_digest,
+                };
+                if stamp != self.layout {
+                    info!(peer = %id.short(), theirs = stamp.version, ours = self.layout.version,
+                        "peer has another cluster layout");
+                }
+                if let Some(w) = &self.layout_watcher {
+                    w.do_send(PeerLayoutSeen { peer: id, stamp });
                 }
                 p.failures = 0;
                 p.ever_up = true;
@@ -477,6 +507,7 @@ impl PeerActor {
             self.ping_nonce = self.ping_nonce.wrapping_add(1);
             let nonce = self.ping_nonce;
             let (limits, timeout) = (self.config.limits, self.tuning.ping_interval);
+            let layout = self.layout;
             let ping = async move {
                 let start = Instant::now();
                 let res = tokio::time::timeout(
@@ -484,7 +515,7 @@ impl PeerActor {
                     conn::request(
                         &conn,
                         id,
-                        &BlockRpc::Ping(nonce),
+                        &BlockRpc::Ping { nonce, layout },
                         Priority::Client,
                         &limits,
                         None,
@@ -659,7 +690,9 @@ impl PeerActor {
     /// compared: a member dials from its one QUIC socket, but a NAT may change the port).
     fn is_member_ip(&self, ip: std::net::IpAddr) -> bool {
         // This host's own address counts: other nodes of a test or dev cluster share it.
-        ip == self.local_addr.ip()
+        // A joining node knows no member yet: whoever dials it may bring its layout.
+        (self.joining && (self.bootstrap.is_empty() || self.bootstrap.iter().any(|b| b.ip() == ip)))
+            || ip == self.local_addr.ip()
             || self.config.members.iter().any(|m| m.addr.ip() == ip)
             || self.peers.values().any(|p| p.addr.ip() == ip)
     }
@@ -682,6 +715,7 @@ impl PeerActor {
             read_timeout: self.tuning.request_read_timeout,
             reply_timeout: self.tuning.reply_write_timeout,
             budget: self.tuning.ram_budget.clone(),
+            announced: ctx.address().recipient(),
         };
         let stable_id = c.stable_id();
         ctx.spawn(conn::serve_connection(c, from, serve).into_actor(self).map(
@@ -857,9 +891,10 @@ impl Handler<CallMany> for PeerActor {
                 r.do_send(CallsFailed { rpc, failed });
             }) as Box<dyn FnOnce(Vec<(NodeId, RpcError)>)>
         });
-        Box::pin(call_many::gather_quorum(
+        Box::pin(call_many::gather_quorums(
             calls,
             msg.quorum,
+            msg.also,
             msg.interrupt_after_quorum,
             report,
         ))
@@ -891,47 +926,7 @@ impl Handler<SetMembers> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetMembers, ctx: &mut Context<Self>) {
-        let wanted: HashMap<NodeId, SocketAddr> =
-            msg.members.iter().map(|m| (m.id, m.addr)).collect();
-        let stale: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(id, p)| wanted.get(id) != Some(&p.addr))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            if let Some(mut p) = self.peers.remove(&id) {
-                if let Some(h) = p.retry.take() {
-                    ctx.cancel_future(h);
-                }
-                if let Some(c) = p.conn.take() {
-                    c.close(VarInt::from_u32(conn::CLOSE_REMOVED), b"not a member");
-                }
-                for w in p.waiters.drain(..) {
-                    let _ = w.send(Err(RpcError::UnknownNode { node: id }));
-                }
-            }
-        }
-        self.config.members = msg.members;
-        match self.server_config() {
-            Ok(cfg) => {
-                if let Some(ep) = &self.endpoint {
-                    ep.set_server_config(Some(cfg));
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot rebuild the server TLS config"),
-        }
-        let known: HashSet<NodeId> = self.peers.keys().copied().collect();
-        for m in self.config.members.clone() {
-            if m.id == self.self_id || known.contains(&m.id) {
-                continue;
-            }
-            let id = m.id;
-            match self.add_peer(m) {
-                Ok(()) => self.start_connect(id, ctx),
-                Err(e) => tracing::error!(peer = %id.short(), error = %e, "cannot add member"),
-            }
-        }
+        self.apply_members(msg.members, ctx);
     }
 }
 

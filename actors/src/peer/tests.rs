@@ -493,6 +493,7 @@ fn call_many(nodes: Vec<NodeId>, quorum: usize) -> CallMany {
         timeout: Duration::from_secs(10),
         priority: Priority::Background,
         interrupt_after_quorum: false,
+        also: Vec::new(),
         report_failures: None,
     }
 }
@@ -1133,3 +1134,6 @@ async fn dropping_the_cancel_sender_ends_a_hedged_call_at_once() {
         start.elapsed()
     );
 }
+
+#[path = "layout_tests.rs"]
+mod layout_tests;

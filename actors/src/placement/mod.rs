@@ -1,10 +1,12 @@
 //! Placement: which nodes should hold a block.
 //!
-//! A block's partition is its hash's first byte ([`PARTITIONS`] = 256). [`Placement`] is
-//! the question every actor asks ("which nodes hold this partition / this hash");
-//! [`ClusterPlacement`] answers it for a member list by weighted rendezvous hashing
-//! (`rendezvous.rs`), and [`FixedPlacement`] answers it with one fixed list (tests, a
-//! single node).
+//! A block's partition is the first `log2(partitions)` bits of its hash, the partition
+//! count being a setting of the layout ([`partition_of`]; [`PARTITIONS`] = 256, the first
+//! byte, for placements without a layout). [`Placement`] is the question every actor
+//! asks ("which nodes hold this partition / this hash"); the layout's table answers it
+//! (`crate::layout`), [`ClusterPlacement`] answers it for a member list by weighted
+//! rendezvous hashing (`rendezvous.rs`), and [`FixedPlacement`] with one fixed list
+//! (tests, a single node).
 
 mod assign;
 mod rendezvous;
@@ -15,12 +17,26 @@ pub use rendezvous::{ClusterPlacement, PlacementNode};
 
 use crate::hash::{Hash, NodeId};
 
-/// Number of partitions (the hash's first byte).
+/// Number of partitions of a placement without a layout (the hash's first byte).
 pub const PARTITIONS: usize = 256;
 
-/// The partition of a hash.
-pub fn partition_of(hash: &Hash) -> usize {
-    hash.0[0] as usize
+/// The partition of a hash among `partitions` (a power of two): its first bits.
+pub fn partition_of(hash: &Hash, partitions: usize) -> usize {
+    crate::layout::partition_bits(&hash.0, partitions)
+}
+
+/// The partitions that share the first byte `byte` (anti-entropy and ref hand-over work
+/// on first-byte ranges of the `refs` keyspace): one partition when there are at most
+/// 256, else `partitions / 256` consecutive ones.
+pub fn partitions_of_byte(byte: u8, partitions: usize) -> std::ops::Range<usize> {
+    let partitions = partitions.max(1);
+    if partitions <= 256 {
+        let p = (byte as usize * partitions) / 256;
+        p..p + 1
+    } else {
+        let f = partitions / 256;
+        byte as usize * f..(byte as usize + 1) * f
+    }
 }
 
 /// Answers which nodes should store a block. Every node computes the same answer from the
@@ -30,9 +46,34 @@ pub trait Placement: Send + Sync + 'static {
     /// node may be one).
     fn partition_nodes(&self, partition: usize) -> Vec<NodeId>;
 
+    /// How many partitions the placement has (a power of two).
+    fn partitions(&self) -> usize {
+        PARTITIONS
+    }
+
     /// The nodes that should hold `hash`: those of its partition.
     fn write_nodes(&self, hash: &Hash) -> Vec<NodeId> {
-        self.partition_nodes(partition_of(hash))
+        self.partition_nodes(partition_of(hash, self.partitions()))
+    }
+
+    /// While a layout transition runs, the nodes that held `hash` in the layout before
+    /// (reads fall back to them, writes need a quorum there too); empty otherwise.
+    fn previous_nodes(&self, _hash: &Hash) -> Vec<NodeId> {
+        Vec::new()
+    }
+
+    /// The nodes holding any partition of the hashes whose first byte is `byte`, in
+    /// preference order (the holders of a first-byte range of ref records).
+    fn byte_range_nodes(&self, byte: u8) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        for p in partitions_of_byte(byte, self.partitions()) {
+            for n in self.partition_nodes(p) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
     }
 }
 

@@ -39,6 +39,7 @@
 mod config;
 pub mod decision;
 mod keys;
+mod layout;
 mod messages;
 mod offload;
 #[cfg(test)]

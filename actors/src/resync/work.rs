@@ -131,7 +131,17 @@ pub(super) async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, ResyncB
     match decide(stored, rc, now_msec(), d.gc_delay, d.may_delete) {
         Decision::Nothing => Ok(Outcome::Done),
         Decision::WaitUntil(at) => Ok(Outcome::Later(at)),
-        Decision::Fetch => fetch(&d, hash, &others).await.map(|()| Outcome::Done),
+        Decision::Fetch => {
+            // During a layout transition the previous holders may be the only ones with
+            // the block yet: ask them after the current ones.
+            let mut sources = others.clone();
+            for n in d.placement.previous_nodes(&hash) {
+                if n != d.self_id && !sources.contains(&n) {
+                    sources.push(n);
+                }
+            }
+            fetch(&d, hash, &sources).await.map(|()| Outcome::Done)
+        }
         // Look again later (after the usual extra delay) once the layouts agree.
         Decision::PutOff => {
             tracing::debug!(hash = %hash.short(), "deletion put off: member lists differ between nodes");

@@ -15,7 +15,6 @@
 
 use std::path::PathBuf;
 
-
 use crate::hash::{blake2sum, Hash};
 
 /// One configured data directory.

@@ -118,6 +118,19 @@ pub fn server_crypto(
     identity: &TlsIdentity,
     members: HashSet<NodeId>,
 ) -> Result<rustls::ServerConfig, TlsError> {
+    server_crypto_with(identity, Some(members))
+}
+
+/// As [`server_crypto`], accepting any certificate of the cluster CA (a node that is not
+/// in a layout yet, waiting for a member to hand one over).
+pub fn server_crypto_any_member(identity: &TlsIdentity) -> Result<rustls::ServerConfig, TlsError> {
+    server_crypto_with(identity, None)
+}
+
+fn server_crypto_with(
+    identity: &TlsIdentity,
+    members: Option<HashSet<NodeId>>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = crypto_provider();
     let inner = WebPkiClientVerifier::builder_with_provider(identity.roots()?, provider.clone())
         .build()

@@ -28,7 +28,10 @@ mod verify;
 #[cfg(test)]
 pub(crate) use certs::generate_self_signed_for_tests;
 pub use certs::{generate_ca, generate_node_cert, node_id_of_cert};
-pub use identity::{client_crypto, crypto_provider, node_server_name, server_crypto, TlsIdentity};
+pub use identity::{
+    client_crypto, crypto_provider, node_server_name, server_crypto, server_crypto_any_member,
+    TlsIdentity,
+};
 
 /// The DNS name every node certificate carries and every client asks for. Trust comes
 /// from the CA and the pinned node id, not from this name.

@@ -55,7 +55,8 @@ fn id_or_reject(end_entity: &CertificateDer<'_>) -> Result<NodeId, rustls::Error
 #[derive(Debug)]
 pub(super) struct MemberClientVerifier {
     pub(super) inner: Arc<dyn ClientCertVerifier>,
-    pub(super) members: HashSet<NodeId>,
+    /// `None`: any node of the CA.
+    pub(super) members: Option<HashSet<NodeId>>,
 }
 
 impl ClientCertVerifier for MemberClientVerifier {
@@ -78,7 +79,7 @@ impl ClientCertVerifier for MemberClientVerifier {
                 "refused incoming connection: certificate does not chain to the cluster CA");
             return Err(e);
         }
-        if !self.members.contains(&id) {
+        if self.members.as_ref().is_some_and(|m| !m.contains(&id)) {
             tracing::warn!(peer = %id.short(),
                 "refused incoming connection: node is not a cluster member");
             return Err(rustls::Error::InvalidCertificate(

@@ -1,0 +1,238 @@
+//! The layout routes of the HTTP API: `GET /v1/layout`, `POST /v1/layout/stage`,
+//! `POST /v1/layout/apply`, `POST /v1/layout/revert` (registered in [`super::configure`]),
+//! and the `layout` part of `GET /v1/status`. Each is one message to the layout actor;
+//! node ids are 64 hex digits in JSON.
+//!
+//! Refusals (an apply whose version is not current + 1, nothing staged, removing a
+//! non-member, a change that leaves no valid layout) answer 409 `layout_refused`; a body
+//! that does not parse answers 400 `bad_request`.
+
+use std::net::SocketAddr;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use blocknode_actors::layout::{
+    ApplyLayout, GetLayout, Layout, LayoutChange, LayoutError, LayoutView, MoveSummary,
+    RevertLayout, StageChange, TransitionStatus,
+};
+use blocknode_actors::NodeId;
+
+use super::{actor_err, ApiError, ApiResult};
+use crate::coordinator::Coordinator as Service;
+
+/// The body of `POST /v1/layout/stage`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageBody {
+    /// `assign` (add a node or change it) or `remove`.
+    pub op: String,
+    /// The node id: 64 hex digits.
+    pub id: String,
+    /// `assign` only: zone, capacity (at least 1) and QUIC address `HOST:PORT`.
+    pub zone: Option<String>,
+    pub capacity: Option<u64>,
+    pub addr: Option<String>,
+}
+
+/// The body of `POST /v1/layout/apply`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyBody {
+    /// Must be the current version + 1.
+    pub version: u64,
+}
+
+fn layout_err(e: LayoutError) -> ApiError {
+    match e {
+        LayoutError::Store(_) | LayoutError::Stopped | LayoutError::Busy => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        _ => ApiError::new(StatusCode::CONFLICT, "layout_refused", e.to_string()),
+    }
+}
+
+fn parse_id(s: &str) -> Result<NodeId, ApiError> {
+    s.parse::<NodeId>().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid node id {s:?}: 64 hex digits expected"),
+        )
+    })
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", msg)
+}
+
+impl StageBody {
+    fn change(&self) -> Result<LayoutChange, ApiError> {
+        let id = parse_id(&self.id)?;
+        match self.op.as_str() {
+            "assign" => {
+                let zone = self.zone.clone().filter(|z| !z.is_empty());
+                let zone = zone.ok_or_else(|| bad("assign needs a non-empty zone"))?;
+                let capacity = self
+                    .capacity
+                    .filter(|c| *c > 0)
+                    .ok_or_else(|| bad("assign needs a capacity of at least 1"))?;
+                let addr = self
+                    .addr
+                    .as_deref()
+                    .ok_or_else(|| bad("assign needs an addr HOST:PORT"))?;
+                let addr: SocketAddr = addr
+                    .parse()
+                    .map_err(|e| bad(format!("invalid addr {addr:?}: {e}")))?;
+                Ok(LayoutChange::Assign {
+                    id,
+                    addr,
+                    zone,
+                    capacity,
+                })
+            }
+            "remove" => Ok(LayoutChange::Remove { id }),
+            other => Err(bad(format!("op must be assign or remove, got {other:?}"))),
+        }
+    }
+}
+
+fn moves_json(m: &MoveSummary) -> Value {
+    json!({
+        "partitions_changed": m.partitions_changed,
+        "replicas_moved": m.replicas_moved,
+        "replicas_total": m.replicas_total,
+        "nodes": m.nodes.iter().map(|n| json!({"id": n.id.to_hex(), "before": n.before, "after": n.after})).collect::<Vec<_>>(),
+    })
+}
+
+fn change_json(c: &LayoutChange) -> Value {
+    match c {
+        LayoutChange::Assign {
+            id,
+            addr,
+            zone,
+            capacity,
+        } => {
+            json!({"op": "assign", "id": id.to_hex(), "addr": addr.to_string(), "zone": zone, "capacity": capacity})
+        }
+        LayoutChange::Remove { id } => json!({"op": "remove", "id": id.to_hex()}),
+    }
+}
+
+/// The transition figures (also in `GET /v1/status`).
+pub fn transition_json(t: &TransitionStatus) -> Value {
+    json!({
+        "version": t.version,
+        "partitions_moving": t.partitions_moving,
+        "partitions_left": t.partitions_left,
+        "blocks_left": t.blocks_left,
+        "bytes_left": t.bytes_left,
+        "holders_unknown": t.holders_unknown.iter().map(|n| n.to_hex()).collect::<Vec<_>>(),
+        "rate_bytes_per_sec": t.rate_bytes_per_sec,
+        "eta_secs": t.eta_secs,
+    })
+}
+
+fn layout_json(l: &Layout) -> Value {
+    let load = |id: &NodeId| l.table.iter().filter(|row| row.contains(id)).count();
+    json!({
+        "version": l.version,
+        "digest": l.digest().to_hex(),
+        "replication_factor": l.replication,
+        "partitions": l.partitions,
+        "in_transition": l.in_transition(),
+        "members": l.members.iter().map(|m| json!({
+            "id": m.id.to_hex(), "addr": m.addr.to_string(), "zone": m.zone,
+            "capacity": m.capacity, "partitions": load(&m.id),
+        })).collect::<Vec<_>>(),
+        "retiring": l.retiring.iter().map(|m| json!({"id": m.id.to_hex(), "addr": m.addr.to_string()})).collect::<Vec<_>>(),
+    })
+}
+
+fn view_json(v: &LayoutView) -> Value {
+    let mut out = layout_json(&v.current);
+    out["staged"] = v.staged.iter().map(change_json).collect();
+    out["preview"] = match &v.preview {
+        Some((next, moves)) => json!({"version": next.version, "moves": moves_json(moves)}),
+        None => Value::Null,
+    };
+    out["transition"] = v.transition.as_ref().map_or(Value::Null, transition_json);
+    out["disagreeing_peers"] = v
+        .disagreeing
+        .iter()
+        .map(|(id, s)| json!({"id": id.to_hex(), "version": s.version}))
+        .collect();
+    out
+}
+
+/// The `layout` object of `GET /v1/status`.
+pub async fn status_json(svc: &Service) -> Result<Value, ApiError> {
+    let v = svc
+        .layout_actor
+        .send(GetLayout)
+        .await
+        .map_err(|e| actor_err("layout", e))?;
+    Ok(json!({
+        "version": v.current.version,
+        "digest": v.current.digest().to_hex(),
+        "replication_factor": v.current.replication,
+        "write_quorum": svc.cfg.write_quorum,
+        "partitions": v.current.partitions,
+        "members": v.current.members.len(),
+        "in_layout": v.current.names(&svc.self_id),
+        "staged_changes": v.staged.len(),
+        "disagreeing_peers": v.disagreeing.iter().map(|(id, _)| id.to_hex()).collect::<Vec<_>>(),
+        "transition": v.transition.as_ref().map_or(Value::Null, transition_json),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/layout", tag = "layout", responses((status = 200, description = "the layout in force (version, members with their partition counts, rf, partitions), staged changes with what applying them would move, the running transition"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+pub async fn get_layout(svc: web::Data<Service>) -> ApiResult {
+    let v = svc
+        .layout_actor
+        .send(GetLayout)
+        .await
+        .map_err(|e| actor_err("layout", e))?;
+    Ok(HttpResponse::Ok().json(view_json(&v)))
+}
+
+#[utoipa::path(post, path = "/v1/layout/stage", tag = "layout", request_body = StageBody, responses((status = 200, description = "staged; the answer is GET /v1/layout's, with the preview of what applying would move"), (status = 400, description = "malformed body, id or address", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: not a member, or no valid layout results", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+pub async fn stage(svc: web::Data<Service>, body: web::Json<StageBody>) -> ApiResult {
+    let change = body.change()?;
+    let v = svc
+        .layout_actor
+        .send(StageChange { change })
+        .await
+        .map_err(|e| actor_err("layout", e))?
+        .map_err(layout_err)?;
+    Ok(HttpResponse::Ok().json(view_json(&v)))
+}
+
+#[utoipa::path(post, path = "/v1/layout/apply", tag = "layout", request_body = ApplyBody, responses((status = 200, description = "applied: {version, moves}"), (status = 400, description = "malformed body", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: nothing staged, or version is not current + 1", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+pub async fn apply(svc: web::Data<Service>, body: web::Json<ApplyBody>) -> ApiResult {
+    let a = svc
+        .layout_actor
+        .send(ApplyLayout {
+            version: body.version,
+        })
+        .await
+        .map_err(|e| actor_err("layout", e))?
+        .map_err(layout_err)?;
+    Ok(HttpResponse::Ok().json(json!({"version": a.version, "moves": moves_json(&a.moves)})))
+}
+
+#[utoipa::path(post, path = "/v1/layout/revert", tag = "layout", responses((status = 200, description = "staged changes dropped: {dropped}"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+pub async fn revert(svc: web::Data<Service>) -> ApiResult {
+    let dropped = svc
+        .layout_actor
+        .send(RevertLayout)
+        .await
+        .map_err(|e| actor_err("layout", e))?
+        .map_err(layout_err)?;
+    Ok(HttpResponse::Ok().json(json!({ "dropped": dropped })))
+}
