@@ -313,6 +313,19 @@ fn a_cluster_grows_and_shrinks_by_command_without_dropping_below_quorum() {
     // The transition shows in `blocknode status` while it runs.
     let status = cli_ok(&c, 0, &["status"]);
     assert!(status.contains("layout   version 2"), "{status}");
+    let metrics = c.request(0, "GET", "/metrics", None);
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.lines().any(|l| l == "blocknode_layout_version 2"),
+        "/metrics should give layout version 2:\n{text}"
+    );
+    for want in [
+        "blocknode_layout_transition_active",
+        "blocknode_layout_transition_remaining_bytes",
+        "blocknode_layout_transition_eta_seconds",
+    ] {
+        assert!(text.contains(want), "{want} missing from /metrics");
+    }
     std::thread::sleep(Duration::from_secs(8));
     let mut hashes = blocks.clone();
     hashes.extend(load.finish());

@@ -132,6 +132,7 @@ pub(super) async fn metrics(svc: web::Data<Coordinator>) -> ApiResult {
             })
             .collect(),
     );
+    layout_gauges(&mut s, &svc).await?;
     let text = svc
         .metrics
         .encode(s.registry())
@@ -139,6 +140,54 @@ pub(super) async fn metrics(svc: web::Data<Coordinator>) -> ApiResult {
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))
+}
+
+/// The layout in force and the running transition (all 0 when none runs).
+async fn layout_gauges(s: &mut Snapshot, svc: &Coordinator) -> Result<(), ApiError> {
+    let v = svc
+        .layout_actor
+        .send(blocknode_actors::layout::GetLayout)
+        .await
+        .map_err(|e| super::actor_err("layout", e))?;
+    s.gauge(
+        "layout_version",
+        "Version of the layout in force",
+        v.current.version as i64,
+    );
+    s.gauge(
+        "layout_staged_changes",
+        "Layout changes staged and not applied",
+        v.staged.len() as i64,
+    );
+    let t = v.transition.as_ref();
+    s.gauge(
+        "layout_transition_active",
+        "1 while a layout change is being handed over",
+        t.is_some() as i64,
+    );
+    s.gauge(
+        "layout_transition_remaining_partitions",
+        "Partitions old holders still have to hand over",
+        t.map_or(0, |t| t.partitions_left as i64),
+    );
+    s.gauge(
+        "layout_transition_remaining_blocks",
+        "Blocks old holders still have to hand over",
+        t.map_or(0, |t| t.blocks_left as i64),
+    );
+    s.gauge(
+        "layout_transition_remaining_bytes",
+        "Bytes old holders still have to hand over",
+        t.map_or(0, |t| t.bytes_left as i64),
+    );
+    // No rate gauge: Prometheus derives it (`deriv()` of the remaining bytes); the
+    // actor's own rate is in /v1/status.
+    s.gauge_f64(
+        "layout_transition_eta_seconds",
+        "Estimated seconds until the transition ends (0: none runs or unknown)",
+        t.and_then(|t| t.eta_secs).unwrap_or(0.0),
+    );
+    Ok(())
 }
 
 /// Per data dir: its state (0 ok, 1 read_only, 2 draining, 3 failed), bytes used and
