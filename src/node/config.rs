@@ -13,8 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Deserializer};
 
+use blocknode_actors::antientropy::DEFAULT_ANTI_ENTROPY_INTERVAL;
 use blocknode_actors::gc::DEFAULT_GC_DELAY;
 use blocknode_actors::peer::{BLOCK_RW_TIMEOUT, PEER_RPC_TIMEOUT};
+use blocknode_actors::resync::{DEFAULT_RESYNC_BACKOFF, DEFAULT_SCRUB_INTERVAL};
 use blocknode_actors::storage::DataDir;
 use blocknode_actors::NodeId;
 
@@ -97,13 +99,13 @@ fn default_peer_rpc_timeout() -> Duration {
     PEER_RPC_TIMEOUT
 }
 fn default_backoff() -> Duration {
-    Duration::from_secs(60)
+    DEFAULT_RESYNC_BACKOFF
 }
 fn default_anti_entropy_interval() -> Duration {
-    Duration::from_secs(600)
+    DEFAULT_ANTI_ENTROPY_INTERVAL
 }
 fn default_scrub_interval() -> Duration {
-    Duration::from_secs(30 * 86400)
+    DEFAULT_SCRUB_INTERVAL
 }
 /// nginx's `keepalive_timeout`: pooled HTTP clients keep idle connections for tens of
 /// seconds and must not find them closed under their next PUT (actix's default is 5 s).

@@ -33,11 +33,15 @@ pub struct AntiEntropyConfig {
     pub peer_poll: Duration,
 }
 
+/// Default time between two anti-entropy rounds: hints and read repair catch most gaps at
+/// once, so the rounds only need to bound how long a missed one can last.
+pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(600);
+
 impl AntiEntropyConfig {
     pub fn new(self_id: NodeId) -> Self {
         AntiEntropyConfig {
             self_id,
-            interval: Duration::from_secs(600),
+            interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
             first_round_after: Duration::from_secs(30),
             tranquility: 1,
             hinted_handoff: true,

@@ -39,7 +39,7 @@ mod messages;
 pub mod reconcile;
 mod status;
 
-pub use config::{AntiEntropyConfig, AntiEntropyLinks};
+pub use config::{AntiEntropyConfig, AntiEntropyLinks, DEFAULT_ANTI_ENTROPY_INTERVAL};
 pub use messages::{GetAntiEntropyStatus, SyncNow};
 /// The old name of [`reconcile`], kept so existing paths keep working.
 pub use reconcile as narrow;

@@ -10,6 +10,13 @@ use crate::gc::DEFAULT_GC_DELAY;
 use crate::hash::NodeId;
 use crate::peer::{BLOCK_RW_TIMEOUT, PEER_RPC_TIMEOUT};
 
+/// Default first retry delay of a failed resync (doubles per failure): long enough that a
+/// peer that is down is not hammered, short enough that a transient error heals in minutes.
+pub const DEFAULT_RESYNC_BACKOFF: Duration = Duration::from_secs(60);
+/// Default time between two full scrubs: a month, like Garage's, so scrub's reads stay a
+/// small share of the disk's time.
+pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(30 * 86400);
+
 /// Most resync workers (each runs one block at a time).
 pub const MAX_WORKERS: usize = 8;
 /// Extra wait after a grace period before resync looks at a dropped block, as the seed:
@@ -56,8 +63,8 @@ impl ResyncConfig {
             block_timeout: BLOCK_RW_TIMEOUT,
             need_block_timeout: PEER_RPC_TIMEOUT,
             gc_delay: DEFAULT_GC_DELAY,
-            backoff_base: Duration::from_secs(60),
-            scrub_interval: Duration::from_secs(30 * 86400),
+            backoff_base: DEFAULT_RESYNC_BACKOFF,
+            scrub_interval: DEFAULT_SCRUB_INTERVAL,
             after_gc_delay: AFTER_GC_DELAY,
         }
     }

@@ -70,8 +70,9 @@ use crate::refcount::{RcChanged, RefcountActor};
 use crate::storage::StorageActor;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 pub use config::{
-    check_tranquility, check_workers, ResyncConfig, AFTER_GC_DELAY, DEFAULT_SCRUB_TRANQUILITY,
-    DEFAULT_TRANQUILITY, MAX_TRANQUILITY, MAX_WORKERS, SPACE_PROBE_INTERVAL,
+    check_tranquility, check_workers, ResyncConfig, AFTER_GC_DELAY, DEFAULT_RESYNC_BACKOFF,
+    DEFAULT_SCRUB_INTERVAL, DEFAULT_SCRUB_TRANQUILITY, DEFAULT_TRANQUILITY, MAX_TRANQUILITY,
+    MAX_WORKERS, SPACE_PROBE_INTERVAL,
 };
 pub use messages::{
     GetBlockError, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow, Schedule,
