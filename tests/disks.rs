@@ -104,26 +104,33 @@ fn disk_states(c: &Cluster, node: usize) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn a_data_dir_replaced_by_an_empty_one_is_refilled_from_peers_and_the_others_are_untouched() {
-    let mut c = Cluster::start(3, 3, "10m", three_dirs(["1GB", "1GB", "1GB"]));
-    let hashes = put_blocks(&c, 30);
+/// Store 30 blocks, wait until node 0 holds each in exactly one dir, and return them with
+/// the ones on its second dir (`d1`), which the tests take away.
+fn thirty_blocks_some_on_d1(c: &Cluster) -> (Vec<String>, Vec<String>) {
+    let hashes = put_blocks(c, 30);
     wait_for(
         "node 0 to hold every block",
         Duration::from_secs(30),
         || {
             hashes
                 .iter()
-                .all(|h| dirs_holding(&c, 0, h).len() == 1)
+                .all(|h| dirs_holding(c, 0, h).len() == 1)
                 .then_some(())
         },
     );
-    let lost: Vec<String> = hashes
+    let on_d1: Vec<String> = hashes
         .iter()
-        .filter(|h| dirs_holding(&c, 0, h) == vec![1])
+        .filter(|h| dirs_holding(c, 0, h) == vec![1])
         .cloned()
         .collect();
-    assert!(!lost.is_empty(), "some of 30 blocks should be on d1");
+    assert!(!on_d1.is_empty(), "some of 30 blocks should be on d1");
+    (hashes, on_d1)
+}
+
+#[test]
+fn a_data_dir_replaced_by_an_empty_one_is_refilled_from_peers_and_the_others_are_untouched() {
+    let mut c = Cluster::start(3, 3, "10m", three_dirs(["1GB", "1GB", "1GB"]));
+    let (hashes, lost) = thirty_blocks_some_on_d1(&c);
     c.stop(0);
     let before = [identities(&c, 0, 0, &hashes), identities(&c, 0, 2, &hashes)];
     std::fs::remove_dir_all(dir_of(&c, 0, 1)).expect("wiping d1");
@@ -150,23 +157,7 @@ fn a_data_dir_replaced_by_an_empty_one_is_refilled_from_peers_and_the_others_are
 #[test]
 fn a_data_dir_gone_while_running_is_failed_and_its_blocks_come_from_peers() {
     let c = Cluster::start(3, 3, "10m", three_dirs(["1GB", "1GB", "1GB"]));
-    let hashes = put_blocks(&c, 30);
-    wait_for(
-        "node 0 to hold every block",
-        Duration::from_secs(30),
-        || {
-            hashes
-                .iter()
-                .all(|h| dirs_holding(&c, 0, h).len() == 1)
-                .then_some(())
-        },
-    );
-    let on_d1: Vec<String> = hashes
-        .iter()
-        .filter(|h| dirs_holding(&c, 0, h) == vec![1])
-        .cloned()
-        .collect();
-    assert!(!on_d1.is_empty(), "some of 30 blocks should be on d1");
+    let (hashes, on_d1) = thirty_blocks_some_on_d1(&c);
     let away = c.nodes[0].data_dir.join("d1.gone");
     std::fs::rename(dir_of(&c, 0, 1), &away).expect("renaming d1 away");
     wait_for("status to show d1 failed", Duration::from_secs(15), || {

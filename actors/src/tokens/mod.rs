@@ -191,9 +191,13 @@ impl TokenActor {
         }));
     }
 
-    /// Push `records` to every peer; the report says how many confirmed.
-    fn push(&self, records: Vec<TokenRecord>) -> impl std::future::Future<Output = PushReport> {
-        let calls: Vec<_> = match &self.peers {
+    /// One call per configured peer (in `config.peers` order), none without a peer actor.
+    fn call_each_peer(
+        &self,
+        priority: Priority,
+        rpc: impl Fn() -> BlockRpc,
+    ) -> Vec<actix::dev::RecipientRequest<Call>> {
+        match &self.peers {
             Some(peers) => self
                 .config
                 .peers
@@ -201,14 +205,20 @@ impl TokenActor {
                 .map(|node| {
                     peers.send(Call {
                         node: *node,
-                        rpc: BlockRpc::MergeTokens(records.clone()),
+                        rpc: rpc(),
                         timeout: self.config.call_timeout,
-                        priority: Priority::Client,
+                        priority,
                     })
                 })
                 .collect(),
             None => Vec::new(),
-        };
+        }
+    }
+
+    /// Push `records` to every peer; the report says how many confirmed.
+    fn push(&self, records: Vec<TokenRecord>) -> impl std::future::Future<Output = PushReport> {
+        let calls =
+            self.call_each_peer(Priority::Client, || BlockRpc::MergeTokens(records.clone()));
         let nodes = self.config.peers.clone();
         async move {
             let peers = calls.len();
@@ -398,22 +408,9 @@ impl Handler<SyncTokensNow> for TokenActor {
     type Result = ResponseActFuture<Self, usize>;
     fn handle(&mut self, _m: SyncTokensNow, _ctx: &mut Context<Self>) -> Self::Result {
         let digest = self.digest();
-        let calls: Vec<_> = match &self.peers {
-            Some(peers) => self
-                .config
-                .peers
-                .iter()
-                .map(|node| {
-                    peers.send(Call {
-                        node: *node,
-                        rpc: BlockRpc::TokenDigestQuery(digest.clone()),
-                        timeout: self.config.call_timeout,
-                        priority: Priority::Background,
-                    })
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let calls = self.call_each_peer(Priority::Background, || {
+            BlockRpc::TokenDigestQuery(digest.clone())
+        });
         Box::pin(join_all(calls).into_actor(self).map(|replies, act, ctx| {
             let mut answered = 0;
             let mut incoming = Vec::new();
