@@ -43,11 +43,13 @@ pub(super) async fn node_state(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, peers, storage, resync and anti-entropy state"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout: id, addr, zone, capacity, partitions held, this_node, retiring, up, rtt_ms, last_seen_secs_ago, layout_agrees; blocks and bytes for the answering node only, null for the others), peers, storage, resync and anti-entropy state"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let layout = super::layout::status_json(&svc).await?;
-    let digest = svc.layout.borrow().layout.digest();
+    let current = svc.layout.borrow().layout.clone();
+    let digest = current.digest();
+    let members = super::members::members(&current, &svc.self_id, &peers, &storage);
     let peers_json: Vec<_> = peers
         .iter()
         .map(|p| {
@@ -69,6 +71,7 @@ pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
             "uptime_secs": svc.started.elapsed().as_secs(),
         },
         "layout": layout,
+        "members": members,
         "peers": peers_json,
         "storage": {
             "blocks": storage.blocks,

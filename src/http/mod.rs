@@ -16,6 +16,7 @@ pub mod admin;
 pub mod blocks;
 pub mod conditional;
 pub mod layout;
+pub mod members;
 pub mod metrics;
 pub mod openapi;
 pub mod page;

@@ -24,7 +24,7 @@ use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
 use blocknode_actors::storage::{SetDiskFailureListener, StorageActor, StorageConfig};
 use blocknode_actors::tls::TlsIdentity;
-use blocknode_actors::tokens::{TokenActor, TokenConfig};
+use blocknode_actors::tokens::{token_peers, TokenActor, TokenConfig};
 use blocknode_actors::NodeId;
 
 use crate::coordinator::{Coordinator, CoordinatorConfig};
@@ -255,20 +255,19 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         TokenActor::new(
             db.clone(),
             TokenConfig {
-                // The members of the layout this node starts with (a live layout change
-                // does not reach the token actor yet).
-                peers: peer_members
-                    .iter()
-                    .map(|m| m.id)
-                    .filter(|id| *id != self_id)
-                    .collect(),
+                // The starting layout's members; the subscription below keeps them in
+                // step with the layout (a node that joins later gets every record).
+                peers: token_peers(&start_layout.layout, &self_id),
                 call_timeout: cfg.peer_rpc_timeout,
-                ..TokenConfig::default()
+                ..TokenConfig::new(self_id)
             },
             Some(peers.clone().recipient()),
         )?
         .with_store_failed(store_watch.clone().recipient()),
     );
+    layout.do_send(SubscribeLayout {
+        to: tokens.clone().recipient(),
+    });
 
     let coordinator = Coordinator {
         self_id,

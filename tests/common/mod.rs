@@ -12,6 +12,7 @@ pub mod faults;
 pub mod fiu;
 pub mod load;
 pub mod raw_http;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

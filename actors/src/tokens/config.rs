@@ -7,7 +7,11 @@ use crate::hash::NodeId;
 /// Where and how often the token actor exchanges records.
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
+    /// This node (left out of `peers` when they follow the layout).
+    pub node: NodeId,
     /// Every other cluster member: pushed to on each change, pulled from periodically.
+    /// The starting layout's members; each `LayoutChanged` replaces them (see
+    /// `layout.rs`).
     pub peers: Vec<NodeId>,
     /// Time between pulls from every peer (a node that missed a push catches up within
     /// it). 5 s: tokens are few, a pull with equal digests costs one small frame.
@@ -18,9 +22,11 @@ pub struct TokenConfig {
     pub call_timeout: Duration,
 }
 
-impl Default for TokenConfig {
-    fn default() -> Self {
+impl TokenConfig {
+    /// The defaults for node `node`, with no peers yet.
+    pub fn new(node: NodeId) -> Self {
         TokenConfig {
+            node,
             peers: Vec::new(),
             sync_interval: Duration::from_secs(5),
             first_sync_after: Duration::from_secs(1),

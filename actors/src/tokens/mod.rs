@@ -5,7 +5,8 @@
 //! MessagePack map form; only `blake2sum` of the secret, never the secret). Messages:
 //! [`CreateToken`], [`RevokeToken`], [`ListTokens`] and [`Authenticate`] from the HTTP
 //! API; [`MergeTokens`] and [`TokensIfDiffer`] from the node's replica side, for peers;
-//! [`SyncTokensNow`]. It talks to the peer actor (`Recipient<Call>`) to push every create
+//! [`SyncTokensNow`]; `LayoutChanged` from the layout actor (`layout.rs`: the peers follow
+//! the layout's members). It talks to the peer actor (`Recipient<Call>`) to push every create
 //! and revoke to every other member at once (`MergeTokens` frames), and, every
 //! `sync_interval`, pulls from each peer the records it lacks (`TokenDigestQuery`
 //! answered with `TokenRecords`), so a node that was down during a revoke refuses the
@@ -29,12 +30,14 @@ use crate::rc::now_msec;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 
 mod config;
+mod layout;
 mod messages;
 pub mod record;
 #[cfg(test)]
 mod tests;
 
 pub use config::TokenConfig;
+pub use layout::token_peers;
 pub use messages::{
     Authenticate, CreateToken, CreatedToken, ListTokens, MergeTokens, PushReport, RevokeToken,
     SyncTokensNow, TokenError, TokenGrant, TokenInfo, TokensIfDiffer,
@@ -191,7 +194,7 @@ impl TokenActor {
         }));
     }
 
-    /// One call per configured peer (in `config.peers` order), none without a peer actor.
+    /// One call per peer (in `config.peers` order), none without a peer actor.
     fn call_each_peer(
         &self,
         priority: Priority,
@@ -279,7 +282,9 @@ impl Actor for TokenActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.peers.is_some() && !self.config.peers.is_empty() {
+        // The timers run even with no peer yet: the layout may bring members later (a
+        // pull with no peer costs nothing).
+        if self.peers.is_some() {
             // The first pull comes soon after start: a node that was down during a
             // revoke must refuse the token as early as possible once it is back.
             ctx.run_later(self.config.first_sync_after, |_, ctx| {

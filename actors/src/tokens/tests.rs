@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -11,6 +12,7 @@ use fjall::Database;
 
 use super::*;
 use crate::hash::NodeId;
+use crate::layout::{Layout, LayoutChanged, LayoutMember, LayoutPlacement};
 use crate::peer::RpcError;
 
 fn node(i: u8) -> NodeId {
@@ -111,6 +113,7 @@ impl Handler<Call> for Mesh {
 /// A test config: pulls only when asked (`SyncTokensNow`), never on a timer.
 fn config(me: u8, members: u8) -> TokenConfig {
     TokenConfig {
+        node: node(me),
         peers: (1..=members).filter(|i| *i != me).map(node).collect(),
         sync_interval: Duration::from_secs(3600),
         first_sync_after: Duration::from_secs(3600),
@@ -124,25 +127,26 @@ fn open(dir: &Path) -> Database {
         .expect("open the metadata store")
 }
 
+/// Start token actor `i` with `config` and its store in `dir`, and add it to `mesh`.
+async fn start_on(mesh: &Addr<Mesh>, i: u8, config: TokenConfig, dir: &Path) -> Addr<TokenActor> {
+    let a = TokenActor::new(open(dir), config, Some(mesh.clone().recipient()))
+        .expect("token actor starts")
+        .start();
+    mesh.send(Join {
+        id: node(i),
+        addr: a.clone(),
+    })
+    .await
+    .expect("mesh alive");
+    a
+}
+
 /// `n` token actors, each with its own store, joined through one mesh.
 async fn cluster(n: u8, dirs: &[tempfile::TempDir]) -> (Addr<Mesh>, Vec<Addr<TokenActor>>) {
     let mesh = Mesh::default().start();
     let mut actors = Vec::new();
     for i in 1..=n {
-        let a = TokenActor::new(
-            open(dirs[(i - 1) as usize].path()),
-            config(i, n),
-            Some(mesh.clone().recipient()),
-        )
-        .expect("token actor starts")
-        .start();
-        mesh.send(Join {
-            id: node(i),
-            addr: a.clone(),
-        })
-        .await
-        .expect("mesh alive");
-        actors.push(a);
+        actors.push(start_on(&mesh, i, config(i, n), dirs[(i - 1) as usize].path()).await);
     }
     (mesh, actors)
 }
@@ -421,4 +425,140 @@ async fn merging_an_older_live_record_never_revives_a_revoked_token() {
         .expect("merge succeeds");
     assert_eq!(changed, 0, "the stale live record changed something");
     assert_eq!(auth(&a[0], &t.secret).await, None);
+}
+
+fn member(i: u8) -> LayoutMember {
+    LayoutMember {
+        id: node(i),
+        addr: format!("127.0.0.1:{}", 4000 + u16::from(i))
+            .parse()
+            .expect("test address"),
+        zone: "z".into(),
+        capacity: 1,
+    }
+}
+
+/// What the layout actor sends when nodes `ids` are the members.
+fn layout_of(ids: &[u8]) -> LayoutChanged {
+    let layout =
+        Layout::initial(ids.iter().map(|i| member(*i)).collect(), 1).expect("a valid layout");
+    LayoutChanged {
+        placement: Arc::new(LayoutPlacement::new(&layout)),
+        layout: Arc::new(layout),
+        agreed: true,
+        disagreeing: Vec::new(),
+    }
+}
+
+/// Start token actor `i` with no peers (a node that joins with no layout yet) and add it
+/// to the mesh.
+async fn join_late(mesh: &Addr<Mesh>, i: u8, dir: &Path) -> Addr<TokenActor> {
+    start_on(mesh, i, config(i, 0), dir).await
+}
+
+/// Poll `check` every 20 ms for at most 5 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out after 5 s waiting for {what}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn token_peers_are_the_reachable_members_but_this_node() {
+    let mut l = layout_of(&[1, 2, 3]).layout.as_ref().clone();
+    assert_eq!(token_peers(&l, &node(2)), vec![node(1), node(3)]);
+    // A retiring member still serves until it is stopped: it must see revokes too.
+    l.retiring = vec![member(4), member(1)];
+    assert_eq!(token_peers(&l, &node(2)), vec![node(1), node(3), node(4)]);
+    assert_eq!(
+        token_peers(&Layout::empty(), &node(2)),
+        Vec::<NodeId>::new()
+    );
+}
+
+#[actix_rt::test]
+async fn a_node_named_by_a_new_layout_gets_every_record_pushed_by_a_member() {
+    let d = dirs(3);
+    let (mesh, a) = cluster(2, &d[..2]).await;
+    let live = create(&a[0], "backup", Scope::Read).await;
+    let gone = create(&a[0], "old", Scope::Admin).await;
+    a[0].send(RevokeToken { name: name("old") })
+        .await
+        .expect("alive")
+        .expect("revoke succeeds");
+    // Node 3 joins with no layout: it pulls from nobody, so only a push can reach it.
+    let c = join_late(&mesh, 3, d[2].path()).await;
+    assert_eq!(c.send(SyncTokensNow).await.expect("alive"), 0);
+    assert!(
+        auth(&c, &live.secret).await.is_none(),
+        "the new node knows the token before any layout names it (the test would prove nothing)"
+    );
+    a[0].send(layout_of(&[1, 2, 3])).await.expect("alive");
+    eventually(
+        "node 3 to accept the live token pushed after the layout change",
+        || async { auth(&c, &live.secret).await.map(|g| g.scope) == Some(Scope::Read) },
+    )
+    .await;
+    assert_eq!(
+        auth(&c, &gone.secret).await,
+        None,
+        "node 3 accepts a token revoked before it joined"
+    );
+    // From now on node 1 pushes every change to node 3 before answering.
+    let next = create(&a[0], "ingest", Scope::Write).await;
+    assert_eq!(
+        next.push,
+        PushReport {
+            peers: 2,
+            confirmed: 2
+        }
+    );
+    assert_eq!(
+        auth(&c, &next.secret).await.map(|g| g.scope),
+        Some(Scope::Write)
+    );
+}
+
+#[actix_rt::test]
+async fn a_joined_node_pulls_from_the_members_its_first_layout_names() {
+    let d = dirs(3);
+    let (mesh, a) = cluster(2, &d[..2]).await;
+    let t = create(&a[1], "backup", Scope::Write).await;
+    let c = join_late(&mesh, 3, d[2].path()).await;
+    // Only node 3 hears of the layout; the members do not push to it.
+    c.send(layout_of(&[1, 2, 3])).await.expect("alive");
+    eventually(
+        "node 3 to pull the token once its layout names the members",
+        || async { auth(&c, &t.secret).await.is_some() },
+    )
+    .await;
+    assert_eq!(c.send(SyncTokensNow).await.expect("alive"), 2);
+}
+
+#[actix_rt::test]
+async fn a_node_removed_from_the_layout_is_no_longer_pushed_to() {
+    let d = dirs(3);
+    let (_mesh, a) = cluster(3, &d).await;
+    a[0].send(layout_of(&[1, 2])).await.expect("alive");
+    let t = create(&a[0], "backup", Scope::Read).await;
+    assert_eq!(
+        t.push,
+        PushReport {
+            peers: 1,
+            confirmed: 1
+        }
+    );
+    assert!(
+        auth(&a[1], &t.secret).await.is_some(),
+        "node 2 lacks the token"
+    );
+    assert!(
+        auth(&a[2], &t.secret).await.is_none(),
+        "node 3 got the token although the layout no longer names it"
+    );
 }
