@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// The W3C name of an element reference in JSON.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735a2f7ab5";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Where the Debian packages `chromium` and `chromium-driver` put their programs.
 const CHROMIUM: &str = "/usr/bin/chromium";
