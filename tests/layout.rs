@@ -14,18 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{random_bytes, set_keys, wait_for, Cluster};
+use common::{quic_addr, random_bytes, set_keys, wait_for, Cluster};
 
 const WRITE_QUORUM: usize = 2;
-
-/// A node's QUIC address, read from its config.
-fn quic_addr(c: &Cluster, i: usize) -> String {
-    let text = std::fs::read_to_string(&c.nodes[i].config).expect("reading a node config");
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("quic_listen = "))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| panic!("no quic_listen in node {i}'s config"))
-}
 
 /// Whether a copy of `hash` is stored in `data_dir` (plain or compressed).
 fn stored(data_dir: &std::path::Path, hash: &str) -> bool {

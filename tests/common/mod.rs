@@ -448,6 +448,15 @@ pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     out
 }
 
+/// A node's QUIC address, read from its config.
+pub fn quic_addr(c: &Cluster, i: usize) -> String {
+    let text = std::fs::read_to_string(&c.nodes[i].config).expect("reading a node config");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("quic_listen = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("no quic_listen in node {i}'s config"))
+}
+
 /// Set top-level TOML keys (replacing existing lines, else inserting at the top).
 pub fn set_keys(config: &str, keys: &[(&str, &str)]) -> String {
     let mut lines: Vec<String> = config.lines().map(str::to_string).collect();
