@@ -168,6 +168,16 @@ fn the_page_lists_three_nodes_up_and_shows_a_killed_one_down() {
     wait_page(&b, "ask for a token", Duration::from_secs(10), |_, v| {
         v == "login"
     });
+    let shown = |id: &str| {
+        b.eval(&format!(
+            "return getComputedStyle(document.getElementById('{id}')).display !== 'none';"
+        ))
+    };
+    assert_eq!(
+        (shown("login"), shown("dash")),
+        (Value::Bool(true), Value::Bool(false)),
+        "before a token is entered only the sign-in form shows"
+    );
     let token = c.nodes[0].token.clone();
     b.type_into("#token", &token);
     b.click("#login-form button[type=submit]");
@@ -186,6 +196,11 @@ fn the_page_lists_three_nodes_up_and_shows_a_killed_one_down() {
         rows.len(),
         3,
         "exactly the three members are listed: {rows:?}"
+    );
+    assert_eq!(
+        (shown("login"), shown("dash")),
+        (Value::Bool(false), Value::Bool(true)),
+        "signed in, the status shows and the sign-in form does not"
     );
     assert!(
         !b.url().contains(&token),
