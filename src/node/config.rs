@@ -362,7 +362,12 @@ impl Config {
 
     /// The embedded single-node default: everything under `./blocknode-data`.
     pub fn embedded_default() -> Config {
-        let base = PathBuf::from(DEFAULT_BASE_DIR);
+        Config::embedded_under(Path::new(DEFAULT_BASE_DIR))
+    }
+
+    /// The embedded single-node default with everything under `base`
+    /// (`blocknode run --dir DIR`).
+    pub fn embedded_under(base: &Path) -> Config {
         Config {
             data_dir: Some(base.join("data")),
             data_dirs: Vec::new(),
