@@ -138,7 +138,10 @@ pub(crate) struct ResyncErrors {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetryBody {
+    /// One block to retry now (64 hex digits); or give `all`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     hash: Option<String>,
+    /// Retry every block in the errors table now.
     #[serde(default)]
     all: bool,
 }
@@ -175,12 +178,13 @@ pub(crate) struct Rescheduled {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RepairBody {
+    /// Rebuild every refcount from the refs before repairing.
     #[serde(default)]
     rebuild_rc: bool,
 }
 
-/// The body of a route whose JSON body is optional: none (or only whitespace) gives the
-/// defaults; anything else must parse, or the request is refused (it must not start
+/// The body of a route whose JSON body is optional: none (or only whitespace, or JSON
+/// `null`, which the document allows) gives the defaults; anything else must parse, or the request is refused (it must not start
 /// work the caller did not ask for).
 fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -189,6 +193,9 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     let bad = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {e}"));
     // serde fills a struct from an array too; the documented body is an object.
     let v: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    if v.is_null() {
+        return Ok(T::default());
+    }
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "invalid JSON body: expected an object",
@@ -220,7 +227,7 @@ pub(crate) struct RepairStarted {
     rebuild_rc: bool,
 }
 
-#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel")), responses((status = 200, description = "done", body = ScrubReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 404, description = "unknown action", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel", pattern = "^(start|pause|resume|cancel)$")), responses((status = 200, description = "done", body = ScrubReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 404, description = "unknown action", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn scrub(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
     let cmd = match path.as_str() {
         "start" => ScrubCommand::Start,
@@ -255,8 +262,14 @@ pub(crate) struct ScrubReply {
 #[derive(Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Workers {
+    /// Concurrent resync workers.
+    #[schema(minimum = 1, maximum = 8)]
     resync_workers: Option<u64>,
+    /// Rest after each resync, as a multiple of the time it took.
+    #[schema(minimum = 0, maximum = 100)]
     resync_tranquility: Option<u64>,
+    /// Rest after each scrubbed block, as a multiple of the time it took.
+    #[schema(minimum = 0, maximum = 100)]
     scrub_tranquility: Option<u64>,
 }
 
@@ -390,6 +403,8 @@ mod tests {
         let d: RepairBody = optional_json(b"").expect("empty body");
         assert!(!d.rebuild_rc);
         let d: RepairBody = optional_json(b" \n").expect("whitespace body");
+        assert!(!d.rebuild_rc);
+        let d: RepairBody = optional_json(b"null").expect("null body");
         assert!(!d.rebuild_rc);
         let d: RepairBody = optional_json(br#"{"rebuild_rc":true}"#).expect("valid body");
         assert!(d.rebuild_rc);

@@ -28,11 +28,15 @@ use crate::coordinator::Coordinator as Service;
 #[serde(deny_unknown_fields)]
 pub struct StageBody {
     /// `assign` (add a node or change it) or `remove`.
+    #[schema(pattern = "^(assign|remove)$")]
     pub op: String,
     /// The node id: 64 hex digits.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub id: String,
     /// `assign` only: zone, capacity (at least 1) and QUIC address `HOST:PORT`.
+    #[schema(min_length = 1)]
     pub zone: Option<String>,
+    #[schema(minimum = 1)]
     pub capacity: Option<u64>,
     pub addr: Option<String>,
 }

@@ -6,7 +6,7 @@ use actix_web::http::Method;
 use serde::Serialize;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use blocknode_actors::tokens::Scope;
@@ -126,6 +126,16 @@ fn add_response(op: &mut Operation, method: &Method, status: &str, description: 
 
 impl Modify for CommonResponses {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        // `PUT /v1/blocks` with no body stores the empty block (a block of 0 bytes is
+        // valid), so its body is not required.
+        let put = doc
+            .paths
+            .paths
+            .get_mut("/v1/blocks")
+            .and_then(|p| p.put.as_mut());
+        if let Some(body) = put.and_then(|op| op.request_body.as_mut()) {
+            body.required = Some(Required::False);
+        }
         for (path, item) in doc.paths.paths.iter_mut() {
             let ops = [
                 (Method::GET, &mut item.get),
