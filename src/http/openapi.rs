@@ -387,6 +387,18 @@ mod tests {
         );
     }
 
+    /// The example hash of the block routes (the fuzzer's examples phase asks for it;
+    /// `.ci/contract` stores that block first).
+    const EXAMPLE_HASH: &str = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419";
+
+    #[test]
+    fn the_example_hash_is_the_empty_block() {
+        assert_eq!(
+            blocknode_actors::hash::blake2sum(b"").to_hex(),
+            EXAMPLE_HASH
+        );
+    }
+
     #[test]
     fn block_hashes_are_described_with_their_pattern() {
         let doc = serde_json::to_value(document()).expect("document serialises");
@@ -422,6 +434,32 @@ mod tests {
                 serde_json::json!([{}]),
                 "{path}"
             );
+            assert!(
+                doc["paths"][path]["get"]["responses"]["401"].is_null(),
+                "{path}"
+            );
         }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["token"],
+            serde_json::json!({"type": "http", "scheme": "bearer"})
+        );
+        // Every other operation takes the document's token requirement and says what a
+        // missing token gets; `/metrics` is one of them (it needs an admin token).
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                if ["/", "/health", "/v1/openapi.json"].contains(&path.as_str()) {
+                    continue;
+                }
+                assert!(
+                    op["security"].is_null(),
+                    "{method} {path} overrides security"
+                );
+                assert!(
+                    op["responses"]["401"].is_object(),
+                    "{method} {path} lacks 401"
+                );
+            }
+        }
+        assert!(doc["paths"]["/metrics"]["get"]["responses"]["403"].is_object());
     }
 }
