@@ -152,15 +152,10 @@ enum HolderAnswer {
 /// One holder's view of a block, for `GET /v1/blocks/{hash}/info`.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct HolderInfo {
-    /// The holder's node id (64 hex digits).
     pub node: String,
-    /// Whether it has a verified copy.
     pub present: bool,
-    /// Its count of live refs.
     pub rc: u64,
-    /// Whether its refcount lets the copy be deleted (no live ref, GC delay passed).
     pub deletable: bool,
-    /// Why it could not be asked, if it could not.
     pub error: Option<String>,
 }
 

@@ -234,7 +234,9 @@ pub(crate) struct BlockInfoReply {
     /// The block's hash.
     hash: String,
     /// What each node that should hold it (by the layout, and the previous one during a
-    /// transition) says, in placement order.
+    /// transition) says, in placement order: its id (`node`), whether it has a verified
+    /// copy (`present`), its live refs (`rc`), whether its copy may be deleted
+    /// (`deletable`), and why it could not be asked (`error`).
     holders: Vec<HolderInfo>,
     /// This node's refs to it.
     local: LocalRefs,
