@@ -150,7 +150,7 @@ enum HolderAnswer {
 }
 
 /// One holder's view of a block, for `GET /v1/blocks/{hash}/info`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct HolderInfo {
     pub node: String,
     pub present: bool,

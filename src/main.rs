@@ -40,14 +40,26 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {
-        Command::Run { config: None, join } => {
-            let mut cfg = config::Config::embedded_default();
+        Command::Run {
+            config: None,
+            join,
+            dir,
+            http_listen,
+            quic_listen,
+        } => {
+            let mut cfg = match dir {
+                Some(dir) => config::Config::embedded_under(&dir),
+                None => config::Config::embedded_default(),
+            };
             cfg.bootstrap_peers = join;
+            cfg.http_listen = http_listen.unwrap_or(cfg.http_listen);
+            cfg.quic_listen = quic_listen.unwrap_or(cfg.quic_listen);
             node::run(cfg, true)
         }
         Command::Run {
             config: Some(path),
             join,
+            ..
         } => node::run(config::Config::load_joining(&path, &join)?, false),
         Command::Cert(CertCommand::Ca { out }) => {
             blocknode_actors::tls::generate_ca(&out)?;

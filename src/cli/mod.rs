@@ -46,6 +46,16 @@ pub enum Command {
         /// repeatable).
         #[arg(long = "join", value_name = "ADDR")]
         join: Vec<std::net::SocketAddr>,
+        /// Embedded default only: keep everything under DIR instead of
+        /// `./blocknode-data`.
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        dir: Option<PathBuf>,
+        /// Embedded default only: the HTTP API address instead of 127.0.0.1:3900.
+        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        http_listen: Option<std::net::SocketAddr>,
+        /// Embedded default only: the QUIC address instead of 127.0.0.1:3901.
+        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        quic_listen: Option<std::net::SocketAddr>,
     },
     /// Make a cluster CA or a node certificate.
     #[command(subcommand)]

@@ -9,8 +9,9 @@ use serde_json::json;
 use blocknode_actors::antientropy::{AntiEntropyStatus, GetAntiEntropyStatus, SyncNow};
 use blocknode_actors::peer::GetPeerStatus;
 use blocknode_actors::resync::{
-    check_tranquility, check_workers, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow,
-    ScrubCommand, SetScrubTranquility, SetTranquility, SetWorkers, StartRepair,
+    check_tranquility, check_workers, GetResyncStatus, ListResyncErrors, ResyncError,
+    ResyncErrorInfo, RetryNow, ScrubCommand, SetScrubTranquility, SetTranquility, SetWorkers,
+    StartRepair,
 };
 use blocknode_actors::storage::GetStorageStats;
 
@@ -43,7 +44,7 @@ pub(super) async fn node_state(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout: id, addr, zone, capacity, partitions held, this_node, retiring, up, rtt_ms, last_seen_secs_ago, layout_agrees; blocks and bytes for the answering node only, null for the others), peers, storage, resync and anti-entropy state"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout: id, addr, zone, capacity, partitions held, this_node, retiring, up, rtt_ms, last_seen_secs_ago, layout_agrees; blocks and bytes for the answering node only, null for the others), peers, storage, resync and anti-entropy state", body = Object), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let layout = super::layout::status_json(&svc).await?;
@@ -104,35 +105,51 @@ pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
 }
 
 /// Start an anti-entropy round now (if none is running).
-#[utoipa::path(post, path = "/v1/anti-entropy/sync", tag = "maintenance", responses((status = 202, description = "a round started (false: one is running)"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/anti-entropy/sync", tag = "maintenance", responses((status = 202, description = "a round started (false: one is running)", body = SyncStarted), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn anti_entropy_sync(svc: web::Data<Coordinator>) -> ApiResult {
     let started = svc
         .anti_entropy
         .send(SyncNow)
         .await
         .map_err(|e| actor_err("anti-entropy", e))?;
-    Ok(HttpResponse::Accepted().json(json!({ "started": started })))
+    Ok(HttpResponse::Accepted().json(SyncStarted { started }))
 }
 
-#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", responses((status = 200, description = "blocks whose last resync failed"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+/// The answer of `POST /v1/anti-entropy/sync`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct SyncStarted {
+    /// Whether a round started (false: one was running).
+    started: bool,
+}
+
+#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", responses((status = 200, description = "blocks whose last resync failed", body = ResyncErrors), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn resync_errors(svc: web::Data<Coordinator>) -> ApiResult {
     let errors = svc
         .resync
         .send(ListResyncErrors)
         .await
         .map_err(|e| actor_err("resync", e))?;
-    Ok(HttpResponse::Ok().json(json!({ "errors": errors })))
+    Ok(HttpResponse::Ok().json(ResyncErrors { errors }))
+}
+
+/// The answer of `GET /v1/resync/errors`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ResyncErrors {
+    errors: Vec<ResyncErrorInfo>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetryBody {
+    /// One block to retry now (64 hex digits); or give `all`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     hash: Option<String>,
+    /// Retry every block in the errors table now.
     #[serde(default)]
     all: bool,
 }
 
-#[utoipa::path(post, path = "/v1/resync/retry", tag = "maintenance", request_body = RetryBody, responses((status = 200, description = "how many were rescheduled"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/resync/retry", tag = "maintenance", request_body = RetryBody, responses((status = 200, description = "how many were rescheduled", body = Rescheduled), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn resync_retry(
     svc: web::Data<Coordinator>,
     body: web::Json<RetryBody>,
@@ -151,18 +168,26 @@ pub(super) async fn resync_retry(
         .send(RetryNow { hash: target })
         .await
         .map_err(|e| actor_err("resync", e))?;
-    Ok(HttpResponse::Ok().json(json!({ "rescheduled": n })))
+    Ok(HttpResponse::Ok().json(Rescheduled { rescheduled: n }))
+}
+
+/// The answer of `POST /v1/resync/retry`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Rescheduled {
+    /// Blocks moved to the head of the resync queue.
+    rescheduled: usize,
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RepairBody {
+    /// Rebuild every refcount from the refs before repairing.
     #[serde(default)]
     rebuild_rc: bool,
 }
 
-/// The body of a route whose JSON body is optional: none (or only whitespace) gives the
-/// defaults; anything else must parse, or the request is refused (it must not start
+/// The body of a route whose JSON body is optional: none (or only whitespace, or JSON
+/// `null`, which the document allows) gives the defaults; anything else must parse, or the request is refused (it must not start
 /// work the caller did not ask for).
 fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -171,6 +196,9 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     let bad = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {e}"));
     // serde fills a struct from an array too; the documented body is an object.
     let v: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    if v.is_null() {
+        return Ok(T::default());
+    }
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "invalid JSON body: expected an object",
@@ -179,7 +207,7 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     serde_json::from_value(v).map_err(bad)
 }
 
-#[utoipa::path(post, path = "/v1/repair", tag = "maintenance", request_body(content = Option<RepairBody>, description = "optional"), responses((status = 202, description = "repair started"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "a repair is running", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/repair", tag = "maintenance", request_body(content = Option<RepairBody>, description = "optional"), responses((status = 202, description = "repair started", body = RepairStarted), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "a repair is running", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn repair(svc: web::Data<Coordinator>, body: web::Bytes) -> ApiResult {
     let RepairBody { rebuild_rc } = optional_json(&body)?;
     svc.resync
@@ -187,10 +215,22 @@ pub(super) async fn repair(svc: web::Data<Coordinator>, body: web::Bytes) -> Api
         .await
         .map_err(|e| actor_err("resync", e))?
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "repair_refused", e.to_string()))?;
-    Ok(HttpResponse::Accepted().json(json!({ "started": true, "rebuild_rc": rebuild_rc })))
+    Ok(HttpResponse::Accepted().json(RepairStarted {
+        started: true,
+        rebuild_rc,
+    }))
 }
 
-#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel")), responses((status = 200, description = "done"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 404, description = "unknown action", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+/// The answer of `POST /v1/repair`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RepairStarted {
+    /// Always true (a refused repair answers 409).
+    started: bool,
+    /// Whether the refcounts are rebuilt first.
+    rebuild_rc: bool,
+}
+
+#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel", pattern = "^(start|pause|resume|cancel)$")), responses((status = 200, description = "done", body = ScrubReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 404, description = "unknown action", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn scrub(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
     let cmd = match path.as_str() {
         "start" => ScrubCommand::Start,
@@ -210,14 +250,29 @@ pub(super) async fn scrub(svc: web::Data<Coordinator>, path: web::Path<String>) 
         .await
         .map_err(|e| actor_err("resync", e))?
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "scrub_refused", e.to_string()))?;
-    Ok(HttpResponse::Ok().json(json!({ "scrub": path.as_str() })))
+    Ok(HttpResponse::Ok().json(ScrubReply {
+        scrub: path.into_inner(),
+    }))
+}
+
+/// The answer of `POST /v1/scrub/{action}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ScrubReply {
+    /// The action done: `start`, `pause`, `resume` or `cancel`.
+    scrub: String,
 }
 
 #[derive(Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Workers {
+    /// Concurrent resync workers.
+    #[schema(minimum = 1, maximum = 8)]
     resync_workers: Option<u64>,
+    /// Rest after each resync, as a multiple of the time it took.
+    #[schema(minimum = 0, maximum = 100)]
     resync_tranquility: Option<u64>,
+    /// Rest after each scrubbed block, as a multiple of the time it took.
+    #[schema(minimum = 0, maximum = 100)]
     scrub_tranquility: Option<u64>,
 }
 
@@ -227,11 +282,11 @@ async fn workers_json(svc: &Coordinator) -> ApiResult {
         .send(GetResyncStatus)
         .await
         .map_err(|e| actor_err("resync", e))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "resync_workers": s.workers,
-        "resync_tranquility": s.tranquility,
-        "scrub_tranquility": s.scrub.tranquility,
-    })))
+    Ok(HttpResponse::Ok().json(Workers {
+        resync_workers: Some(s.workers as u64),
+        resync_tranquility: Some(u64::from(s.tranquility)),
+        scrub_tranquility: Some(u64::from(s.scrub.tranquility)),
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/workers", tag = "maintenance", responses((status = 200, description = "current settings", body = Workers), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
@@ -351,6 +406,8 @@ mod tests {
         let d: RepairBody = optional_json(b"").expect("empty body");
         assert!(!d.rebuild_rc);
         let d: RepairBody = optional_json(b" \n").expect("whitespace body");
+        assert!(!d.rebuild_rc);
+        let d: RepairBody = optional_json(b"null").expect("null body");
         assert!(!d.rebuild_rc);
         let d: RepairBody = optional_json(br#"{"rebuild_rc":true}"#).expect("valid body");
         assert!(d.rebuild_rc);

@@ -7,15 +7,15 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use blocknode_actors::refcount::RefState;
 use blocknode_actors::storage::BlockLength;
 use blocknode_actors::Hash;
 
+use super::openapi::{BlockBytes, ErrorBody, PutReply};
 use super::{actor_err, parse_hash, parse_ref, ApiError, ApiResult};
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, HolderInfo};
 use crate::http::conditional::{
     decide_range, etag, if_none_match_matches, RangeAnswer, IMMUTABLE_CACHE_CONTROL,
 };
@@ -33,7 +33,7 @@ pub struct HttpLimits {
     pub body_read_timeout: Duration,
 }
 
-#[utoipa::path(put, path = "/v1/blocks", tag = "blocks", params(("ref" = Option<String>, Query, description = "add this ref with the write quorum")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the block's bytes"), responses((status = 201, description = "stored on the write quorum", body = crate::http::openapi::PutReply), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 408, description = "the body stalled (http_body_read_timeout)", body = crate::http::openapi::ErrorBody), (status = 413, description = "larger than max_block_size", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody), (status = 507, description = "disk full on a holder", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(put, path = "/v1/blocks", tag = "blocks", params(("ref" = Option<String>, Query, description = "add this ref with the write quorum: 1-255 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), request_body(content = BlockBytes, content_type = "application/octet-stream", description = "the block's bytes"), responses((status = 201, description = "stored on the write quorum", body = PutReply), (status = 400, description = "malformed hash, ref, body or query", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 408, description = "the body stalled (http_body_read_timeout)", body = ErrorBody), (status = 409, description = "`?ref=` names a ref dropped before (code `ref_dropped`)", body = ErrorBody), (status = 413, description = "larger than max_block_size", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody), (status = 507, description = "disk full on a holder", body = ErrorBody)))]
 pub(super) async fn put_block(
     svc: web::Data<Coordinator>,
     limits: Option<web::Data<HttpLimits>>,
@@ -88,7 +88,10 @@ pub(super) async fn put_block(
         buf.extend_from_slice(&chunk);
     }
     let (hash, size) = svc.put_block(buf.freeze(), ref_id, ram).await?;
-    Ok(HttpResponse::Created().json(json!({"hash": hash.to_hex(), "size": size})))
+    Ok(HttpResponse::Created().json(PutReply {
+        hash: hash.to_hex(),
+        size: size as u64,
+    }))
 }
 
 /// Headers every answer about a block carries: its name, its tag and that it never
@@ -122,7 +125,7 @@ async fn block_len(svc: &Coordinator, hash: Hash) -> Result<u64, ApiError> {
 /// `GET /v1/blocks/{hash}`: the verified bytes, whole or one byte range; 304 when the
 /// client's `If-None-Match` already names it. A range is cut from the whole verified
 /// block, so no byte is served that was not checked against the hash.
-#[utoipa::path(get, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("Range" = Option<String>, Header, description = "one byte range"), ("If-None-Match" = Option<String>, Header, description = "the ETag held"), ("If-Range" = Option<String>, Header, description = "serve the range only for this ETag")), responses((status = 200, description = "the verified bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 206, description = "one byte range of the verified bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 304, description = "the If-None-Match tag names this block"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 404, description = "no holder has it", body = crate::http::openapi::ErrorBody), (status = 416, description = "range outside the block", body = crate::http::openapi::ErrorBody), (status = 503, description = "unavailable: no copy served and some holders could not be asked", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("Range" = Option<String>, Header, description = "one byte range"), ("If-None-Match" = Option<String>, Header, description = "the ETag held"), ("If-Range" = Option<String>, Header, description = "serve the range only for this ETag")), responses((status = 200, description = "the verified bytes", content_type = "application/octet-stream", body = BlockBytes, headers(("ETag" = String, description = "`\"<hash>\"`: the bytes never change"), ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`"), ("X-Block-Hash" = String, description = "the block's hash"))), (status = 206, description = "one byte range of the verified bytes", content_type = "application/octet-stream", body = BlockBytes, headers(("ETag" = String, description = "`\"<hash>\"`: the bytes never change"), ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`"), ("X-Block-Hash" = String, description = "the block's hash"), ("Content-Range" = String, description = "`bytes FIRST-LAST/LENGTH`"))), (status = 304, description = "the If-None-Match tag names this block", headers(("ETag" = String, description = "`\"<hash>\"`: the bytes never change"), ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`"), ("X-Block-Hash" = String, description = "the block's hash"))), (status = 400, description = "malformed hash, ref, body or query", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 404, description = "no holder has it", body = ErrorBody), (status = 416, description = "range outside the block (code `range_not_satisfiable`)", body = ErrorBody, headers(("Content-Range" = String, description = "`bytes */LENGTH`"))), (status = 503, description = "unavailable: no copy served and some holders could not be asked", body = ErrorBody)))]
 pub(super) async fn get_block(
     svc: web::Data<Coordinator>,
     req: HttpRequest,
@@ -151,10 +154,10 @@ pub(super) async fn get_block(
             let mut resp = HttpResponse::RangeNotSatisfiable();
             block_headers(&mut resp, &hash);
             resp.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
-            return Ok(resp.json(json!({
-                "error": format!("range outside block {hash} of {len} bytes"),
-                "code": "range_not_satisfiable",
-            })));
+            return Ok(resp.json(ErrorBody {
+                error: &format!("range outside block {hash} of {len} bytes"),
+                code: "range_not_satisfiable",
+            }));
         }
     };
     resp.content_type("application/octet-stream");
@@ -171,7 +174,7 @@ pub(super) async fn get_block(
 
 /// `HEAD /v1/blocks/{hash}`: presence and length from what the node knows, without
 /// reading or hashing the block when this node holds it.
-#[utoipa::path(head, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits")), responses((status = 200, description = "present; Content-Length is the plain length"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 404, description = "no holder has it"), (status = 503, description = "unavailable: no copy served and some holders could not be asked", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(head, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419")), responses((status = 200, description = "present; Content-Length is the plain length", headers(("ETag" = String, description = "`\"<hash>\"`: the bytes never change"), ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`"), ("X-Block-Hash" = String, description = "the block's hash"))), (status = 400, description = "malformed hash, ref, body or query"), (status = 401, description = "missing or invalid token"), (status = 404, description = "no holder has it"), (status = 503, description = "unavailable: no copy served and some holders could not be asked")))]
 pub(super) async fn head_block(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
     let hash = parse_hash(&path)?;
     let len = block_len(&svc, hash).await?;
@@ -203,7 +206,7 @@ impl actix_web::body::MessageBody for HeadBody {
     }
 }
 
-#[utoipa::path(put, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =")), responses((status = 204, description = "the ref is live (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "the ref was dropped before", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(put, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), responses((status = 204, description = "the ref is live (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 409, description = "the ref was dropped before", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody)))]
 pub(super) async fn add_ref(
     svc: web::Data<Coordinator>,
     path: web::Path<(String, String)>,
@@ -214,7 +217,7 @@ pub(super) async fn add_ref(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(delete, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =")), responses((status = 204, description = "the ref is dropped (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), responses((status = 204, description = "the ref is dropped (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody)))]
 pub(super) async fn drop_ref(
     svc: web::Data<Coordinator>,
     path: web::Path<(String, String)>,
@@ -225,23 +228,61 @@ pub(super) async fn drop_ref(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/v1/blocks/{hash}/info", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits")), responses((status = 200, description = "every holder's view and this node's refs"), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+/// The answer of `GET /v1/blocks/{hash}/info`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct BlockInfoReply {
+    /// The block's hash.
+    hash: String,
+    /// What each node that should hold it (by the layout, and the previous one during a
+    /// transition) says, in placement order: its id (`node`), whether it has a verified
+    /// copy (`present`), its live refs (`rc`), whether its copy may be deleted
+    /// (`deletable`), and why it could not be asked (`error`).
+    holders: Vec<HolderInfo>,
+    /// This node's refs to it.
+    local: LocalRefs,
+}
+
+/// This node's refcount view of a block.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct LocalRefs {
+    /// Live refs.
+    rc: usize,
+    /// Every ref this node knows, live or dropped (a dropped ref is a tombstone until
+    /// the GC delay passes).
+    refs: Vec<RefView>,
+}
+
+/// One ref to a block.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RefView {
+    #[serde(rename = "ref")]
+    ref_id: String,
+    /// `live` or `dropped`.
+    #[schema(pattern = "^(live|dropped)$")]
+    state: &'static str,
+}
+
+#[utoipa::path(get, path = "/v1/blocks/{hash}/info", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419")), responses((status = 200, description = "every holder's view and this node's refs", body = BlockInfoReply), (status = 400, description = "malformed hash", body = ErrorBody), (status = 503, description = "an actor unavailable", body = ErrorBody)))]
 pub(super) async fn block_info(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
     let hash = parse_hash(&path)?;
     let holders = svc.block_info(hash).await;
     let refs = svc.local_refs(hash).await?;
     let local_rc = refs.iter().filter(|(_, s)| *s == RefState::Live).count();
-    let refs: Vec<_> = refs
+    let refs = refs
         .into_iter()
-        .map(|(r, s)| {
-            json!({"ref": r.as_str(), "state": match s { RefState::Live => "live", RefState::Dropped => "dropped" }})
+        .map(|(r, s)| RefView {
+            ref_id: r.as_str().to_string(),
+            state: match s {
+                RefState::Live => "live",
+                RefState::Dropped => "dropped",
+            },
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "hash": hash.to_hex(),
-        "holders": holders,
-        "local": {"rc": local_rc, "refs": refs},
-    })))
+    Ok(HttpResponse::Ok().json(BlockInfoReply {
+        hash: hash.to_hex(),
+        holders,
+        local: LocalRefs { rc: local_rc, refs },
+    }))
 }
 
 /// Longest pause inside a request body when no [`HttpLimits`] are configured.

@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use blocknode_actors::layout::{
-    ApplyLayout, GetLayout, Layout, LayoutChange, LayoutError, LayoutView, MoveSummary,
-    RevertLayout, StageChange, TransitionStatus,
+    ApplyLayout, GetLayout, LayoutChange, LayoutError, LayoutView, MoveSummary, RevertLayout,
+    StageChange, TransitionStatus,
 };
 use blocknode_actors::NodeId;
 
@@ -28,11 +28,15 @@ use crate::coordinator::Coordinator as Service;
 #[serde(deny_unknown_fields)]
 pub struct StageBody {
     /// `assign` (add a node or change it) or `remove`.
+    #[schema(pattern = "^(assign|remove)$")]
     pub op: String,
     /// The node id: 64 hex digits.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub id: String,
     /// `assign` only: zone, capacity (at least 1) and QUIC address `HOST:PORT`.
+    #[schema(min_length = 1)]
     pub zone: Option<String>,
+    #[schema(minimum = 1)]
     pub capacity: Option<u64>,
     pub addr: Option<String>,
 }
@@ -101,73 +105,226 @@ impl StageBody {
     }
 }
 
-fn moves_json(m: &MoveSummary) -> Value {
-    json!({
-        "partitions_changed": m.partitions_changed,
-        "replicas_moved": m.replicas_moved,
-        "replicas_total": m.replicas_total,
-        "nodes": m.nodes.iter().map(|n| json!({"id": n.id.to_hex(), "before": n.before, "after": n.after})).collect::<Vec<_>>(),
-    })
+/// What applying the staged changes moves (`preview` of `GET /v1/layout`, and the
+/// answer of `POST /v1/layout/apply`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct MovesView {
+    /// Partitions whose holder set changes.
+    partitions_changed: usize,
+    /// Replicas that land on a node that did not hold them.
+    replicas_moved: usize,
+    /// Every replica of the new table.
+    replicas_total: usize,
+    /// Per node (old and new members): replicas held before and after.
+    nodes: Vec<NodeMovesView>,
 }
 
-fn change_json(c: &LayoutChange) -> Value {
-    match c {
-        LayoutChange::Assign {
-            id,
-            addr,
-            zone,
-            capacity,
-        } => {
-            json!({"op": "assign", "id": id.to_hex(), "addr": addr.to_string(), "zone": zone, "capacity": capacity})
+/// One node's share of a [`MovesView`].
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct NodeMovesView {
+    id: String,
+    before: usize,
+    after: usize,
+}
+
+impl From<&MoveSummary> for MovesView {
+    fn from(m: &MoveSummary) -> Self {
+        MovesView {
+            partitions_changed: m.partitions_changed,
+            replicas_moved: m.replicas_moved,
+            replicas_total: m.replicas_total,
+            nodes: m
+                .nodes
+                .iter()
+                .map(|n| NodeMovesView {
+                    id: n.id.to_hex(),
+                    before: n.before,
+                    after: n.after,
+                })
+                .collect(),
         }
-        LayoutChange::Remove { id } => json!({"op": "remove", "id": id.to_hex()}),
     }
 }
 
-/// The transition figures (also in `GET /v1/status`).
+/// A staged change, as `POST /v1/layout/stage` took it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum ChangeView {
+    Assign {
+        id: String,
+        addr: String,
+        zone: String,
+        capacity: u64,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+impl From<&LayoutChange> for ChangeView {
+    fn from(c: &LayoutChange) -> Self {
+        match c {
+            LayoutChange::Assign {
+                id,
+                addr,
+                zone,
+                capacity,
+            } => ChangeView::Assign {
+                id: id.to_hex(),
+                addr: addr.to_string(),
+                zone: zone.clone(),
+                capacity: *capacity,
+            },
+            LayoutChange::Remove { id } => ChangeView::Remove { id: id.to_hex() },
+        }
+    }
+}
+
+/// The running transition's figures (also in `GET /v1/status`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TransitionView {
+    /// The layout version being moved to.
+    version: u64,
+    partitions_moving: usize,
+    partitions_left: u64,
+    blocks_left: u64,
+    bytes_left: u64,
+    /// New holders whose progress is not known yet.
+    holders_unknown: Vec<String>,
+    rate_bytes_per_sec: f64,
+    eta_secs: Option<f64>,
+}
+
+impl From<&TransitionStatus> for TransitionView {
+    fn from(t: &TransitionStatus) -> Self {
+        TransitionView {
+            version: t.version,
+            partitions_moving: t.partitions_moving,
+            partitions_left: t.partitions_left,
+            blocks_left: t.blocks_left,
+            bytes_left: t.bytes_left,
+            holders_unknown: t.holders_unknown.iter().map(|n| n.to_hex()).collect(),
+            rate_bytes_per_sec: t.rate_bytes_per_sec,
+            eta_secs: t.eta_secs,
+        }
+    }
+}
+
+/// The transition figures as JSON (the `transition` of `GET /v1/status`).
 pub fn transition_json(t: &TransitionStatus) -> Value {
-    json!({
-        "version": t.version,
-        "partitions_moving": t.partitions_moving,
-        "partitions_left": t.partitions_left,
-        "blocks_left": t.blocks_left,
-        "bytes_left": t.bytes_left,
-        "holders_unknown": t.holders_unknown.iter().map(|n| n.to_hex()).collect::<Vec<_>>(),
-        "rate_bytes_per_sec": t.rate_bytes_per_sec,
-        "eta_secs": t.eta_secs,
-    })
+    // A struct of numbers, strings and options always serialises.
+    serde_json::to_value(TransitionView::from(t)).unwrap_or(Value::Null)
 }
 
-fn layout_json(l: &Layout) -> Value {
-    let load = |id: &NodeId| l.table.iter().filter(|row| row.contains(id)).count();
-    json!({
-        "version": l.version,
-        "digest": l.digest().to_hex(),
-        "replication_factor": l.replication,
-        "partitions": l.partitions,
-        "in_transition": l.in_transition(),
-        "members": l.members.iter().map(|m| json!({
-            "id": m.id.to_hex(), "addr": m.addr.to_string(), "zone": m.zone,
-            "capacity": m.capacity, "partitions": load(&m.id),
-        })).collect::<Vec<_>>(),
-        "retiring": l.retiring.iter().map(|m| json!({"id": m.id.to_hex(), "addr": m.addr.to_string()})).collect::<Vec<_>>(),
-    })
+/// A member of the layout in force.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct MemberView {
+    id: String,
+    addr: String,
+    zone: String,
+    capacity: u64,
+    /// Partitions it holds a replica of.
+    partitions: usize,
 }
 
-fn view_json(v: &LayoutView) -> Value {
-    let mut out = layout_json(&v.current);
-    out["staged"] = v.staged.iter().map(change_json).collect();
-    out["preview"] = match &v.preview {
-        Some((next, moves)) => json!({"version": next.version, "moves": moves_json(moves)}),
-        None => Value::Null,
-    };
-    out["transition"] = v.transition.as_ref().map_or(Value::Null, transition_json);
-    out["disagreeing_peers"] = v
-        .disagreeing
-        .iter()
-        .map(|(id, s)| json!({"id": id.to_hex(), "version": s.version}))
-        .collect();
-    out
+/// A node that left the layout and still hands its data over.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RetiringView {
+    id: String,
+    addr: String,
+}
+
+/// What applying the staged changes would give.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PreviewView {
+    version: u64,
+    moves: MovesView,
+}
+
+/// A peer whose layout is not ours.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PeerLayoutView {
+    id: String,
+    version: u64,
+}
+
+/// The answer of `GET /v1/layout` and `POST /v1/layout/stage`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct LayoutReply {
+    version: u64,
+    /// The layout's digest (64 hex digits): equal digests, equal layouts.
+    digest: String,
+    replication_factor: usize,
+    partitions: usize,
+    in_transition: bool,
+    members: Vec<MemberView>,
+    retiring: Vec<RetiringView>,
+    staged: Vec<ChangeView>,
+    preview: Option<PreviewView>,
+    transition: Option<TransitionView>,
+    disagreeing_peers: Vec<PeerLayoutView>,
+}
+
+impl From<&LayoutView> for LayoutReply {
+    fn from(v: &LayoutView) -> Self {
+        let l = &v.current;
+        let load = |id: &NodeId| l.table.iter().filter(|row| row.contains(id)).count();
+        LayoutReply {
+            version: l.version,
+            digest: l.digest().to_hex(),
+            replication_factor: l.replication,
+            partitions: l.partitions,
+            in_transition: l.in_transition(),
+            members: l
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    id: m.id.to_hex(),
+                    addr: m.addr.to_string(),
+                    zone: m.zone.clone(),
+                    capacity: m.capacity,
+                    partitions: load(&m.id),
+                })
+                .collect(),
+            retiring: l
+                .retiring
+                .iter()
+                .map(|m| RetiringView {
+                    id: m.id.to_hex(),
+                    addr: m.addr.to_string(),
+                })
+                .collect(),
+            staged: v.staged.iter().map(ChangeView::from).collect(),
+            preview: v.preview.as_ref().map(|(next, moves)| PreviewView {
+                version: next.version,
+                moves: moves.into(),
+            }),
+            transition: v.transition.as_ref().map(TransitionView::from),
+            disagreeing_peers: v
+                .disagreeing
+                .iter()
+                .map(|(id, s)| PeerLayoutView {
+                    id: id.to_hex(),
+                    version: s.version,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The answer of `POST /v1/layout/apply`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Applied {
+    /// The version now in force.
+    version: u64,
+    moves: MovesView,
+}
+
+/// The answer of `POST /v1/layout/revert`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Reverted {
+    /// Staged changes dropped.
+    dropped: usize,
 }
 
 /// The `layout` object of `GET /v1/status`.
@@ -191,17 +348,17 @@ pub async fn status_json(svc: &Service) -> Result<Value, ApiError> {
     }))
 }
 
-#[utoipa::path(get, path = "/v1/layout", tag = "layout", responses((status = 200, description = "the layout in force (version, members with their partition counts, rf, partitions), staged changes with what applying them would move, the running transition"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/layout", tag = "layout", responses((status = 200, description = "the layout in force (version, members with their partition counts, rf, partitions), staged changes with what applying them would move, the running transition", body = LayoutReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn get_layout(svc: web::Data<Service>) -> ApiResult {
     let v = svc
         .layout_actor
         .send(GetLayout)
         .await
         .map_err(|e| actor_err("layout", e))?;
-    Ok(HttpResponse::Ok().json(view_json(&v)))
+    Ok(HttpResponse::Ok().json(LayoutReply::from(&v)))
 }
 
-#[utoipa::path(post, path = "/v1/layout/stage", tag = "layout", request_body = StageBody, responses((status = 200, description = "staged; the answer is GET /v1/layout's, with the preview of what applying would move"), (status = 400, description = "malformed body, id or address", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: not a member, or no valid layout results", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/stage", tag = "layout", request_body = StageBody, responses((status = 200, description = "staged; the answer is GET /v1/layout's, with the preview of what applying would move", body = LayoutReply), (status = 400, description = "malformed body, id or address", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: not a member, or no valid layout results", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn stage(svc: web::Data<Service>, body: web::Json<StageBody>) -> ApiResult {
     let change = body.change()?;
     let v = svc
@@ -210,10 +367,10 @@ pub async fn stage(svc: web::Data<Service>, body: web::Json<StageBody>) -> ApiRe
         .await
         .map_err(|e| actor_err("layout", e))?
         .map_err(layout_err)?;
-    Ok(HttpResponse::Ok().json(view_json(&v)))
+    Ok(HttpResponse::Ok().json(LayoutReply::from(&v)))
 }
 
-#[utoipa::path(post, path = "/v1/layout/apply", tag = "layout", request_body = ApplyBody, responses((status = 200, description = "applied: {version, moves}"), (status = 400, description = "malformed body", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: nothing staged, or version is not current + 1", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/apply", tag = "layout", request_body = ApplyBody, responses((status = 200, description = "applied: the version in force and what moves", body = Applied), (status = 400, description = "malformed body", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: nothing staged, or version is not current + 1", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn apply(svc: web::Data<Service>, body: web::Json<ApplyBody>) -> ApiResult {
     let a = svc
         .layout_actor
@@ -223,10 +380,13 @@ pub async fn apply(svc: web::Data<Service>, body: web::Json<ApplyBody>) -> ApiRe
         .await
         .map_err(|e| actor_err("layout", e))?
         .map_err(layout_err)?;
-    Ok(HttpResponse::Ok().json(json!({"version": a.version, "moves": moves_json(&a.moves)})))
+    Ok(HttpResponse::Ok().json(Applied {
+        version: a.version,
+        moves: (&a.moves).into(),
+    }))
 }
 
-#[utoipa::path(post, path = "/v1/layout/revert", tag = "layout", responses((status = 200, description = "staged changes dropped: {dropped}"), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/revert", tag = "layout", responses((status = 200, description = "staged changes dropped", body = Reverted), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn revert(svc: web::Data<Service>) -> ApiResult {
     let dropped = svc
         .layout_actor
@@ -234,5 +394,5 @@ pub async fn revert(svc: web::Data<Service>) -> ApiResult {
         .await
         .map_err(|e| actor_err("layout", e))?
         .map_err(layout_err)?;
-    Ok(HttpResponse::Ok().json(json!({ "dropped": dropped })))
+    Ok(HttpResponse::Ok().json(Reverted { dropped }))
 }

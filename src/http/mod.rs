@@ -29,7 +29,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use serde_json::json;
 
 use actix::Addr;
 use actix_web::http::Method;
@@ -77,7 +76,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
-        HttpResponse::build(self.status).json(json!({"error": self.message, "code": self.code}))
+        HttpResponse::build(self.status).json(openapi::ErrorBody {
+            error: &self.message,
+            code: self.code,
+        })
     }
 }
 
@@ -306,12 +308,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The OpenAPI document of this API (no token: it describes, it reveals nothing).
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()), responses((status = 200, description = "the OpenAPI 3.1 document of this API")))]
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()), responses((status = 200, description = "the OpenAPI 3.1 document of this API", body = Object)))]
 async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(crate::http::openapi::document())
 }
 
-#[utoipa::path(get, path = "/health", tag = "node", security(()), responses((status = 200, description = "the node serves")))]
+/// The answer of `GET /health`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`: the node serves.
+    #[schema(value_type = String, pattern = "^ok$")]
+    status: &'static str,
+}
+
+#[utoipa::path(get, path = "/health", tag = "node", security(()), responses((status = 200, description = "the node serves", body = Health)))]
 async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }

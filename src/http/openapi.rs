@@ -2,33 +2,86 @@
 //! attributes in [`crate::http`] and served at `GET /v1/openapi.json`. A test checks that
 //! every route `http::configure` registers is in it.
 
+use actix_web::http::Method;
+use serde::Serialize;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+use blocknode_actors::tokens::Scope;
 
 use crate::http::{self, admin, blocks, layout, page, tokens};
 
-/// Every error's body.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
+/// Every error's body, as [`super::ApiError`] writes it.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
     /// What went wrong, for people.
-    error: String,
-    /// A stable machine code: `bad_request`, `unauthorized`, `not_found`, `no_route`,
-    /// `too_large`, `body_timeout`, `range_not_satisfiable`, `ref_dropped`,
-    /// `quorum_failed`, `unavailable`, `disk_full`, `repair_refused`, `scrub_refused`,
-    /// `internal`.
-    code: String,
+    pub error: &'a str,
+    /// What went wrong, for programs: one of [`ErrorCode`].
+    #[schema(value_type = ErrorCode)]
+    pub code: &'a str,
+}
+
+/// The stable machine codes of errors. Handlers name them as strings
+/// ([`super::ApiError::new`]); a test checks that every code the HTTP sources use is
+/// one of these.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ErrorCode {
+    /// 400: a malformed hash, ref, name, query, path or JSON body.
+    BadRequest,
+    /// 401: no token, or one the node does not know (the same answer for both).
+    Unauthorized,
+    /// 403: a known token whose scope does not cover the route.
+    Forbidden,
+    /// 404: no such block or token.
+    NotFound,
+    /// 404: no such route (or method on it), or an unknown scrub action.
+    NoRoute,
+    /// 408: a request body stalled longer than `http_body_read_timeout`.
+    BodyTimeout,
+    /// 409: the ref was dropped before and cannot be added again.
+    RefDropped,
+    /// 409: a live token has this name.
+    TokenExists,
+    /// 409: the layout change or apply was refused.
+    LayoutRefused,
+    /// 409: a repair is already running.
+    RepairRefused,
+    /// 409: the scrub cannot do that in its state.
+    ScrubRefused,
+    /// 413: larger than `max_block_size` or the JSON body limit.
+    TooLarge,
+    /// 416: the byte range lies outside the block.
+    RangeNotSatisfiable,
+    /// 500: a broken invariant (never expected; logged).
+    Internal,
+    /// 503: an actor or the holders could not be reached.
+    Unavailable,
+    /// 503: fewer holders than the quorum answered.
+    QuorumFailed,
+    /// 503: this node is not in the cluster layout yet.
+    NotInLayout,
+    /// 507: a holder's disk is full.
+    DiskFull,
 }
 
 /// The answer of `PUT /v1/blocks`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct PutReply {
     /// The block's name: 64 lowercase hex digits.
-    hash: String,
+    pub hash: String,
     /// Its plain length in bytes.
-    size: u64,
+    pub size: u64,
 }
+
+/// A block's raw bytes (`PUT /v1/blocks` takes them, `GET /v1/blocks/{hash}` gives them).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct BlockBytes(Vec<u8>);
 
 /// Declares the bearer token every route but the open ones needs.
 struct BearerToken;
@@ -40,6 +93,108 @@ impl Modify for BearerToken {
             "token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Adds the answers every route with a token can give, so the handlers' attributes
+/// list only their own: 401 and 403 from [`super::require_token`], 503 `not_in_layout`
+/// on the block routes of a node no layout names yet, and on the routes that read a
+/// JSON body, 400 (unreadable) and 413 (over the JSON limit).
+struct CommonResponses;
+
+/// An error answer with the [`ErrorBody`] schema (no body for `HEAD`).
+fn error_response(method: &Method, description: &str) -> utoipa::openapi::Response {
+    let resp = ResponseBuilder::new().description(description);
+    if *method == Method::HEAD {
+        return resp.build();
+    }
+    resp.content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    )
+    .build()
+}
+
+fn add_response(op: &mut Operation, method: &Method, status: &str, description: &str) {
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| error_response(method, description).into());
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        // `PUT /v1/blocks` with no body stores the empty block (a block of 0 bytes is
+        // valid), so its body is not required.
+        let put = doc
+            .paths
+            .paths
+            .get_mut("/v1/blocks")
+            .and_then(|p| p.put.as_mut());
+        if let Some(body) = put.and_then(|op| op.request_body.as_mut()) {
+            body.required = Some(Required::False);
+        }
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                (Method::GET, &mut item.get),
+                (Method::PUT, &mut item.put),
+                (Method::POST, &mut item.post),
+                (Method::DELETE, &mut item.delete),
+                (Method::HEAD, &mut item.head),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                let open = op.security.as_ref().is_some_and(|s| {
+                    serde_json::to_value(s).is_ok_and(|v| v == serde_json::json!([{}]))
+                });
+                if open {
+                    continue;
+                }
+                add_response(
+                    op,
+                    &method,
+                    "401",
+                    "missing or invalid token (code `unauthorized`)",
+                );
+                if super::needed_scope(&method, path) != Scope::Read {
+                    // Every token has at least the read scope.
+                    add_response(
+                        op,
+                        &method,
+                        "403",
+                        "the token's scope does not cover this route (code `forbidden`)",
+                    );
+                }
+                if path.starts_with("/v1/blocks") {
+                    add_response(
+                        op,
+                        &method,
+                        "503",
+                        "unavailable, quorum failed or this node is not in the layout yet",
+                    );
+                }
+                if op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"))
+                {
+                    add_response(
+                        op,
+                        &method,
+                        "400",
+                        "malformed JSON body (code `bad_request`)",
+                    );
+                    add_response(
+                        op,
+                        &method,
+                        "413",
+                        "JSON body over the limit (code `too_large`)",
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -55,11 +210,11 @@ impl Modify for BearerToken {
         tokens::revoke_token, layout::get_layout, layout::stage, layout::apply, layout::revert,
     ),
     components(schemas(
-        ErrorBody, PutReply, admin::Workers, admin::RetryBody, admin::RepairBody,
+        ErrorBody, ErrorCode, PutReply, BlockBytes, admin::Workers, admin::RetryBody, admin::RepairBody,
         tokens::CreateBody, tokens::CreatedView, tokens::TokenList, tokens::TokenView,
         layout::StageBody, layout::ApplyBody,
     )),
-    modifiers(&BearerToken),
+    modifiers(&BearerToken, &CommonResponses),
     security(("token" = [])),
 )]
 struct ApiDoc;
@@ -115,6 +270,160 @@ mod tests {
         }
     }
 
+    /// Every answer but 204, 304 and those to `HEAD` has a body, so each must say what
+    /// it is: a content type with a schema (an error's is `ErrorBody`).
+    #[test]
+    fn every_answer_with_a_body_has_a_schema() {
+        let doc = serde_json::to_value(document()).expect("document serialises");
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut json_answers = 0;
+        for (path, item) in paths {
+            for (method, op) in item.as_object().expect("path item") {
+                let responses = op["responses"].as_object().expect("responses");
+                assert!(!responses.is_empty(), "{method} {path} documents no answer");
+                for (status, resp) in responses {
+                    let what = format!("{} {path} → {status}", method.to_uppercase());
+                    if method == "head" || status == "204" || status == "304" {
+                        assert!(resp.get("content").is_none(), "{what} has no body");
+                        continue;
+                    }
+                    let content = resp["content"]
+                        .as_object()
+                        .unwrap_or_else(|| panic!("{what}: no content type documented"));
+                    for (ctype, media) in content {
+                        assert!(
+                            media["schema"].is_object(),
+                            "{what} ({ctype}) has no schema"
+                        );
+                        json_answers += usize::from(ctype == "application/json");
+                    }
+                    if !status.starts_with('2') {
+                        assert_eq!(
+                            content["application/json"]["schema"]["$ref"],
+                            "#/components/schemas/ErrorBody",
+                            "{what}: errors answer ErrorBody"
+                        );
+                    }
+                }
+                let json_ok = responses.iter().any(|(status, r)| {
+                    status.starts_with('2')
+                        && r["content"]["application/json"]["schema"].is_object()
+                });
+                let not_json = matches!(
+                    (method.as_str(), path.as_str()),
+                    ("get", "/" | "/metrics" | "/v1/blocks/{hash}")
+                ) || method == "head"
+                    || responses.keys().any(|s| s == "204");
+                assert!(
+                    json_ok || not_json,
+                    "{} {path}: no success answer with a JSON schema",
+                    method.to_uppercase()
+                );
+            }
+        }
+        assert!(
+            json_answers > 50,
+            "only {json_answers} JSON answers documented"
+        );
+    }
+
+    /// The `code`s the HTTP sources give: the string after `StatusCode::X,` and after
+    /// `code:` (whitespace taken out, so rustfmt's line breaks do not matter).
+    fn codes_in_sources() -> Vec<String> {
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("admin.rs"),
+            include_str!("blocks.rs"),
+            include_str!("layout.rs"),
+            include_str!("tokens.rs"),
+            include_str!("metrics.rs"),
+            include_str!("page.rs"),
+            include_str!("conditional.rs"),
+        ];
+        let mut codes = Vec::new();
+        for src in sources {
+            // The code, not its tests (which name codes in assertions).
+            let src = src.split("#[cfg(test)]").next().unwrap_or(src);
+            let src: String = src.split_whitespace().collect();
+            for piece in src.split("StatusCode::").skip(1) {
+                let rest = piece.trim_start_matches(|c: char| c.is_ascii_uppercase() || c == '_');
+                if let Some(lit) = rest.strip_prefix(",\"") {
+                    codes.push(lit[..lit.find('"').expect("closing quote")].to_string());
+                }
+            }
+            for piece in src.split("code:\"").skip(1) {
+                codes.push(piece[..piece.find('"').expect("closing quote")].to_string());
+            }
+        }
+        codes
+    }
+
+    #[test]
+    fn every_error_code_the_handlers_give_is_in_the_document() {
+        let doc = serde_json::to_value(document()).expect("document serialises");
+        let schema = &doc["components"]["schemas"]["ErrorCode"];
+        let mut listed: Vec<String> = Vec::new();
+        let mut collect = |v: &serde_json::Value| {
+            for c in v["enum"].as_array().into_iter().flatten() {
+                listed.push(c.as_str().expect("a string code").to_string());
+            }
+        };
+        collect(schema);
+        for one in schema["oneOf"].as_array().into_iter().flatten() {
+            collect(one);
+        }
+        let used = codes_in_sources();
+        assert!(used.len() >= 15, "codes read from the sources: {used:?}");
+        for code in &used {
+            assert!(
+                listed.contains(code),
+                "code {code:?} is answered but not in the ErrorCode schema {listed:?}"
+            );
+        }
+        let error_body = &doc["components"]["schemas"]["ErrorBody"];
+        assert_eq!(
+            error_body["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+    }
+
+    /// The example hash of the block routes (the fuzzer's examples phase asks for it;
+    /// `.ci/contract` stores that block first).
+    const EXAMPLE_HASH: &str = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419";
+
+    #[test]
+    fn the_example_hash_is_the_empty_block() {
+        assert_eq!(
+            blocknode_actors::hash::blake2sum(b"").to_hex(),
+            EXAMPLE_HASH
+        );
+    }
+
+    #[test]
+    fn block_hashes_are_described_with_their_pattern() {
+        let doc = serde_json::to_value(document()).expect("document serialises");
+        for (path, method) in [
+            ("/v1/blocks/{hash}", "get"),
+            ("/v1/blocks/{hash}", "head"),
+            ("/v1/blocks/{hash}/info", "get"),
+            ("/v1/blocks/{hash}/refs/{ref}", "put"),
+            ("/v1/blocks/{hash}/refs/{ref}", "delete"),
+        ] {
+            let params = doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} has parameters"));
+            let hash = params
+                .iter()
+                .find(|p| p["name"] == "hash")
+                .unwrap_or_else(|| panic!("{method} {path} has a hash parameter"));
+            assert_eq!(hash["in"], "path");
+            assert_eq!(
+                hash["schema"]["pattern"], "^[0-9a-f]{64}$",
+                "{method} {path}"
+            );
+        }
+    }
+
     #[test]
     fn the_open_routes_need_no_token_and_the_others_do() {
         let doc = serde_json::to_value(document()).expect("document serialises");
@@ -125,6 +434,32 @@ mod tests {
                 serde_json::json!([{}]),
                 "{path}"
             );
+            assert!(
+                doc["paths"][path]["get"]["responses"]["401"].is_null(),
+                "{path}"
+            );
         }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["token"],
+            serde_json::json!({"type": "http", "scheme": "bearer"})
+        );
+        // Every other operation takes the document's token requirement and says what a
+        // missing token gets; `/metrics` is one of them (it needs an admin token).
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                if ["/", "/health", "/v1/openapi.json"].contains(&path.as_str()) {
+                    continue;
+                }
+                assert!(
+                    op["security"].is_null(),
+                    "{method} {path} overrides security"
+                );
+                assert!(
+                    op["responses"]["401"].is_object(),
+                    "{method} {path} lacks 401"
+                );
+            }
+        }
+        assert!(doc["paths"]["/metrics"]["get"]["responses"]["403"].is_object());
     }
 }

@@ -9,7 +9,7 @@ use actix_web::HttpResponse;
 /// The page, compiled into the binary.
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
-#[utoipa::path(get, path = "/", tag = "node", security(()), responses((status = 200, description = "the status page (HTML; it asks for a token and reads the JSON API)", content_type = "text/html")))]
+#[utoipa::path(get, path = "/", tag = "node", security(()), responses((status = 200, description = "the status page (HTML; it asks for a token and reads the JSON API)", content_type = "text/html", body = String)))]
 pub(super) async fn status_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

@@ -35,8 +35,10 @@ fn parse_name(s: &str) -> Result<TokenName, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBody {
     /// 1–64 characters of `A-Z a-z 0-9 . _ -`, unique among live tokens.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     name: String,
     /// `read`, `write` or `admin`.
+    #[schema(pattern = "^(read|write|admin)$")]
     scope: String,
 }
 
@@ -115,7 +117,7 @@ pub(super) async fn list_tokens(tokens: web::Data<Addr<TokenActor>>) -> ApiResul
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path, description = "the token's name")), responses((status = 204, description = "revoked here at once and pushed to every node (idempotent)"), (status = 400, description = "malformed name", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 403, description = "the token's scope is not admin", body = crate::http::openapi::ErrorBody), (status = 404, description = "no token ever had this name", body = crate::http::openapi::ErrorBody), (status = 503, description = "an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path, description = "the token's name: 1-64 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,64}$")), responses((status = 204, description = "revoked here at once and pushed to every node (idempotent)"), (status = 400, description = "malformed name", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 403, description = "the token's scope is not admin", body = crate::http::openapi::ErrorBody), (status = 404, description = "no token ever had this name", body = crate::http::openapi::ErrorBody), (status = 503, description = "an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn revoke_token(
     tokens: web::Data<Addr<TokenActor>>,
     path: web::Path<String>,

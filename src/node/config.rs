@@ -362,7 +362,12 @@ impl Config {
 
     /// The embedded single-node default: everything under `./blocknode-data`.
     pub fn embedded_default() -> Config {
-        let base = PathBuf::from(DEFAULT_BASE_DIR);
+        Config::embedded_under(Path::new(DEFAULT_BASE_DIR))
+    }
+
+    /// The embedded single-node default with everything under `base`
+    /// (`blocknode run --dir DIR`).
+    pub fn embedded_under(base: &Path) -> Config {
         Config {
             data_dir: Some(base.join("data")),
             data_dirs: Vec::new(),
@@ -703,5 +708,33 @@ admin_token_file = "t"
     #[test]
     fn embedded_default_is_valid() {
         Config::embedded_default().validate().unwrap();
+    }
+
+    #[test]
+    fn embedded_under_a_dir_keeps_every_file_there() {
+        let base = Path::new("/tmp/elsewhere");
+        let cfg = Config::embedded_under(base);
+        cfg.validate().expect("valid");
+        let paths = [
+            cfg.data_dir.clone().expect("one data dir"),
+            cfg.metadata_dir.clone(),
+            cfg.ca_cert.clone(),
+            cfg.node_cert.clone(),
+            cfg.node_key.clone(),
+            cfg.admin_token_file.clone(),
+        ];
+        for p in paths {
+            assert!(
+                p.starts_with(base),
+                "{} is outside {}",
+                p.display(),
+                base.display()
+            );
+        }
+        let default = Config::embedded_default();
+        assert_eq!(
+            default.metadata_dir,
+            Path::new(DEFAULT_BASE_DIR).join("meta")
+        );
     }
 }

@@ -3,15 +3,18 @@
 
 use serde::Serialize;
 
-/// One entry of the errors table.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One entry of the errors table (its schema is in the HTTP API's OpenAPI document).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ResyncErrorInfo {
+    /// The block's hash.
     pub hash: String,
+    /// Failed tries in a row.
     pub count: u64,
     /// ms since the epoch.
     pub last_try: u64,
     /// ms since the epoch.
     pub next_try: u64,
+    /// The last failure.
     pub error: String,
 }
 
