@@ -1,0 +1,240 @@
+//! The read side of the client path: this node first, then the peers hedged after each
+//! one's recent p95; the first verified copy wins, and holders that lacked it are asked
+//! to resync it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use blocknode_actors::frame::{BlockRpc, ErrorCode};
+use blocknode_actors::peer::{Call, HedgedCall, PlanRead, Priority, RpcError};
+use blocknode_actors::resync::{Schedule, ScheduleReason};
+use blocknode_actors::storage::{ReadBlock, StorageError};
+use blocknode_actors::{Hash, NodeId, Placement};
+
+use super::{Coordinator, CoordinatorError};
+
+/// How the holders that did not serve a read ended.
+#[derive(Debug, Default)]
+struct ReadTally {
+    /// Answered "not here" or sent a rotten copy: asked to resync afterwards.
+    lacking: Vec<NodeId>,
+    /// Could not be asked or gave no usable answer (down, timeout, protocol error).
+    unreachable: Vec<NodeId>,
+}
+
+/// One holder's answer to a read.
+enum HolderAnswer {
+    Served(Bytes),
+    Lacking,
+    Unreachable,
+}
+
+impl Coordinator {
+    /// Read a block. This node first when it holds one; then the peers in the order
+    /// the peer actor gives ([`PlanRead`]: up peers fastest first, stalled and down
+    /// peers last), hedged: when the peer asked last has not answered within its hedge
+    /// delay (about its recent p95), the next one is asked too. The first verified copy
+    /// wins and the reads still running are cancelled. Holders that lacked it or had it
+    /// rotten are asked to resync it. `NotFound` only when every holder answered "not
+    /// here" (or rotten); when some could not be asked, `Unavailable` naming them.
+    pub async fn get_block(&self, hash: Hash) -> Result<Bytes, CoordinatorError> {
+        let holders = self.holders(&hash);
+        let mut tally = ReadTally::default();
+        let mut found = None;
+        if holders.contains(&self.self_id) {
+            // The storage actor verified the copy it read: do not hash it again.
+            match self.storage.send(ReadBlock { hash }).await {
+                Ok(Ok(data)) => match data.into_plain_verified(&hash) {
+                    // Charged once read (its size was unknown before): it is held until
+                    // the response body has been sent.
+                    Ok(plain) => found = Some(self.hold_ram(plain).await?),
+                    Err(e) => {
+                        tracing::error!(hash = %hash.short(), "local read returned unverified data: {e}");
+                        tally.unreachable.push(self.self_id);
+                    }
+                },
+                Ok(Err(StorageError::NotFound { .. }))
+                | Ok(Err(StorageError::Corrupted { .. })) => tally.lacking.push(self.self_id),
+                Ok(Err(e)) => {
+                    tracing::warn!(hash = %hash.short(), "local read failed: {e}");
+                    tally.unreachable.push(self.self_id);
+                }
+                Err(e) => return Err(CoordinatorError::Internal(format!("storage actor: {e}"))),
+            }
+        }
+        if found.is_none() {
+            let remote: Vec<NodeId> = holders
+                .iter()
+                .copied()
+                .filter(|n| *n != self.self_id)
+                .collect();
+            found = self.hedged_remote_read(hash, remote, &mut tally).await?;
+        }
+        if found.is_none() {
+            // A transition runs: the old holders may be the only ones with it yet. Their
+            // lack is not repaired (they are giving the block up).
+            let old: Vec<NodeId> = self
+                .placement()
+                .previous_nodes(&hash)
+                .into_iter()
+                .filter(|n| !holders.contains(n) && *n != self.self_id)
+                .collect();
+            let mut old_tally = ReadTally::default();
+            found = self.hedged_remote_read(hash, old, &mut old_tally).await?;
+            if found.is_none() {
+                tally.unreachable.extend(old_tally.unreachable);
+            }
+        }
+        for node in std::mem::take(&mut tally.lacking) {
+            self.ask_resync(node, hash);
+        }
+        match found {
+            Some(plain) => {
+                self.metrics.bytes_read.inc_by(plain.len() as u64);
+                Ok(plain)
+            }
+            None if tally.unreachable.is_empty() => Err(CoordinatorError::NotFound(hash)),
+            None => Err(CoordinatorError::Unavailable {
+                hash,
+                unreachable: tally.unreachable,
+            }),
+        }
+    }
+
+    /// The hedged part of [`Self::get_block`] over the peers `remote`; every holder that
+    /// ends without serving the block lands in `tally` (lacking or unreachable).
+    async fn hedged_remote_read(
+        &self,
+        hash: Hash,
+        remote: Vec<NodeId>,
+        tally: &mut ReadTally,
+    ) -> Result<Option<Bytes>, CoordinatorError> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+
+        if remote.is_empty() {
+            return Ok(None);
+        }
+        let plan = self
+            .peers
+            .send(PlanRead { holders: remote })
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("peer actor: {e}")))?;
+        let mut next = plan.order.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut hedge_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            // Ask the next holder when none is running or the last one asked is late.
+            let launch = running.is_empty() || hedge_timer.as_ref().is_some_and(|t| t.is_elapsed());
+            if launch {
+                match next.next() {
+                    Some((node, hedge)) => {
+                        running.push(self.ask_holder(hash, node));
+                        hedge_timer = Some(Box::pin(tokio::time::sleep(hedge)));
+                        continue;
+                    }
+                    None if running.is_empty() => return Ok(None),
+                    None => hedge_timer = None,
+                }
+            }
+            let outcome = match hedge_timer.as_mut() {
+                Some(t) => tokio::select! {
+                    o = running.next() => o,
+                    _ = t.as_mut() => continue,
+                },
+                None => running.next().await,
+            };
+            // Not None: `running` was not empty.
+            let Some((node, outcome)) = outcome else {
+                continue;
+            };
+            match outcome {
+                // Dropping `running` cancels the reads still in flight.
+                HolderAnswer::Served(plain) => return Ok(Some(plain)),
+                HolderAnswer::Lacking => tally.lacking.push(node),
+                HolderAnswer::Unreachable => tally.unreachable.push(node),
+            }
+            // A holder ended without the block: ask the next one now.
+            if let Some(t) = hedge_timer.as_mut() {
+                t.as_mut().reset(tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// Ask one peer for the block and verify what it sends (on a blocking thread: every
+    /// served byte is checked here). Dropping the future cancels the read.
+    async fn ask_holder(&self, hash: Hash, node: NodeId) -> (NodeId, HolderAnswer) {
+        let (_cancel_on_drop, cancel) = tokio::sync::oneshot::channel();
+        let reply = self
+            .peers
+            .send(HedgedCall {
+                call: Call {
+                    node,
+                    rpc: BlockRpc::GetBlock(hash),
+                    timeout: self.cfg.block_rw_timeout,
+                    priority: Priority::Client,
+                },
+                cancel,
+            })
+            .await;
+        let answer = match reply {
+            Err(e) => {
+                tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer actor: {e}");
+                HolderAnswer::Unreachable
+            }
+            Ok(Ok(BlockRpc::PutBlock { hash: h, data })) if h == hash => {
+                // A plain reply's bytes are the body, already charged as they were read
+                // from the peer; a decompressed body is new and charged here.
+                let compressed = data.is_compressed();
+                match actix_rt::task::spawn_blocking(move || data.verify_get(&hash)).await {
+                    Ok(Ok(plain)) if !compressed => HolderAnswer::Served(plain),
+                    Ok(Ok(plain)) => match self.hold_ram(plain).await {
+                        Ok(plain) => HolderAnswer::Served(plain),
+                        Err(e) => {
+                            tracing::warn!(hash = %hash.short(), "RAM budget: {e}");
+                            HolderAnswer::Unreachable
+                        }
+                    },
+                    _ => {
+                        tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer sent bytes that fail verification");
+                        HolderAnswer::Lacking
+                    }
+                }
+            }
+            Ok(Err(RpcError::Remote {
+                code: ErrorCode::NotFound | ErrorCode::Corrupted,
+                ..
+            })) => HolderAnswer::Lacking,
+            Ok(Ok(other)) => {
+                tracing::warn!(hash = %hash.short(), peer = %node.short(), "unexpected reply {} to GetBlock", other.kind());
+                HolderAnswer::Unreachable
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(hash = %hash.short(), "get from peer failed: {e}");
+                HolderAnswer::Unreachable
+            }
+        };
+        (node, answer)
+    }
+
+    /// Ask `node` to resync `hash` now (fire and forget).
+    fn ask_resync(&self, node: NodeId, hash: Hash) {
+        if node == self.self_id {
+            self.resync.do_send(Schedule {
+                hash,
+                delay: Duration::ZERO,
+                reason: ScheduleReason::ReadFailed,
+            });
+        } else {
+            let call = self.peers.send(Call {
+                node,
+                rpc: BlockRpc::ScheduleResync(hash),
+                timeout: self.cfg.small_rpc_timeout,
+                priority: Priority::Background,
+            });
+            actix_rt::spawn(async move {
+                let _ = call.await;
+            });
+        }
+    }
+}
