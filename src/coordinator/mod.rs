@@ -19,11 +19,11 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use blocknode_actors::antientropy::AntiEntropyActor;
-use blocknode_actors::budget::{Charge, RamBudget};
+use blocknode_actors::budget::{BudgetError, Charge, RamBudget};
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
 use blocknode_actors::layout::{LayoutChanged, LayoutPlacement};
 use blocknode_actors::peer::{Call, CallsFailed, PeerActor, Priority, QuorumError, RpcError};
-use blocknode_actors::refcount::{ListRefs, RefState, RefcountActor};
+use blocknode_actors::refcount::{ListRefs, RefState, RefcountActor, RefcountError};
 use blocknode_actors::resync::ResyncActor;
 use blocknode_actors::storage::StorageActor;
 use blocknode_actors::{Hash, NodeId, Placement, RefId};
@@ -94,8 +94,27 @@ pub enum CoordinatorError {
     RefDropped { hash: Hash, ref_id: RefId },
     #[error("disk full on a node holding block {0}")]
     DiskFull(Hash),
+    /// An actor of this node is gone (it stopped: the node is shutting down).
+    #[error("internal error: {actor} actor: {source}")]
+    ActorGone {
+        actor: &'static str,
+        #[source]
+        source: MailboxError,
+    },
+    /// The client pool of the RAM budget is closed.
     #[error("internal error: {0}")]
-    Internal(String),
+    Budget(#[source] BudgetError),
+    /// The blocking task that hashes and compresses a block died.
+    #[error("internal error: hashing task failed: {0}")]
+    HashTask(#[source] actix_rt::task::JoinError),
+    /// This node's refcount actor failed to read the refs.
+    #[error("internal error: {0}")]
+    Refcount(#[source] RefcountError),
+}
+
+/// Maps a mailbox error (the actor stopped) to [`CoordinatorError::ActorGone`].
+fn gone(actor: &'static str) -> impl FnOnce(MailboxError) -> CoordinatorError {
+    move |source| CoordinatorError::ActorGone { actor, source }
 }
 
 impl CoordinatorError {
@@ -143,7 +162,7 @@ impl Coordinator {
             .client
             .charge(bytes)
             .await
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))
+            .map_err(CoordinatorError::Budget)
     }
 
     /// Charge bytes that already exist (a local read, a decompressed block) to the
@@ -153,7 +172,7 @@ impl Coordinator {
             .client
             .hold(bytes)
             .await
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))
+            .map_err(CoordinatorError::Budget)
     }
 
     /// The placement of the layout in force.
@@ -232,7 +251,7 @@ impl Coordinator {
         self.refcount
             .send(ListRefs { hash })
             .await
-            .map_err(|e| CoordinatorError::Internal(format!("refcount actor: {e}")))?
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))
+            .map_err(gone("refcount"))?
+            .map_err(CoordinatorError::Refcount)
     }
 }

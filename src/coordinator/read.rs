@@ -2,17 +2,19 @@
 //! one's recent p95; the first verified copy wins, and holders that lacked it are asked
 //! to resync it.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use blocknode_actors::frame::{BlockRpc, ErrorCode};
+use blocknode_actors::fetch::{fetch_from_holders, FetchPlan};
+use blocknode_actors::frame::BlockRpc;
 use blocknode_actors::peer::{Call, HedgedCall, PlanRead, Priority, RpcError};
 use blocknode_actors::resync::{Schedule, ScheduleReason};
 use blocknode_actors::storage::{ReadBlock, StorageError};
-use blocknode_actors::{Hash, NodeId, Placement};
+use blocknode_actors::{DataBlock, Hash, NodeId, Placement};
 
-use super::{Coordinator, CoordinatorError};
+use super::{gone, Coordinator, CoordinatorError};
 
 /// How the holders that did not serve a read ended.
 #[derive(Debug, Default)]
@@ -21,13 +23,6 @@ struct ReadTally {
     lacking: Vec<NodeId>,
     /// Could not be asked or gave no usable answer (down, timeout, protocol error).
     unreachable: Vec<NodeId>,
-}
-
-/// One holder's answer to a read.
-enum HolderAnswer {
-    Served(Bytes),
-    Lacking,
-    Unreachable,
 }
 
 impl Coordinator {
@@ -60,7 +55,7 @@ impl Coordinator {
                     tracing::warn!(hash = %hash.short(), "local read failed: {e}");
                     tally.unreachable.push(self.self_id);
                 }
-                Err(e) => return Err(CoordinatorError::Internal(format!("storage actor: {e}"))),
+                Err(e) => return Err(gone("storage")(e)),
             }
         }
         if found.is_none() {
@@ -102,16 +97,16 @@ impl Coordinator {
         }
     }
 
-    /// The hedged part of [`Self::get_block`] over the peers `remote`; every holder that
-    /// ends without serving the block lands in `tally` (lacking or unreachable).
+    /// The hedged part of [`Self::get_block`] over the peers `remote`, in the order and
+    /// with the hedge delays the peer actor plans ([`PlanRead`]); each copy is verified
+    /// on a blocking thread (every served byte is checked here). Every holder that ends
+    /// without serving the block lands in `tally` (lacking or unreachable).
     async fn hedged_remote_read(
         &self,
         hash: Hash,
         remote: Vec<NodeId>,
         tally: &mut ReadTally,
     ) -> Result<Option<Bytes>, CoordinatorError> {
-        use futures::stream::{FuturesUnordered, StreamExt};
-
         if remote.is_empty() {
             return Ok(None);
         }
@@ -119,55 +114,11 @@ impl Coordinator {
             .peers
             .send(PlanRead { holders: remote })
             .await
-            .map_err(|e| CoordinatorError::Internal(format!("peer actor: {e}")))?;
-        let mut next = plan.order.into_iter();
-        let mut running = FuturesUnordered::new();
-        let mut hedge_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        loop {
-            // Ask the next holder when none is running or the last one asked is late.
-            let launch = running.is_empty() || hedge_timer.as_ref().is_some_and(|t| t.is_elapsed());
-            if launch {
-                match next.next() {
-                    Some((node, hedge)) => {
-                        running.push(self.ask_holder(hash, node));
-                        hedge_timer = Some(Box::pin(tokio::time::sleep(hedge)));
-                        continue;
-                    }
-                    None if running.is_empty() => return Ok(None),
-                    None => hedge_timer = None,
-                }
-            }
-            let outcome = match hedge_timer.as_mut() {
-                Some(t) => tokio::select! {
-                    o = running.next() => o,
-                    _ = t.as_mut() => continue,
-                },
-                None => running.next().await,
-            };
-            // Not None: `running` was not empty.
-            let Some((node, outcome)) = outcome else {
-                continue;
-            };
-            match outcome {
-                // Dropping `running` cancels the reads still in flight.
-                HolderAnswer::Served(plain) => return Ok(Some(plain)),
-                HolderAnswer::Lacking => tally.lacking.push(node),
-                HolderAnswer::Unreachable => tally.unreachable.push(node),
-            }
-            // A holder ended without the block: ask the next one now.
-            if let Some(t) = hedge_timer.as_mut() {
-                t.as_mut().reset(tokio::time::Instant::now());
-            }
-        }
-    }
-
-    /// Ask one peer for the block and verify what it sends (on a blocking thread: every
-    /// served byte is checked here). Dropping the future cancels the read.
-    async fn ask_holder(&self, hash: Hash, node: NodeId) -> (NodeId, HolderAnswer) {
-        let (_cancel_on_drop, cancel) = tokio::sync::oneshot::channel();
-        let reply = self
-            .peers
-            .send(HedgedCall {
+            .map_err(gone("peer"))?;
+        let ask = |node| {
+            // Dropping the ask (another holder answered first) cancels the read.
+            let (cancel_on_drop, cancel) = tokio::sync::oneshot::channel::<()>();
+            let reply = self.peers.send(HedgedCall {
                 call: Call {
                     node,
                     rpc: BlockRpc::GetBlock(hash),
@@ -175,46 +126,40 @@ impl Coordinator {
                     priority: Priority::Client,
                 },
                 cancel,
-            })
-            .await;
-        let answer = match reply {
-            Err(e) => {
-                tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer actor: {e}");
-                HolderAnswer::Unreachable
-            }
-            Ok(Ok(BlockRpc::PutBlock { hash: h, data })) if h == hash => {
-                // A plain reply's bytes are the body, already charged as they were read
-                // from the peer; a decompressed body is new and charged here.
-                let compressed = data.is_compressed();
-                match actix_rt::task::spawn_blocking(move || data.verify_get(&hash)).await {
-                    Ok(Ok(plain)) if !compressed => HolderAnswer::Served(plain),
-                    Ok(Ok(plain)) => match self.hold_ram(plain).await {
-                        Ok(plain) => HolderAnswer::Served(plain),
-                        Err(e) => {
-                            tracing::warn!(hash = %hash.short(), "RAM budget: {e}");
-                            HolderAnswer::Unreachable
-                        }
-                    },
-                    _ => {
-                        tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer sent bytes that fail verification");
-                        HolderAnswer::Lacking
-                    }
-                }
-            }
-            Ok(Err(RpcError::Remote {
-                code: ErrorCode::NotFound | ErrorCode::Corrupted,
-                ..
-            })) => HolderAnswer::Lacking,
-            Ok(Ok(other)) => {
-                tracing::warn!(hash = %hash.short(), peer = %node.short(), "unexpected reply {} to GetBlock", other.kind());
-                HolderAnswer::Unreachable
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(hash = %hash.short(), "get from peer failed: {e}");
-                HolderAnswer::Unreachable
+            });
+            async move {
+                let _cancel_on_drop = cancel_on_drop;
+                Ok::<_, Infallible>(reply.await.unwrap_or_else(|e| {
+                    Err(RpcError::Unreachable {
+                        node,
+                        reason: format!("peer actor: {e}"),
+                    })
+                }))
             }
         };
-        (node, answer)
+        // A plain reply's bytes are the body, already charged as they were read from the
+        // peer; a decompressed body is new and charged below.
+        let verify = |hash: Hash, data: DataBlock| {
+            let compressed = data.is_compressed();
+            data.verify_get(&hash).map(|plain| (plain, compressed))
+        };
+        let fetched = fetch_from_holders(hash, FetchPlan::hedged(plan.order), ask, verify)
+            .await
+            .unwrap_or_else(|e| match e {});
+        tally.lacking.extend(fetched.lacking());
+        tally.unreachable.extend(fetched.unreachable());
+        match fetched.found {
+            None => Ok(None),
+            Some((_, (plain, false))) => Ok(Some(plain)),
+            Some((node, (plain, true))) => match self.hold_ram(plain).await {
+                Ok(plain) => Ok(Some(plain)),
+                Err(e) => {
+                    tracing::warn!(hash = %hash.short(), "RAM budget: {e}");
+                    tally.unreachable.push(node);
+                    Ok(None)
+                }
+            },
+        }
     }
 
     /// Ask `node` to resync `hash` now (fire and forget).

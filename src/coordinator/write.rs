@@ -10,7 +10,7 @@ use blocknode_actors::frame::BlockRpc;
 use blocknode_actors::peer::{CallMany, Priority, QuorumError};
 use blocknode_actors::{Hash, NodeId, Placement, RefId, VerifiedBlock};
 
-use super::{Coordinator, CoordinatorError};
+use super::{gone, Coordinator, CoordinatorError};
 
 /// The nodes a write is sent to and the holder sets that must each reach their quorum.
 #[derive(Clone)]
@@ -41,7 +41,7 @@ impl Coordinator {
         // Hashing and compression are CPU work: keep them off the HTTP worker's loop.
         let block = actix_rt::task::spawn_blocking(move || VerifiedBlock::hash_plain(plain, level))
             .await
-            .map_err(|e| CoordinatorError::Internal(format!("hashing task failed: {e}")))?;
+            .map_err(CoordinatorError::HashTask)?;
         let hash = block.hash();
         let size = block.plain_len();
         let nodes = self.write_targets(&hash);
@@ -148,7 +148,7 @@ impl Coordinator {
                 report_failures: self.hints.clone(),
             })
             .await
-            .map_err(|e| CoordinatorError::Internal(format!("peer actor: {e}")))
+            .map_err(gone("peer"))
     }
 
     /// Add or drop a ref on the block's holders with the write quorum.
