@@ -39,7 +39,9 @@ mod messages;
 pub mod reconcile;
 mod status;
 
-pub use config::{AntiEntropyConfig, AntiEntropyLinks, DEFAULT_ANTI_ENTROPY_INTERVAL};
+pub use config::{
+    AntiEntropyConfig, AntiEntropyLinks, DEFAULT_ANTI_ENTROPY_INTERVAL, FIRST_ROUND_AFTER,
+};
 pub use messages::{GetAntiEntropyStatus, SyncNow};
 /// The old name of [`reconcile`], kept so existing paths keep working.
 pub use reconcile as narrow;

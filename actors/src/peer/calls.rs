@@ -2,7 +2,7 @@
 //! observed latency of each, hedged reads with their cancellation, read plans, and
 //! quorum calls.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use futures::future::{self, LocalBoxFuture};
@@ -19,14 +19,17 @@ use crate::hash::NodeId;
 
 impl PeerActor {
     /// The future of one call; it holds no borrow of the actor, so many run at once.
-    pub(super) fn call_future(
+    fn call_future(
         &mut self,
-        node: NodeId,
-        rpc: BlockRpc,
-        timeout: Duration,
-        priority: Priority,
+        call: Call,
         ctx: &mut Context<Self>,
     ) -> LocalBoxFuture<'static, Result<BlockRpc, RpcError>> {
+        let Call {
+            node,
+            rpc,
+            timeout,
+            priority,
+        } = call;
         let timed_out = RpcError::Timeout {
             node,
             after: timeout,
@@ -102,7 +105,7 @@ impl Handler<Call> for PeerActor {
     type Result = ResponseFuture<Result<BlockRpc, RpcError>>;
 
     fn handle(&mut self, msg: Call, ctx: &mut Context<Self>) -> Self::Result {
-        self.observed_call(msg.node, msg.rpc, msg.timeout, msg.priority, ctx)
+        self.observed_call(msg, ctx)
     }
 }
 
@@ -113,16 +116,14 @@ impl PeerActor {
         self
     }
 
-    pub(super) fn observed_call(
+    /// One call, its latency reported to the observer (calls to this node are not).
+    fn observed_call(
         &mut self,
-        node: NodeId,
-        rpc: BlockRpc,
-        timeout: Duration,
-        priority: Priority,
+        call: Call,
         ctx: &mut Context<Self>,
     ) -> LocalBoxFuture<'static, Result<BlockRpc, RpcError>> {
-        let kind = rpc.kind();
-        let fut = self.call_future(node, rpc, timeout, priority, ctx);
+        let (kind, node) = (call.rpc.kind(), call.node);
+        let fut = self.call_future(call, ctx);
         match self.observer.clone() {
             Some(obs) if node != self.self_id => Box::pin(async move {
                 let start = std::time::Instant::now();
@@ -139,12 +140,7 @@ impl Handler<HedgedCall> for PeerActor {
     type Result = ResponseActFuture<Self, Result<BlockRpc, RpcError>>;
 
     fn handle(&mut self, msg: HedgedCall, ctx: &mut Context<Self>) -> Self::Result {
-        let Call {
-            node,
-            rpc,
-            timeout,
-            priority,
-        } = msg.call;
+        let node = msg.call.node;
         let seq = self.read_seq;
         self.read_seq = self.read_seq.wrapping_add(1);
         let start = Instant::now();
@@ -155,7 +151,7 @@ impl Handler<HedgedCall> for PeerActor {
             }
             None => health::MAX_HEDGE_DELAY,
         };
-        let call = self.observed_call(node, rpc, timeout, priority, ctx);
+        let call = self.observed_call(msg.call, ctx);
         let cancel = msg.cancel;
         let raced = async move {
             match future::select(call, cancel).await {
@@ -225,7 +221,13 @@ impl Handler<CallMany> for PeerActor {
             .nodes
             .iter()
             .map(|&n| {
-                let f = self.observed_call(n, msg.rpc.clone(), msg.timeout, msg.priority, ctx);
+                let call = Call {
+                    node: n,
+                    rpc: msg.rpc.clone(),
+                    timeout: msg.timeout,
+                    priority: msg.priority,
+                };
+                let f = self.observed_call(call, ctx);
                 (n, f)
             })
             .collect();

@@ -1,7 +1,7 @@
 //! Balanced, minimal-movement assignment of partitions to nodes: the algorithm a
 //! versioned cluster layout uses to compute its partition table from the previous one.
 //!
-//! Rendezvous hashing ([`super::ClusterPlacement`]) moves little but balances poorly: with
+//! Rendezvous hashing (which placed blocks before layouts) moves little but balances poorly: with
 //! 256 partitions the fullest of 50 equal nodes holds about twice the mean, and a cluster
 //! is full when its fullest node is. This computes the table instead:
 //!

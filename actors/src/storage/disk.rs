@@ -372,7 +372,7 @@ impl Layout {
                 block
                     .into_plain_verified(&hash)
                     .map(|b| b.len() as u64)
-                    .map_err(|e| StorageError::Task(format!("decompressing block {hash}: {e}")))?,
+                    .map_err(|source| StorageError::Decompress { hash, source })?,
             ));
         }
         match probe(&plain)? {

@@ -70,11 +70,8 @@ impl StorageActor {
             }
         }
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(StorageError::Task(format!(
-                    "operation on block {hash} was dropped before it finished"
-                )))
-            })
+            rx.await
+                .unwrap_or_else(|_| Err(StorageError::Dropped { hash }))
         })
     }
 
@@ -97,7 +94,7 @@ impl StorageActor {
                     act.apply(hash, done.delta, ctx);
                     (done.reply)();
                 }
-                // The reply sender died with the task: the asker gets `Task`.
+                // The reply sender died with the task: the asker gets `Dropped`.
                 Err(e) => error!(%hash, error = %e, "storage task failed"),
             }
             let next = act.lanes.get_mut(&hash).and_then(|q| q.pop_front());

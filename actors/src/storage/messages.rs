@@ -6,7 +6,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::DiskState;
-use crate::block::{DataBlock, VerifiedBlock};
+use crate::block::{BlockError, DataBlock, VerifiedBlock};
 use crate::hash::Hash;
 
 /// Errors of the storage actor; each names the block or path involved.
@@ -26,8 +26,28 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("storage task failed: {0}")]
-    Task(String),
+    /// The actor stopped before this operation on `hash` ran or answered.
+    #[error("storage task failed: operation on block {hash} was dropped before it finished")]
+    Dropped { hash: Hash },
+    /// The storage actor is gone (asked through its mailbox).
+    #[error("storage task failed: storage actor stopped")]
+    ActorGone(#[source] MailboxError),
+    /// A blocking task of the actor died (it panicked).
+    #[error("storage task failed: {what}: {source}")]
+    Join {
+        what: &'static str,
+        #[source]
+        source: actix_rt::task::JoinError,
+    },
+    /// A stored compressed block whose zstd frame does not decode.
+    #[error("storage task failed: decompressing block {hash}: {source}")]
+    Decompress {
+        hash: Hash,
+        #[source]
+        source: BlockError,
+    },
+    #[error("storage task failed: no data dir configured")]
+    NoDataDir,
 }
 
 /// What a [`WriteBlock`] did.

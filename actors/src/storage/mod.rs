@@ -35,7 +35,7 @@
 //! runs on the hash's lane and deletes only if no write finished since the GC decision
 //! (`gc.rs`, [`crate::gc::unwritten_since`]). There is no unconditional delete.
 //!
-//! When the actor stops, replies still pending resolve to [`StorageError::Task`]; a blocking
+//! When the actor stops, replies still pending resolve to [`StorageError::Dropped`]; a blocking
 //! task already running finishes on its own (every write is atomic, so none is left half
 //! done).
 
@@ -117,7 +117,7 @@ impl StorageActor {
     /// takes the same time for no block as for millions.
     pub fn new(config: StorageConfig) -> Result<Self, StorageError> {
         if config.dirs.is_empty() {
-            return Err(StorageError::Task("no data dir configured".into()));
+            return Err(StorageError::NoDataDir);
         }
         for d in &config.dirs {
             std::fs::create_dir_all(&d.path).map_err(|source| StorageError::Io {
@@ -350,7 +350,12 @@ impl Handler<ListBlocks> for StorageActor {
         Box::pin(async move {
             actix_rt::task::spawn_blocking(move || disks.list(m.after, m.limit))
                 .await
-                .unwrap_or_else(|e| Err(StorageError::Task(format!("listing blocks: {e}"))))
+                .unwrap_or_else(|source| {
+                    Err(StorageError::Join {
+                        what: "listing blocks",
+                        source,
+                    })
+                })
         })
     }
 }

@@ -16,6 +16,7 @@
 //! time, each taking everything queued meanwhile as one synced batch.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -37,7 +38,7 @@ mod tests;
 pub use config::TokenConfig;
 pub use messages::{
     Authenticate, CreateToken, CreatedToken, ListTokens, MergeTokens, PushReport, RevokeToken,
-    SyncTokensNow, TokenError, TokenGrant, TokenInfo, TokensIfDiffer,
+    SyncTokensNow, TokenError, TokenGrant, TokenInfo, TokensIfDiffer, WriteFailed,
 };
 pub use record::{Scope, TokenName, TokenRecord};
 
@@ -49,7 +50,7 @@ pub const TOKENS_KEYSPACE: &str = "tokens";
 /// One queued write: encoded records, and who waits for them to be durable.
 struct QueuedWrite {
     records: Vec<(TokenName, Vec<u8>)>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), WriteFailed>>,
 }
 
 /// The actor; see the module documentation.
@@ -134,12 +135,12 @@ impl TokenActor {
         &mut self,
         records: &[TokenRecord],
         ctx: &mut Context<Self>,
-    ) -> Result<oneshot::Receiver<Result<(), String>>, TokenError> {
+    ) -> Result<oneshot::Receiver<Result<(), WriteFailed>>, TokenError> {
         let mut encoded = Vec::with_capacity(records.len());
         for r in records {
-            let v = encode_record(r).map_err(|e| TokenError::Encode {
+            let v = encode_record(r).map_err(|source| TokenError::Encode {
                 name: r.name.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             encoded.push((r.name.clone(), v));
         }
@@ -175,13 +176,14 @@ impl TokenActor {
             let res = match res {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => {
-                    let text = e.to_string();
+                    let e = Arc::new(e);
                     if is_fatal_write_error(&e) {
-                        act.store_failure.report("committing token records", e);
+                        act.store_failure
+                            .report_shared("committing token records", e.clone());
                     }
-                    Err(text)
+                    Err(WriteFailed::Store(e))
                 }
-                Err(e) => Err(format!("blocking task failed: {e}")),
+                Err(e) => Err(WriteFailed::Task(Arc::new(e))),
             };
             for w in writes {
                 let _ = w.done.send(res.clone());
@@ -260,17 +262,17 @@ impl TokenActor {
 /// Wait for a queued write's notice.
 async fn wait_durable(
     name: &TokenName,
-    rx: oneshot::Receiver<Result<(), String>>,
+    rx: oneshot::Receiver<Result<(), WriteFailed>>,
 ) -> Result<(), TokenError> {
     match rx.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(reason)) => Err(TokenError::NotPersisted {
+        Ok(Err(source)) => Err(TokenError::NotPersisted {
             name: name.clone(),
-            reason,
+            source,
         }),
         Err(_) => Err(TokenError::NotPersisted {
             name: name.clone(),
-            reason: "the token actor stopped".into(),
+            source: WriteFailed::Stopped,
         }),
     }
 }

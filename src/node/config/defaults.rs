@@ -10,6 +10,7 @@ use blocknode_actors::peer::{BLOCK_RW_TIMEOUT, PEER_RPC_TIMEOUT};
 use blocknode_actors::resync::{DEFAULT_RESYNC_BACKOFF, DEFAULT_SCRUB_INTERVAL};
 
 use super::{DEFAULT_HTTP_LISTEN, DEFAULT_QUIC_LISTEN};
+use crate::http::blocks::DEFAULT_BODY_READ_TIMEOUT;
 
 pub(super) fn default_compression() -> Option<i32> {
     Some(1)
@@ -54,7 +55,7 @@ pub(super) fn default_http_request_timeout() -> Duration {
 /// A body that sends nothing for this long is cut off: a slow client cannot hold a
 /// connection, or its share of the RAM budget, forever.
 pub(super) fn default_http_body_read_timeout() -> Duration {
-    Duration::from_secs(30)
+    DEFAULT_BODY_READ_TIMEOUT
 }
 pub(super) fn default_max_block_size() -> u64 {
     16 << 20
