@@ -83,18 +83,18 @@ pub struct Fetched<T> {
 impl<T> Fetched<T> {
     /// The holders that lack the block.
     pub fn lacking(&self) -> Vec<NodeId> {
-        self.missed
-            .iter()
-            .filter(|(_, m)| matches!(m, Miss::Lacking(_)))
-            .map(|(n, _)| *n)
-            .collect()
+        self.missed_where(|m| matches!(m, Miss::Lacking(_)))
     }
 
     /// The holders that could not be asked or gave no usable answer.
     pub fn unreachable(&self) -> Vec<NodeId> {
+        self.missed_where(|m| matches!(m, Miss::Unreachable(_)))
+    }
+
+    fn missed_where(&self, which: impl Fn(&Miss) -> bool) -> Vec<NodeId> {
         self.missed
             .iter()
-            .filter(|(_, m)| matches!(m, Miss::Unreachable(_)))
+            .filter(|(_, m)| which(m))
             .map(|(n, _)| *n)
             .collect()
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::record::{Scope, TokenName, TokenRecord};
+use crate::store_failure::CommitFailure;
 
 /// Why a token operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,15 @@ pub enum WriteFailed {
     Task(#[source] Arc<tokio::task::JoinError>),
     #[error("the token actor stopped")]
     Stopped,
+}
+
+impl From<CommitFailure> for WriteFailed {
+    fn from(f: CommitFailure) -> Self {
+        match f {
+            CommitFailure::Store(e) => WriteFailed::Store(e),
+            CommitFailure::Task(e) => WriteFailed::Task(e),
+        }
+    }
 }
 
 /// A token as listed: never its secret or hash.

@@ -16,7 +16,6 @@
 //! time, each taking everything queued meanwhile as one synced batch.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -27,7 +26,7 @@ use tracing::{info, warn};
 use crate::frame::BlockRpc;
 use crate::peer::{Call, Priority};
 use crate::rc::now_msec;
-use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
+use crate::store_failure::{StoreFailed, StoreFailureReporter};
 
 mod config;
 mod messages;
@@ -173,18 +172,10 @@ impl TokenActor {
             b.commit()
         });
         ctx.spawn(task.into_actor(self).map(move |res, act, ctx| {
-            let res = match res {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
-                    let e = Arc::new(e);
-                    if is_fatal_write_error(&e) {
-                        act.store_failure
-                            .report_shared("committing token records", e.clone());
-                    }
-                    Err(WriteFailed::Store(e))
-                }
-                Err(e) => Err(WriteFailed::Task(Arc::new(e))),
-            };
+            let res = act
+                .store_failure
+                .commit_result("committing token records", res)
+                .map_err(WriteFailed::from);
             for w in writes {
                 let _ = w.done.send(res.clone());
             }
