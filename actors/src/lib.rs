@@ -9,8 +9,11 @@
 //! - [`frame`]: [`BlockRpc`], the messages between nodes, and their length-limited codec;
 //! - [`fsutil`]: the crash-safe write every file goes through;
 //! - [`placement`]: the [`Placement`] question "which nodes hold this partition", and
-//!   its answer for a member list (zone-aware, capacity-weighted rendezvous hashing);
+//!   the balanced, zone-aware, capacity-weighted assignment of partitions to nodes that
+//!   a layout's table is made of;
 //! - [`budget`]: the RAM budget for block bytes in flight (client and peer pools);
+//! - [`fetch`]: fetch a block from its holders and verify it (the GET path's hedged
+//!   read and resync's fetch of a missing block);
 //! - [`tls`]: the cluster CA, node certificates and the mutual-TLS configs that pin a
 //!   peer's node id.
 //!
@@ -34,6 +37,7 @@
 pub mod antientropy;
 pub mod block;
 pub mod budget;
+pub mod fetch;
 pub mod frame;
 pub mod fsutil;
 pub mod gc;
