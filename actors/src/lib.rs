@@ -11,6 +11,7 @@
 //! - [`placement`]: the [`Placement`] question "which nodes hold this partition", and
 //!   its answer for a member list (zone-aware, capacity-weighted rendezvous hashing);
 //! - [`budget`]: the RAM budget for block bytes in flight (client and peer pools);
+//! - [`bufpool`]: reused buffers for blocks of 1 MiB and more (no fresh mmap per block);
 //! - [`tls`]: the cluster CA, node certificates and the mutual-TLS configs that pin a
 //!   peer's node id.
 //!
@@ -34,6 +35,7 @@
 pub mod antientropy;
 pub mod block;
 pub mod budget;
+pub mod bufpool;
 pub mod frame;
 pub mod fsutil;
 pub mod gc;
