@@ -279,3 +279,35 @@ pub(super) async fn block_info(svc: web::Data<Coordinator>, path: web::Path<Stri
 
 /// Longest pause inside a request body when no [`HttpLimits`] are configured.
 const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::{BodySize, MessageBody};
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_block_body_is_given_in_small_pieces_that_add_up_to_the_block() {
+        let data: Bytes = (0..(1 << 20) + 5).map(|i| (i % 253) as u8).collect();
+        let mut body = ChunkedBody(data.clone());
+        assert_eq!(body.size(), BodySize::Sized(data.len() as u64));
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        while let Some(piece) =
+            futures::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx)).await
+        {
+            let piece = piece.unwrap_or_else(|e| match e {});
+            assert!(
+                piece.len() <= BODY_PIECE,
+                "a piece of {} bytes",
+                piece.len()
+            );
+            got.extend_from_slice(&piece);
+            pieces += 1;
+        }
+        assert_eq!(pieces, data.len().div_ceil(BODY_PIECE));
+        assert!(got == data[..], "the pieces differ from the block");
+        let empty = actix_web::body::to_bytes(ChunkedBody(Bytes::new())).await;
+        assert!(matches!(empty, Ok(b) if b.is_empty()));
+    }
+}
