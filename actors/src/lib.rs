@@ -9,9 +9,12 @@
 //! - [`frame`]: [`BlockRpc`], the messages between nodes, and their length-limited codec;
 //! - [`fsutil`]: the crash-safe write every file goes through;
 //! - [`placement`]: the [`Placement`] question "which nodes hold this partition", and
-//!   its answer for a member list (zone-aware, capacity-weighted rendezvous hashing);
+//!   the balanced, zone-aware, capacity-weighted assignment of partitions to nodes that
+//!   a layout's table is made of;
 //! - [`budget`]: the RAM budget for block bytes in flight (client and peer pools);
 //! - [`bufpool`]: reused buffers for blocks of 1 MiB and more (no fresh mmap per block);
+//! - [`fetch`]: fetch a block from its holders and verify it (the GET path's hedged
+//!   read and resync's fetch of a missing block);
 //! - [`tls`]: the cluster CA, node certificates and the mutual-TLS configs that pin a
 //!   peer's node id.
 //!
@@ -36,6 +39,7 @@ pub mod antientropy;
 pub mod block;
 pub mod budget;
 pub mod bufpool;
+pub mod fetch;
 pub mod frame;
 pub mod fsutil;
 pub mod gc;

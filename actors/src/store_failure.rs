@@ -47,6 +47,14 @@ pub struct StoreFailureReporter {
     failures: u64,
 }
 
+/// Why a blocking commit of metadata did not finish: the store refused it, or the task
+/// that ran it died. Shared (`Arc`) so one value can be told to every waiter of a batch.
+#[derive(Debug, Clone)]
+pub enum CommitFailure {
+    Store(Arc<fjall::Error>),
+    Task(Arc<tokio::task::JoinError>),
+}
+
 impl StoreFailureReporter {
     /// A reporter for `actor` with no recipient yet (logs the first failure itself).
     pub fn new(actor: &'static str) -> Self {
@@ -72,6 +80,27 @@ impl StoreFailureReporter {
     /// the log); later ones are only counted, so a loop that keeps failing stays quiet.
     pub fn report(&mut self, during: &'static str, cause: fjall::Error) {
         self.report_shared(during, Arc::new(cause));
+    }
+
+    /// The result of a commit run with `spawn_blocking`, classified; a fatal store error
+    /// is reported (`during` names the write), as [`Self::report`] does.
+    pub fn commit_result(
+        &mut self,
+        during: &'static str,
+        res: Result<Result<(), fjall::Error>, tokio::task::JoinError>,
+    ) -> Result<(), CommitFailure> {
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                let e = Arc::new(e);
+                // Every commit failure poisons fjall: the node is told once (it exits).
+                if is_fatal_write_error(&e) {
+                    self.report_shared(during, Arc::clone(&e));
+                }
+                Err(CommitFailure::Store(e))
+            }
+            Err(join) => Err(CommitFailure::Task(Arc::new(join))),
+        }
     }
 
     /// [`Self::report`] for a cause that is also kept elsewhere (e.g. in replies).

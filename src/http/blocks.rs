@@ -277,8 +277,9 @@ pub(super) async fn block_info(svc: web::Data<Coordinator>, path: web::Path<Stri
     })))
 }
 
-/// Longest pause inside a request body when no [`HttpLimits`] are configured.
-const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest pause inside a request body when no [`HttpLimits`] are configured; the
+/// default of the config key `http_body_read_timeout`.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

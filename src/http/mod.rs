@@ -90,7 +90,10 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::Quorum(_) => (StatusCode::SERVICE_UNAVAILABLE, "quorum_failed"),
             CoordinatorError::RefDropped { .. } => (StatusCode::CONFLICT, "ref_dropped"),
             CoordinatorError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
-            CoordinatorError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            CoordinatorError::ActorGone { .. }
+            | CoordinatorError::Budget(_)
+            | CoordinatorError::HashTask(_)
+            | CoordinatorError::Refcount(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -15,7 +15,9 @@ use actix::prelude::*;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 
-use blocknode_actors::antientropy::{AntiEntropyActor, AntiEntropyConfig, AntiEntropyLinks};
+use blocknode_actors::antientropy::{
+    AntiEntropyActor, AntiEntropyConfig, AntiEntropyLinks, FIRST_ROUND_AFTER,
+};
 use blocknode_actors::budget::RamBudget;
 use blocknode_actors::frame::FrameLimits;
 use blocknode_actors::layout::{Layout, LayoutActor, LayoutConfig, LayoutMember, SubscribeLayout};
@@ -162,10 +164,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     let peer_members: Vec<PeerAddr> = start_layout
         .layout
         .reachable()
-        .map(|m| PeerAddr {
-            id: m.id,
-            addr: m.addr,
-        })
+        .map(PeerAddr::from)
         .collect();
     // The RAM budget for block bytes in flight: a client pool for work this node starts
     // and a peer pool for work peers ask of it, so admitting a peer's block never waits
@@ -228,9 +227,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     });
     let mut ae_cfg = AntiEntropyConfig::new(self_id);
     ae_cfg.interval = cfg.anti_entropy_interval;
-    ae_cfg.first_round_after = cfg
-        .anti_entropy_interval
-        .min(std::time::Duration::from_secs(30));
+    ae_cfg.first_round_after = cfg.anti_entropy_interval.min(FIRST_ROUND_AFTER);
     ae_cfg.hinted_handoff = cfg.hinted_handoff;
     ae_cfg.rpc_timeout = cfg.peer_rpc_timeout;
     let anti_entropy = AntiEntropyActor::new(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::hash::NodeId;
-use crate::peer::{Call, GetPeerStatus};
+use crate::peer::{Call, GetPeerStatus, PEER_RPC_TIMEOUT};
 use crate::placement::Placement;
 use crate::refcount::RefcountActor;
 use crate::resync::Schedule;
@@ -21,13 +21,14 @@ pub struct AntiEntropyConfig {
     /// Zero turns anti-entropy off (no rounds, no sync on a peer's comeback; `SyncNow`
     /// still runs one).
     pub interval: Duration,
-    /// Delay of the first round after start. Default 30 s.
+    /// Delay of the first round after start. Default [`FIRST_ROUND_AFTER`].
     pub first_round_after: Duration,
     /// Sleep `tranquility × time taken` after each partition. Default 1.
     pub tranquility: u32,
     /// Whether missed writes are kept as hints. Default true.
     pub hinted_handoff: bool,
-    /// Timeout of one anti-entropy or replay request.
+    /// Timeout of one anti-entropy or replay request. Default [`PEER_RPC_TIMEOUT`] (the
+    /// node's `peer_rpc_timeout`).
     pub rpc_timeout: Duration,
     /// How often peers' health is looked at (comebacks). Default 1 s.
     pub peer_poll: Duration,
@@ -37,15 +38,19 @@ pub struct AntiEntropyConfig {
 /// once, so the rounds only need to bound how long a missed one can last.
 pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(600);
 
+/// Delay of the first round after start (at most the interval): peers need a moment
+/// to connect, and a node that just started has no missed writes of its own to fix.
+pub const FIRST_ROUND_AFTER: Duration = Duration::from_secs(30);
+
 impl AntiEntropyConfig {
     pub fn new(self_id: NodeId) -> Self {
         AntiEntropyConfig {
             self_id,
             interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
-            first_round_after: Duration::from_secs(30),
+            first_round_after: FIRST_ROUND_AFTER,
             tranquility: 1,
             hinted_handoff: true,
-            rpc_timeout: Duration::from_secs(30),
+            rpc_timeout: PEER_RPC_TIMEOUT,
             peer_poll: Duration::from_secs(1),
         }
     }

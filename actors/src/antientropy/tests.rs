@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::frame::{self, BlockRpc, RefRecord};
+use crate::frame::{self, BlockRpc, ErrorCode, RefRecord};
 use crate::hash::Hash;
 use crate::layout::{Layout, LayoutChanged, LayoutMember, LayoutPlacement};
-use crate::peer::Call;
+use crate::peer::{Call, CallsFailed, RpcError};
 use crate::placement::FixedPlacement;
 use crate::refcount::RefcountActor;
 use crate::refcount::{

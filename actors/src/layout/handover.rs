@@ -56,7 +56,7 @@ pub async fn handover_left(
                 limit: LIST_PAGE,
             })
             .await
-            .map_err(|_| StorageError::Task("storage actor stopped".into()))??;
+            .map_err(StorageError::ActorGone)??;
         for h in &page {
             let p = partition_of(h, placement.partitions());
             if placement.partition_nodes(p).contains(&me) {
@@ -65,7 +65,7 @@ pub async fn handover_left(
             let len = storage
                 .send(BlockLength { hash: *h })
                 .await
-                .map_err(|_| StorageError::Task("storage actor stopped".into()))??;
+                .map_err(StorageError::ActorGone)??;
             if let Some(len) = len {
                 partitions.insert(p);
                 left.blocks += 1;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::model::{Layout, LayoutChange, LayoutInvalid, LayoutStamp, MoveSummary};
 use super::placement::LayoutPlacement;
 use crate::hash::NodeId;
+use crate::peer::RpcError;
 
 /// Errors of the layout actor.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +21,9 @@ pub enum LayoutError {
     #[error("layout keyspace key {key} is corrupt: {reason}")]
     Corrupt { key: &'static str, reason: String },
     #[error("layout could not be encoded: {0}")]
-    Encode(String),
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("layout could not be encoded: {0}")]
+    Compress(#[source] std::io::Error),
     #[error("invalid layout: {0}")]
     Invalid(#[from] LayoutInvalid),
     #[error("nothing is staged")]
@@ -44,13 +47,26 @@ pub enum LayoutError {
         got: crate::hash::Hash,
     },
     #[error("layout offer refused: {0}")]
-    BadOffer(String),
+    BadOffer(#[from] BadOffer),
     #[error("version {got} is not the current layout ({current})")]
     NotCurrent { current: u64, got: u64 },
     #[error("the layout actor is busy writing the previous change; try again")]
     Busy,
     #[error("the layout actor stopped")]
     Stopped,
+}
+
+/// Why a layout fetched from a peer (a `LayoutReply`) was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum BadOffer {
+    #[error("layout bytes do not decompress: {0}")]
+    Decompress(#[source] std::io::Error),
+    #[error("layout does not decode: {0}")]
+    Decode(#[source] rmp_serde::decode::Error),
+    #[error("answered LayoutQuery with {0}")]
+    UnexpectedReply(&'static str),
+    #[error("{0}")]
+    Rpc(#[source] RpcError),
 }
 
 /// The current layout, what is staged and what applying it would do.

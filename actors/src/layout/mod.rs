@@ -38,8 +38,8 @@ use tokio::sync::{oneshot, watch};
 
 pub use handover::{handover_left, HandoverLeft, TransitionStatus, HANDOVER_POLL};
 pub use messages::{
-    Applied, ApplyLayout, EndTransition, GetLayout, LayoutChanged, LayoutError, LayoutView,
-    OfferLayout, PeerLayoutSeen, RevertLayout, StageChange, SubscribeLayout,
+    Applied, ApplyLayout, BadOffer, EndTransition, GetLayout, LayoutChanged, LayoutError,
+    LayoutView, OfferLayout, PeerLayoutSeen, RevertLayout, StageChange, SubscribeLayout,
 };
 pub use model::{
     partition_bits, Layout, LayoutChange, LayoutInvalid, LayoutMember, LayoutStamp, MoveSummary,
@@ -334,11 +334,8 @@ impl LayoutActor {
                         .and_then(|r| r.map(|_| ())),
                     Err(e) => Err(e),
                 },
-                Ok(Ok(other)) => Err(LayoutError::BadOffer(format!(
-                    "answered LayoutQuery with {}",
-                    other.kind()
-                ))),
-                Ok(Err(e)) => Err(LayoutError::BadOffer(e.to_string())),
+                Ok(Ok(other)) => Err(BadOffer::UnexpectedReply(other.kind()).into()),
+                Ok(Err(e)) => Err(BadOffer::Rpc(e).into()),
                 Err(_) => Err(LayoutError::Stopped),
             };
             if let Err(e) = outcome {

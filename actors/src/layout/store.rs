@@ -11,7 +11,7 @@
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::messages::LayoutError;
+use super::messages::{BadOffer, LayoutError};
 use super::model::{Layout, LayoutChange};
 
 /// Name of the keyspace.
@@ -63,8 +63,8 @@ pub(super) fn save(
     current: &Layout,
     staged: &[LayoutChange],
 ) -> Result<(), LayoutError> {
-    let cur = rmp_serde::to_vec_named(current).map_err(|e| LayoutError::Encode(e.to_string()))?;
-    let st = rmp_serde::to_vec_named(staged).map_err(|e| LayoutError::Encode(e.to_string()))?;
+    let cur = rmp_serde::to_vec_named(current)?;
+    let st = rmp_serde::to_vec_named(staged)?;
     let mut b = db.batch();
     b.insert(ks, CURRENT, cur);
     b.insert(ks, STAGED, st);
@@ -75,17 +75,15 @@ pub(super) fn save(
 
 /// The bytes of a `LayoutReply`: MessagePack, then zstd.
 pub fn encode_layout(layout: &Layout) -> Result<Vec<u8>, LayoutError> {
-    let raw = rmp_serde::to_vec_named(layout).map_err(|e| LayoutError::Encode(e.to_string()))?;
-    zstd::bulk::compress(&raw, 3).map_err(|e| LayoutError::Encode(e.to_string()))
+    let raw = rmp_serde::to_vec_named(layout)?;
+    zstd::bulk::compress(&raw, 3).map_err(LayoutError::Compress)
 }
 
 /// Decode a `LayoutReply`'s bytes (bounded by [`MAX_LAYOUT_BYTES`]) and check its
 /// structure.
 pub fn decode_layout(data: &[u8]) -> Result<Layout, LayoutError> {
-    let raw = zstd::bulk::decompress(data, MAX_LAYOUT_BYTES)
-        .map_err(|e| LayoutError::BadOffer(format!("layout bytes do not decompress: {e}")))?;
-    let layout: Layout = rmp_serde::from_slice(&raw)
-        .map_err(|e| LayoutError::BadOffer(format!("layout does not decode: {e}")))?;
+    let raw = zstd::bulk::decompress(data, MAX_LAYOUT_BYTES).map_err(BadOffer::Decompress)?;
+    let layout: Layout = rmp_serde::from_slice(&raw).map_err(BadOffer::Decode)?;
     layout.validate()?;
     Ok(layout)
 }

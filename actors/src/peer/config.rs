@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::budget::RamBudget;
 use crate::frame::FrameLimits;
 use crate::hash::{Hash, NodeId};
+use crate::layout::LayoutMember;
 
 /// Default timeout of a block read or write between nodes.
 pub const BLOCK_RW_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,6 +34,15 @@ pub const DEFAULT_ACK_ELICITING_THRESHOLD: u32 = 8;
 pub struct PeerAddr {
     pub id: NodeId,
     pub addr: SocketAddr,
+}
+
+impl From<&LayoutMember> for PeerAddr {
+    fn from(m: &LayoutMember) -> Self {
+        PeerAddr {
+            id: m.id,
+            addr: m.addr,
+        }
+    }
 }
 /// Settings of a [`PeerActor`](super::PeerActor).
 #[derive(Debug, Clone)]

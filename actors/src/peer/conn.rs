@@ -231,16 +231,25 @@ fn stream_priority(p: Priority) -> i32 {
     }
 }
 
-async fn write_frame(send: &mut SendStream, rpc: &BlockRpc) -> Result<(), String> {
-    let encoded = frame::encode(rpc).map_err(|e| e.to_string())?;
+/// Why a frame could not be written on a stream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteFrameError {
+    #[error(transparent)]
+    Encode(#[from] FrameError),
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    #[error(transparent)]
+    Closed(#[from] quinn::ClosedStream),
+}
+
+async fn write_frame(send: &mut SendStream, rpc: &BlockRpc) -> Result<(), WriteFrameError> {
+    let encoded = frame::encode(rpc)?;
     let mut chunks = [
         Bytes::from(encoded.head),
         encoded.payload.unwrap_or_default(),
     ];
-    send.write_all_chunks(&mut chunks)
-        .await
-        .map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())
+    send.write_all_chunks(&mut chunks).await?;
+    Ok(send.finish()?)
 }
 
 /// Send one request on a new stream of `conn` and read its reply. No timeout here: the

@@ -100,14 +100,7 @@ impl Handler<LayoutChanged> for PeerActor {
     fn handle(&mut self, m: LayoutChanged, ctx: &mut Context<Self>) {
         self.layout = m.layout.stamp();
         let joining = !m.layout.names(&self.self_id);
-        let members: Vec<PeerAddr> = m
-            .layout
-            .reachable()
-            .map(|l| PeerAddr {
-                id: l.id,
-                addr: l.addr,
-            })
-            .collect();
+        let members: Vec<PeerAddr> = m.layout.reachable().map(PeerAddr::from).collect();
         if joining {
             // Not named yet: keep whoever we know (the peers that dialled us) and serve
             // any node of the CA until a layout names this node.

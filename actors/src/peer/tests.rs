@@ -11,8 +11,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::block::DataBlock;
-use crate::frame::ErrorCode;
-use crate::frame::{self, FrameLimits};
+use crate::frame::{self, BlockRpc, ErrorCode, FrameLimits};
 use crate::hash::blake2sum;
 use crate::tls::{self, TlsIdentity};
 

@@ -4,16 +4,12 @@
 //! count being a setting of the layout ([`partition_of`]; [`PARTITIONS`] = 256, the first
 //! byte, for placements without a layout). [`Placement`] is the question every actor
 //! asks ("which nodes hold this partition / this hash"); the layout's table answers it
-//! (`crate::layout`), [`ClusterPlacement`] answers it for a member list by weighted
-//! rendezvous hashing (`rendezvous.rs`), and [`FixedPlacement`] with one fixed list
-//! (tests, a single node).
+//! (`crate::layout`, from the balanced assignment of `assign.rs`), and
+//! [`FixedPlacement`] with one fixed list (tests, a single node).
 
 mod assign;
-mod rendezvous;
 
 pub use assign::{assign, partitions_for, AssignError, Assignment, NodeSpec};
-
-pub use rendezvous::{ClusterPlacement, PlacementNode};
 
 use crate::hash::{Hash, NodeId};
 

@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Arc;
 
 use actix::prelude::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -31,7 +30,7 @@ use tracing::{debug, error, warn};
 use crate::hash::Hash;
 use crate::rc::{now_msec, RcEntry, RcParseError};
 use crate::ref_id::RefId;
-use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
+use crate::store_failure::{StoreFailed, StoreFailureReporter};
 
 mod config;
 mod fence;
@@ -242,19 +241,10 @@ impl RefcountActor {
         let task =
             tokio::task::spawn_blocking(move || write_batch(&db, &refs, &rc, &fences, batch));
         ctx.spawn(task.into_actor(self).map(|res, act, ctx| {
-            let res = match res {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
-                    let e = Arc::new(e);
-                    // Every commit failure poisons fjall: the node is told once (it exits).
-                    if is_fatal_write_error(&e) {
-                        act.store_failure
-                            .report_shared("committing a ref batch", Arc::clone(&e));
-                    }
-                    Err(PersistError::Commit(e))
-                }
-                Err(join) => Err(PersistError::Task(Arc::new(join))),
-            };
+            let res = act
+                .store_failure
+                .commit_result("committing a ref batch", res)
+                .map_err(PersistError::from);
             act.persist_done(res, ctx);
         }));
     }

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::{RcChanged, RefState};
 use crate::hash::{Hash, HASH_LEN};
 use crate::rc::RcEntry;
+use crate::store_failure::CommitFailure;
 
 /// What the waiters of a generation learn: `Err` says why the batch is not durable.
 pub type Durable = Result<(), PersistError>;
@@ -31,6 +32,15 @@ pub enum PersistError {
     /// The blocking task that committed the batch panicked or was cancelled.
     #[error("persist task failed: {0}")]
     Task(#[source] Arc<tokio::task::JoinError>),
+}
+
+impl From<CommitFailure> for PersistError {
+    fn from(f: CommitFailure) -> Self {
+        match f {
+            CommitFailure::Store(e) => PersistError::Commit(e),
+            CommitFailure::Task(e) => PersistError::Task(e),
+        }
+    }
 }
 
 /// One group of writes, committed and synced together.

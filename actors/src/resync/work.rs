@@ -9,7 +9,8 @@ use actix::prelude::*;
 
 use super::decision::{decide, Decision};
 use super::offload::{offload, GcStep, PauseHook};
-use crate::block::DataBlock;
+use crate::block::VerifiedBlock;
+use crate::fetch::{fetch_from_holders, FetchPlan};
 use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
 use crate::peer::{Call, Priority, RpcError};
@@ -170,51 +171,41 @@ pub(super) fn call(node: NodeId, rpc: BlockRpc, timeout: Duration) -> Call {
 }
 
 /// Referenced here but absent: ask the other holders one after another (background
-/// traffic; one copy is enough); the first answer that verifies is written here (the
-/// storage actor checks the hash, so a corrupt copy is refused and the next one tried).
+/// traffic; one copy is enough, [`fetch_from_holders`] verifies it); the first copy
+/// that verifies is written here. A local write failure (disk full, I/O) ends the fetch:
+/// asking more peers would not help.
 async fn fetch(d: &Deps, hash: Hash, others: &[NodeId]) -> Result<(), ResyncBlockError> {
-    let mut tried = Vec::new();
-    for node in others {
-        let reply = d
-            .peers
-            .send(call(*node, BlockRpc::GetBlock(hash), d.block_timeout))
-            .await
-            .map_err(gone(hash, "peer"))?;
-        let data: DataBlock = match reply {
-            Ok(BlockRpc::PutBlock { hash: h, data }) if h == hash => data,
-            Ok(other) => {
-                tried.push(format!("{}: answered {}", node.short(), other.kind()));
-                continue;
-            }
-            Err(e) => {
-                tried.push(format!("{}: {e}", node.short()));
-                continue;
-            }
-        };
-        match d
-            .storage
-            .send(WriteBlock::new(hash, data))
-            .await
-            .map_err(gone(hash, "storage"))?
-        {
-            Ok(_) => {
-                tracing::info!(hash = %hash.short(), peer = %node.short(), "fetched missing block");
-                return Ok(());
-            }
-            Err(StorageError::CorruptData { .. }) => {
-                tracing::warn!(hash = %hash.short(), peer = %node.short(), "peer sent a corrupt copy");
-                tried.push(format!("{}: sent corrupt data", node.short()));
-            }
-            // A local failure (disk full, I/O): asking more peers would not help.
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ResyncBlockError::NotFound {
+    let fetched = fetch_from_holders(
         hash,
-        tried: if tried.is_empty() {
-            "no other holder".to_string()
-        } else {
-            tried.join("; ")
+        FetchPlan::one_by_one(others.iter().copied()),
+        |node| {
+            let reply = d
+                .peers
+                .send(call(node, BlockRpc::GetBlock(hash), d.block_timeout));
+            async move { reply.await.map_err(gone(hash, "peer")) }
         },
-    })
+        VerifiedBlock::verify,
+    )
+    .await?;
+    let Some((node, block)) = fetched.found else {
+        let tried: Vec<String> = fetched
+            .missed
+            .iter()
+            .map(|(n, why)| format!("{}: {why}", n.short()))
+            .collect();
+        return Err(ResyncBlockError::NotFound {
+            hash,
+            tried: if tried.is_empty() {
+                "no other holder".to_string()
+            } else {
+                tried.join("; ")
+            },
+        });
+    };
+    d.storage
+        .send(WriteBlock::verified(block))
+        .await
+        .map_err(gone(hash, "storage"))??;
+    tracing::info!(hash = %hash.short(), peer = %node.short(), "fetched missing block");
+    Ok(())
 }

@@ -35,37 +35,44 @@
 //! runs on the hash's lane and deletes only if no write finished since the GC decision
 //! (`gc.rs`, [`crate::gc::unwritten_since`]). There is no unconditional delete.
 //!
-//! When the actor stops, replies still pending resolve to [`StorageError::Task`]; a blocking
+//! When the actor stops, replies still pending resolve to [`StorageError::Dropped`]; a blocking
 //! task already running finishes on its own (every write is atomic, so none is left half
 //! done).
 
 mod census;
+mod config;
 pub mod dirs;
 #[cfg(test)]
 mod dirs_tests;
 mod disk;
 mod disks;
 mod health;
+mod lanes;
+mod messages;
 mod rebalance;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
-use tracing::{debug_span, error, info, warn};
+use tracing::{error, info, warn};
 
 use self::census::{Census, Tally};
+pub use self::config::StorageConfig;
 pub use self::dirs::{DataDir, DiskState};
-use self::disks::{Disks, JobDelta};
+use self::disks::Disks;
 use self::health::DirHealth;
+use self::lanes::Job;
+pub use self::messages::{
+    BlockExists, BlockLength, DeleteIfUnwritten, DeleteOutcome, DiskFailed, DiskStatus,
+    GetStorageStats, ListBlocks, ReadBlock, RebalanceStatus, SetDiskFailureListener, StatBlock,
+    StorageError, StorageStats, WriteBlock, WriteOutcome,
+};
 use self::rebalance::Mover;
-use crate::block::{DataBlock, VerifiedBlock};
+use crate::block::DataBlock;
 use crate::gc::unwritten_since;
 use crate::hash::Hash;
 
@@ -73,255 +80,6 @@ use crate::hash::Hash;
 /// delete) never takes this long (its calls time out in seconds); a delete decided
 /// before the horizon is refused rather than guessed about.
 pub const WRITE_MEMORY: Duration = Duration::from_secs(3600);
-
-/// Settings of a [`StorageActor`].
-#[derive(Debug, Clone)]
-pub struct StorageConfig {
-    /// The data directories, each a block tree `<path>/<hh>/<hh>/<64-hex>[.zst]`; each
-    /// block lives in one of them (`dirs.rs`). At least one.
-    pub dirs: Vec<DataDir>,
-    /// fsync each block file and its directory before acknowledging a write.
-    pub data_fsync: bool,
-}
-
-impl StorageConfig {
-    /// One data directory with an optional quota on block bytes (a write past it is
-    /// refused with [`StorageError::DiskFull`]).
-    pub fn one_dir(path: PathBuf, data_fsync: bool, capacity: Option<u64>) -> Self {
-        StorageConfig {
-            dirs: vec![DataDir {
-                path,
-                capacity,
-                read_only: false,
-            }],
-            data_fsync,
-        }
-    }
-}
-
-/// Errors of the storage actor; each names the block or path involved.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("block {hash} is not stored here")]
-    NotFound { hash: Hash },
-    #[error("block {hash} failed verification; its file was quarantined as {}", quarantined.display())]
-    Corrupted { hash: Hash, quarantined: PathBuf },
-    #[error("data sent for block {hash} does not match its hash; nothing was written")]
-    CorruptData { hash: Hash },
-    #[error("no space left on the device holding {}", path.display())]
-    DiskFull { path: PathBuf },
-    #[error("I/O error on {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("storage task failed: {0}")]
-    Task(String),
-}
-
-/// What a [`WriteBlock`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// A new file was written.
-    Written,
-    /// An equivalent copy was already there; nothing was written.
-    AlreadyPresent,
-    /// A compressed copy replaced a plain one.
-    ReplacedPlain,
-}
-
-/// Store a block. Unverified data is hashed first and refused with
-/// [`StorageError::CorruptData`] on mismatch; a [`VerifiedBlock`] is written as is.
-/// The fields are private so that no write made from a `VerifiedBlock` can have its
-/// bytes or hash swapped afterwards.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<WriteOutcome, StorageError>")]
-pub struct WriteBlock {
-    hash: Hash,
-    data: DataBlock,
-    verified: bool,
-}
-
-impl WriteBlock {
-    /// A write whose data will be verified against `hash` before anything is written.
-    pub fn new(hash: Hash, data: DataBlock) -> Self {
-        WriteBlock {
-            hash,
-            data,
-            verified: false,
-        }
-    }
-
-    /// A write of a block already verified on this node (not hashed again).
-    pub fn verified(block: VerifiedBlock) -> Self {
-        WriteBlock {
-            hash: block.hash(),
-            data: block.into_data(),
-            verified: true,
-        }
-    }
-
-    /// The block written.
-    pub fn hash(&self) -> Hash {
-        self.hash
-    }
-}
-
-/// Read and verify a block. A copy that fails verification is renamed `.corrupted` and
-/// reported as [`StorageError::Corrupted`].
-#[derive(Message, Debug)]
-#[rtype(result = "Result<DataBlock, StorageError>")]
-pub struct ReadBlock {
-    pub hash: Hash,
-}
-
-/// Whether a copy of the block is stored (not verified).
-#[derive(Message, Debug)]
-#[rtype(result = "Result<bool, StorageError>")]
-pub struct BlockExists {
-    pub hash: Hash,
-}
-
-/// The plain length of the stored copy, `None` when none is stored: from the file size
-/// or the zstd frame header, without reading or hashing the block (HTTP `HEAD`). Says
-/// nothing about the copy being sound: only a [`ReadBlock`] verifies.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Option<u64>, StorageError>")]
-pub struct BlockLength {
-    pub hash: Hash,
-}
-
-/// The modification time of a stored block (ms since the epoch; a write that found the
-/// block already stored touches it), or `None` when no copy is stored.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Option<u64>, StorageError>")]
-pub struct StatBlock {
-    pub hash: Hash,
-}
-
-/// GC's delete: remove every stored copy of the block, unless a write of it (an
-/// `AlreadyPresent` answer included) finished at or after `since`, the instant the GC
-/// look at it began. Runs on the hash's lane, so a write queued before it is counted.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<DeleteOutcome, StorageError>")]
-pub struct DeleteIfUnwritten {
-    pub hash: Hash,
-    pub since: Instant,
-}
-
-/// What a [`DeleteIfUnwritten`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeleteOutcome {
-    /// The copies were removed.
-    Deleted,
-    /// No copy was stored.
-    Absent,
-    /// Kept: a write finished since the decision (or the decision is older than what
-    /// the actor remembers).
-    WrittenSince,
-}
-
-/// Up to `limit` stored hashes strictly after `after`, in ascending order, read from the
-/// tree one directory at a time (so memory stays bounded and a walk can resume).
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Vec<Hash>, StorageError>")]
-pub struct ListBlocks {
-    pub after: Option<Hash>,
-    pub limit: usize,
-}
-
-/// Counters of the storage actor.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StorageStats {
-    /// Blocks stored on the data dirs that are not failed (a block caught mid-move on
-    /// two dirs counts on each).
-    pub blocks: u64,
-    /// Bytes of block files on the data dirs that are not failed.
-    pub bytes: u64,
-    pub bytes_written: u64,
-    pub bytes_read: u64,
-    pub corruptions_found: u64,
-    /// The start-up count is still running: `blocks` and `bytes` only cover what it has
-    /// reached, and the capacity quotas are checked against that.
-    pub counting: bool,
-    /// Each data dir, in config order.
-    pub disks: Vec<DiskStatus>,
-    /// The background mover (blocks whose dir changed).
-    pub rebalance: RebalanceStatus,
-}
-
-/// One data dir in [`StorageStats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskStatus {
-    pub path: PathBuf,
-    /// Configured capacity in bytes (`None`: a lone `data_dir` without quota).
-    pub capacity: Option<u64>,
-    /// Bytes of block files counted on it (its last count once failed).
-    pub used: u64,
-    pub blocks: u64,
-    pub state: DiskState,
-    /// Why it was marked failed.
-    pub failure: Option<String>,
-}
-
-/// Progress of the mover in [`StorageStats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RebalanceStatus {
-    /// A pass over the dirs is under way.
-    pub running: bool,
-    /// Passes finished since start.
-    pub passes: u64,
-    /// Block files looked at in the current (or last) pass.
-    pub scanned: u64,
-    /// Blocks moved to the dir they belong in, and their bytes, since start.
-    pub moved: u64,
-    pub bytes_moved: u64,
-    /// Moves that failed (the block stays where it was).
-    pub errors: u64,
-}
-
-/// Ask for [`StorageStats`].
-#[derive(Message, Debug)]
-#[rtype(result = "StorageStats")]
-pub struct GetStorageStats;
-
-/// Told to the listener when a data dir is marked failed: every referenced block that
-/// was on it should be fetched again (onto the other dirs).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct DiskFailed {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-/// Who hears of a failed data dir (the resync actor, whose sweep fetches what it lost).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetDiskFailureListener {
-    pub listener: Recipient<DiskFailed>,
-}
-
-/// A queued operation on one hash: run on the blocking pool with what the actor knew of
-/// the hash when the job started, it returns the counters it changed and the reply to
-/// send once they are applied.
-type Job = Box<dyn FnOnce(LaneFacts) -> JobDone + Send>;
-
-/// What the actor knows of a hash when one of its jobs starts (the jobs before it on the
-/// lane have ended and been applied).
-#[derive(Debug, Clone, Copy)]
-struct LaneFacts {
-    /// When the last write of the hash finished, if it is remembered.
-    last_write: Option<Instant>,
-    /// Writes before this instant are forgotten (start, or the last pruning).
-    forgotten_before: Instant,
-}
-
-/// The end of a [`Job`], back on the actor's thread.
-struct JobDone {
-    delta: JobDelta,
-    reply: Box<dyn FnOnce() + Send>,
-}
 
 /// The actor: see the module documentation.
 pub struct StorageActor {
@@ -359,7 +117,7 @@ impl StorageActor {
     /// takes the same time for no block as for millions.
     pub fn new(config: StorageConfig) -> Result<Self, StorageError> {
         if config.dirs.is_empty() {
-            return Err(StorageError::Task("no data dir configured".into()));
+            return Err(StorageError::NoDataDir);
         }
         for d in &config.dirs {
             std::fs::create_dir_all(&d.path).map_err(|source| StorageError::Io {
@@ -490,116 +248,6 @@ impl StorageActor {
             }
         }
     }
-
-    /// Queue `op` on the lane of `hash` and return a future of its result.
-    fn submit<T, F>(
-        &mut self,
-        hash: Hash,
-        ctx: &mut Context<Self>,
-        op: F,
-    ) -> ResponseFuture<Result<T, StorageError>>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Disks, &mut JobDelta, LaneFacts) -> Result<T, StorageError> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let disks = self.disks.clone();
-        let job: Job = Box::new(move |facts| {
-            let _span = debug_span!("storage", hash = %hash.short()).entered();
-            let mut delta = JobDelta::default();
-            let res = op(&disks, &mut delta, facts);
-            JobDone {
-                delta,
-                reply: Box::new(move || {
-                    // The asker may have gone away; nothing to do then.
-                    let _ = tx.send(res);
-                }),
-            }
-        });
-        match self.lanes.entry(hash) {
-            Entry::Occupied(mut lane) => lane.get_mut().push_back(job),
-            Entry::Vacant(lane) => {
-                lane.insert(VecDeque::new());
-                self.start(hash, job, ctx);
-            }
-        }
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(StorageError::Task(format!(
-                    "operation on block {hash} was dropped before it finished"
-                )))
-            })
-        })
-    }
-
-    /// Run a job on the blocking pool; when it ends, apply its counters, reply, and start
-    /// the next job of the same lane (or close the lane).
-    fn start(&mut self, hash: Hash, job: Job, ctx: &mut Context<Self>) {
-        let facts = LaneFacts {
-            last_write: self.last_write.get(&hash).copied(),
-            forgotten_before: self.forgotten_before,
-        };
-        let fut = actix_rt::task::spawn_blocking(move || job(facts));
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            match res {
-                Ok(done) => {
-                    if done.delta.wrote() {
-                        // Recorded before the reply and before the lane's next job
-                        // starts: a delete queued behind this write sees it.
-                        act.last_write.insert(hash, Instant::now());
-                    }
-                    act.apply(hash, done.delta, ctx);
-                    (done.reply)();
-                }
-                // The reply sender died with the task: the asker gets `Task`.
-                Err(e) => error!(%hash, error = %e, "storage task failed"),
-            }
-            let next = act.lanes.get_mut(&hash).and_then(|q| q.pop_front());
-            match next {
-                Some(job) => act.start(hash, job, ctx),
-                None => {
-                    act.lanes.remove(&hash);
-                }
-            }
-        }));
-    }
-
-    /// Apply the counters an operation on `hash` changed. Whether its change of the
-    /// block and byte counts is applied is the census's call while the start-up count
-    /// runs (every operation is reported, reads included: a read may quarantine).
-    fn apply(&mut self, hash: Hash, d: JobDelta, ctx: &mut Context<Self>) {
-        let counted = match d.census_probe {
-            Some(tallies) => {
-                if self.census.probed(&hash) {
-                    for (i, t) in tallies {
-                        self.health[i].count(t.blocks as i64, t.bytes as i64);
-                    }
-                }
-                self.census_check_done(ctx);
-                false
-            }
-            None => self.census.on_change(&hash),
-        };
-        for (i, sd) in d.per_disk {
-            if counted {
-                self.health[i].count(sd.blocks, sd.bytes);
-            }
-            let s = &mut self.stats;
-            s.bytes_written += sd.bytes_written;
-            s.bytes_read += sd.bytes_read;
-            s.corruptions_found += sd.corruptions;
-        }
-        if let Some((i, n)) = d.unreserve {
-            self.health[i].reserved = self.health[i].reserved.saturating_sub(n);
-        }
-        if let Some(n) = d.moved {
-            self.mover.moved += 1;
-            self.mover.bytes_moved += n;
-        }
-        for (i, error) in d.io_errors {
-            self.note_io_error(i, error, ctx);
-        }
-    }
 }
 
 impl Actor for StorageActor {
@@ -702,7 +350,12 @@ impl Handler<ListBlocks> for StorageActor {
         Box::pin(async move {
             actix_rt::task::spawn_blocking(move || disks.list(m.after, m.limit))
                 .await
-                .unwrap_or_else(|e| Err(StorageError::Task(format!("listing blocks: {e}"))))
+                .unwrap_or_else(|source| {
+                    Err(StorageError::Join {
+                        what: "listing blocks",
+                        source,
+                    })
+                })
         })
     }
 }

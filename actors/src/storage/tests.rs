@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use super::*;
+use crate::block::VerifiedBlock;
 use crate::hash::blake2sum;
 
 /// Bound on any single exchange with the actor (fsync on a busy VM can be slow).

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::hash::NodeId;
+use crate::peer::PEER_RPC_TIMEOUT;
 
 /// Where and how often the token actor exchanges records.
 #[derive(Debug, Clone)]
@@ -14,7 +15,8 @@ pub struct TokenConfig {
     pub sync_interval: Duration,
     /// Delay of the first pull after start (peers need a moment to connect).
     pub first_sync_after: Duration,
-    /// Timeout of one push or pull call.
+    /// Timeout of one push or pull call. Default [`PEER_RPC_TIMEOUT`] (the node's
+    /// `peer_rpc_timeout`).
     pub call_timeout: Duration,
 }
 
@@ -24,7 +26,7 @@ impl Default for TokenConfig {
             peers: Vec::new(),
             sync_interval: Duration::from_secs(5),
             first_sync_after: Duration::from_secs(1),
-            call_timeout: Duration::from_secs(5),
+            call_timeout: PEER_RPC_TIMEOUT,
         }
     }
 }

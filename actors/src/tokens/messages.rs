@@ -3,9 +3,12 @@
 //! [`TokensIfDiffer`] (for peers' pushes and pulls); [`SyncTokensNow`]; the error
 //! [`TokenError`].
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 
 use super::record::{Scope, TokenName, TokenRecord};
+use crate::store_failure::CommitFailure;
 
 /// Why a token operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +23,41 @@ pub enum TokenError {
     #[error("metadata store error on the tokens keyspace: {0}")]
     Store(#[from] fjall::Error),
     /// A record could not be encoded.
-    #[error("token record {name} does not encode: {reason}")]
-    Encode { name: TokenName, reason: String },
-    /// The write did not finish (the actor stopped or its blocking task died).
-    #[error("token write of {name} did not finish: {reason}")]
-    NotPersisted { name: TokenName, reason: String },
+    #[error("token record {name} does not encode: {source}")]
+    Encode {
+        name: TokenName,
+        #[source]
+        source: rmp_serde::encode::Error,
+    },
+    /// The write did not finish (the store failed, the actor stopped or its blocking
+    /// task died).
+    #[error("token write of {name} did not finish: {source}")]
+    NotPersisted {
+        name: TokenName,
+        #[source]
+        source: WriteFailed,
+    },
+}
+
+/// Why a queued write of token records did not become durable; one value is told to
+/// every write of the batch, hence the `Arc`s.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteFailed {
+    #[error("{0}")]
+    Store(#[source] Arc<fjall::Error>),
+    #[error("blocking task failed: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
+    #[error("the token actor stopped")]
+    Stopped,
+}
+
+impl From<CommitFailure> for WriteFailed {
+    fn from(f: CommitFailure) -> Self {
+        match f {
+            CommitFailure::Store(e) => WriteFailed::Store(e),
+            CommitFailure::Task(e) => WriteFailed::Task(e),
+        }
+    }
 }
 
 /// A token as listed: never its secret or hash.

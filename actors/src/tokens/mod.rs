@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::frame::BlockRpc;
 use crate::peer::{Call, Priority};
 use crate::rc::now_msec;
-use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
+use crate::store_failure::{StoreFailed, StoreFailureReporter};
 
 mod config;
 mod messages;
@@ -37,7 +37,7 @@ mod tests;
 pub use config::TokenConfig;
 pub use messages::{
     Authenticate, CreateToken, CreatedToken, ListTokens, MergeTokens, PushReport, RevokeToken,
-    SyncTokensNow, TokenError, TokenGrant, TokenInfo, TokensIfDiffer,
+    SyncTokensNow, TokenError, TokenGrant, TokenInfo, TokensIfDiffer, WriteFailed,
 };
 pub use record::{Scope, TokenName, TokenRecord};
 
@@ -49,7 +49,7 @@ pub const TOKENS_KEYSPACE: &str = "tokens";
 /// One queued write: encoded records, and who waits for them to be durable.
 struct QueuedWrite {
     records: Vec<(TokenName, Vec<u8>)>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), WriteFailed>>,
 }
 
 /// The actor; see the module documentation.
@@ -134,12 +134,12 @@ impl TokenActor {
         &mut self,
         records: &[TokenRecord],
         ctx: &mut Context<Self>,
-    ) -> Result<oneshot::Receiver<Result<(), String>>, TokenError> {
+    ) -> Result<oneshot::Receiver<Result<(), WriteFailed>>, TokenError> {
         let mut encoded = Vec::with_capacity(records.len());
         for r in records {
-            let v = encode_record(r).map_err(|e| TokenError::Encode {
+            let v = encode_record(r).map_err(|source| TokenError::Encode {
                 name: r.name.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             encoded.push((r.name.clone(), v));
         }
@@ -172,17 +172,10 @@ impl TokenActor {
             b.commit()
         });
         ctx.spawn(task.into_actor(self).map(move |res, act, ctx| {
-            let res = match res {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
-                    let text = e.to_string();
-                    if is_fatal_write_error(&e) {
-                        act.store_failure.report("committing token records", e);
-                    }
-                    Err(text)
-                }
-                Err(e) => Err(format!("blocking task failed: {e}")),
-            };
+            let res = act
+                .store_failure
+                .commit_result("committing token records", res)
+                .map_err(WriteFailed::from);
             for w in writes {
                 let _ = w.done.send(res.clone());
             }
@@ -260,17 +253,17 @@ impl TokenActor {
 /// Wait for a queued write's notice.
 async fn wait_durable(
     name: &TokenName,
-    rx: oneshot::Receiver<Result<(), String>>,
+    rx: oneshot::Receiver<Result<(), WriteFailed>>,
 ) -> Result<(), TokenError> {
     match rx.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(reason)) => Err(TokenError::NotPersisted {
+        Ok(Err(source)) => Err(TokenError::NotPersisted {
             name: name.clone(),
-            reason,
+            source,
         }),
         Err(_) => Err(TokenError::NotPersisted {
             name: name.clone(),
-            reason: "the token actor stopped".into(),
+            source: WriteFailed::Stopped,
         }),
     }
 }

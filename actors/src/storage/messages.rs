@@ -1,0 +1,233 @@
+//! The storage actor's messages, their replies and its error type.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::DiskState;
+use crate::block::{BlockError, DataBlock, VerifiedBlock};
+use crate::hash::Hash;
+
+/// Errors of the storage actor; each names the block or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("block {hash} is not stored here")]
+    NotFound { hash: Hash },
+    #[error("block {hash} failed verification; its file was quarantined as {}", quarantined.display())]
+    Corrupted { hash: Hash, quarantined: PathBuf },
+    #[error("data sent for block {hash} does not match its hash; nothing was written")]
+    CorruptData { hash: Hash },
+    #[error("no space left on the device holding {}", path.display())]
+    DiskFull { path: PathBuf },
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The actor stopped before this operation on `hash` ran or answered.
+    #[error("storage task failed: operation on block {hash} was dropped before it finished")]
+    Dropped { hash: Hash },
+    /// The storage actor is gone (asked through its mailbox).
+    #[error("storage task failed: storage actor stopped")]
+    ActorGone(#[source] MailboxError),
+    /// A blocking task of the actor died (it panicked).
+    #[error("storage task failed: {what}: {source}")]
+    Join {
+        what: &'static str,
+        #[source]
+        source: actix_rt::task::JoinError,
+    },
+    /// A stored compressed block whose zstd frame does not decode.
+    #[error("storage task failed: decompressing block {hash}: {source}")]
+    Decompress {
+        hash: Hash,
+        #[source]
+        source: BlockError,
+    },
+    #[error("storage task failed: no data dir configured")]
+    NoDataDir,
+}
+
+/// What a [`WriteBlock`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A new file was written.
+    Written,
+    /// An equivalent copy was already there; nothing was written.
+    AlreadyPresent,
+    /// A compressed copy replaced a plain one.
+    ReplacedPlain,
+}
+
+/// Store a block. Unverified data is hashed first and refused with
+/// [`StorageError::CorruptData`] on mismatch; a [`VerifiedBlock`] is written as is.
+/// The fields are private so that no write made from a `VerifiedBlock` can have its
+/// bytes or hash swapped afterwards.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<WriteOutcome, StorageError>")]
+pub struct WriteBlock {
+    pub(super) hash: Hash,
+    pub(super) data: DataBlock,
+    pub(super) verified: bool,
+}
+
+impl WriteBlock {
+    /// A write whose data will be verified against `hash` before anything is written.
+    pub fn new(hash: Hash, data: DataBlock) -> Self {
+        WriteBlock {
+            hash,
+            data,
+            verified: false,
+        }
+    }
+
+    /// A write of a block already verified on this node (not hashed again).
+    pub fn verified(block: VerifiedBlock) -> Self {
+        WriteBlock {
+            hash: block.hash(),
+            data: block.into_data(),
+            verified: true,
+        }
+    }
+
+    /// The block written.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+}
+
+/// Read and verify a block. A copy that fails verification is renamed `.corrupted` and
+/// reported as [`StorageError::Corrupted`].
+#[derive(Message, Debug)]
+#[rtype(result = "Result<DataBlock, StorageError>")]
+pub struct ReadBlock {
+    pub hash: Hash,
+}
+
+/// Whether a copy of the block is stored (not verified).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct BlockExists {
+    pub hash: Hash,
+}
+
+/// The plain length of the stored copy, `None` when none is stored: from the file size
+/// or the zstd frame header, without reading or hashing the block (HTTP `HEAD`). Says
+/// nothing about the copy being sound: only a [`ReadBlock`] verifies.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Option<u64>, StorageError>")]
+pub struct BlockLength {
+    pub hash: Hash,
+}
+
+/// The modification time of a stored block (ms since the epoch; a write that found the
+/// block already stored touches it), or `None` when no copy is stored.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Option<u64>, StorageError>")]
+pub struct StatBlock {
+    pub hash: Hash,
+}
+
+/// GC's delete: remove every stored copy of the block, unless a write of it (an
+/// `AlreadyPresent` answer included) finished at or after `since`, the instant the GC
+/// look at it began. Runs on the hash's lane, so a write queued before it is counted.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<DeleteOutcome, StorageError>")]
+pub struct DeleteIfUnwritten {
+    pub hash: Hash,
+    pub since: Instant,
+}
+
+/// What a [`DeleteIfUnwritten`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The copies were removed.
+    Deleted,
+    /// No copy was stored.
+    Absent,
+    /// Kept: a write finished since the decision (or the decision is older than what
+    /// the actor remembers).
+    WrittenSince,
+}
+
+/// Up to `limit` stored hashes strictly after `after`, in ascending order, read from the
+/// tree one directory at a time (so memory stays bounded and a walk can resume).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<Hash>, StorageError>")]
+pub struct ListBlocks {
+    pub after: Option<Hash>,
+    pub limit: usize,
+}
+
+/// Counters of the storage actor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Blocks stored on the data dirs that are not failed (a block caught mid-move on
+    /// two dirs counts on each).
+    pub blocks: u64,
+    /// Bytes of block files on the data dirs that are not failed.
+    pub bytes: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    pub corruptions_found: u64,
+    /// The start-up count is still running: `blocks` and `bytes` only cover what it has
+    /// reached, and the capacity quotas are checked against that.
+    pub counting: bool,
+    /// Each data dir, in config order.
+    pub disks: Vec<DiskStatus>,
+    /// The background mover (blocks whose dir changed).
+    pub rebalance: RebalanceStatus,
+}
+
+/// One data dir in [`StorageStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskStatus {
+    pub path: PathBuf,
+    /// Configured capacity in bytes (`None`: a lone `data_dir` without quota).
+    pub capacity: Option<u64>,
+    /// Bytes of block files counted on it (its last count once failed).
+    pub used: u64,
+    pub blocks: u64,
+    pub state: DiskState,
+    /// Why it was marked failed.
+    pub failure: Option<String>,
+}
+
+/// Progress of the mover in [`StorageStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebalanceStatus {
+    /// A pass over the dirs is under way.
+    pub running: bool,
+    /// Passes finished since start.
+    pub passes: u64,
+    /// Block files looked at in the current (or last) pass.
+    pub scanned: u64,
+    /// Blocks moved to the dir they belong in, and their bytes, since start.
+    pub moved: u64,
+    pub bytes_moved: u64,
+    /// Moves that failed (the block stays where it was).
+    pub errors: u64,
+}
+
+/// Ask for [`StorageStats`].
+#[derive(Message, Debug)]
+#[rtype(result = "StorageStats")]
+pub struct GetStorageStats;
+
+/// Told to the listener when a data dir is marked failed: every referenced block that
+/// was on it should be fetched again (onto the other dirs).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct DiskFailed {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Who hears of a failed data dir (the resync actor, whose sweep fetches what it lost).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetDiskFailureListener {
+    pub listener: Recipient<DiskFailed>,
+}

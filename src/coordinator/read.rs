@@ -1,0 +1,185 @@
+//! The read side of the client path: this node first, then the peers hedged after each
+//! one's recent p95; the first verified copy wins, and holders that lacked it are asked
+//! to resync it.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use blocknode_actors::fetch::{fetch_from_holders, FetchPlan};
+use blocknode_actors::frame::BlockRpc;
+use blocknode_actors::peer::{Call, HedgedCall, PlanRead, Priority, RpcError};
+use blocknode_actors::resync::{Schedule, ScheduleReason};
+use blocknode_actors::storage::{ReadBlock, StorageError};
+use blocknode_actors::{DataBlock, Hash, NodeId, Placement};
+
+use super::{gone, Coordinator, CoordinatorError};
+
+/// How the holders that did not serve a read ended.
+#[derive(Debug, Default)]
+struct ReadTally {
+    /// Answered "not here" or sent a rotten copy: asked to resync afterwards.
+    lacking: Vec<NodeId>,
+    /// Could not be asked or gave no usable answer (down, timeout, protocol error).
+    unreachable: Vec<NodeId>,
+}
+
+impl Coordinator {
+    /// Read a block. This node first when it holds one; then the peers in the order
+    /// the peer actor gives ([`PlanRead`]: up peers fastest first, stalled and down
+    /// peers last), hedged: when the peer asked last has not answered within its hedge
+    /// delay (about its recent p95), the next one is asked too. The first verified copy
+    /// wins and the reads still running are cancelled. Holders that lacked it or had it
+    /// rotten are asked to resync it. `NotFound` only when every holder answered "not
+    /// here" (or rotten); when some could not be asked, `Unavailable` naming them.
+    pub async fn get_block(&self, hash: Hash) -> Result<Bytes, CoordinatorError> {
+        let holders = self.holders(&hash);
+        let mut tally = ReadTally::default();
+        let mut found = None;
+        if holders.contains(&self.self_id) {
+            // The storage actor verified the copy it read: do not hash it again.
+            match self.storage.send(ReadBlock { hash }).await {
+                Ok(Ok(data)) => match data.into_plain_verified(&hash) {
+                    // Charged once read (its size was unknown before): it is held until
+                    // the response body has been sent.
+                    Ok(plain) => found = Some(self.hold_ram(plain).await?),
+                    Err(e) => {
+                        tracing::error!(hash = %hash.short(), "local read returned unverified data: {e}");
+                        tally.unreachable.push(self.self_id);
+                    }
+                },
+                Ok(Err(StorageError::NotFound { .. }))
+                | Ok(Err(StorageError::Corrupted { .. })) => tally.lacking.push(self.self_id),
+                Ok(Err(e)) => {
+                    tracing::warn!(hash = %hash.short(), "local read failed: {e}");
+                    tally.unreachable.push(self.self_id);
+                }
+                Err(e) => return Err(gone("storage")(e)),
+            }
+        }
+        if found.is_none() {
+            let remote: Vec<NodeId> = holders
+                .iter()
+                .copied()
+                .filter(|n| *n != self.self_id)
+                .collect();
+            found = self.hedged_remote_read(hash, remote, &mut tally).await?;
+        }
+        if found.is_none() {
+            // A transition runs: the old holders may be the only ones with it yet. Their
+            // lack is not repaired (they are giving the block up).
+            let old: Vec<NodeId> = self
+                .placement()
+                .previous_nodes(&hash)
+                .into_iter()
+                .filter(|n| !holders.contains(n) && *n != self.self_id)
+                .collect();
+            let mut old_tally = ReadTally::default();
+            found = self.hedged_remote_read(hash, old, &mut old_tally).await?;
+            if found.is_none() {
+                tally.unreachable.extend(old_tally.unreachable);
+            }
+        }
+        for node in std::mem::take(&mut tally.lacking) {
+            self.ask_resync(node, hash);
+        }
+        match found {
+            Some(plain) => {
+                self.metrics.bytes_read.inc_by(plain.len() as u64);
+                Ok(plain)
+            }
+            None if tally.unreachable.is_empty() => Err(CoordinatorError::NotFound(hash)),
+            None => Err(CoordinatorError::Unavailable {
+                hash,
+                unreachable: tally.unreachable,
+            }),
+        }
+    }
+
+    /// The hedged part of [`Self::get_block`] over the peers `remote`, in the order and
+    /// with the hedge delays the peer actor plans ([`PlanRead`]); each copy is verified
+    /// on a blocking thread (every served byte is checked here). Every holder that ends
+    /// without serving the block lands in `tally` (lacking or unreachable).
+    async fn hedged_remote_read(
+        &self,
+        hash: Hash,
+        remote: Vec<NodeId>,
+        tally: &mut ReadTally,
+    ) -> Result<Option<Bytes>, CoordinatorError> {
+        if remote.is_empty() {
+            return Ok(None);
+        }
+        let plan = self
+            .peers
+            .send(PlanRead { holders: remote })
+            .await
+            .map_err(gone("peer"))?;
+        let ask = |node| {
+            // Dropping the ask (another holder answered first) cancels the read.
+            let (cancel_on_drop, cancel) = tokio::sync::oneshot::channel::<()>();
+            let reply = self.peers.send(HedgedCall {
+                call: Call {
+                    node,
+                    rpc: BlockRpc::GetBlock(hash),
+                    timeout: self.cfg.block_rw_timeout,
+                    priority: Priority::Client,
+                },
+                cancel,
+            });
+            async move {
+                let _cancel_on_drop = cancel_on_drop;
+                Ok::<_, Infallible>(reply.await.unwrap_or_else(|e| {
+                    Err(RpcError::Unreachable {
+                        node,
+                        reason: format!("peer actor: {e}"),
+                    })
+                }))
+            }
+        };
+        // A plain reply's bytes are the body, already charged as they were read from the
+        // peer; a decompressed body is new and charged below.
+        let verify = |hash: Hash, data: DataBlock| {
+            let compressed = data.is_compressed();
+            data.verify_get(&hash).map(|plain| (plain, compressed))
+        };
+        let fetched = fetch_from_holders(hash, FetchPlan::hedged(plan.order), ask, verify)
+            .await
+            .unwrap_or_else(|e| match e {});
+        tally.lacking.extend(fetched.lacking());
+        tally.unreachable.extend(fetched.unreachable());
+        match fetched.found {
+            None => Ok(None),
+            Some((_, (plain, false))) => Ok(Some(plain)),
+            Some((node, (plain, true))) => match self.hold_ram(plain).await {
+                Ok(plain) => Ok(Some(plain)),
+                Err(e) => {
+                    tracing::warn!(hash = %hash.short(), "RAM budget: {e}");
+                    tally.unreachable.push(node);
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// Ask `node` to resync `hash` now (fire and forget).
+    fn ask_resync(&self, node: NodeId, hash: Hash) {
+        if node == self.self_id {
+            self.resync.do_send(Schedule {
+                hash,
+                delay: Duration::ZERO,
+                reason: ScheduleReason::ReadFailed,
+            });
+        } else {
+            let call = self.peers.send(Call {
+                node,
+                rpc: BlockRpc::ScheduleResync(hash),
+                timeout: self.cfg.small_rpc_timeout,
+                priority: Priority::Background,
+            });
+            actix_rt::spawn(async move {
+                let _ = call.await;
+            });
+        }
+    }
+}
