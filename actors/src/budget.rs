@@ -173,10 +173,11 @@ impl Charge {
         })
     }
 
-    /// As [`Charge::attach`], for a freshly allocated buffer (no copy).
-    pub fn attach_vec(self, data: Vec<u8>) -> Bytes {
+    /// As [`Charge::attach`], for a freshly filled buffer (a `Vec`, a
+    /// [`crate::bufpool::PooledBuf`]; no copy).
+    pub fn attach_owned<T: AsRef<[u8]> + Send + 'static>(self, data: T) -> Bytes {
         if self.permit.is_none() {
-            return Bytes::from(data);
+            return Bytes::from_owner(data);
         }
         Bytes::from_owner(Charged {
             data,
@@ -244,7 +245,7 @@ mod tests {
         let pool = Pool::new("test", 1 << 20);
         let charge = pool.charge(600 << 10).await.unwrap();
         assert_eq!(pool.available(), 424 << 10);
-        let bytes = charge.attach_vec(vec![7u8; 600 << 10]);
+        let bytes = charge.attach_owned(vec![7u8; 600 << 10]);
         let clone = bytes.slice(10..20);
         drop(bytes);
         assert_eq!(pool.available(), 424 << 10, "a clone still holds the bytes");
@@ -287,7 +288,7 @@ mod tests {
             .charge(1 << 20)
             .await
             .unwrap()
-            .attach_vec(vec![0; 1 << 20]);
+            .attach_owned(vec![0; 1 << 20]);
         let p2 = pool.clone();
         let waiter = tokio::spawn(async move { p2.charge(512 << 10).await.map(|c| c.bytes()) });
         tokio::time::sleep(Duration::from_millis(50)).await;

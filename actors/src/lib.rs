@@ -12,6 +12,7 @@
 //!   the balanced, zone-aware, capacity-weighted assignment of partitions to nodes that
 //!   a layout's table is made of;
 //! - [`budget`]: the RAM budget for block bytes in flight (client and peer pools);
+//! - [`bufpool`]: reused buffers for blocks of 1 MiB and more (no fresh mmap per block);
 //! - [`fetch`]: fetch a block from its holders and verify it (the GET path's hedged
 //!   read and resync's fetch of a missing block);
 //! - [`tls`]: the cluster CA, node certificates and the mutual-TLS configs that pin a
@@ -37,6 +38,7 @@
 pub mod antientropy;
 pub mod block;
 pub mod budget;
+pub mod bufpool;
 pub mod fetch;
 pub mod frame;
 pub mod fsutil;

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use blocknode_actors::bufpool::PooledBuf;
 use blocknode_actors::refcount::RefState;
 use blocknode_actors::storage::BlockLength;
 use blocknode_actors::Hash;
@@ -64,7 +65,8 @@ pub(super) async fn put_block(
     let ram = svc
         .reserve_ram(2 * declared.unwrap_or(max as u64).min(max as u64))
         .await?;
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
+    // A pooled buffer: a fresh 1 MiB one would be faulted in page by page (see bufpool).
+    let mut buf = PooledBuf::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
     let pause = limits.map_or(DEFAULT_BODY_READ_TIMEOUT, |l| l.body_read_timeout);
     // A body that stops arriving is cut off; returning drops `_ram`, so the budget is
     // back at once, and the unread rest makes actix close the connection.
@@ -85,7 +87,7 @@ pub(super) async fn put_block(
         if buf.len() + chunk.len() > max {
             return Err(too_large());
         }
-        buf.extend_from_slice(&chunk);
+        buf.vec().extend_from_slice(&chunk);
     }
     let (hash, size) = svc.put_block(buf.freeze(), ref_id, ram).await?;
     Ok(HttpResponse::Created().json(PutReply {
@@ -166,9 +168,40 @@ pub(super) async fn get_block(
         RangeAnswer::Partial { first, last } => {
             resp.insert_header((header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}")));
             // In bounds: decide_range keeps first <= last < len.
-            Ok(resp.body(data.slice(first as usize..=last as usize)))
+            Ok(resp.body(ChunkedBody(data.slice(first as usize..=last as usize))))
         }
-        _ => Ok(resp.body(data)),
+        _ => Ok(resp.body(ChunkedBody(data))),
+    }
+}
+
+/// Largest piece of a block handed to actix-web at a time. actix-web copies a body's
+/// pieces into its connection's write buffer and, after a response, frees that buffer
+/// when it grew past 128 KiB: a whole 1 MiB block as one piece made it allocate (a
+/// fresh mmap, faulted in page by page) and free a block-sized buffer per response.
+/// Pieces of 32 KiB keep it at most 64 KiB (its own 32 KiB write threshold plus one
+/// piece), reused from one response to the next.
+const BODY_PIECE: usize = 32 << 10;
+
+/// The body of a block answer: the verified bytes, handed over in [`BODY_PIECE`]s
+/// (slices of the same buffer, nothing copied here).
+struct ChunkedBody(Bytes);
+
+impl actix_web::body::MessageBody for ChunkedBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.0.len() as u64)
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        if self.0.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.0.len().min(BODY_PIECE);
+        std::task::Poll::Ready(Some(Ok(self.0.split_to(n))))
     }
 }
 
@@ -201,7 +234,7 @@ impl actix_web::body::MessageBody for HeadBody {
     fn poll_next(
         self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
         std::task::Poll::Ready(None)
     }
 }
@@ -288,3 +321,35 @@ pub(super) async fn block_info(svc: web::Data<Coordinator>, path: web::Path<Stri
 /// Longest pause inside a request body when no [`HttpLimits`] are configured; the
 /// default of the config key `http_body_read_timeout`.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::{BodySize, MessageBody};
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_block_body_is_given_in_small_pieces_that_add_up_to_the_block() {
+        let data: Bytes = (0..(1 << 20) + 5).map(|i| (i % 253) as u8).collect();
+        let mut body = ChunkedBody(data.clone());
+        assert_eq!(body.size(), BodySize::Sized(data.len() as u64));
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        while let Some(piece) =
+            futures::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx)).await
+        {
+            let piece = piece.unwrap_or_else(|e| match e {});
+            assert!(
+                piece.len() <= BODY_PIECE,
+                "a piece of {} bytes",
+                piece.len()
+            );
+            got.extend_from_slice(&piece);
+            pieces += 1;
+        }
+        assert_eq!(pieces, data.len().div_ceil(BODY_PIECE));
+        assert!(got == data[..], "the pieces differ from the block");
+        let empty = actix_web::body::to_bytes(ChunkedBody(Bytes::new())).await;
+        assert!(matches!(empty, Ok(b) if b.is_empty()));
+    }
+}

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::messages::{payload_flag, BlockRpc};
+use crate::bufpool::PooledBuf;
 
 /// Bytes of the fixed prefix: two big-endian `u32` lengths.
 pub const PREFIX_LEN: usize = 8;
@@ -194,36 +195,39 @@ pub async fn read_body<R: AsyncRead + Unpin>(
     header_len: usize,
     payload_len: usize,
 ) -> Result<BlockRpc, FrameError> {
-    read_body_with(r, header_len, payload_len, Bytes::from).await
+    read_body_with(r, header_len, payload_len, PooledBuf::freeze).await
 }
 
 /// As [`read_body`], with `wrap` turning the payload buffer into `Bytes` (a caller hangs
-/// its RAM budget charge on the buffer this way, see [`crate::budget::Charge::attach_vec`]).
+/// its RAM budget charge on the buffer this way, see
+/// [`crate::budget::Charge::attach_owned`]).
 pub async fn read_body_with<R: AsyncRead + Unpin>(
     r: &mut R,
     header_len: usize,
     payload_len: usize,
-    wrap: impl FnOnce(Vec<u8>) -> Bytes,
+    wrap: impl FnOnce(PooledBuf) -> Bytes,
 ) -> Result<BlockRpc, FrameError> {
     let mut header = vec![0u8; header_len];
     read_exact(r, &mut header, "header").await?;
-    let payload = read_new_vec(r, payload_len, "payload").await?;
+    let payload = read_new_buf(r, payload_len, "payload").await?;
     decode_parts(&header, wrap(payload))
 }
 
-/// Read exactly `len` bytes into a new buffer, never zero-filled first: the reader
-/// writes into the spare capacity (a block payload is up to `max_block_size`, and
-/// zeroing it only to overwrite it at once was a full extra pass over every byte).
-async fn read_new_vec<R: AsyncRead + Unpin>(
+/// Read exactly `len` bytes into a pooled buffer (see [`crate::bufpool`]), never
+/// zero-filled first: the reader writes into the spare capacity (a block payload is up
+/// to `max_block_size`, and zeroing it only to overwrite it at once was a full extra
+/// pass over every byte).
+async fn read_new_buf<R: AsyncRead + Unpin>(
     r: &mut R,
     len: usize,
     what: &'static str,
-) -> Result<Vec<u8>, FrameError> {
-    let mut buf = Vec::with_capacity(len);
-    // `take`: even if the allocator gave more capacity, nothing past this frame is read.
+) -> Result<PooledBuf, FrameError> {
+    let mut buf = PooledBuf::with_capacity(len);
+    // `take`: a pooled buffer has more capacity than `len`; nothing past this frame is
+    // read.
     let mut limited = r.take(len as u64);
     while buf.len() < len {
-        match limited.read_buf(&mut buf).await {
+        match limited.read_buf(buf.vec()).await {
             Ok(0) => return Err(FrameError::Truncated(what)),
             Ok(_) => {}
             Err(e) => return Err(FrameError::Io(e)),

@@ -287,7 +287,7 @@ pub(crate) async fn request(
                     .charge(pl as u64)
                     .await
                     .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())))?;
-                frame::read_body_with(&mut recv, hl, pl, |v| charge.attach_vec(v)).await
+                frame::read_body_with(&mut recv, hl, pl, |v| charge.attach_owned(v)).await
             }
             _ => frame::read_body(&mut recv, hl, pl).await,
         }
@@ -381,7 +381,7 @@ async fn read_request(
                 .charge(pl as u64)
                 .await
                 .map_err(|e| frame::FrameError::Io(std::io::Error::other(e.to_string())))?;
-            frame::read_body_with(recv, hl, pl, |v| charge.attach_vec(v)).await
+            frame::read_body_with(recv, hl, pl, |v| charge.attach_owned(v)).await
         }
         _ => frame::read_body(recv, hl, pl).await,
     }

@@ -276,7 +276,7 @@ impl Layout {
             };
             // Permission denied and the like: the copy may be fine, so it is reported, not
             // quarantined.
-            let bytes = bytes::Bytes::from(fs::read(path).map_err(|e| io_err(path, e))?);
+            let bytes = crate::bufpool::read_file(path).map_err(|e| io_err(path, e))?;
             delta.bytes_read += bytes.len() as u64;
             let block = if compressed {
                 DataBlock::Compressed(bytes)
