@@ -181,6 +181,7 @@ impl Handler<GetPeerStatus> for FakePeer {
             last_seen: None,
             rtt: None,
             layout_digest: self.layout,
+            stats: None,
         }])
     }
 }

@@ -49,6 +49,26 @@ pub struct Hello {
     pub layout_version: u64,
     /// The sender's blocknode version.
     pub version: String,
+    /// The sender's storage counts, when it has sampled them (absent from nodes that
+    /// predate them, and from a hello sent as a reply).
+    #[serde(default)]
+    pub stats: Option<NodeStats>,
+}
+
+/// A node's storage counts as it announces them in `Hello` and `Ping`, so every node
+/// knows its peers' without asking (the status page's bars per node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Blocks stored.
+    pub blocks: u64,
+    /// Bytes of block files stored.
+    pub bytes: u64,
+    /// Sum of the data dirs' capacities in bytes (`None`: a dir without quota).
+    #[serde(default)]
+    pub capacity: Option<u64>,
+    /// How old the counts were when sent, ms: the sender samples them periodically.
+    #[serde(default)]
+    pub age_ms: u64,
 }
 
 /// What a node knows of one block, for `GET /v1/blocks/{hash}/info`.
@@ -101,8 +121,14 @@ pub enum BlockRpc {
     /// Connection opening: layout digest and version.
     Hello(Hello),
     /// Liveness and RTT probe, answered with `Pong` of the same nonce; it carries the
-    /// sender's layout stamp, so a layout switch is seen by every peer within a ping.
-    Ping { nonce: u64, layout: LayoutStamp },
+    /// sender's layout stamp, so a layout switch is seen by every peer within a ping,
+    /// and its storage counts when known (absent from nodes that predate them).
+    Ping {
+        nonce: u64,
+        layout: LayoutStamp,
+        #[serde(default)]
+        stats: Option<NodeStats>,
+    },
     /// Answer to `Ping`.
     Pong(u64),
     /// Ask for a block; answered with `PutBlock` or an error.

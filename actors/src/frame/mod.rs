@@ -31,4 +31,6 @@ pub use codec::{
     EncodedFrame, FrameError, FrameLimits, DEFAULT_MAX_HEADER_LEN, DEFAULT_MAX_PAYLOAD_LEN,
     PREFIX_LEN,
 };
-pub use messages::{BlockInfo, BlockRpc, ChildDigest, ErrorCode, Hello, PrefixDigest, RefRecord};
+pub use messages::{
+    BlockInfo, BlockRpc, ChildDigest, ErrorCode, Hello, NodeStats, PrefixDigest, RefRecord,
+};

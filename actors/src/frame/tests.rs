@@ -17,6 +17,7 @@ fn samples() -> Vec<BlockRpc> {
             layout_digest: h,
             layout_version: 3,
             version: "0.1.0".into(),
+            stats: None,
         }),
         BlockRpc::Ping {
             nonce: 7,
@@ -24,6 +25,7 @@ fn samples() -> Vec<BlockRpc> {
                 version: 3,
                 digest: h,
             },
+            stats: None,
         },
         BlockRpc::Pong(7),
         BlockRpc::GetBlock(h),
@@ -103,7 +105,117 @@ fn samples() -> Vec<BlockRpc> {
             blocks: 10,
             bytes: 1 << 20,
         }),
+        BlockRpc::Hello(Hello {
+            layout_digest: h,
+            layout_version: 3,
+            version: "0.1.0".into(),
+            stats: Some(stats()),
+        }),
+        BlockRpc::Ping {
+            nonce: 8,
+            layout: crate::layout::LayoutStamp {
+                version: 3,
+                digest: h,
+            },
+            stats: Some(NodeStats {
+                capacity: None,
+                ..stats()
+            }),
+        },
     ]
+}
+
+fn stats() -> NodeStats {
+    NodeStats {
+        blocks: 12,
+        bytes: 34_000,
+        capacity: Some(1 << 30),
+        age_ms: 1500,
+    }
+}
+
+/// `Hello` and `Ping` as nodes that predate storage counts send and read them.
+mod old {
+    use serde::{Deserialize, Serialize};
+
+    use crate::hash::Hash;
+    use crate::layout::LayoutStamp;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    pub struct Hello {
+        pub layout_digest: Hash,
+        pub layout_version: u64,
+        pub version: String,
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    pub enum BlockRpc {
+        Hello(Hello),
+        Ping { nonce: u64, layout: LayoutStamp },
+    }
+}
+
+/// Frames of an older node, which knows no storage counts, decode here with none, and
+/// ours decode there (its serde ignores the field it does not know).
+#[test]
+fn hello_and_ping_without_stats_decode_both_ways() {
+    let h = blake2sum(b"abc");
+    let layout = crate::layout::LayoutStamp {
+        version: 3,
+        digest: h,
+    };
+    let frame = |header: Vec<u8>| {
+        let mut v = (header.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(&0u32.to_be_bytes());
+        v.extend_from_slice(&header);
+        v
+    };
+    let old_hello = old::BlockRpc::Hello(old::Hello {
+        layout_digest: h,
+        layout_version: 3,
+        version: "0.0.9".into(),
+    });
+    let old_ping = old::BlockRpc::Ping { nonce: 5, layout };
+    let limits = FrameLimits::default();
+    let got = decode(
+        &frame(rmp_serde::to_vec_named(&old_hello).unwrap()),
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(
+        got,
+        BlockRpc::Hello(Hello {
+            layout_digest: h,
+            layout_version: 3,
+            version: "0.0.9".into(),
+            stats: None,
+        }),
+        "an old hello decodes with no counts"
+    );
+    let got = decode(&frame(rmp_serde::to_vec_named(&old_ping).unwrap()), &limits).unwrap();
+    assert_eq!(
+        got,
+        BlockRpc::Ping {
+            nonce: 5,
+            layout,
+            stats: None
+        },
+        "an old ping decodes with no counts"
+    );
+    let n = samples().len();
+    for (new, old) in samples()[n - 2..].iter().zip([old_hello, old_ping]) {
+        let f = encode(new).unwrap().to_vec();
+        let theirs: old::BlockRpc = rmp_serde::from_slice(&f[PREFIX_LEN..])
+            .unwrap_or_else(|e| panic!("an old node cannot read our {}: {e}", new.kind()));
+        let expected = match old {
+            old::BlockRpc::Hello(h) => old::BlockRpc::Hello(old::Hello {
+                version: "0.1.0".into(),
+                ..h
+            }),
+            old::BlockRpc::Ping { layout, .. } => old::BlockRpc::Ping { nonce: 8, layout },
+        };
+        assert_eq!(theirs, expected);
+    }
 }
 
 fn token_record() -> crate::tokens::TokenRecord {

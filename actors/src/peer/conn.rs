@@ -487,14 +487,20 @@ async fn serve_stream(
                     version: h.layout_version,
                     digest: h.layout_digest,
                 },
+                stats: h.stats,
             });
             BlockRpc::Hello(ctx.hello.clone())
         }
-        BlockRpc::Ping { nonce, layout } => {
+        BlockRpc::Ping {
+            nonce,
+            layout,
+            stats,
+        } => {
             ctx.announced.do_send(super::layout::PeerAnnounced {
                 from,
                 remote,
                 stamp: layout,
+                stats,
             });
             BlockRpc::Pong(nonce)
         }

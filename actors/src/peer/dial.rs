@@ -82,12 +82,14 @@ impl PeerActor {
                 p.last_seen = Some(Instant::now());
                 p.rtt = Some(d.rtt);
                 p.layout_digest = Some(d.hello.layout_digest);
+                let stats = d.hello.stats;
                 for w in p.waiters.drain(..) {
                     let _ = w.send(Ok(d.conn.clone()));
                 }
                 let stable_id = d.conn.stable_id();
                 let watched = d.conn.clone();
                 p.conn = Some(d.conn);
+                self.peer_stats_seen(id, stats);
                 ctx.spawn(
                     async move { watched.closed().await }
                         .into_actor(self)
@@ -143,6 +145,7 @@ impl PeerActor {
             let nonce = self.ping_nonce;
             let (limits, timeout) = (self.config.limits, self.tuning.ping_interval);
             let layout = self.layout;
+            let stats = self.announced_stats();
             let ping = async move {
                 let start = Instant::now();
                 let res = tokio::time::timeout(
@@ -150,7 +153,11 @@ impl PeerActor {
                     conn::request(
                         &conn,
                         id,
-                        &BlockRpc::Ping { nonce, layout },
+                        &BlockRpc::Ping {
+                            nonce,
+                            layout,
+                            stats,
+                        },
                         Priority::Client,
                         &limits,
                         None,

@@ -6,6 +6,7 @@ use quinn::{Connection, VarInt};
 use tracing::{debug, warn};
 
 use super::{conn, PeerActor};
+use crate::frame::Hello;
 use crate::hash::NodeId;
 /// Incoming connections. Before a handshake is spent on it, an Initial must come from a
 /// member's IP (others are dropped without an answer), from a validated address (else
@@ -117,7 +118,12 @@ impl PeerActor {
         }
         let serve = conn::ServeCtx {
             handler: self.handler.clone(),
-            hello: self.hello(),
+            // The reply to a peer's hello: counts sampled now would be stale for the
+            // connection's life, so they travel in our own hello and pings only.
+            hello: Hello {
+                stats: None,
+                ..self.hello()
+            },
             limits: self.config.limits,
             read_timeout: self.tuning.request_read_timeout,
             reply_timeout: self.tuning.reply_write_timeout,

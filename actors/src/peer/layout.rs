@@ -16,6 +16,7 @@ use quinn::VarInt;
 use tracing::{info, warn};
 
 use super::{conn, PeerActor, PeerAddr, RpcError};
+use crate::frame::NodeStats;
 use crate::hash::NodeId;
 use crate::layout::{LayoutChanged, LayoutStamp, PeerLayoutSeen};
 
@@ -27,6 +28,8 @@ pub(crate) struct PeerAnnounced {
     pub from: NodeId,
     pub remote: SocketAddr,
     pub stamp: LayoutStamp,
+    /// The storage counts it announced with it, if any.
+    pub stats: Option<NodeStats>,
 }
 
 impl PeerActor {
@@ -158,6 +161,7 @@ impl Handler<PeerAnnounced> for PeerActor {
         if let Some(p) = self.peers.get_mut(&m.from) {
             p.layout_digest = Some(m.stamp.digest);
         }
+        self.peer_stats_seen(m.from, m.stats);
         if let Some(w) = &self.layout_watcher {
             w.do_send(PeerLayoutSeen {
                 peer: m.from,

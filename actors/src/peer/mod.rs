@@ -10,7 +10,7 @@
 //! chain to the cluster CA and its node id must be a member.
 //!
 //! Messages: [`Call`], [`CallMany`], [`HedgedCall`], [`PlanRead`], [`GetPeerStatus`],
-//! [`SetMembers`], [`Shutdown`].
+//! [`SetMembers`], [`SetLocalStats`], [`Shutdown`].
 //!
 //! Health on the client path (`health.rs`): each peer's recent read latencies give the
 //! order in which a block's holders are asked and the hedge delay ([`PlanRead`]); a
@@ -59,9 +59,9 @@ pub use messages::{
     Call, CallMany, CallsFailed, GetPeerStatus, HandleRpc, HedgedCall, PlanRead, Priority,
     QuorumError, ReadPlan, RpcError, SetMembers, Shutdown,
 };
-pub use status::PeerInfo;
+pub use status::{PeerInfo, SetLocalStats};
 
-use crate::frame::Hello;
+use crate::frame::{Hello, NodeStats};
 use crate::hash::{Hash, NodeId};
 use crate::layout::{LayoutStamp, PeerLayoutSeen};
 use crate::tls::{TlsError, TlsIdentity};
@@ -128,6 +128,8 @@ struct PeerState {
     last_seen: Option<Instant>,
     rtt: Option<Duration>,
     layout_digest: Option<Hash>,
+    /// The storage counts it last announced, with when it sampled them.
+    stats: Option<(NodeStats, Instant)>,
     /// It has been up at least once since it was added (so no connection means down).
     ever_up: bool,
     /// Recent latencies of [`HedgedCall`]s to it.
@@ -193,6 +195,8 @@ pub struct PeerActor {
     layout_watcher: Option<Recipient<PeerLayoutSeen>>,
     /// While joining, the only hosts whose Initials are answered (empty: any).
     bootstrap: Vec<SocketAddr>,
+    /// This node's storage counts as last pushed ([`SetLocalStats`]), and when.
+    local_stats: Option<(NodeStats, Instant)>,
 }
 
 /// Called after every call to a peer (not to this node): message kind, peer, latency,
@@ -241,6 +245,7 @@ impl PeerActor {
             joining: false,
             layout_watcher: None,
             bootstrap: Vec::new(),
+            local_stats: None,
         };
         // Check the server config builds now, so a TLS problem fails `new`, not `started`.
         actor.server_config()?;
@@ -287,6 +292,7 @@ impl PeerActor {
                 last_seen: None,
                 rtt: None,
                 layout_digest: None,
+                stats: None,
                 ever_up: false,
                 reads: LatencyWindow::default(),
                 reads_in_flight: BTreeMap::new(),
@@ -295,11 +301,13 @@ impl PeerActor {
         Ok(())
     }
 
+    /// The hello this node opens a connection with (its storage counts included).
     fn hello(&self) -> Hello {
         Hello {
             layout_digest: self.layout.digest,
             layout_version: self.layout.version,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            stats: self.announced_stats(),
         }
     }
 }
@@ -363,6 +371,7 @@ impl Handler<GetPeerStatus> for PeerActor {
                     last_seen: p.last_seen,
                     rtt: p.rtt,
                     layout_digest: p.layout_digest,
+                    stats: p.stats,
                 })
                 .collect(),
         )

@@ -483,6 +483,124 @@ async fn peer_status_reports_up_rtt_and_layout_digest() {
     assert_eq!(all.len(), 1, "self must not be listed");
 }
 
+fn counts(blocks: u64, age_ms: u64) -> crate::frame::NodeStats {
+    crate::frame::NodeStats {
+        blocks,
+        bytes: blocks * 1000 + 1,
+        capacity: Some(1 << 30),
+        age_ms,
+    }
+}
+
+/// Node `of`'s counts as `at` sees them, once they equal `want` (within `within`).
+async fn wait_stats(
+    at: &Addr<PeerActor>,
+    of: NodeId,
+    want: crate::frame::NodeStats,
+    within: Duration,
+) -> Instant {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = status_of(at, of).await.and_then(|p| p.stats);
+        if let Some((s, sampled)) = seen {
+            if (s.blocks, s.bytes, s.capacity) == (want.blocks, want.bytes, want.capacity) {
+                return sampled;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peer {of:?}'s counts {want:?} not seen within {within:?}; last seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn peers_learn_each_others_counts_from_pings_with_their_age() {
+    let mut certs = Certs::new();
+    let nodes = cluster(&mut certs, 2, &[]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = status_of(&nodes[0].peer, nodes[1].id)
+        .await
+        .expect("listed");
+    assert!(st.stats.is_none(), "no counts pushed yet: {:?}", st.stats);
+    nodes[1]
+        .peer
+        .send(SetLocalStats(counts(5, 0)))
+        .await
+        .unwrap();
+    let sampled = wait_stats(
+        &nodes[0].peer,
+        nodes[1].id,
+        counts(5, 0),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        sampled.elapsed() < Duration::from_secs(1),
+        "fresh counts are aged by at most a ping: {:?}",
+        sampled.elapsed()
+    );
+    // Counts the node sampled 3 s ago are 3 s old here too.
+    nodes[1]
+        .peer
+        .send(SetLocalStats(counts(6, 3000)))
+        .await
+        .unwrap();
+    let sampled = wait_stats(
+        &nodes[0].peer,
+        nodes[1].id,
+        counts(6, 0),
+        Duration::from_secs(2),
+    )
+    .await;
+    let age = sampled.elapsed();
+    assert!(
+        age >= Duration::from_secs(3) && age < Duration::from_secs(4),
+        "age carried over: {age:?}"
+    );
+    // The other direction too, and a node's own counts are not listed as a peer's.
+    nodes[0]
+        .peer
+        .send(SetLocalStats(counts(9, 0)))
+        .await
+        .unwrap();
+    wait_stats(
+        &nodes[1].peer,
+        nodes[0].id,
+        counts(9, 0),
+        Duration::from_secs(2),
+    )
+    .await;
+    let all = nodes[0].peer.send(GetPeerStatus).await.unwrap();
+    assert_eq!(all.len(), 1, "self must not be listed");
+}
+
+#[actix_rt::test]
+async fn counts_known_before_connecting_travel_in_the_hello() {
+    let mut certs = Certs::new();
+    // Pings too rare to matter: only the hellos can carry the counts.
+    let slow = PeerTuning {
+        ping_interval: Duration::from_secs(60),
+        ..tuning()
+    };
+    let a = start_tuned(certs.node(), any_port(), vec![], None, slow.clone());
+    let b = start_tuned(certs.node(), any_port(), vec![], None, slow);
+    a.peer.send(SetLocalStats(counts(3, 0))).await.unwrap();
+    b.peer.send(SetLocalStats(counts(4, 0))).await.unwrap();
+    let members = vec![member(&a), member(&b)];
+    for n in [&a, &b] {
+        n.peer
+            .send(SetMembers {
+                members: members.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    wait_stats(&a.peer, b.id, counts(4, 0), Duration::from_secs(3)).await;
+    wait_stats(&b.peer, a.id, counts(3, 0), Duration::from_secs(3)).await;
+}
+
 fn call_many(nodes: Vec<NodeId>, quorum: usize) -> CallMany {
     let (hash, data) = block(4096, 1);
     CallMany {
