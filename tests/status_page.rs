@@ -17,8 +17,46 @@ use common::webdriver::{find_browser, Browser};
 use common::{random_bytes, wait_for, Cluster};
 
 /// A killed node is marked down when its QUIC connection times out (15 s idle timeout,
-/// pings every 10 s), then the page shows it at its next refresh (2 s).
+/// pings every 3 s), then the page shows it at its next refresh (2 s).
 const DOWN_WITHIN: Duration = Duration::from_secs(60);
+/// A node's counts reach its peers within its push period (2 s) plus a ping (3 s).
+const COUNTS_WITHIN: Duration = Duration::from_secs(15);
+
+/// A row's (blocks, bytes) when both are numbers.
+fn counts(row: &Value) -> Option<(u64, u64)> {
+    Some((row["blocks"].as_u64()?, row["bytes"].as_u64()?))
+}
+
+/// Wait until every node lists every member's blocks and bytes as that member reports
+/// them itself; the panic names the last row that differed.
+fn wait_counts_agree(c: &Cluster) {
+    let start = Instant::now();
+    loop {
+        let views: Vec<Vec<Value>> = (0..c.nodes.len()).map(|i| members(c, i)).collect();
+        let own = |id: &str| {
+            let i = c.nodes.iter().position(|n| n.id == id)?;
+            views[i]
+                .iter()
+                .find(|r| r["this_node"] == Value::Bool(true))
+                .and_then(counts)
+        };
+        let mismatch = views.iter().enumerate().find_map(|(i, rows)| {
+            rows.iter().find_map(|r| {
+                let id = r["id"].as_str().unwrap_or_default();
+                let want = own(id);
+                (want.is_none() || counts(r) != want)
+                    .then(|| format!("node {i} lists {r} but that node reports {want:?}"))
+            })
+        });
+        let Some(why) = mismatch else {
+            return;
+        };
+        if start.elapsed() > COUNTS_WITHIN {
+            panic!("counts per node did not agree within {COUNTS_WITHIN:?}: {why}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 /// The `members` rows of node `i`'s status, by id.
 fn members(c: &Cluster, i: usize) -> Vec<Value> {
@@ -79,9 +117,19 @@ fn status_lists_every_member_with_zone_capacity_partitions_and_state() {
         },
     );
     for r in rows.iter().filter(|r| r["this_node"] != Value::Bool(true)) {
+        assert!(r["rtt_ms"].as_f64().is_some(), "a peer's RTT is known: {r}");
+    }
+    // Every node knows every node's counts (announced in pings), as that node has them.
+    wait_counts_agree(&c);
+    for r in members(&c, 0) {
+        assert_eq!(
+            counts(&r).map(|(b, _)| b),
+            Some(4),
+            "RF3: every node has the 4 blocks: {r}"
+        );
         assert!(
-            r["bytes"].is_null() && r["rtt_ms"].as_f64().is_some(),
-            "a peer's bytes are unknown here, its RTT known: {r}"
+            r["stats_age_secs"].as_f64().is_some_and(|a| a < 10.0),
+            "the counts' age is given and recent: {r}"
         );
     }
     let gone = c.nodes[2].id.clone();
@@ -197,6 +245,30 @@ fn the_page_lists_three_nodes_up_and_shows_a_killed_one_down() {
         3,
         "exactly the three members are listed: {rows:?}"
     );
+    // Bytes per node as bars: every node's, its peers' from their pings.
+    let bars = "return [...document.querySelectorAll('tr[data-node-id]')].map((r) => { \
+                const td = r.querySelector('td[data-role=bytes]'); \
+                return [r.dataset.nodeId, td ? td.dataset.value : '', !!(td && td.querySelector('.bar'))]; });";
+    let start = Instant::now();
+    loop {
+        let v = b.eval(bars);
+        let rows = v.as_array().cloned().unwrap_or_default();
+        let drawn = rows.len() == 3
+            && rows.iter().all(|r| {
+                r[1].as_str()
+                    .is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n > 500_000))
+                    && r[2] == Value::Bool(true)
+            });
+        if drawn {
+            break;
+        }
+        assert!(
+            start.elapsed() < COUNTS_WITHIN,
+            "the page did not draw a bytes bar for every node within {COUNTS_WITHIN:?} \
+             (node, bytes, bar drawn): {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(
         (shown("login"), shown("dash")),
         (Value::Bool(false), Value::Bool(true)),

@@ -44,7 +44,7 @@ pub(super) async fn node_state(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout: id, addr, zone, capacity, partitions held, this_node, retiring, up, rtt_ms, last_seen_secs_ago, layout_agrees; blocks and bytes for the answering node only, null for the others), peers, storage, resync and anti-entropy state", body = Object), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout: id, addr, zone, capacity, partitions held, this_node, retiring, up, rtt_ms, last_seen_secs_ago, layout_agrees, blocks, bytes, disk_capacity, stats_age_secs: a peer's counts as it last announced them, null until it has), peers, storage, resync and anti-entropy state", body = Object), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let layout = super::layout::status_json(&svc).await?;
@@ -81,7 +81,7 @@ pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
             "bytes_read": storage.bytes_read,
             "corruptions_found": storage.corruptions_found,
             "counting": storage.counting,
-            "capacity": storage.disks.iter().map(|d| d.capacity).sum::<Option<u64>>(),
+            "capacity": storage.capacity(),
             "disks": storage.disks.iter().map(|d| json!({
                 "path": d.path.display().to_string(),
                 "used": d.used,

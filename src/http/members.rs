@@ -1,14 +1,16 @@
 //! The `members` list of `GET /v1/status`: one row per node of the layout in force (its
 //! members, then the retiring ones still handing over), built from the layout (address,
 //! zone, capacity, partitions held), the peer actor's view (up, RTT, last seen, layout
-//! agreement) and, for the node answering, its own storage counts. Other nodes' block
-//! counts are not known here (`null`): each node reports only its own. The status page
-//! draws its nodes table from it.
+//! agreement, and the storage counts each peer last announced in its pings) and, for the
+//! node answering, its own storage counts. A peer's counts are `null` until it announced
+//! some (a node that predates them never does); `stats_age_secs` says how old they are.
+//! The status page draws its nodes table and its bars per node from it.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
+use blocknode_actors::frame::NodeStats;
 use blocknode_actors::hash::Hash;
 use blocknode_actors::layout::Layout;
 use blocknode_actors::peer::PeerInfo;
@@ -40,10 +42,16 @@ pub struct MemberStatus {
     pub last_seen_secs_ago: Option<f64>,
     /// Whether it announces the same layout as this node (none: not known yet).
     pub layout_agrees: Option<bool>,
-    /// Blocks stored: known for this node only.
+    /// Blocks stored: this node's own count, or what the peer last announced (none:
+    /// it announced none yet).
     pub blocks: Option<u64>,
-    /// Block bytes stored (as on disk, compressed or not): known for this node only.
+    /// Block bytes stored (as on disk, compressed or not), known as `blocks` is.
     pub bytes: Option<u64>,
+    /// Sum of its data dirs' capacities in bytes, known as `blocks` is (none also when
+    /// a data dir has no quota).
+    pub disk_capacity: Option<u64>,
+    /// Seconds since `blocks` and `bytes` were sampled (0 for this node; none: unknown).
+    pub stats_age_secs: Option<f64>,
 }
 
 /// The rows of `layout`'s members and retiring members, as seen from `me`.
@@ -69,6 +77,21 @@ pub fn members(
         }
         let this_node = m.id == *me;
         let peer = by_id.get(&m.id);
+        // Storage counts and their age in seconds: ours as of now, a peer's as announced.
+        let seen: Option<(NodeStats, f64)> = if this_node {
+            Some((
+                NodeStats {
+                    blocks: storage.blocks,
+                    bytes: storage.bytes,
+                    capacity: storage.capacity(),
+                    age_ms: 0,
+                },
+                0.0,
+            ))
+        } else {
+            peer.and_then(|p| p.stats)
+                .map(|(s, at)| (s, at.elapsed().as_secs_f64()))
+        };
         out.push(MemberStatus {
             id: m.id.to_hex(),
             addr: m.addr.to_string(),
@@ -87,8 +110,10 @@ pub fn members(
             } else {
                 peer.and_then(|p| p.layout_digest).map(|d| d == digest)
             },
-            blocks: this_node.then_some(storage.blocks),
-            bytes: this_node.then_some(storage.bytes),
+            blocks: seen.map(|(s, _)| s.blocks),
+            bytes: seen.map(|(s, _)| s.bytes),
+            disk_capacity: seen.and_then(|(s, _)| s.capacity),
+            stats_age_secs: seen.map(|(_, age)| age),
         });
     }
     out
@@ -128,6 +153,15 @@ mod tests {
                 last_seen: Some(Instant::now()),
                 rtt: Some(Duration::from_micros(1500)),
                 layout_digest: Some(layout.digest()),
+                stats: Some((
+                    NodeStats {
+                        blocks: 3,
+                        bytes: 3000,
+                        capacity: Some(1 << 30),
+                        age_ms: 0,
+                    },
+                    Instant::now() - Duration::from_secs(2),
+                )),
             },
             PeerInfo {
                 id: NodeId([3; 32]),
@@ -136,6 +170,7 @@ mod tests {
                 last_seen: None,
                 rtt: None,
                 layout_digest: None,
+                stats: None,
             },
         ];
         let storage = StorageStats {
@@ -152,9 +187,20 @@ mod tests {
         assert_eq!((two.zone.as_str(), two.capacity), ("b", 2));
         assert_eq!(two.rtt_ms, Some(1.5));
         assert_eq!(
-            (two.blocks, two.bytes),
-            (None, None),
-            "peers' counts are unknown"
+            (two.blocks, two.bytes, two.disk_capacity),
+            (Some(3), Some(3000), Some(1 << 30)),
+            "a peer's counts as it announced them"
+        );
+        assert!(
+            two.stats_age_secs.is_some_and(|a| (2.0..3.0).contains(&a)),
+            "their age: {:?}",
+            two.stats_age_secs
+        );
+        assert_eq!(me.stats_age_secs, Some(0.0));
+        assert_eq!(
+            (three.blocks, three.bytes, three.stats_age_secs),
+            (None, None, None),
+            "a peer that announced nothing"
         );
         assert!(!three.up && three.rtt_ms.is_none() && three.layout_agrees.is_none());
         // Every partition has 2 replicas; the heaviest member holds the most.

@@ -19,9 +19,11 @@ use blocknode_actors::antientropy::{
     AntiEntropyActor, AntiEntropyConfig, AntiEntropyLinks, FIRST_ROUND_AFTER,
 };
 use blocknode_actors::budget::RamBudget;
-use blocknode_actors::frame::FrameLimits;
+use blocknode_actors::frame::{FrameLimits, NodeStats};
 use blocknode_actors::layout::{Layout, LayoutActor, LayoutConfig, LayoutMember, SubscribeLayout};
-use blocknode_actors::peer::{PeerActor, PeerAddr, PeerConfig, PeerTuning, Shutdown};
+use blocknode_actors::peer::{
+    PeerActor, PeerAddr, PeerConfig, PeerTuning, SetLocalStats, Shutdown,
+};
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
 use blocknode_actors::storage::{SetDiskFailureListener, StorageActor, StorageConfig};
@@ -291,6 +293,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         anti_entropy,
     };
     watch_client_load(&coordinator);
+    push_storage_counts(&coordinator);
     let data = web::Data::new(coordinator);
     let limits = web::Data::new(http::HttpLimits {
         body_read_timeout: cfg.http_body_read_timeout,
@@ -346,6 +349,36 @@ fn watch_client_load(coordinator: &Coordinator) {
             let idle = last == Some(now);
             last = Some(now);
             resync.do_send(blocknode_actors::resync::SetClientLoad { idle });
+        }
+    });
+}
+
+/// How often the node hands its storage counts to the peer actor, which announces them
+/// in its pings: peers' bars on the status page are at most this plus a ping old.
+const STATS_PUSH_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Every [`STATS_PUSH_PERIOD`], copy the storage actor's counts (in memory, no disk
+/// scan) to the peer actor ([`SetLocalStats`]), so the QUIC path never asks storage.
+fn push_storage_counts(coordinator: &Coordinator) {
+    let storage = coordinator.storage.clone();
+    let peers = coordinator.peers.clone();
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(STATS_PUSH_PERIOD);
+        loop {
+            tick.tick().await;
+            match storage
+                .send(blocknode_actors::storage::GetStorageStats)
+                .await
+            {
+                Ok(s) => peers.do_send(SetLocalStats(NodeStats {
+                    blocks: s.blocks,
+                    bytes: s.bytes,
+                    capacity: s.capacity(),
+                    age_ms: 0,
+                })),
+                // The storage actor is gone: the node is stopping.
+                Err(_) => return,
+            }
         }
     });
 }

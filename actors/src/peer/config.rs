@@ -66,7 +66,9 @@ pub struct PeerTuning {
     /// A call to a member whose last dial failed less than this long ago fails at once
     /// with `Unreachable` instead of dialling again.
     pub redial_after: Duration,
-    /// Interval of the `Ping` that measures RTT and refreshes `last_seen`.
+    /// Interval of the `Ping` that measures RTT and refreshes `last_seen`; it also
+    /// carries this node's storage counts, so peers' views of them are this much older
+    /// at most (plus the node's push period).
     pub ping_interval: Duration,
     /// A connection silent this long is dead (keep-alives are sent at a third of it).
     pub idle_timeout: Duration,
@@ -138,7 +140,7 @@ impl Default for PeerTuning {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             redial_after: Duration::from_millis(500),
-            ping_interval: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(15),
             max_incoming_streams: 256,
             request_read_timeout: BLOCK_RW_TIMEOUT,

@@ -181,6 +181,13 @@ pub struct StorageStats {
     pub rebalance: RebalanceStatus,
 }
 
+impl StorageStats {
+    /// The data dirs' capacities summed, bytes (`None`: a dir has no quota).
+    pub fn capacity(&self) -> Option<u64> {
+        self.disks.iter().map(|d| d.capacity).sum()
+    }
+}
+
 /// One data dir in [`StorageStats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskStatus {
