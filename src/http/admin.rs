@@ -4,7 +4,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use blocknode_actors::antientropy::{AntiEntropyStatus, GetAntiEntropyStatus, SyncNow};
 use blocknode_actors::peer::GetPeerStatus;
@@ -15,6 +14,7 @@ use blocknode_actors::resync::{
 };
 use blocknode_actors::storage::GetStorageStats;
 
+use super::status::{NodeSummary, PeerStatus, StatusReply, StorageSummary};
 use super::{actor_err, parse_hash, ApiError, ApiResult};
 use crate::coordinator::Coordinator;
 
@@ -44,64 +44,26 @@ pub(super) async fn node_state(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout: id, addr, zone, capacity, partitions held, this_node, retiring, up, rtt_ms, last_seen_secs_ago, layout_agrees, blocks, bytes, disk_capacity, stats_age_secs: a peer's counts as it last announced them, null until it has), peers, storage, resync and anti-entropy state", body = Object), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout with what this node knows of it: a peer's blocks, bytes and disk_capacity as it last announced them, stats_age_secs how old they are, null until it has), peers, storage, resync and anti-entropy state", body = super::status::StatusReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
 pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
-    let layout = super::layout::status_json(&svc).await?;
+    let layout = super::layout::status_summary(&svc).await?;
     let current = svc.layout.borrow().layout.clone();
     let digest = current.digest();
-    let members = super::members::members(&current, &svc.self_id, &peers, &storage);
-    let peers_json: Vec<_> = peers
-        .iter()
-        .map(|p| {
-            json!({
-                "id": p.id.to_hex(),
-                "addr": p.addr.to_string(),
-                "up": p.up,
-                "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                "last_seen_secs_ago": p.last_seen.map(|t| t.elapsed().as_secs_f64()),
-                "layout_agrees": p.layout_digest.map(|d| d == digest),
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "node": {
-            "id": svc.self_id.to_hex(),
-            "zone": svc.cfg.zone,
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_secs": svc.started.elapsed().as_secs(),
+    Ok(HttpResponse::Ok().json(StatusReply {
+        node: NodeSummary {
+            id: svc.self_id.to_hex(),
+            zone: svc.cfg.zone.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: svc.started.elapsed().as_secs(),
         },
-        "layout": layout,
-        "members": members,
-        "peers": peers_json,
-        "storage": {
-            "blocks": storage.blocks,
-            "bytes": storage.bytes,
-            "bytes_written": storage.bytes_written,
-            "bytes_read": storage.bytes_read,
-            "corruptions_found": storage.corruptions_found,
-            "counting": storage.counting,
-            "capacity": storage.capacity(),
-            "disks": storage.disks.iter().map(|d| json!({
-                "path": d.path.display().to_string(),
-                "used": d.used,
-                "blocks": d.blocks,
-                "capacity": d.capacity,
-                "state": d.state.name(),
-                "failure": d.failure,
-            })).collect::<Vec<_>>(),
-            "rebalance": {
-                "running": storage.rebalance.running,
-                "passes": storage.rebalance.passes,
-                "scanned": storage.rebalance.scanned,
-                "moved": storage.rebalance.moved,
-                "bytes_moved": storage.rebalance.bytes_moved,
-                "errors": storage.rebalance.errors,
-            },
-        },
-        "resync": resync,
-        "anti_entropy": ae,
-    })))
+        layout,
+        members: super::members::members(&current, &svc.self_id, &peers, &storage),
+        peers: peers.iter().map(|p| PeerStatus::new(p, &digest)).collect(),
+        storage: StorageSummary::from(&storage),
+        resync,
+        anti_entropy: ae,
+    }))
 }
 
 /// Start an anti-entropy round now (if none is running).

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use blocknode_actors::layout::{
     ApplyLayout, GetLayout, LayoutChange, LayoutError, LayoutView, MoveSummary, RevertLayout,
@@ -210,12 +209,6 @@ impl From<&TransitionStatus> for TransitionView {
     }
 }
 
-/// The transition figures as JSON (the `transition` of `GET /v1/status`).
-pub fn transition_json(t: &TransitionStatus) -> Value {
-    // A struct of numbers, strings and options always serialises.
-    serde_json::to_value(TransitionView::from(t)).unwrap_or(Value::Null)
-}
-
 /// A member of the layout in force.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct MemberView {
@@ -328,24 +321,46 @@ pub(crate) struct Reverted {
 }
 
 /// The `layout` object of `GET /v1/status`.
-pub async fn status_json(svc: &Service) -> Result<Value, ApiError> {
+pub(crate) async fn status_summary(svc: &Service) -> Result<LayoutSummary, ApiError> {
     let v = svc
         .layout_actor
         .send(GetLayout)
         .await
         .map_err(|e| actor_err("layout", e))?;
-    Ok(json!({
-        "version": v.current.version,
-        "digest": v.current.digest().to_hex(),
-        "replication_factor": v.current.replication,
-        "write_quorum": svc.cfg.write_quorum,
-        "partitions": v.current.partitions,
-        "members": v.current.members.len(),
-        "in_layout": v.current.names(&svc.self_id),
-        "staged_changes": v.staged.len(),
-        "disagreeing_peers": v.disagreeing.iter().map(|(id, _)| id.to_hex()).collect::<Vec<_>>(),
-        "transition": v.transition.as_ref().map_or(Value::Null, transition_json),
-    }))
+    Ok(LayoutSummary {
+        version: v.current.version,
+        digest: v.current.digest().to_hex(),
+        replication_factor: v.current.replication,
+        write_quorum: svc.cfg.write_quorum,
+        partitions: v.current.partitions,
+        members: v.current.members.len(),
+        in_layout: v.current.names(&svc.self_id),
+        staged_changes: v.staged.len(),
+        disagreeing_peers: v.disagreeing.iter().map(|(id, _)| id.to_hex()).collect(),
+        transition: v.transition.as_ref().map(TransitionView::from),
+    })
+}
+
+/// The `layout` part of `GET /v1/status`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct LayoutSummary {
+    /// Version of the layout in force.
+    version: u64,
+    /// Its digest, 64 hex digits.
+    digest: String,
+    replication_factor: usize,
+    write_quorum: usize,
+    partitions: usize,
+    /// How many members it has.
+    members: usize,
+    /// Whether it names this node.
+    in_layout: bool,
+    /// Changes staged, not applied.
+    staged_changes: usize,
+    /// Peers that announce another layout.
+    disagreeing_peers: Vec<String>,
+    /// The running transition, if any.
+    transition: Option<TransitionView>,
 }
 
 #[utoipa::path(get, path = "/v1/layout", tag = "layout", responses((status = 200, description = "the layout in force (version, members with their partition counts, rf, partitions), staged changes with what applying them would move, the running transition", body = LayoutReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]

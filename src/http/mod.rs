@@ -20,6 +20,7 @@ pub mod members;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod status;
 pub mod tokens;
 
 pub use blocks::HttpLimits;
@@ -311,7 +312,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The OpenAPI document of this API (no token: it describes, it reveals nothing).
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()), responses((status = 200, description = "the OpenAPI 3.1 document of this API", body = Object)))]
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()), responses((status = 200, description = "the OpenAPI 3.1 document of this API", body = crate::http::openapi::OpenApiDocument)))]
 async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(crate::http::openapi::document())
 }

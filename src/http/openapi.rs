@@ -13,6 +13,23 @@ use blocknode_actors::tokens::Scope;
 
 use crate::http::{self, admin, blocks, layout, page, tokens};
 
+/// The answer of `GET /v1/openapi.json`, described at its top level (what is inside is
+/// OpenAPI 3.1's own schema). Only a schema: the route sends [`document`].
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct OpenApiDocument {
+    /// The OpenAPI version: 3.1.
+    #[schema(pattern = "^3\\.1\\.")]
+    openapi: String,
+    #[schema(value_type = Object)]
+    info: serde_json::Value,
+    /// Every route, by path then method.
+    #[schema(value_type = Object)]
+    paths: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    components: Option<serde_json::Value>,
+}
+
 /// Every error's body, as [`super::ApiError`] writes it.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody<'a> {
@@ -461,5 +478,83 @@ mod tests {
             }
         }
         assert!(doc["paths"]["/metrics"]["get"]["responses"]["403"].is_object());
+    }
+
+    /// No JSON success answer is a free-form object: each names its fields (a `$ref` to
+    /// a component whose properties are listed), and `GET /v1/status`'s lists the keys
+    /// the CLI and the status page read, down to the members' counts and their age.
+    #[test]
+    fn json_answers_are_typed_and_the_status_is_described_in_full() {
+        let doc = serde_json::to_value(document()).expect("document serialises");
+        let schemas = &doc["components"]["schemas"];
+        let resolve = |s: &serde_json::Value| -> serde_json::Value {
+            match s["$ref"].as_str() {
+                Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+                None => s.clone(),
+            }
+        };
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                for (status, r) in op["responses"].as_object().expect("responses") {
+                    let schema = &r["content"]["application/json"]["schema"];
+                    if !status.starts_with('2') || schema.is_null() {
+                        continue;
+                    }
+                    let s = resolve(schema);
+                    assert!(
+                        s["properties"].is_object() || s["items"].is_object(),
+                        "{} {path} → {status}: a free-form JSON answer: {s}",
+                        method.to_uppercase()
+                    );
+                }
+            }
+        }
+        let status = resolve(
+            &doc["paths"]["/v1/status"]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"],
+        );
+        let keys = |s: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = s["properties"]
+                .as_object()
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&status),
+            [
+                "anti_entropy",
+                "layout",
+                "members",
+                "node",
+                "peers",
+                "resync",
+                "storage"
+            ]
+        );
+        let member = resolve(&status["properties"]["members"]["items"]);
+        for k in [
+            "blocks",
+            "bytes",
+            "disk_capacity",
+            "stats_age_secs",
+            "up",
+            "partitions",
+        ] {
+            assert!(
+                keys(&member).iter().any(|m| m == k),
+                "members[] lacks {k}: {member}"
+            );
+        }
+        for (part, k) in [
+            ("resync", "scrub"),
+            ("anti_entropy", "partitions_in_sync"),
+            ("storage", "rebalance"),
+            ("layout", "transition"),
+        ] {
+            let s = resolve(&status["properties"][part]);
+            assert!(keys(&s).iter().any(|m| m == k), "{part} lacks {k}: {s}");
+        }
     }
 }

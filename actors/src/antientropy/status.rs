@@ -20,8 +20,9 @@ pub enum PartitionState {
     /// Not held here, records left, waiting for the member lists to agree.
     WaitingForLayout,
 }
-/// Counters and states, for the status API and metrics.
-#[derive(Debug, Clone, Serialize)]
+/// Counters and states, for the status API and metrics (its schema is in the HTTP API's
+/// OpenAPI document, as `anti_entropy` of `GET /v1/status`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AntiEntropyStatus {
     pub interval_secs: u64,
     pub hinted_handoff: bool,
@@ -47,6 +48,6 @@ pub struct AntiEntropyStatus {
     pub layout_agreed: bool,
     /// Peers whose member list differs from ours.
     pub layout_differs: Vec<String>,
-    /// Up to 8 partitions in error, with their error.
+    /// Up to 8 partitions in error, each `[partition, error]`.
     pub errors: Vec<(u8, String)>,
 }

@@ -1,5 +1,6 @@
 //! Status types of the resync actor: [`ResyncStatus`] (with [`ScrubStatus`],
-//! [`ScrubState`] and [`RepairStatus`]) and the errors table's [`ResyncErrorInfo`].
+//! [`ScrubState`] and [`RepairStatus`]) and the errors table's [`ResyncErrorInfo`]; their
+//! schemas are in the HTTP API's OpenAPI document (`resync` of `GET /v1/status`).
 
 use serde::Serialize;
 
@@ -19,7 +20,7 @@ pub struct ResyncErrorInfo {
 }
 
 /// Scrub state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ScrubState {
     Idle,
@@ -38,7 +39,7 @@ impl ScrubState {
 }
 
 /// Scrub status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ScrubStatus {
     pub state: ScrubState,
     pub tranquility: u32,
@@ -53,7 +54,7 @@ pub struct ScrubStatus {
 }
 
 /// Repair progress.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct RepairStatus {
     pub running: bool,
     /// `rebuild_rc`, `rc`, `blocks` or `done`.
@@ -65,7 +66,7 @@ pub struct RepairStatus {
 }
 
 /// Everything the API and metrics show of resync.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ResyncStatus {
     pub queue_length: u64,
     pub errors: u64,

@@ -202,8 +202,9 @@ pub struct DiskStatus {
     pub failure: Option<String>,
 }
 
-/// Progress of the mover in [`StorageStats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Progress of the mover in [`StorageStats`] (as `storage.rebalance` of the HTTP status,
+/// whose OpenAPI schema it gives).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RebalanceStatus {
     /// A pass over the dirs is under way.
     pub running: bool,
