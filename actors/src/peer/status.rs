@@ -12,6 +12,10 @@ use super::PeerActor;
 use crate::frame::NodeStats;
 use crate::hash::{Hash, NodeId};
 
+/// Counts announced as older than this are ignored: a node samples its own every few
+/// seconds, so such an age is a broken or hostile sender's (and would strain `Instant`).
+pub const MAX_ANNOUNCED_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// One peer's health.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
@@ -57,10 +61,13 @@ impl PeerActor {
         let (Some(s), Some(p)) = (stats, self.peers.get_mut(&from)) else {
             return;
         };
-        let now = Instant::now();
-        let sampled = now
-            .checked_sub(Duration::from_millis(s.age_ms))
-            .unwrap_or(now);
+        let age = Duration::from_millis(s.age_ms);
+        if age > MAX_ANNOUNCED_AGE {
+            return;
+        }
+        let Some(sampled) = Instant::now().checked_sub(age) else {
+            return;
+        };
         p.stats = Some((s, sampled));
     }
 }

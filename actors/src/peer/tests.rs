@@ -559,6 +559,21 @@ async fn peers_learn_each_others_counts_from_pings_with_their_age() {
         age >= Duration::from_secs(3) && age < Duration::from_secs(4),
         "age carried over: {age:?}"
     );
+    // An age beyond MAX_ANNOUNCED_AGE is not taken (as fresh or otherwise).
+    nodes[1]
+        .peer
+        .send(SetLocalStats(counts(7, u64::MAX)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let kept = status_of(&nodes[0].peer, nodes[1].id)
+        .await
+        .and_then(|p| p.stats);
+    assert_eq!(
+        kept.map(|(s, _)| s.blocks),
+        Some(6),
+        "counts with an impossible age are ignored: {kept:?}"
+    );
     // The other direction too, and a node's own counts are not listed as a peer's.
     nodes[0]
         .peer
