@@ -185,7 +185,14 @@ impl Drop for PooledBuf {
 pub fn read_file(path: &Path) -> std::io::Result<Bytes> {
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
-    let mut buf = PooledBuf::with_capacity(len);
+    read_open_file(&mut file, len)
+}
+
+/// Read the rest of an open file into a pooled buffer sized for `len_hint` bytes (the
+/// size its caller already has from `fstat`; the file may still turn out longer or
+/// shorter, and every byte up to its end is read).
+pub fn read_open_file(file: &mut std::fs::File, len_hint: usize) -> std::io::Result<Bytes> {
+    let mut buf = PooledBuf::with_capacity(len_hint);
     file.read_to_end(buf.vec())?;
     Ok(buf.freeze())
 }

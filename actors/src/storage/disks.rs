@@ -129,6 +129,16 @@ impl Disks {
         Err(corrupted.or(err).unwrap_or(StorageError::NotFound { hash }))
     }
 
+    /// A verified copy read without waiting for the disk from the block's first
+    /// directory ([`Layout::read_no_wait`]), or `None`: then [`Self::read`] decides.
+    pub fn read_no_wait(&self, hash: Hash, delta: &mut JobDelta) -> Option<DataBlock> {
+        let i = *self.order(&hash).first()?;
+        let mut d = StatsDelta::default();
+        let block = self.dirs[i].read_no_wait(hash, &mut d)?;
+        delta.per_disk.push((i, d));
+        Some(block)
+    }
+
     /// Store a block: where a copy already is (Garage's rules apply there), else in
     /// `target`, the directory placement chose with room for it (`None`: none has room).
     pub fn write(

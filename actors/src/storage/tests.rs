@@ -941,3 +941,33 @@ async fn block_length_answers_plain_size_without_reading_the_data() {
     let stats = ask(&s, GetStorageStats).await;
     assert_eq!(stats.bytes_read, 0, "BlockLength should read no block data");
 }
+
+#[actix_rt::test]
+async fn a_cached_small_block_read_sent_behind_a_delete_waits_for_it() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let (h, b) = plain_block(random(4096));
+    ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
+    // Its entries and bytes are now in the kernel's caches: with no job on its lane, a
+    // read is answered on the actor's thread (disk/nowait.rs), and must still be right.
+    assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), b);
+    assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), b);
+    // Sent without waiting: the delete holds the lane, so the read queues behind it
+    // instead of answering from the cached copy the delete is about to remove.
+    let del = s.send(gc_delete(h));
+    let rd = s.send(ReadBlock { hash: h });
+    let (del, rd) = tokio::time::timeout(STEP, futures::future::join(del, rd))
+        .await
+        .expect("storage actor did not answer in time");
+    assert_eq!(del.unwrap().unwrap(), DeleteOutcome::Deleted);
+    assert!(
+        matches!(rd.unwrap(), Err(StorageError::NotFound { .. })),
+        "a read sent after a delete must not see the deleted copy"
+    );
+    let st = counted(&s).await;
+    assert_eq!(
+        st.bytes_read,
+        2 * 4096,
+        "both reads of the cached copy counted"
+    );
+}
