@@ -87,7 +87,7 @@ pub(super) async fn put_block(
         if buf.len() + chunk.len() > max {
             return Err(too_large());
         }
-        buf.vec().extend_from_slice(&chunk);
+        buf.extend_from_slice(&chunk);
     }
     let (hash, size) = svc.put_block(buf.freeze(), ref_id, ram).await?;
     Ok(HttpResponse::Created().json(PutReply {

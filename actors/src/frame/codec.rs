@@ -227,7 +227,7 @@ async fn read_new_buf<R: AsyncRead + Unpin>(
     // read.
     let mut limited = r.take(len as u64);
     while buf.len() < len {
-        match limited.read_buf(buf.vec()).await {
+        match limited.read_buf(&mut buf).await {
             Ok(0) => return Err(FrameError::Truncated(what)),
             Ok(_) => {}
             Err(e) => return Err(FrameError::Io(e)),

@@ -10,7 +10,8 @@
 //! - `quic`: one bare quinn transfer with the nodes' TLS and transport settings, one
 //!   stream per block, sender and receiver both counted (both are nodes);
 //! - `file_write`: one crash-safe file write per copy (the node's own `write_atomic`,
-//!   same fsync policy), `file_read`: reading one back;
+//!   same fsync policy, from the same kind of buffer: `O_DIRECT` where the node's is),
+//!   `file_read`: reading one back;
 //! - `http_receive` / `http_send`: the node's side of moving the body over loopback TCP
 //!   with HTTP/1.1 framing (the client's side is not server CPU).
 //!
@@ -151,7 +152,7 @@ fn measure_over(
     concurrency: usize,
     fsync: bool,
 ) -> anyhow::Result<Parts> {
-    let data = Bytes::from(super::make_data(size, super::DataKind::Random, 7));
+    let data = super::block_bytes(size, super::DataKind::Random, 7);
     Ok(Parts {
         block_size: size,
         blake2: blake2(&data, n),

@@ -27,7 +27,7 @@ pub fn disk_write(
     concurrency: usize,
     fsync: bool,
 ) -> anyhow::Result<f64> {
-    let data = Bytes::from(super::make_data(size, super::DataKind::Random, 0));
+    let data = super::block_bytes(size, super::DataKind::Random, 0);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     std::thread::scope(|s| -> anyhow::Result<()> {

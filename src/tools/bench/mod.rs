@@ -70,6 +70,15 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
 }
 
+/// [`make_data`] in the kind of buffer a node holds a block in (pooled, so aligned for
+/// `O_DIRECT` from 512 KiB on), for the limits and floors that time the node's own
+/// file write: a plain `Vec` would be written through the page cache instead.
+pub fn block_bytes(size: usize, kind: DataKind, seed: u64) -> bytes::Bytes {
+    let mut buf = blocknode_actors::bufpool::PooledBuf::with_capacity(size);
+    buf.extend_from_slice(&make_data(size, kind, seed));
+    buf.freeze()
+}
+
 /// Block bytes of the given kind; `seed` makes blocks distinct.
 pub fn make_data(size: usize, kind: DataKind, seed: u64) -> Vec<u8> {
     let mut v = match kind {

@@ -202,37 +202,6 @@ mod tests {
         );
     }
 
-    /// How many of the file's pages the page cache holds (`mincore` on a mapping of it).
-    fn resident_pages(file: &File, len: usize) -> usize {
-        // SAFETY: a read-only shared mapping of an open descriptor, unmapped below; the
-        // pages are never touched, only asked about.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(
-            addr,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            io::Error::last_os_error()
-        );
-        let pages = len.div_ceil(4096);
-        let mut vec = vec![0u8; pages];
-        // SAFETY: `addr` is the mapping just made, `vec` has a byte per 4 KiB page of it.
-        let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
-        let err = io::Error::last_os_error();
-        // SAFETY: the mapping made above, of `len` bytes, no longer used.
-        unsafe { libc::munmap(addr, len) };
-        assert_eq!(rc, 0, "mincore: {err}");
-        vec.iter().filter(|b| *b & 1 == 1).count()
-    }
-
     #[test]
     fn a_file_whose_pages_were_dropped_is_not_read_without_waiting() {
         // On a disk filesystem, not a tmpfs `/tmp` whose pages are its only copy.
@@ -248,7 +217,7 @@ mod tests {
         let NoWaitOpen::File(file, len) = open(&path) else {
             panic!("its directory entry is still cached");
         };
-        let resident = resident_pages(&file, 8192);
+        let (resident, _) = crate::fsutil::resident_pages(&file);
         if resident == 2 {
             // A filesystem that keeps its pages whatever the advice (tmpfs, some overlay
             // set-ups): nothing was dropped, so there is no uncached read to refuse.
