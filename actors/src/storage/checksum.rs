@@ -21,6 +21,8 @@
 //! A filesystem that refuses user xattrs (`ENOTSUP`: tmpfs on older kernels, some
 //! network and FUSE filesystems) is remembered for the process at the first refusal;
 //! from then on no attribute is set or read and every local read uses BLAKE2.
+//!
+//! Public so that the bench's floor measures the node's own checksum and attribute calls.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -34,14 +36,14 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::hash::Hash;
 
 /// The extended attribute holding a block file's checksum.
-pub(crate) const XATTR_NAME: &CStr = c"user.blocknode.checksum";
+pub const XATTR_NAME: &CStr = c"user.blocknode.checksum";
 /// Format byte of a seeded XXH3-64 value.
-pub(crate) const FORMAT_XXH3_64: u8 = 1;
+pub const FORMAT_XXH3_64: u8 = 1;
 /// Length of a value in the [`FORMAT_XXH3_64`] format.
-pub(crate) const VALUE_LEN: usize = 9;
+pub const VALUE_LEN: usize = 9;
 
 /// An attribute value.
-pub(crate) type Value = [u8; VALUE_LEN];
+pub type Value = [u8; VALUE_LEN];
 
 /// Set once a filesystem refused a user xattr; a process-wide setting, not domain state.
 static REFUSED: AtomicBool = AtomicBool::new(false);
@@ -63,7 +65,7 @@ fn seed(hash: &Hash, compressed: bool) -> u64 {
 }
 
 /// The attribute value of a copy of block `hash` whose file holds `stored`.
-pub(crate) fn value(hash: &Hash, compressed: bool, stored: &[u8]) -> Value {
+pub fn value(hash: &Hash, compressed: bool, stored: &[u8]) -> Value {
     let sum = xxh3_64_with_seed(stored, seed(hash, compressed));
     let mut v = [0u8; VALUE_LEN];
     v[0] = FORMAT_XXH3_64;
@@ -86,7 +88,7 @@ fn remember_refusal(e: &io::Error) {
 /// xattrs is not an error: it is remembered and the file has no checksum. Any other
 /// failure (no space for the attribute, an I/O error) fails the write, as a failure to
 /// write its bytes would.
-pub(crate) fn set(file: &File, value: &Value) -> io::Result<()> {
+pub fn set(file: &File, value: &Value) -> io::Result<()> {
     if REFUSED.load(Ordering::Relaxed) {
         return Ok(());
     }
@@ -113,7 +115,7 @@ pub(crate) fn set(file: &File, value: &Value) -> io::Result<()> {
 }
 
 /// The value stored on `file` if it is one this version understands.
-fn get(file: &File) -> Option<Value> {
+pub fn get(file: &File) -> Option<Value> {
     if REFUSED.load(Ordering::Relaxed) {
         return None;
     }
@@ -142,7 +144,7 @@ fn get(file: &File) -> Option<Value> {
 
 /// What the stored checksum says of a copy just read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Check {
+pub enum Check {
     /// The bytes are the ones written under this name and form.
     Match,
     /// The attribute is understood and disagrees with the bytes.
@@ -153,7 +155,7 @@ pub(crate) enum Check {
 }
 
 /// Check the bytes `stored`, read from `file`, of a copy of block `hash`.
-pub(crate) fn check(file: &File, hash: &Hash, compressed: bool, stored: &[u8]) -> Check {
+pub fn check(file: &File, hash: &Hash, compressed: bool, stored: &[u8]) -> Check {
     match get(file) {
         None => Check::Unknown,
         Some(v) if v == value(hash, compressed, stored) => Check::Match,

@@ -50,7 +50,7 @@
 //! done).
 
 mod census;
-pub(crate) mod checksum;
+pub mod checksum;
 mod config;
 pub mod dirs;
 #[cfg(test)]
