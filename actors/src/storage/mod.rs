@@ -17,10 +17,10 @@
 //! fetches the referenced ones from peers onto the other dirs.
 //!
 //! Verification: every write is checked by BLAKE2 unless it comes as a
-//! [`crate::block::VerifiedBlock`]
-//! (already hashed on this node), and stores a fast checksum of the file's bytes in an
-//! extended attribute (`checksum.rs`); a [`ReadBlock`] is served on a matching checksum,
-//! else decided by BLAKE2; a [`VerifyBlock`] (scrub) always uses BLAKE2.
+//! [`crate::block::VerifiedBlock`] (already hashed on this node), and stores a fast
+//! checksum of the file's bytes in an extended attribute (`checksum.rs`); a
+//! [`ReadBlock`] is served on a matching checksum, else decided by BLAKE2; a
+//! [`VerifyBlock`] (scrub) always uses BLAKE2.
 //!
 //! File I/O, hashing and zstd never wait on the actor's thread: each operation is a plain
 //! function of [`disk`] run with `spawn_blocking`. One exception that cannot wait: a
