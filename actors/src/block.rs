@@ -5,6 +5,11 @@
 //! only a first line of defence, never trusted alone. A [`VerifiedBlock`] can only be made
 //! by hashing or verifying, so code that holds one may write it without hashing it again
 //! ("hash each byte once per node").
+//!
+//! A [`DataBlock`] from a local read of the storage actor is verified too, but possibly
+//! by the checksum stored with its file rather than by BLAKE2 (see the storage actor's
+//! `ReadBlock`); it may be served as it is, yet it never becomes a [`VerifiedBlock`]
+//! without hashing, and a peer that receives it hashes it.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,7 +110,8 @@ impl DataBlock {
     }
 
     /// The plain bytes without hashing them: only for a block the storage actor has just
-    /// verified (a compressed block still has its zstd frame checksum checked).
+    /// verified, by BLAKE2 or by the file's stored checksum (a compressed block still
+    /// has its zstd frame checksum checked).
     pub fn into_plain_verified(self, hash: &Hash) -> Result<Bytes, BlockError> {
         match self {
             DataBlock::Plain(b) => Ok(b),

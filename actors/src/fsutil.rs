@@ -165,6 +165,18 @@ impl Drop for TempGuard {
 /// this returns; without it, a crash may leave the old file or nothing, but never a
 /// partial new one under the final name (rename is atomic).
 pub fn write_atomic(path: &Path, parts: &[&[u8]], fsync: bool) -> io::Result<()> {
+    write_atomic_with(path, parts, fsync, |_| Ok(()))
+}
+
+/// [`write_atomic`], with `before_sync` called on the temp file once its bytes are
+/// written and before it is fsynced and renamed: what it sets on the file (an extended
+/// attribute) is then durable and visible with the bytes. Its error fails the write.
+pub fn write_atomic_with(
+    path: &Path,
+    parts: &[&[u8]],
+    fsync: bool,
+    before_sync: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -188,6 +200,7 @@ pub fn write_atomic(path: &Path, parts: &[&[u8]], fsync: bool) -> io::Result<()>
         write_part(&mut f, p, pos, fsync)?;
         pos += p.len() as u64;
     }
+    before_sync(&f)?;
     if fsync {
         f.sync_all()?;
     }
@@ -347,6 +360,28 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["f".to_string()]);
+    }
+
+    #[test]
+    fn an_error_before_the_sync_fails_the_write_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let err = write_atomic_with(&p, &[b"ab"], true, |_| Err(io::Error::other("refused")))
+            .expect_err("the hook's error must fail the write");
+        assert_eq!(err.to_string(), "refused");
+        let left: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "no file or temp file may be left: {left:?}"
+        );
+        let mut seen = 0;
+        write_atomic_with(&p, &[b"ab", b"cd"], false, |f| {
+            seen = f.metadata()?.len();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, 4, "the hook sees every byte already written");
+        assert_eq!(fs::read(&p).unwrap(), b"abcd");
     }
 
     #[test]

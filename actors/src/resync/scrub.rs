@@ -1,5 +1,7 @@
-//! Scrub: read and verify every local block, one at a time, throttled by the scrub
-//! tranquility. A `Corrupted` reply means the storage actor already quarantined the file:
+//! Scrub: read and verify every local block by BLAKE2, one at a time, throttled by the
+//! scrub tranquility. It asks for [`VerifyBlock`], not [`crate::storage::ReadBlock`]:
+//! ordinary reads trust a copy's stored checksum, which a file rewritten together with
+//! its attribute passes; only BLAKE2 of the plain bytes tells such a copy apart. A `Corrupted` reply means the storage actor already quarantined the file:
 //! the hash is counted and queued for resync now. The position (last hash checked), the
 //! counters, the state and the next automatic run are persisted in `resync_settings`, so
 //! a restart resumes where the walk stopped.
@@ -10,7 +12,7 @@ use actix::prelude::*;
 
 use super::{keys, Rest, ResyncActor, ResyncError, ScrubCommand, ScrubState, PAGE};
 use crate::rc::now_msec;
-use crate::storage::{ListBlocks, ReadBlock, StorageError};
+use crate::storage::{ListBlocks, StorageError, VerifyBlock};
 
 impl ResyncActor {
     fn set_scrub_state(&mut self, s: ScrubState) {
@@ -66,7 +68,7 @@ impl ResyncActor {
         };
         let start = Instant::now();
         ctx.spawn(
-            async move { storage.send(ReadBlock { hash }).await }
+            async move { storage.send(VerifyBlock { hash }).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.scrub_stepping = false;

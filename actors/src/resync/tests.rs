@@ -810,6 +810,73 @@ fn each_scheduling_source_has_the_delay_the_design_gives() {
     );
 }
 
+/// Ordinary reads trust a copy's stored checksum; scrub must not: a file whose bytes and
+/// attribute were rewritten together is caught only by its BLAKE2 check.
+#[actix_rt::test]
+async fn scrub_catches_a_file_rewritten_with_a_matching_stored_checksum() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let r = rig(d.path(), Duration::ZERO);
+    let mut hashes = Vec::new();
+    for i in 0..3 {
+        let v = block(&format!("forged{i}"));
+        let (h, data) = (v.hash(), v.data().clone());
+        r.storage
+            .send(WriteBlock::verified(v))
+            .await
+            .unwrap()
+            .unwrap();
+        r.refcount
+            .send(AddRef {
+                hash: h,
+                ref_id: "a".parse().unwrap(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        put_on(&r, node(2), h, data).await;
+        hashes.push(h);
+    }
+    let forged = hashes[1];
+    let file = block_path(d.path(), forged);
+    let other = b"not the block this name stands for".repeat(50);
+    std::fs::write(&file, &other).unwrap();
+    let value = crate::storage::checksum::value(&forged, false, &other);
+    let c = std::ffi::CString::new(file.as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a value of the length passed.
+    let rc = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            crate::storage::checksum::XATTR_NAME.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+    r.resync.send(ScrubCommand::Start).await.unwrap().unwrap();
+    wait_until("scrub to finish", || async {
+        r.resync.send(GetResyncStatus).await.unwrap().scrub.state == ScrubState::Idle
+    })
+    .await;
+    let st = r.resync.send(GetResyncStatus).await.unwrap().scrub;
+    assert_eq!(
+        (st.checked, st.corruptions),
+        (3, 1),
+        "scrub should check every block and find the forged one"
+    );
+    assert!(
+        std::path::PathBuf::from(format!("{}.corrupted", file.display())).exists(),
+        "the forged file should be quarantined"
+    );
+    wait_until("the forged block to be fetched again", || async {
+        std::fs::read(&file)
+            .map(|b| blake2sum(&b) == forged)
+            .unwrap_or(false)
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn scrub_quarantines_a_flipped_byte_refetches_it_and_resumes_after_restart() {
     let d = tempfile::tempdir().unwrap();

@@ -9,6 +9,13 @@
 //! beside their target until renamed; one left by a crash is deleted by the background
 //! sweep ([`list_top_dir`], [`sweep_dir`]).
 //!
+//! Each block file carries its stored checksum in an extended attribute
+//! ([`super::checksum`]), set before the file is fsynced and renamed. A local read whose
+//! checksum matches is served without BLAKE2 ([`Verify::Checksum`]); anything else (no
+//! attribute, one not understood, a mismatch) is decided by BLAKE2 of the plain bytes as
+//! before, and a copy BLAKE2 accepts gets its attribute (re)written. Scrub asks for
+//! [`Verify::Blake2`]: BLAKE2 on every copy, whatever the attribute says.
+//!
 //! Every function here assumes the actor's per-hash lane: no other call on the same hash
 //! runs at the same time, so "check then act" on one hash's files is race-free.
 
@@ -21,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
 
+use super::checksum::{self, Check};
 use super::{StorageError, WriteOutcome};
 use crate::block::{zstd_declared_len, DataBlock, ZSTD_MAX_FRAME_HEADER};
 use crate::fsutil;
@@ -34,6 +42,15 @@ const CORRUPTED_SUFFIX: &str = ".corrupted";
 /// Most `.N.corrupted` names tried for one file before giving up (an operator has left
 /// that many rotten copies of one block unexamined; something else is wrong).
 const MAX_QUARANTINE_SLOTS: u32 = 1000;
+
+/// How a read checks a copy before serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verify {
+    /// The stored checksum when it matches, BLAKE2 otherwise (every local read).
+    Checksum,
+    /// BLAKE2 always (scrub, and a copy about to be moved to another dir).
+    Blake2,
+}
 
 /// Where blocks live and how they are written; cheap to clone into blocking tasks.
 #[derive(Debug, Clone)]
@@ -137,6 +154,33 @@ fn touch(path: &Path) {
         .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     if let Err(e) = res {
         warn!(path = %path.display(), error = %e, "cannot touch a re-written block file");
+    }
+}
+
+/// The crash-safe write of a block file, its stored checksum set before the fsync.
+fn write_block_file(
+    path: &Path,
+    hash: Hash,
+    data: &DataBlock,
+    fsync: bool,
+) -> Result<(), StorageError> {
+    let stored = data.inner_buffer();
+    let value = checksum::value(&hash, data.is_compressed(), stored);
+    fsutil::write_atomic_with(path, &[stored], fsync, |f| checksum::set(f, &value))
+        .map_err(|e| io_err(path, e))
+}
+
+/// Give a copy BLAKE2 just accepted the attribute it lacks (a file from before stored
+/// checksums, or one not understood) or whose value disagreed with its sound bytes, so
+/// its next reads skip BLAKE2. Not fsynced: an attribute lost in a crash only costs a
+/// BLAKE2 read. A failure is logged and the read still served.
+fn restore_checksum(file: &fs::File, path: &Path, hash: Hash, block: &DataBlock, found: Check) {
+    if found == Check::Mismatch {
+        warn!(%hash, path = %path.display(), "stored checksum disagreed with a copy BLAKE2 accepts; rewriting it");
+    }
+    let value = checksum::value(&hash, block.is_compressed(), block.inner_buffer());
+    if let Err(e) = checksum::set(file, &value) {
+        debug!(%hash, path = %path.display(), error = %e, "cannot store a block file's checksum; its reads keep BLAKE2");
     }
 }
 
@@ -278,8 +322,7 @@ impl Layout {
                 Ok(WriteOutcome::AlreadyPresent)
             }
             (Probe::File(old_len), true) => {
-                fsutil::write_atomic(&zst, &[data.inner_buffer()], self.fsync)
-                    .map_err(|e| io_err(&zst, e))?;
+                write_block_file(&zst, hash, &data, self.fsync)?;
                 delta.bytes += new_len as i64;
                 delta.bytes_written += new_len;
                 // The compressed copy is durable before the plain one goes, so a crash in
@@ -291,8 +334,7 @@ impl Layout {
             }
             (_, compressed) => {
                 let target = if compressed { &zst } else { &plain };
-                fsutil::write_atomic(target, &[data.inner_buffer()], self.fsync)
-                    .map_err(|e| io_err(target, e))?;
+                write_block_file(target, hash, &data, self.fsync)?;
                 delta.blocks += 1;
                 delta.bytes += new_len as i64;
                 delta.bytes_written += new_len;
@@ -301,8 +343,16 @@ impl Layout {
         }
     }
 
-    /// Read and verify the compressed copy if there is one, else the plain one.
-    pub fn read(&self, hash: Hash, delta: &mut StatsDelta) -> Result<DataBlock, StorageError> {
+    /// Read and verify the compressed copy if there is one, else the plain one: by its
+    /// stored checksum when `verify` allows and it matches, else by BLAKE2 (which alone
+    /// decides whether a copy is rotten: a mismatched attribute on sound bytes is
+    /// rewritten, not a reason to throw the copy away).
+    pub fn read(
+        &self,
+        hash: Hash,
+        verify: Verify,
+        delta: &mut StatsDelta,
+    ) -> Result<DataBlock, StorageError> {
         let (plain, zst) = self.block_paths(&hash);
         let plain_is_file = || matches!(probe(&plain), Ok(Probe::File(_)));
         for (path, compressed) in [(&zst, true), (&plain, false)] {
@@ -318,17 +368,26 @@ impl Layout {
             // not quarantined.
             let bytes = crate::bufpool::read_open_file(&mut file, len as usize)
                 .map_err(|e| io_err(path, e))?;
-            drop(file);
             delta.bytes_read += bytes.len() as u64;
+            let check = checksum::check(&file, &hash, compressed, &bytes);
             let block = if compressed {
                 DataBlock::Compressed(bytes)
             } else {
                 DataBlock::Plain(bytes)
             };
+            if verify == Verify::Checksum && check == Check::Match {
+                return Ok(block);
+            }
             match block.verify(&hash) {
-                Ok(()) => return Ok(block),
+                Ok(()) => {
+                    if check != Check::Match {
+                        restore_checksum(&file, path, hash, &block, check);
+                    }
+                    return Ok(block);
+                }
                 Err(e) => {
-                    warn!(%hash, path = %path.display(), error = %e, "block copy failed verification");
+                    drop(file);
+                    warn!(%hash, path = %path.display(), error = %e, stored_checksum = ?check, "block copy failed verification");
                     let quarantined = self.quarantine(path, delta)?;
                     delta.bytes -= len as i64;
                     if !(compressed && plain_is_file()) {
@@ -342,9 +401,11 @@ impl Layout {
     }
 
     /// [`Self::read`] for a small block whose entries and bytes are all in the kernel's
-    /// caches, done without waiting for the disk (see [`nowait`]): a verified copy, or
-    /// `None` when any step would wait or anything is not as it should be (the caller
-    /// then does the ordinary read, which reports and quarantines).
+    /// caches, done without waiting for the disk (see [`nowait`]): a copy verified by its
+    /// stored checksum (or by BLAKE2 when that says nothing), or `None` when any step
+    /// would wait or anything is not as it should be (the caller then does the ordinary
+    /// read, which reports, quarantines and rewrites attributes: this path writes
+    /// nothing, since setting an attribute may wait on the filesystem's journal).
     pub fn read_no_wait(&self, hash: Hash, delta: &mut StatsDelta) -> Option<DataBlock> {
         let (plain, zst) = self.block_paths(&hash);
         for (path, compressed) in [(&zst, true), (&plain, false)] {
@@ -354,12 +415,17 @@ impl Layout {
                 nowait::NoWaitOpen::File(file, len) => (file, len),
             };
             let bytes = nowait::read(&file, len)?;
+            // The attribute sits in the inode just read (9 bytes fit in-inode on ext4
+            // and XFS), so asking for it does not wait for the disk either.
+            let check = checksum::check(&file, &hash, compressed, &bytes);
             let block = if compressed {
                 DataBlock::Compressed(bytes)
             } else {
                 DataBlock::Plain(bytes)
             };
-            block.verify(&hash).ok()?;
+            if check != Check::Match {
+                block.verify(&hash).ok()?;
+            }
             delta.bytes_read += len;
             return Some(block);
         }
@@ -434,7 +500,7 @@ impl Layout {
                 return Ok(Some(n));
             }
             // A read verifies (and quarantines a rotten copy), so its length is right.
-            let block = self.read(hash, delta)?;
+            let block = self.read(hash, Verify::Checksum, delta)?;
             return Ok(Some(
                 block
                     .into_plain_verified(&hash)
@@ -485,7 +551,82 @@ impl Layout {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+    use crate::hash::blake2sum;
+
+    fn rewrite(path: &Path, bytes: &[u8], attr: Option<&[u8]>) {
+        use std::os::unix::ffi::OsStrExt;
+        // Truncating in place keeps the inode and so its attributes, as rot would.
+        fs::write(path, bytes).expect("rewrite a block file");
+        let p = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+        // SAFETY: NUL-terminated strings and a value of the length passed.
+        let rc = unsafe {
+            match attr {
+                Some(v) => libc::setxattr(
+                    p.as_ptr(),
+                    checksum::XATTR_NAME.as_ptr(),
+                    v.as_ptr().cast(),
+                    v.len(),
+                    0,
+                ),
+                None => libc::removexattr(p.as_ptr(), checksum::XATTR_NAME.as_ptr()),
+            }
+        };
+        let e = io::Error::last_os_error();
+        let already_gone = attr.is_none() && e.raw_os_error() == Some(libc::ENODATA);
+        assert!(rc == 0 || already_gone, "xattr: {e}");
+    }
+
+    /// The cached read on the actor's thread: served on a matching checksum, on BLAKE2
+    /// otherwise, and given up (for the lane to quarantine) on anything rotten.
+    #[test]
+    fn the_cached_read_trusts_a_matching_checksum_and_hands_rot_to_the_lane() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let layout = Layout {
+            data_dir: d.path().to_path_buf(),
+            fsync: false,
+        };
+        let mut delta = StatsDelta::default();
+        let data: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+        let other: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+        let h = blake2sum(&data);
+        let block = DataBlock::Plain(Bytes::from(data.clone()));
+        layout
+            .write(h, block.clone(), false, &mut delta)
+            .expect("write");
+        let (path, _) = layout.block_paths(&h);
+        let read = |delta: &mut StatsDelta| layout.read_no_wait(h, delta);
+        assert_eq!(read(&mut delta), Some(block.clone()), "a fresh copy");
+
+        let mut flipped = data.clone();
+        flipped[100] ^= 1;
+        let good_attr = checksum::value(&h, false, &data);
+        rewrite(&path, &flipped, Some(&good_attr));
+        assert_eq!(read(&mut delta), None, "a flipped byte, attribute kept");
+        rewrite(&path, &flipped, None);
+        assert_eq!(read(&mut delta), None, "a flipped byte, no attribute");
+        rewrite(&path, &data, None);
+        assert_eq!(read(&mut delta), Some(block), "sound, no attribute: BLAKE2");
+        let foreign = checksum::value(&blake2sum(&other), false, &other);
+        rewrite(&path, &other, Some(&foreign));
+        assert_eq!(read(&mut delta), None, "another block's file and attribute");
+        let forged = checksum::value(&h, false, &other);
+        rewrite(&path, &other, Some(&forged));
+        assert_eq!(
+            read(&mut delta),
+            Some(DataBlock::Plain(Bytes::from(other))),
+            "bytes and attribute forged together pass the checksum (only BLAKE2 tells)"
+        );
+        assert!(
+            matches!(
+                layout.read(h, Verify::Blake2, &mut delta),
+                Err(StorageError::Corrupted { .. })
+            ),
+            "the BLAKE2 read quarantines the forged copy"
+        );
+    }
 
     #[test]
     fn enospc_and_edquot_map_to_disk_full_and_others_to_io() {

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::census::Tally;
 use super::dirs::{read_order, DataDir, PlacedDir};
-use super::disk::{Layout, StatsDelta};
+use super::disk::{Layout, StatsDelta, Verify};
 use super::{StorageError, WriteOutcome};
 use crate::block::DataBlock;
 use crate::hash::Hash;
@@ -115,11 +115,17 @@ impl Disks {
         err.map_or(Ok(None), Err)
     }
 
-    /// Read and verify the block from the first directory that has an intact copy.
-    pub fn read(&self, hash: Hash, delta: &mut JobDelta) -> Result<DataBlock, StorageError> {
+    /// Read and verify (as `verify` says) the block from the first directory that has an
+    /// intact copy.
+    pub fn read(
+        &self,
+        hash: Hash,
+        verify: Verify,
+        delta: &mut JobDelta,
+    ) -> Result<DataBlock, StorageError> {
         let (mut corrupted, mut err) = (None, None);
         for i in self.order(&hash) {
-            match self.on(i, delta, |l, d| l.read(hash, d)) {
+            match self.on(i, delta, |l, d| l.read(hash, verify, d)) {
                 Ok(b) => return Ok(b),
                 Err(StorageError::NotFound { .. }) => {}
                 Err(e @ StorageError::Corrupted { .. }) => corrupted = Some(e),
@@ -242,9 +248,12 @@ impl Disks {
         Ok(all)
     }
 
-    /// Move the block from directory `from` to `to`: copy (crash-safe write), read the
-    /// new copy back and verify it, keep the old file's age, and only then remove the old
-    /// file. A crash at any point leaves at least one intact copy (two at worst, which
+    /// Move the block from directory `from` to `to`: copy (crash-safe write, with its
+    /// stored checksum), read the new copy back and verify it, keep the old file's age,
+    /// and only then remove the old file. The old copy is checked with BLAKE2, not its
+    /// checksum: the new copy is written as verified, so it must not inherit less trust
+    /// than a write from the network gets; the read-back only has to show that the new
+    /// file holds what was written, which its checksum does. A crash at any point leaves at least one intact copy (two at worst, which
     /// the next pass of the mover resolves). `None` when `from` no longer has the block.
     pub fn relocate(
         &self,
@@ -258,10 +267,10 @@ impl Disks {
         }
         let mtime = self.on(from, delta, |l, _| l.modified_ms(hash))?;
         // Verifies the old copy (and quarantines it if rotten: then nothing moves).
-        let block = self.on(from, delta, |l, d| l.read(hash, d))?;
+        let block = self.on(from, delta, |l, d| l.read(hash, Verify::Blake2, d))?;
         let len = block.inner_buffer().len() as u64;
         self.on(to, delta, |l, d| l.write(hash, block, true, d))?;
-        self.on(to, delta, |l, d| l.read(hash, d))?;
+        self.on(to, delta, |l, d| l.read(hash, Verify::Checksum, d))?;
         if let Some(ms) = mtime {
             self.on(to, delta, |l, _| l.set_modified_ms(hash, ms))?;
         }

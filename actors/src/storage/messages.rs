@@ -98,11 +98,28 @@ impl WriteBlock {
     }
 }
 
-/// Read and verify a block. A copy that fails verification is renamed `.corrupted` and
-/// reported as [`StorageError::Corrupted`].
+/// Read and verify a block: by the checksum stored with its file when that matches,
+/// by BLAKE2 of its plain bytes otherwise (see `storage/checksum.rs`). A copy that fails
+/// verification is renamed `.corrupted` and reported as [`StorageError::Corrupted`].
+///
+/// The reply may be served as it is (a compressed one still has its zstd frame checksum
+/// checked when it is decompressed): the stored checksum shows the disk gave back what
+/// this node wrote, and what it wrote had been verified by BLAKE2. It is not proof
+/// against someone who rewrote both a file and its attribute; only [`VerifyBlock`] is.
+/// A copy sent on to a peer is verified by BLAKE2 where it arrives.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<DataBlock, StorageError>")]
 pub struct ReadBlock {
+    pub hash: Hash,
+}
+
+/// Read the block and verify it by BLAKE2 of its plain bytes whatever its stored
+/// checksum says (scrub): the one check a file rewritten on purpose, bytes and
+/// attribute alike, cannot pass. A rotten copy is quarantined as on [`ReadBlock`]; a
+/// sound one whose stored checksum is missing or wrong gets it rewritten.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct VerifyBlock {
     pub hash: Hash,
 }
 

@@ -3,7 +3,7 @@
 //! State: the configured data dirs (where the trees are, their capacities, which are
 //! read-only), each dir's counts and health, the [`StorageStats`] counters, and one
 //! *lane* per hash that has work in progress. Messages: [`WriteBlock`], [`ReadBlock`],
-//! [`BlockExists`], [`BlockLength`], [`StatBlock`], [`DeleteIfUnwritten`],
+//! [`VerifyBlock`], [`BlockExists`], [`BlockLength`], [`StatBlock`], [`DeleteIfUnwritten`],
 //! [`ListBlocks`], [`GetStorageStats`], [`SetDiskFailureListener`]. It answers the
 //! resync actor, the peer handlers and the HTTP API, and tells one listener (the resync
 //! actor) when a data dir fails ([`DiskFailed`]).
@@ -15,6 +15,12 @@
 //! A dir with repeated I/O errors, or whose root is gone, is marked failed (`health.rs`):
 //! it is no longer read or written, its blocks look missing, and the listener's sweep
 //! fetches the referenced ones from peers onto the other dirs.
+//!
+//! Verification: every write is checked by BLAKE2 unless it comes as a
+//! [`crate::block::VerifiedBlock`] (already hashed on this node), and stores a fast
+//! checksum of the file's bytes in an extended attribute (`checksum.rs`); a
+//! [`ReadBlock`] is served on a matching checksum, else decided by BLAKE2; a
+//! [`VerifyBlock`] (scrub) always uses BLAKE2.
 //!
 //! File I/O, hashing and zstd never wait on the actor's thread: each operation is a plain
 //! function of [`disk`] run with `spawn_blocking`. One exception that cannot wait: a
@@ -44,6 +50,7 @@
 //! done).
 
 mod census;
+pub mod checksum;
 mod config;
 pub mod dirs;
 #[cfg(test)]
@@ -73,7 +80,7 @@ use self::lanes::Job;
 pub use self::messages::{
     BlockExists, BlockLength, DeleteIfUnwritten, DeleteOutcome, DiskFailed, DiskStatus,
     GetStorageStats, ListBlocks, ReadBlock, RebalanceStatus, SetDiskFailureListener, StatBlock,
-    StorageError, StorageStats, WriteBlock, WriteOutcome,
+    StorageError, StorageStats, VerifyBlock, WriteBlock, WriteOutcome,
 };
 use self::rebalance::Mover;
 use crate::block::DataBlock;
@@ -311,7 +318,20 @@ impl Handler<ReadBlock> for StorageActor {
                 return Box::pin(std::future::ready(Ok(block)));
             }
         }
-        self.submit(hash, ctx, move |disks, d, _| disks.read(hash, d))
+        self.submit(hash, ctx, move |disks, d, _| {
+            disks.read(hash, disk::Verify::Checksum, d)
+        })
+    }
+}
+
+impl Handler<VerifyBlock> for StorageActor {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+    /// Always on the lane: the cached path trusts the stored checksum.
+    fn handle(&mut self, m: VerifyBlock, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        self.submit(hash, ctx, move |disks, d, _| {
+            disks.read(hash, disk::Verify::Blake2, d).map(drop)
+        })
     }
 }
 

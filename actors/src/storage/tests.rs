@@ -241,6 +241,10 @@ async fn assert_rot_is_quarantined(zst: bool) {
     };
     ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
     let path = block_path(d.path(), &h, zst);
+    assert!(
+        checksum_attr(&path).is_some(),
+        "the file should carry a stored checksum: this test is of a rotten file with one"
+    );
     let corrupted = PathBuf::from(format!("{}.corrupted", path.display()));
     let corrupted1 = PathBuf::from(format!("{}.1.corrupted", path.display()));
 
@@ -970,4 +974,274 @@ async fn a_cached_small_block_read_sent_behind_a_delete_waits_for_it() {
         2 * 4096,
         "both reads of the cached copy counted"
     );
+}
+
+// The stored checksum (checksum.rs): set on every write, trusted by reads when it
+// matches, never the only judge of a copy it disagrees with.
+
+fn c_path(path: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).expect("a test path has no NUL")
+}
+
+/// The checksum attribute of a file, `None` if it has none.
+fn checksum_attr(path: &Path) -> Option<Vec<u8>> {
+    let p = c_path(path);
+    let mut buf = [0u8; 64];
+    // SAFETY: NUL-terminated strings and a buffer of the length passed, all outliving
+    // the call.
+    let n = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            checksum::XATTR_NAME.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+fn set_checksum_attr(path: &Path, value: &[u8]) {
+    let p = c_path(path);
+    // SAFETY: NUL-terminated strings and a value of the length passed.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            checksum::XATTR_NAME.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn remove_checksum_attr(path: &Path) {
+    let p = c_path(path);
+    // SAFETY: NUL-terminated strings outliving the call.
+    let rc = unsafe { libc::removexattr(p.as_ptr(), checksum::XATTR_NAME.as_ptr()) };
+    assert_eq!(
+        rc,
+        0,
+        "removexattr on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The attribute a sound copy of `hash` stored at `path` should carry.
+fn expected_attr(path: &Path, hash: &Hash, zst: bool) -> Vec<u8> {
+    checksum::value(hash, zst, &fs::read(path).unwrap()).to_vec()
+}
+
+/// A small block goes through the cached read on the actor's thread (disk/nowait.rs),
+/// a large one through the lane: every checksum test runs on both.
+const SMALL: usize = 4096;
+const LARGE: usize = 60_000;
+
+/// A block unlike any other; a compressed one is stored in a file of about `len` bytes
+/// (random bytes, then text that zstd shrinks to almost nothing), so a large one takes
+/// the lane too.
+fn test_block(len: usize, zst: bool) -> (Hash, DataBlock) {
+    if !zst {
+        return plain_block(random(len));
+    }
+    let mut data = random(len).to_vec();
+    data.extend_from_slice(&text(64 << 10));
+    let (h, b) = compressed_block(Bytes::from(data));
+    assert_eq!(
+        b.inner_buffer().len() > 32 << 10,
+        len > 32 << 10,
+        "a {len}-byte compressed test block should stay on its side of the cached-read limit"
+    );
+    (h, b)
+}
+
+async fn assert_corrupted(s: &Addr<StorageActor>, h: Hash, what: &str) {
+    let r = ask(s, ReadBlock { hash: h }).await;
+    assert!(
+        matches!(r, Err(StorageError::Corrupted { hash, .. }) if hash == h),
+        "{what}: expected Corrupted, got {r:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn every_written_block_file_carries_its_checksum() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), true);
+    for (len, zst) in [(SMALL, false), (LARGE, false), (SMALL, true), (LARGE, true)] {
+        let (h, b) = test_block(len, zst);
+        ask(&s, WriteBlock::new(h, b)).await.unwrap();
+        let path = block_path(d.path(), &h, zst);
+        let got = checksum_attr(&path);
+        assert_eq!(
+            got.as_deref(),
+            Some(&expected_attr(&path, &h, zst)[..]),
+            "{len} bytes, compressed {zst}: the file's checksum attribute"
+        );
+    }
+    // A compressed copy replacing a plain one gets its own.
+    let data = text(LARGE + 1);
+    let (h, comp) = compressed_block(data.clone());
+    ask(&s, WriteBlock::new(h, DataBlock::Plain(data)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&s, WriteBlock::new(h, comp)).await.unwrap(),
+        WriteOutcome::ReplacedPlain
+    );
+    let zst = block_path(d.path(), &h, true);
+    assert_eq!(
+        checksum_attr(&zst),
+        Some(expected_attr(&zst, &h, true)),
+        "the replacing .zst file's attribute"
+    );
+}
+
+#[actix_rt::test]
+async fn a_file_without_its_checksum_reads_by_blake2_and_rot_in_it_is_still_quarantined() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    for (len, zst) in [(SMALL, false), (LARGE, false), (SMALL, true), (LARGE, true)] {
+        let what = format!("{len} bytes, compressed {zst}");
+        let (h, b) = test_block(len, zst);
+        ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
+        let path = block_path(d.path(), &h, zst);
+        // As a file written before stored checksums.
+        remove_checksum_attr(&path);
+        assert_eq!(
+            ask(&s, ReadBlock { hash: h }).await.unwrap(),
+            b,
+            "{what}: a sound file without the attribute reads"
+        );
+        // The lane's BLAKE2 read (scrub's) gives it back its attribute; a large block's
+        // ordinary read already did.
+        if len == SMALL {
+            ask(&s, VerifyBlock { hash: h }).await.unwrap();
+        }
+        assert_eq!(
+            checksum_attr(&path),
+            Some(expected_attr(&path, &h, zst)),
+            "{what}: a copy BLAKE2 accepted gets its attribute"
+        );
+        remove_checksum_attr(&path);
+        flip_byte(&path);
+        assert_corrupted(&s, h, &format!("{what}, no attribute")).await;
+        assert!(!path.exists(), "{what}: the rotten file is still in place");
+    }
+    assert_eq!(counted(&s).await.corruptions_found, 4);
+}
+
+#[actix_rt::test]
+async fn a_valid_block_file_under_another_blocks_name_or_form_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    for len in [SMALL, LARGE] {
+        let (a, ba) = plain_block(random(len));
+        let (b, bb) = plain_block(random(len));
+        ask(&s, WriteBlock::new(a, ba)).await.unwrap();
+        ask(&s, WriteBlock::new(b, bb)).await.unwrap();
+        let (pa, pb) = (
+            block_path(d.path(), &a, false),
+            block_path(d.path(), &b, false),
+        );
+        // Copied bytes and attribute alike, as a botched restore or a bad rename would.
+        fs::write(&pb, fs::read(&pa).unwrap()).unwrap();
+        set_checksum_attr(&pb, &checksum_attr(&pa).expect("a's attribute"));
+        assert_corrupted(&s, b, &format!("{len} bytes: a's file under b's name")).await;
+        assert_eq!(
+            ask(&s, ReadBlock { hash: a })
+                .await
+                .ok()
+                .map(|x| x.inner_buffer().len()),
+            Some(len),
+            "the original is untouched"
+        );
+        // The same file renamed `.zst`: the form is part of the checksum too.
+        let za = block_path(d.path(), &a, true);
+        fs::rename(&pa, &za).unwrap();
+        assert_corrupted(&s, a, &format!("{len} bytes: a plain file named .zst")).await;
+    }
+}
+
+#[actix_rt::test]
+async fn an_attribute_that_is_garbled_or_of_another_version_falls_back_to_blake2() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    let garbled: [(&str, Vec<u8>); 6] = [
+        ("empty", vec![]),
+        ("one byte", vec![checksum::FORMAT_XXH3_64]),
+        ("too short", vec![checksum::FORMAT_XXH3_64; 8]),
+        ("unknown version", vec![2; checksum::VALUE_LEN]),
+        ("too long", vec![checksum::FORMAT_XXH3_64; 20]),
+        ("wrong sum", {
+            let mut v = vec![0xab; checksum::VALUE_LEN];
+            v[0] = checksum::FORMAT_XXH3_64;
+            v
+        }),
+    ];
+    for len in [SMALL, LARGE] {
+        for (name, value) in &garbled {
+            let what = format!("{len} bytes, {name} attribute");
+            let (h, b) = test_block(len, false);
+            ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
+            let path = block_path(d.path(), &h, false);
+            set_checksum_attr(&path, value);
+            assert_eq!(
+                ask(&s, ReadBlock { hash: h }).await.unwrap(),
+                b,
+                "{what}: sound bytes are served"
+            );
+            ask(&s, VerifyBlock { hash: h }).await.unwrap();
+            assert_eq!(
+                checksum_attr(&path),
+                Some(expected_attr(&path, &h, false)),
+                "{what}: rewritten once BLAKE2 accepted the bytes"
+            );
+            set_checksum_attr(&path, value);
+            flip_byte(&path);
+            assert_corrupted(&s, h, &format!("{what}, rotten bytes")).await;
+        }
+    }
+    assert_eq!(
+        counted(&s).await.corruptions_found,
+        2 * garbled.len() as u64
+    );
+}
+
+#[actix_rt::test]
+async fn only_the_blake2_check_catches_bytes_rewritten_with_a_matching_checksum() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), false);
+    for (len, zst) in [(SMALL, false), (LARGE, false), (LARGE, true)] {
+        let what = format!("{len} bytes, compressed {zst}");
+        let (h, b) = test_block(len, zst);
+        ask(&s, WriteBlock::new(h, b)).await.unwrap();
+        let path = block_path(d.path(), &h, zst);
+        // Another block's bytes with an attribute made for this name: what someone with
+        // write access to the disk could do, not what rot does.
+        let (_, other) = test_block(len, zst);
+        let forged = other.inner_buffer().clone();
+        fs::write(&path, &forged).unwrap();
+        set_checksum_attr(&path, &checksum::value(&h, zst, &forged));
+        // The trade-off README states: an ordinary read trusts the matching checksum.
+        let served = ask(&s, ReadBlock { hash: h }).await.unwrap();
+        assert_eq!(
+            served.inner_buffer(),
+            &forged,
+            "{what}: the read should have trusted the checksum (no BLAKE2)"
+        );
+        let r = ask(&s, VerifyBlock { hash: h }).await;
+        assert!(
+            matches!(&r, Err(StorageError::Corrupted { hash, .. }) if *hash == h),
+            "{what}: the BLAKE2 check must catch the forged file, got {r:?}"
+        );
+        assert!(!path.exists(), "{what}: the forged file is quarantined");
+    }
 }

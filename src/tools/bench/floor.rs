@@ -6,18 +6,24 @@
 //! MiB/s. The parts, each timed with the CPU clock of the threads doing it (user and
 //! system time), over blocks of the workload's size:
 //! - `blake2`: one BLAKE2 pass (the name is a hash: every copy is hashed once where it is
-//!   written, and every served byte is verified);
+//!   written, and bytes that arrive from another node are verified where they arrive);
+//! - `checksum`: one pass of the checksum stored with each block file (the storage
+//!   actor's seeded XXH3): computed once per copy written, checked on every local read
+//!   instead of BLAKE2 (README, "Stored checksum on local reads");
 //! - `quic`: one bare quinn transfer with the nodes' TLS and transport settings, one
 //!   stream per block, sender and receiver both counted (both are nodes);
 //! - `file_write`: one crash-safe file write per copy (the node's own `write_atomic`,
-//!   same fsync policy, from the same kind of buffer: `O_DIRECT` where the node's is),
-//!   `file_read`: reading one back;
+//!   same fsync policy, from the same kind of buffer: `O_DIRECT` where the node's is,
+//!   with the checksum attribute set as the node sets it), `file_read`: reading one
+//!   back, its attribute with it;
 //! - `http_receive` / `http_send`: the node's side of moving the body over loopback TCP
 //!   with HTTP/1.1 framing (the client's side is not server CPU).
 //!
 //! [`Floor::put`] and [`Floor::get`] combine them for a replication factor: an RF3 PUT is
 //! one HTTP receive, three BLAKE2 passes (the coordinator names the block, each other
-//! holder verifies what came over the network), two QUIC transfers and three file writes.
+//! holder verifies what came over the network), three checksum passes, two QUIC
+//! transfers and three file writes. A local GET is one file read, one checksum pass and
+//! one HTTP send: no BLAKE2 since reads trust the stored checksum.
 //! zstd is left out on purpose: trying to compress is a choice, not a necessity.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -32,7 +38,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use blocknode_actors::blake2sum;
-use blocknode_actors::fsutil::write_atomic;
+use blocknode_actors::fsutil::write_atomic_with;
+use blocknode_actors::storage::checksum;
 
 /// CPU time of the calling thread (user + system).
 fn thread_cpu() -> Duration {
@@ -71,6 +78,7 @@ fn per_gib(cpu: Duration, bytes: u64) -> f64 {
 pub struct Parts {
     pub block_size: usize,
     pub blake2: f64,
+    pub checksum: f64,
     pub quic: f64,
     pub file_write: f64,
     pub file_read: f64,
@@ -88,20 +96,22 @@ pub struct Floor {
 
 impl Floor {
     /// CPU s/GiB an RF-`replication` PUT cannot avoid: one HTTP receive, one BLAKE2
-    /// pass and one file write per copy, one QUIC transfer per remote copy.
+    /// pass, one checksum pass and one file write per copy, one QUIC transfer per
+    /// remote copy.
     pub fn put(&self) -> f64 {
         let rf = self.replication.max(1) as f64;
         let p = &self.parts;
-        p.http_receive + rf * (p.blake2 + p.file_write) + (rf - 1.0) * p.quic
+        p.http_receive + rf * (p.blake2 + p.checksum + p.file_write) + (rf - 1.0) * p.quic
     }
 
-    /// CPU s/GiB a GET cannot avoid: read and verify one copy, send the body; when the
-    /// node asked holds no copy (a fraction `1 − rf/nodes` of requests spread over every
-    /// node), one QUIC transfer and one more verification where the bytes arrive.
+    /// CPU s/GiB a GET cannot avoid: read one copy and check its stored checksum, send
+    /// the body; when the node asked holds no copy (a fraction `1 − rf/nodes` of
+    /// requests spread over every node), one QUIC transfer and a BLAKE2 verification
+    /// where the bytes arrive.
     pub fn get(&self) -> f64 {
         let p = &self.parts;
         let remote = 1.0 - self.replication.max(1) as f64 / self.nodes.max(1) as f64;
-        p.file_read + p.blake2 + p.http_send + remote.max(0.0) * (p.quic + p.blake2)
+        p.file_read + p.checksum + p.http_send + remote.max(0.0) * (p.quic + p.blake2)
     }
 
     /// The floor of a workload by name (`mixed` is half puts, half gets).
@@ -124,7 +134,7 @@ impl Floor {
         json!({
             "block_size": p.block_size,
             "parts_cpu_s_per_gib": {
-                "blake2": p.blake2, "quic": p.quic, "file_write": p.file_write,
+                "blake2": p.blake2, "checksum": p.checksum, "quic": p.quic, "file_write": p.file_write,
                 "file_read": p.file_read, "http_receive": p.http_receive, "http_send": p.http_send,
             },
             "put_cpu_s_per_gib": self.put(),
@@ -156,6 +166,7 @@ fn measure_over(
     Ok(Parts {
         block_size: size,
         blake2: blake2(&data, n),
+        checksum: checksum_pass(&data, n),
         quic: quic(size, n, concurrency)?,
         file_write: file_write(dir, &data, n, concurrency, fsync)?,
         file_read: file_read(dir, n, size, concurrency)?,
@@ -168,6 +179,15 @@ fn blake2(data: &[u8], n: usize) -> f64 {
     let t0 = thread_cpu();
     for _ in 0..n {
         std::hint::black_box(blake2sum(data));
+    }
+    per_gib(thread_cpu() - t0, (n * data.len()) as u64)
+}
+
+fn checksum_pass(data: &[u8], n: usize) -> f64 {
+    let name = blake2sum(b"floor");
+    let t0 = thread_cpu();
+    for _ in 0..n {
+        std::hint::black_box(checksum::value(&name, false, data));
     }
     per_gib(thread_cpu() - t0, (n * data.len()) as u64)
 }
@@ -201,7 +221,9 @@ fn file_write(
                         if let Some(parent) = path.parent() {
                             std::fs::create_dir_all(parent)?;
                         }
-                        write_atomic(&path, &[data], fsync)?;
+                        // The hashing pass is the `checksum` part; this is the attribute.
+                        let value = [checksum::FORMAT_XXH3_64; checksum::VALUE_LEN];
+                        write_atomic_with(&path, &[data], fsync, |f| checksum::set(f, &value))?;
                     }
                 })
             })
@@ -228,8 +250,11 @@ fn file_read(dir: &Path, n: usize, size: usize, concurrency: usize) -> anyhow::R
                         if i >= n {
                             return Ok(());
                         }
-                        let got = std::fs::read(block_path(dir, i))?;
+                        let mut f = std::fs::File::open(block_path(dir, i))?;
+                        let mut got = Vec::with_capacity(size);
+                        f.read_to_end(&mut got)?;
                         anyhow::ensure!(got.len() == size, "floor file {i} has the wrong size");
+                        std::hint::black_box(checksum::get(&f));
                     }
                 })
             })
@@ -391,6 +416,7 @@ mod tests {
         let parts = Parts {
             block_size: 1 << 20,
             blake2: 1.0,
+            checksum: 0.0625,
             quic: 2.0,
             file_write: 0.5,
             file_read: 0.25,
@@ -402,14 +428,18 @@ mod tests {
             replication: 3,
             nodes: 3,
         };
-        assert_eq!(rf3.put(), 0.125 + 3.0 * 1.5 + 2.0 * 2.0);
-        assert_eq!(rf3.get(), 0.25 + 1.0 + 0.375, "every node holds a copy");
+        assert_eq!(rf3.put(), 0.125 + 3.0 * 1.5625 + 2.0 * 2.0);
+        assert_eq!(
+            rf3.get(),
+            0.25 + 0.0625 + 0.375,
+            "every node holds a copy: a local read checks the stored checksum, not BLAKE2"
+        );
         let rf1 = Floor {
             parts,
             replication: 1,
             nodes: 1,
         };
-        assert_eq!(rf1.put(), 0.125 + 1.5, "no QUIC hop at RF1");
+        assert_eq!(rf1.put(), 0.125 + 1.5625, "no QUIC hop at RF1");
         let spread = Floor {
             parts,
             replication: 3,
@@ -417,8 +447,8 @@ mod tests {
         };
         assert_eq!(
             spread.get(),
-            1.625 + 0.25 * 3.0,
-            "a quarter of GETs go one hop"
+            0.6875 + 0.25 * 3.0,
+            "a quarter of GETs go one hop, verified by BLAKE2 where they arrive"
         );
         assert_eq!(rf3.ms_per_op(1024.0), 1000.0);
         assert_eq!(rf3.of("mixed"), Some((rf3.put() + rf3.get()) / 2.0));
@@ -431,6 +461,7 @@ mod tests {
         let p = measure_over(d.path(), 64 << 10, 32, 2, false).unwrap();
         for (name, v) in [
             ("blake2", p.blake2),
+            ("checksum", p.checksum),
             ("quic", p.quic),
             ("file_write", p.file_write),
             ("file_read", p.file_read),

@@ -61,8 +61,8 @@ pub(super) fn report(
     );
     let p = &floor.parts;
     println!(
-        "CPU floor (s/GiB, this run): BLAKE2 {:.2}, QUIC transfer {:.2}, file write {:.2}, file read {:.2}, HTTP receive {:.2}, HTTP send {:.2} -> put {:.2} ({:.3} ms/op), get {:.2} ({:.3} ms/op)",
-        p.blake2, p.quic, p.file_write, p.file_read, p.http_receive, p.http_send,
+        "CPU floor (s/GiB, this run): BLAKE2 {:.2}, stored checksum {:.3}, QUIC transfer {:.2}, file write {:.2}, file read {:.2}, HTTP receive {:.2}, HTTP send {:.2} -> put {:.2} ({:.3} ms/op), get {:.2} ({:.3} ms/op)",
+        p.blake2, p.checksum, p.quic, p.file_write, p.file_read, p.http_receive, p.http_send,
         floor.put(), floor.ms_per_op(floor.put()), floor.get(), floor.ms_per_op(floor.get())
     );
     println!(
