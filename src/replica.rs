@@ -3,7 +3,7 @@
 //!
 //! It owns nothing but the addresses of the actors that own state. The peer actor hands
 //! it every incoming [`HandleRpc`]; [`Replica`] has one function per request a peer can
-//! send (`get_block`, `put_block`, `need_block`, `add_ref`, ...), each turning it into
+//! send (`get_block`, `put_block`, `put_block_ref`, `need_block`, `add_ref`, ...), each turning it into
 //! messages to the storage, refcount and resync actors and their answers into a reply
 //! frame. Kept in the binary so the actors stay ignorant of each other. Layout
 //! requests (`LayoutQuery`, `HandoverQuery`) are answered from the layout the layout
@@ -16,12 +16,15 @@ use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode, RefRecord};
 use blocknode_actors::layout::{encode_layout, handover_left, HandoverLeft, LayoutChanged};
 use blocknode_actors::peer::HandleRpc;
 use blocknode_actors::refcount::{
-    AddRef, DigestPrefix, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountActor, RefcountError,
+    AddRef, AddStoredRef, DigestPrefix, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountActor,
+    RefcountError,
 };
 use blocknode_actors::resync::{
     GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
 };
-use blocknode_actors::storage::{BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock};
+use blocknode_actors::storage::{
+    BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock, WriteOutcome,
+};
 use blocknode_actors::tokens::{MergeTokens, TokenActor, TokenRecord, TokensIfDiffer};
 use blocknode_actors::{Hash, NodeId, RcEntry, RefId};
 
@@ -116,8 +119,20 @@ impl Handler<HandleRpc> for RpcDispatcher {
                 BlockRpc::PutBlock { hash, data } => {
                     r.put_block(from, WriteBlock::new(hash, data)).await
                 }
-                BlockRpc::PutVerified(block) => {
-                    r.put_block(from, WriteBlock::verified(block)).await
+                BlockRpc::PutVerified {
+                    block,
+                    ref_id: None,
+                } => r.put_block(from, WriteBlock::verified(block)).await,
+                BlockRpc::PutBlockRef { hash, data, ref_id } => {
+                    r.put_block_ref(from, WriteBlock::new(hash, data), ref_id)
+                        .await
+                }
+                BlockRpc::PutVerified {
+                    block,
+                    ref_id: Some(ref_id),
+                } => {
+                    r.put_block_ref(from, WriteBlock::verified(block), ref_id)
+                        .await
                 }
                 BlockRpc::NeedBlockQuery(hash) => r.need_block(hash).await,
                 BlockRpc::AddRef { hash, ref_id } => r.add_ref(hash, ref_id).await,
@@ -205,6 +220,46 @@ impl Replica {
                 storage_error(e)
             }
             Err(e) => mailbox("storage", e),
+        }
+    }
+
+    /// `PutBlockRef` (or its verified form): write the block, and only once that write is
+    /// durable add the ref, durably; `Ok` once both are. The order is the fence: a ref is
+    /// never counted here for a block this node has not stored (a concurrent reader of
+    /// rc and presence never sees one without the other). When this write created the
+    /// file, the ref goes in as [`AddStoredRef`], which tells resync nothing (it would
+    /// find the block present and needed); when an equal copy was already here, a GC
+    /// delete may have been deciding about that copy, so it is a plain [`AddRef`], whose
+    /// new-ref check fetches the block again if the delete went through.
+    async fn put_block_ref(&self, from: NodeId, write: WriteBlock, ref_id: RefId) -> BlockRpc {
+        let hash = write.hash();
+        let outcome = match self.storage.send(write).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => {
+                tracing::warn!(hash = %hash.short(), peer = %from.short(), "refused block: {e}");
+                return storage_error(e);
+            }
+            Err(e) => return mailbox("storage", e),
+        };
+        #[cfg(test)]
+        tests::between_write_and_ref().await;
+        let added = if outcome == WriteOutcome::AlreadyPresent {
+            self.refcount.send(AddRef { hash, ref_id }).await
+        } else {
+            self.refcount.send(AddStoredRef { hash, ref_id }).await
+        };
+        match added {
+            Ok(Ok(_)) => BlockRpc::Ok,
+            Ok(Err(e)) => {
+                // Stored without its ref (a dropped ref id, a failed journal): an orphan
+                // here unless another ref arrives within the grace period.
+                self.schedule(hash, ScheduleReason::OrphanPut);
+                refcount_error(e)
+            }
+            Err(e) => {
+                self.schedule(hash, ScheduleReason::OrphanPut);
+                mailbox("refcount", e)
+            }
         }
     }
 
@@ -335,3 +390,6 @@ impl Replica {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
-//! The write side of the client path: a block to its holders with the write quorum (in
-//! each holder set during a layout transition), then its ref; adding and dropping refs.
+//! The write side of the client path: a block and its ref to its holders with the write
+//! quorum (in each holder set during a layout transition), in one request per holder;
+//! adding and dropping refs.
 
 use std::time::Duration;
 
@@ -11,6 +12,9 @@ use blocknode_actors::peer::{CallMany, Priority, QuorumError};
 use blocknode_actors::{Hash, NodeId, Placement, RefId, VerifiedBlock};
 
 use super::{gone, Coordinator, CoordinatorError};
+
+/// Blocks up to this size are hashed (and their compression tried) on the HTTP worker.
+const HASH_INLINE_MAX: usize = 16 * 1024;
 
 /// The nodes a write is sent to and the holder sets that must each reach their quorum.
 #[derive(Clone)]
@@ -24,7 +28,7 @@ struct WriteTargets {
 
 impl Coordinator {
     /// Store a block on its holders; answers once `write_quorum` acknowledged a durable
-    /// write, and adds `ref_id` with the same quorum when given.
+    /// write, of the block and, when given, of `ref_id` on the same holder.
     ///
     /// `ram` is the client-pool charge taken before the body was read (twice its size:
     /// the body and its compressed copy coexist while it is compressed). After hashing
@@ -38,35 +42,32 @@ impl Coordinator {
         mut ram: Charge,
     ) -> Result<(Hash, usize), CoordinatorError> {
         let level = self.cfg.compression_level;
-        // Hashing and compression are CPU work: keep them off the HTTP worker's loop.
-        let block = actix_rt::task::spawn_blocking(move || VerifiedBlock::hash_plain(plain, level))
-            .await
-            .map_err(CoordinatorError::HashTask)?;
+        // Hashing and compression are CPU work: keep them off the HTTP worker's loop,
+        // except for a small block, whose hash (a few µs) costs less than the two
+        // cross-thread hand-offs of a blocking task.
+        let block = if plain.len() <= HASH_INLINE_MAX {
+            VerifiedBlock::hash_plain(plain, level)
+        } else {
+            actix_rt::task::spawn_blocking(move || VerifiedBlock::hash_plain(plain, level))
+                .await
+                .map_err(CoordinatorError::HashTask)?
+        };
         let hash = block.hash();
         let size = block.plain_len();
         let nodes = self.write_targets(&hash);
         ram.shrink_to(block.data().inner_buffer().len() as u64);
         // This node's own holder writes the bytes without hashing them again; the
-        // others get a plain PutBlock and verify (see `BlockRpc::PutVerified`).
-        let rpc = BlockRpc::PutVerified(block.with_charge(ram));
-        // Block first, then the ref: a holder never counts a ref to a block the write
-        // quorum has not stored. (Sending both at once was measured: no throughput
-        // gain on this machine, and every holder then saw most blocks as orphans first.)
-        self.call_quorum(hash, nodes.clone(), rpc, self.cfg.block_rw_timeout, None)
+        // others get a plain PutBlock (PutBlockRef) and verify (see `BlockRpc::PutVerified`).
+        // With a ref, block and ref go in one request per holder, and each holder adds
+        // the ref only once its copy of the block is durable (replica.rs
+        // `put_block_ref`): a holder never counts a ref to a block it has not stored,
+        // and a PUT is one round trip per holder instead of two.
+        let rpc = BlockRpc::PutVerified {
+            block: block.with_charge(ram),
+            ref_id: ref_id.clone(),
+        };
+        self.call_quorum(hash, nodes, rpc, self.cfg.block_rw_timeout, ref_id.as_ref())
             .await?;
-        if let Some(r) = ref_id {
-            self.call_quorum(
-                hash,
-                nodes,
-                BlockRpc::AddRef {
-                    hash,
-                    ref_id: r.clone(),
-                },
-                self.cfg.small_rpc_timeout,
-                Some(&r),
-            )
-            .await?;
-        }
         self.metrics.bytes_written.inc_by(size as u64);
         Ok((hash, size))
     }

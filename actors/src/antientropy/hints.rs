@@ -44,20 +44,39 @@ const DROP: u8 = 2;
 const BLOCK: u8 = 3;
 
 impl Hint {
-    /// The hint for a write that failed, if that write is one hints cover.
-    pub fn for_rpc(rpc: &BlockRpc) -> Option<Hint> {
+    /// The hints for a write that failed (none for a request hints do not cover). A
+    /// missed `PutBlockRef` is two: its ref, then its block (replayed in that order).
+    pub fn for_rpc(rpc: &BlockRpc) -> Vec<Hint> {
         match rpc {
-            BlockRpc::AddRef { hash, ref_id } => Some(Hint::AddRef {
+            BlockRpc::AddRef { hash, ref_id } => vec![Hint::AddRef {
                 hash: *hash,
                 ref_id: ref_id.clone(),
-            }),
-            BlockRpc::DropRef { hash, ref_id } => Some(Hint::DropRef {
+            }],
+            BlockRpc::DropRef { hash, ref_id } => vec![Hint::DropRef {
                 hash: *hash,
                 ref_id: ref_id.clone(),
-            }),
-            BlockRpc::PutBlock { hash, .. } => Some(Hint::Block { hash: *hash }),
-            BlockRpc::PutVerified(block) => Some(Hint::Block { hash: block.hash() }),
-            _ => None,
+            }],
+            BlockRpc::PutBlock { hash, .. } => vec![Hint::Block { hash: *hash }],
+            BlockRpc::PutBlockRef { hash, ref_id, .. } => vec![
+                Hint::AddRef {
+                    hash: *hash,
+                    ref_id: ref_id.clone(),
+                },
+                Hint::Block { hash: *hash },
+            ],
+            BlockRpc::PutVerified { block, ref_id } => {
+                let hash = block.hash();
+                let mut hints: Vec<Hint> = ref_id
+                    .iter()
+                    .map(|r| Hint::AddRef {
+                        hash,
+                        ref_id: r.clone(),
+                    })
+                    .collect();
+                hints.push(Hint::Block { hash });
+                hints
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -216,6 +235,37 @@ mod tests {
         bad.push(b'x');
         assert_eq!(Hint::parse(&bad), None, "a block hint carries no ref id");
     }
+
+    #[test]
+    fn a_missed_put_with_a_ref_leaves_its_ref_and_its_block() {
+        let block = crate::VerifiedBlock::hash_plain(bytes::Bytes::from_static(b"b"), None);
+        let h = block.hash();
+        let r: RefId = "obj:2".parse().unwrap();
+        let both = vec![
+            Hint::AddRef {
+                hash: h,
+                ref_id: r.clone(),
+            },
+            Hint::Block { hash: h },
+        ];
+        let verified = BlockRpc::PutVerified {
+            block: block.clone(),
+            ref_id: Some(r.clone()),
+        };
+        assert_eq!(Hint::for_rpc(&verified), both);
+        let wire = BlockRpc::PutBlockRef {
+            hash: h,
+            data: block.data().clone(),
+            ref_id: r,
+        };
+        assert_eq!(Hint::for_rpc(&wire), both);
+        let plain = BlockRpc::PutVerified {
+            block,
+            ref_id: None,
+        };
+        assert_eq!(Hint::for_rpc(&plain), vec![Hint::Block { hash: h }]);
+        assert!(Hint::for_rpc(&BlockRpc::GetBlock(h)).is_empty());
+    }
 }
 
 /// Hints replayed per read of the keyspace (bounds memory).
@@ -373,9 +423,10 @@ impl Handler<CallsFailed> for AntiEntropyActor {
         if !self.config.hinted_handoff {
             return;
         }
-        let Some(hint) = Hint::for_rpc(&m.rpc) else {
+        let hints = Hint::for_rpc(&m.rpc);
+        if hints.is_empty() {
             return;
-        };
+        }
         for (node, err) in m.failed {
             // A refusal the node will repeat (the ref is dropped there, the data is bad)
             // is not a missed write.
@@ -389,7 +440,9 @@ impl Handler<CallsFailed> for AntiEntropyActor {
             if node == self.config.self_id {
                 continue;
             }
-            self.store_hint(node, &hint);
+            for hint in &hints {
+                self.store_hint(node, hint);
+            }
         }
     }
 }

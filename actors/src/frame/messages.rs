@@ -140,12 +140,26 @@ pub enum BlockRpc {
         #[serde(rename = "compressed", with = "payload_flag")]
         data: DataBlock,
     },
-    /// A `PutBlock` whose bytes this node hashed or verified itself: the receiver writes
-    /// them without hashing again. It exists only inside a node (a coordinator's own
-    /// copy of a client PUT reaches its replica side as one); the codec sends it as a
-    /// plain `PutBlock`, and no decoded frame is ever one, so a peer cannot claim it.
+    /// A block's bytes and a named reference to it, in one request (a client PUT with
+    /// `?ref=`): the receiver verifies and durably writes the block, then adds the ref
+    /// (durably), and answers `Ok` once both are; a ref is never counted on a node that
+    /// has not stored the block. Payload as for `PutBlock`.
+    PutBlockRef {
+        hash: Hash,
+        #[serde(rename = "compressed", with = "payload_flag")]
+        data: DataBlock,
+        ref_id: RefId,
+    },
+    /// A `PutBlock` (`ref_id: None`) or `PutBlockRef` whose bytes this node hashed or
+    /// verified itself: the receiver writes them without hashing again. It exists only
+    /// inside a node (a coordinator's own copy of a client PUT reaches its replica side
+    /// as one); the codec sends it as a plain `PutBlock` or `PutBlockRef`, and no decoded
+    /// frame is ever one, so a peer cannot claim it.
     #[serde(skip)]
-    PutVerified(VerifiedBlock),
+    PutVerified {
+        block: VerifiedBlock,
+        ref_id: Option<RefId>,
+    },
     /// Does the receiver need this block (referenced there but not stored)?
     NeedBlockQuery(Hash),
     /// Answer to `NeedBlockQuery`.
@@ -216,7 +230,11 @@ impl BlockRpc {
             BlockRpc::Ping { .. } => "ping",
             BlockRpc::Pong(_) => "pong",
             BlockRpc::GetBlock(_) => "get_block",
-            BlockRpc::PutBlock { .. } | BlockRpc::PutVerified(_) => "put_block",
+            BlockRpc::PutBlock { .. } | BlockRpc::PutVerified { ref_id: None, .. } => "put_block",
+            BlockRpc::PutBlockRef { .. }
+            | BlockRpc::PutVerified {
+                ref_id: Some(_), ..
+            } => "put_block_ref",
             BlockRpc::NeedBlockQuery(_) => "need_block_query",
             BlockRpc::NeedBlockReply(_) => "need_block_reply",
             BlockRpc::AddRef { .. } => "add_ref",
@@ -247,23 +265,37 @@ impl BlockRpc {
         }
     }
 
-    /// The block bytes this message carries outside its header: a `PutBlock`'s, shared
-    /// with `self` (not copied); `None` for every other message.
+    /// The block bytes this message carries outside its header: a `PutBlock`'s or
+    /// `PutBlockRef`'s, shared with `self` (not copied); `None` for every other message.
     pub(super) fn payload(&self) -> Option<&Bytes> {
         match self {
-            BlockRpc::PutBlock { data, .. } => Some(data.inner_buffer()),
-            BlockRpc::PutVerified(block) => Some(block.data().inner_buffer()),
+            BlockRpc::PutBlock { data, .. } | BlockRpc::PutBlockRef { data, .. } => {
+                Some(data.inner_buffer())
+            }
+            BlockRpc::PutVerified { block, .. } => Some(block.data().inner_buffer()),
             _ => None,
         }
     }
 
     /// The message as it goes on the wire: a [`BlockRpc::PutVerified`] becomes the
-    /// `PutBlock` of the same bytes (shared, not copied), since trust does not travel.
+    /// `PutBlock` (or `PutBlockRef`) of the same bytes (shared, not copied), since trust
+    /// does not travel.
     pub(super) fn on_wire(&self) -> Cow<'_, BlockRpc> {
         match self {
-            BlockRpc::PutVerified(block) => Cow::Owned(BlockRpc::PutBlock {
+            BlockRpc::PutVerified {
+                block,
+                ref_id: None,
+            } => Cow::Owned(BlockRpc::PutBlock {
                 hash: block.hash(),
                 data: block.data().clone(),
+            }),
+            BlockRpc::PutVerified {
+                block,
+                ref_id: Some(ref_id),
+            } => Cow::Owned(BlockRpc::PutBlockRef {
+                hash: block.hash(),
+                data: block.data().clone(),
+                ref_id: ref_id.clone(),
             }),
             rpc => Cow::Borrowed(rpc),
         }

@@ -5,8 +5,9 @@
 //! ```text
 //! frame   = header_len: u32 BE | payload_len: u32 BE | header | payload
 //! header  = header_len bytes: MessagePack (rmp-serde, map form) of the message with any
-//!           block bytes left out; for PutBlock it says whether they are compressed
-//! payload = payload_len bytes: the raw block bytes of a PutBlock, empty otherwise
+//!           block bytes left out; for PutBlock and PutBlockRef it says whether they
+//!           are compressed
+//! payload = payload_len bytes: the raw block bytes of a PutBlock or PutBlockRef, empty otherwise
 //! ```
 //!
 //! `messages.rs` defines the messages as serde types (the header is the message itself,
@@ -18,7 +19,8 @@
 //! message that carries none, and a truncated frame are all [`FrameError`]s.
 //!
 //! One message never crosses the wire as itself: [`BlockRpc::PutVerified`], a block
-//! this node verified, is encoded as the `PutBlock` of the same bytes; decoding never
+//! this node verified, is encoded as the `PutBlock` (or, with a ref, `PutBlockRef`) of the same bytes;
+//! decoding never
 //! yields it, so what a peer sends is always verified before it is stored.
 
 mod codec;

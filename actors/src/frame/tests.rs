@@ -41,6 +41,16 @@ fn samples() -> Vec<BlockRpc> {
             hash: blake2sum(b""),
             data: DataBlock::Plain(Bytes::new()),
         },
+        BlockRpc::PutBlockRef {
+            hash: h,
+            data: DataBlock::Plain(Bytes::from_static(b"hello")),
+            ref_id: "r1".parse().unwrap(),
+        },
+        BlockRpc::PutBlockRef {
+            hash: h,
+            data: DataBlock::Compressed(Bytes::from_static(b"zz")),
+            ref_id: "obj:7".parse().unwrap(),
+        },
         BlockRpc::NeedBlockQuery(h),
         BlockRpc::NeedBlockReply(true),
         BlockRpc::AddRef {
@@ -244,12 +254,36 @@ fn a_verified_block_goes_on_the_wire_as_a_plain_put_block() {
         hash: v.hash(),
         data: v.data().clone(),
     };
-    let f = encode(&BlockRpc::PutVerified(v.clone())).unwrap();
+    let f = encode(&BlockRpc::PutVerified {
+        block: v.clone(),
+        ref_id: None,
+    })
+    .unwrap();
     let payload = f.payload.as_ref().expect("the block bytes are the payload");
     assert_eq!(payload.as_ptr(), v.data().inner_buffer().as_ptr(), "copied");
     assert_eq!(f.to_vec(), encode(&plain).unwrap().to_vec());
     // Trust does not travel: the receiver decodes a PutBlock, which it verifies.
     assert_eq!(decode(&f.to_vec(), &FrameLimits::default()).unwrap(), plain);
+}
+
+#[test]
+fn a_verified_block_with_a_ref_goes_on_the_wire_as_a_put_block_ref() {
+    let v = VerifiedBlock::hash_plain(Bytes::from(vec![9u8; 4096]), Some(1));
+    let ref_id: crate::RefId = "obj:1".parse().unwrap();
+    let wire = BlockRpc::PutBlockRef {
+        hash: v.hash(),
+        data: v.data().clone(),
+        ref_id: ref_id.clone(),
+    };
+    let f = encode(&BlockRpc::PutVerified {
+        block: v.clone(),
+        ref_id: Some(ref_id),
+    })
+    .unwrap();
+    let payload = f.payload.as_ref().expect("the block bytes are the payload");
+    assert_eq!(payload.as_ptr(), v.data().inner_buffer().as_ptr(), "copied");
+    assert_eq!(f.to_vec(), encode(&wire).unwrap().to_vec());
+    assert_eq!(decode(&f.to_vec(), &FrameLimits::default()).unwrap(), wire);
 }
 
 #[test]

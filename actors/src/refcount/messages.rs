@@ -59,6 +59,17 @@ pub struct AddRef {
     pub ref_id: RefId,
 }
 
+/// [`AddRef`] from a holder that has just stored the block durably (a `PutBlockRef`):
+/// the same change, but a move of the count from zero is not announced to resync, which
+/// would only find the block present and needed ([`RcChanged`] still goes out when the
+/// ref met a GC fence: the delete under way may remove the copy just written).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<RefUpdate, RefcountError>")]
+pub struct AddStoredRef {
+    pub hash: Hash,
+    pub ref_id: RefId,
+}
+
 /// Drop the named reference (idempotent).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<RefUpdate, RefcountError>")]

@@ -4,7 +4,8 @@
 //! resync actor, which owns other keyspaces), plus the writes applied but not yet synced
 //! (`pending.rs`); every read sees the stored keys overlaid with those pending writes
 //! (`overlay.rs`). Only this actor reads or writes `refs` and `rc`; the encoding is in
-//! `keys.rs`. Messages: [`AddRef`], [`DropRef`] (idempotent; replied once durable),
+//! `keys.rs`. Messages: [`AddRef`], [`AddStoredRef`], [`DropRef`] (idempotent; replied
+//! once durable),
 //! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`], and the
 //! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here;
 //! `fence.rs`).
@@ -44,8 +45,8 @@ mod sync;
 
 pub use config::{RefcountConfig, SyncMode};
 pub use messages::{
-    AddRef, ClearIfDeletable, DropRef, EndGcFence, FenceForDelete, GetRc, ListRcHashes, ListRefs,
-    RcChanged, RebuildRc, RefState, RefUpdate, RefcountError,
+    AddRef, AddStoredRef, ClearIfDeletable, DropRef, EndGcFence, FenceForDelete, GetRc,
+    ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState, RefUpdate, RefcountError,
 };
 pub use status::RebuildReport;
 pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUnder};
@@ -189,6 +190,19 @@ impl RefcountActor {
         ref_id: RefId,
         target: RefState,
     ) -> Result<RefUpdate, RefcountError> {
+        self.set_ref_announcing(hash, ref_id, target, true)
+    }
+
+    /// [`Self::set_ref`]; with `announce_new` false, a move from zero to non-zero is not
+    /// announced unless it met a GC fence (`AddStoredRef`: the block is stored here, so
+    /// resync has nothing to fetch, unless a GC delete under way may remove it).
+    fn set_ref_announcing(
+        &mut self,
+        hash: Hash,
+        ref_id: RefId,
+        target: RefState,
+        announce_new: bool,
+    ) -> Result<RefUpdate, RefcountError> {
         let key = ref_key(&hash, &ref_id);
         let old_state = self.ref_state(&key)?;
         let (changed, delta) = match (target, old_state) {
@@ -211,7 +225,8 @@ impl RefcountActor {
         let write_rc = recounted || new_rc != old_rc;
         // Only a move between zero and non-zero is announced (and reads the fence).
         let change = ((old_rc.count() == 0) != (new_rc.count() == 0))
-            .then(|| self.rc_changed(hash, old_rc, new_rc));
+            .then(|| self.rc_changed(hash, old_rc, new_rc))
+            .filter(|c| announce_new || c.fenced || c.new.count() == 0);
         if changed || write_rc {
             let g = self.pending.open_generation();
             if changed {
@@ -427,6 +442,14 @@ impl Handler<AddRef> for RefcountActor {
     type Result = ResponseFuture<Result<RefUpdate, RefcountError>>;
     fn handle(&mut self, m: AddRef, ctx: &mut Context<Self>) -> Self::Result {
         let res = self.set_ref(m.hash, m.ref_id, RefState::Live);
+        self.reply_when_durable(res, ctx)
+    }
+}
+
+impl Handler<AddStoredRef> for RefcountActor {
+    type Result = ResponseFuture<Result<RefUpdate, RefcountError>>;
+    fn handle(&mut self, m: AddStoredRef, ctx: &mut Context<Self>) -> Self::Result {
+        let res = self.set_ref_announcing(m.hash, m.ref_id, RefState::Live, false);
         self.reply_when_durable(res, ctx)
     }
 }

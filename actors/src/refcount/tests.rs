@@ -718,3 +718,59 @@ async fn the_gc_fence_is_refused_for_a_needed_block_flags_a_new_ref_and_survives
         "the stale fence must be lifted"
     );
 }
+
+#[actix_rt::test]
+async fn a_stored_ref_counts_like_add_ref_but_tells_resync_only_when_it_meets_a_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let rec = Recorder::default().start();
+    let config = RefcountConfig {
+        gc_delay: Duration::ZERO,
+        ..Default::default()
+    };
+    let a = RefcountActor::new(db.clone(), config, Some(rec.clone().recipient()))
+        .unwrap()
+        .start();
+    let stored = |hash, id: &str| {
+        a.send(AddStoredRef {
+            hash,
+            ref_id: r(id),
+        })
+    };
+    let u = stored(h(1), "r1").await.unwrap().unwrap();
+    assert_eq!((u.changed, u.rc), (true, RcEntry::Present { count: 1 }));
+    assert_eq!(
+        keyspace(&db, RC_KEYSPACE)
+            .get(h(1).as_bytes())
+            .unwrap()
+            .as_deref(),
+        Some(&1u64.to_be_bytes()[..]),
+        "the count must be durable before the reply"
+    );
+    // The same ref by AddRef changes nothing; a dropped one cannot come back this way.
+    assert!(!add(&a, h(1), "r1").await.unwrap().changed);
+    drop_ref(&a, h(1), "r1").await.unwrap();
+    assert!(matches!(
+        stored(h(1), "r1").await.unwrap(),
+        Err(RefcountError::RefDropped { .. })
+    ));
+    let seen = rec.send(Recorded).await.unwrap();
+    assert_eq!(
+        seen.iter().map(|c| c.new.count()).collect::<Vec<_>>(),
+        vec![0],
+        "only the drop to zero may be announced, not the stored ref's 0 -> 1: {seen:?}"
+    );
+    // Under a GC fence the copy just found may be deleted a moment later: announced.
+    assert!(a
+        .send(FenceForDelete { hash: h(1) })
+        .await
+        .unwrap()
+        .unwrap());
+    stored(h(1), "r2").await.unwrap().unwrap();
+    let seen = rec.send(Recorded).await.unwrap();
+    let last = seen.last().expect("announced");
+    assert!(
+        last.fenced && last.new.count() == 1 && seen.len() == 2,
+        "a stored ref that meets the fence must be announced as fenced: {seen:?}"
+    );
+}

@@ -1,0 +1,240 @@
+//! The replica side through its messages: `PutBlockRef` against real storage, refcount
+//! and resync actors, with a delay injected between its two steps.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use fjall::Database;
+
+use blocknode_actors::frame::{BlockRpc, ErrorCode};
+use blocknode_actors::peer::{Call, HandleRpc, RpcError};
+use blocknode_actors::placement::FixedPlacement;
+use blocknode_actors::refcount::{AddRef, DropRef, GetRc, RefcountActor, RefcountConfig};
+use blocknode_actors::resync::{ResyncActor, ResyncConfig};
+use blocknode_actors::storage::{BlockExists, StorageActor, StorageConfig};
+use blocknode_actors::tokens::{TokenActor, TokenConfig};
+use blocknode_actors::{NodeId, RefId, VerifiedBlock};
+
+use super::RpcDispatcher;
+
+thread_local! {
+    /// How long `put_block_ref` waits between its durable block write and its ref (the
+    /// actors of a test run on the test's thread).
+    static BETWEEN: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// The test hook `put_block_ref` awaits between its two steps.
+pub(super) async fn between_write_and_ref() {
+    let d = BETWEEN.with(|b| b.get());
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// A peer actor with no peers (resync is never meant to reach one here).
+struct NoPeers;
+
+impl Actor for NoPeers {
+    type Context = Context<Self>;
+}
+
+impl Handler<Call> for NoPeers {
+    type Result = Result<BlockRpc, RpcError>;
+    fn handle(&mut self, m: Call, _ctx: &mut Context<Self>) -> Self::Result {
+        Err(RpcError::Unreachable {
+            node: m.node,
+            reason: "no peers in this test".into(),
+        })
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    storage: Addr<StorageActor>,
+    refcount: Addr<RefcountActor>,
+    dispatcher: Addr<RpcDispatcher>,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Database::builder(dir.path().join("meta"))
+        .open()
+        .expect("fjall opens");
+    let me = NodeId([1; 32]);
+    let storage = StorageActor::new(StorageConfig::one_dir(dir.path().join("data"), true, None))
+        .expect("storage opens")
+        .start();
+    let resync_ctx = Context::<ResyncActor>::new();
+    let refcount = RefcountActor::new(
+        db.clone(),
+        RefcountConfig::default(),
+        Some(resync_ctx.address().recipient()),
+    )
+    .expect("refcount opens")
+    .start();
+    let resync = resync_ctx.run(
+        ResyncActor::new(
+            db.clone(),
+            ResyncConfig::new(me),
+            storage.clone(),
+            refcount.clone(),
+            NoPeers.start().recipient(),
+            Arc::new(FixedPlacement(vec![me])),
+        )
+        .expect("resync opens"),
+    );
+    let tokens = TokenActor::new(db.clone(), TokenConfig::new(me), None)
+        .expect("tokens open")
+        .start();
+    let dispatcher = RpcDispatcher::new(
+        storage.clone(),
+        refcount.clone(),
+        resync,
+        ResyncConfig::new(me),
+        tokens,
+    )
+    .start();
+    Rig {
+        _dir: dir,
+        storage,
+        refcount,
+        dispatcher,
+    }
+}
+
+fn put_block_ref(block: &VerifiedBlock, ref_id: &RefId) -> HandleRpc {
+    HandleRpc {
+        from: NodeId([2; 32]),
+        rpc: BlockRpc::PutBlockRef {
+            hash: block.hash(),
+            data: block.data().clone(),
+            ref_id: ref_id.clone(),
+        },
+    }
+}
+
+/// The fence of `put_block_ref`: a ref is counted only once the block is durably stored.
+/// A watcher reads rc, then presence, as fast as it can while each PUT runs, with a delay
+/// injected between the block write and the ref; with the two steps reversed or run
+/// together, the watcher sees rc 1 and no block within the delay (checked by hand
+/// with the order flipped: it fails on the first iteration).
+#[actix_rt::test]
+async fn a_put_with_a_ref_never_counts_the_ref_before_the_block_is_stored() {
+    let r = rig();
+    BETWEEN.with(|b| b.set(Duration::from_millis(3)));
+    const ROUNDS: usize = 40;
+    let ref_id: RefId = "obj:1".parse().unwrap();
+    for i in 0..ROUNDS {
+        let block = VerifiedBlock::hash_plain(Bytes::from(format!("block {i}").repeat(50)), None);
+        let hash = block.hash();
+        let put = r.dispatcher.send(put_block_ref(&block, &ref_id));
+        let watch = async {
+            let mut looks = 0u32;
+            loop {
+                let rc = r.refcount.send(GetRc { hash }).await.unwrap().unwrap();
+                let stored = r.storage.send(BlockExists { hash }).await.unwrap().unwrap();
+                looks += 1;
+                assert!(
+                    rc.count() == 0 || stored,
+                    "round {i}: rc {rc:?} counted while the block is not stored (look {looks})"
+                );
+                if rc.count() > 0 {
+                    return looks;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        };
+        let (reply, looks) = futures::join!(put, watch);
+        assert_eq!(reply.unwrap(), BlockRpc::Ok, "round {i}");
+        assert!(
+            looks > 1,
+            "round {i}: the watcher must have looked during the put"
+        );
+    }
+    BETWEEN.with(|b| b.set(Duration::ZERO));
+}
+
+/// A ref dropped before is refused with `RefDropped` (the client's 409); the block is
+/// stored and stays unreferenced. A bad block is refused before anything is counted.
+#[actix_rt::test]
+async fn a_put_with_a_dropped_or_bad_ref_or_block_counts_nothing() {
+    let r = rig();
+    let block = VerifiedBlock::hash_plain(Bytes::from_static(b"dropped before"), None);
+    let hash = block.hash();
+    let ref_id: RefId = "obj:gone".parse().unwrap();
+    r.refcount
+        .send(AddRef {
+            hash,
+            ref_id: ref_id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    r.refcount
+        .send(DropRef {
+            hash,
+            ref_id: ref_id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = r
+        .dispatcher
+        .send(put_block_ref(&block, &ref_id))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            BlockRpc::Error {
+                code: ErrorCode::RefDropped,
+                ..
+            }
+        ),
+        "a dropped ref must be refused as RefDropped: {reply:?}"
+    );
+    assert_eq!(
+        r.refcount
+            .send(GetRc { hash })
+            .await
+            .unwrap()
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(r.storage.send(BlockExists { hash }).await.unwrap().unwrap());
+
+    let other = VerifiedBlock::hash_plain(Bytes::from_static(b"other bytes"), None);
+    let forged = HandleRpc {
+        from: NodeId([2; 32]),
+        rpc: BlockRpc::PutBlockRef {
+            hash,
+            data: other.data().clone(),
+            ref_id: "obj:forged".parse().unwrap(),
+        },
+    };
+    let reply = r.dispatcher.send(forged).await.unwrap();
+    assert!(
+        matches!(
+            reply,
+            BlockRpc::Error {
+                code: ErrorCode::CorruptData,
+                ..
+            }
+        ),
+        "bytes that do not match the hash must be refused: {reply:?}"
+    );
+    let refs = r
+        .refcount
+        .send(blocknode_actors::refcount::ListRefs { hash })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        refs.iter().all(|(id, _)| id.as_str() != "obj:forged"),
+        "no ref may be counted for refused bytes: {refs:?}"
+    );
+}
