@@ -76,6 +76,13 @@ fn a_failed_journal_fsync_exits_with_one_line_and_the_node_catches_up_after_rest
                     if reply.status() == 201 {
                         let j: serde_json::Value = reply.body_mut().read_json().unwrap_or_default();
                         let h = j["hash"].as_str().unwrap_or_default().to_string();
+                        // A second ref to the same block: a journal write on every
+                        // holder with no block write (a PUT's ref goes with its block,
+                        // so a holder whose block write failed never writes its ref).
+                        let _ = agent
+                            .put(&format!("{api}/v1/blocks/{h}/refs/{r}-second"))
+                            .header("Authorization", &format!("Bearer {token}"))
+                            .send_empty();
                         acked.lock().unwrap().push((h, r));
                     }
                 }

@@ -394,7 +394,14 @@ fn wire_encoding_is_unchanged() {
         "PutBlock: hash and the flag `compressed` in the header, the bytes after it"
     );
     assert_eq!(
-        hex(&s[16]),
+        hex(&s[10]),
+        "0000004e0000000281ab507574426c6f636b52656683a468617368c420\
+         ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b74b12bb6fdbffa2d1\
+         aa636f6d70726573736564c3a67265665f6964a56f626a3a377a7a",
+        "PutBlockRef: hash, the flag `compressed` and the ref id in the header, the bytes after it"
+    );
+    assert_eq!(
+        hex(&s[18]),
         "000000340000000081ae526566446967657374517565727982a6707265666978c4020102\
          a56b6e6f776ec41003030303030303030303030303030303",
         "RefDigestQuery: prefix and known as MessagePack bin"

@@ -232,8 +232,13 @@ fn rig_with_capacity(
 
 /// Store a block here and add one ref to it; returns its hash.
 async fn stored_with_ref(r: &Rig, text: &str, ref_id: &str) -> Hash {
+    stored_with_ref_data(r, text, ref_id).await.0
+}
+
+/// [`stored_with_ref`], also returning the block's bytes (for a peer's copy).
+async fn stored_with_ref_data(r: &Rig, text: &str, ref_id: &str) -> (Hash, DataBlock) {
     let v = block(text);
-    let h = v.hash();
+    let (h, data) = (v.hash(), v.data().clone());
     r.storage
         .send(WriteBlock::verified(v))
         .await
@@ -247,7 +252,7 @@ async fn stored_with_ref(r: &Rig, text: &str, ref_id: &str) -> Hash {
         .await
         .unwrap()
         .unwrap();
-    h
+    (h, data)
 }
 
 async fn wait_until<F, Fut>(what: &str, mut f: F)
@@ -819,21 +824,7 @@ async fn scrub_catches_a_file_rewritten_with_a_matching_stored_checksum() {
     let r = rig(d.path(), Duration::ZERO);
     let mut hashes = Vec::new();
     for i in 0..3 {
-        let v = block(&format!("forged{i}"));
-        let (h, data) = (v.hash(), v.data().clone());
-        r.storage
-            .send(WriteBlock::verified(v))
-            .await
-            .unwrap()
-            .unwrap();
-        r.refcount
-            .send(AddRef {
-                hash: h,
-                ref_id: "a".parse().unwrap(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let (h, data) = stored_with_ref_data(&r, &format!("forged{i}"), "a").await;
         put_on(&r, node(2), h, data).await;
         hashes.push(h);
     }
@@ -883,21 +874,7 @@ async fn scrub_quarantines_a_flipped_byte_refetches_it_and_resumes_after_restart
     let r = rig(d.path(), Duration::ZERO);
     let mut hashes = Vec::new();
     for i in 0..20 {
-        let v = block(&format!("scrub{i}"));
-        let (h, data) = (v.hash(), v.data().clone());
-        r.storage
-            .send(WriteBlock::verified(v))
-            .await
-            .unwrap()
-            .unwrap();
-        r.refcount
-            .send(AddRef {
-                hash: h,
-                ref_id: "a".parse().unwrap(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let (h, data) = stored_with_ref_data(&r, &format!("scrub{i}"), "a").await;
         r.peers
             .send(Edit(Box::new(move |p| {
                 p.nodes.get_mut(&node(2)).unwrap().blocks.insert(h, data);
