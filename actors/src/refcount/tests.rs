@@ -84,6 +84,20 @@ impl Handler<Recorded> for Recorder {
     }
 }
 
+/// An actor with no grace period whose `RcChanged` notices go to a [`Recorder`]; also
+/// returns its config (to start another actor over the same store).
+fn start_recorded_no_grace(db: &Database) -> (Addr<RefcountActor>, Addr<Recorder>, RefcountConfig) {
+    let rec = Recorder::default().start();
+    let config = RefcountConfig {
+        gc_delay: Duration::ZERO,
+        ..Default::default()
+    };
+    let a = RefcountActor::new(db.clone(), config.clone(), Some(rec.clone().recipient()))
+        .unwrap()
+        .start();
+    (a, rec, config)
+}
+
 #[actix_rt::test]
 async fn add_ref_counts_distinct_refs_and_repeats_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -645,14 +659,7 @@ async fn forget_partition_removes_only_that_partition_without_tombstones() {
 async fn the_gc_fence_is_refused_for_a_needed_block_flags_a_new_ref_and_survives_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path());
-    let rec = Recorder::default().start();
-    let config = RefcountConfig {
-        gc_delay: Duration::ZERO,
-        ..Default::default()
-    };
-    let a = RefcountActor::new(db.clone(), config.clone(), Some(rec.clone().recipient()))
-        .unwrap()
-        .start();
+    let (a, rec, config) = start_recorded_no_grace(&db);
     add(&a, h(1), "r1").await.unwrap();
     let fence = |hash| a.send(FenceForDelete { hash });
     assert!(
@@ -723,14 +730,7 @@ async fn the_gc_fence_is_refused_for_a_needed_block_flags_a_new_ref_and_survives
 async fn a_stored_ref_counts_like_add_ref_but_tells_resync_only_when_it_meets_a_fence() {
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path());
-    let rec = Recorder::default().start();
-    let config = RefcountConfig {
-        gc_delay: Duration::ZERO,
-        ..Default::default()
-    };
-    let a = RefcountActor::new(db.clone(), config, Some(rec.clone().recipient()))
-        .unwrap()
-        .start();
+    let (a, rec, _) = start_recorded_no_grace(&db);
     let stored = |hash, id: &str| {
         a.send(AddStoredRef {
             hash,
