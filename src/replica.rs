@@ -3,9 +3,9 @@
 //!
 //! It owns nothing but the addresses of the actors that own state. The peer actor hands
 //! it every incoming [`HandleRpc`]; [`Replica`] has one function per request a peer can
-//! send (`get_block`, `put_block`, `put_block_ref`, `need_block`, `add_ref`, ...), each turning it into
-//! messages to the storage, refcount and resync actors and their answers into a reply
-//! frame. Kept in the binary so the actors stay ignorant of each other. Layout
+//! send (`get_block`, `put_block`, `put_block_ref`, `need_block`, `add_ref`, ...),
+//! each turning it into messages to the storage, refcount and resync actors and their
+//! answers into a reply frame. Kept in the binary so the actors stay ignorant of each other. Layout
 //! requests (`LayoutQuery`, `HandoverQuery`) are answered from the layout the layout
 //! actor last published.
 
