@@ -60,7 +60,7 @@ fn transport_config(tuning: &PeerTuning) -> Arc<TransportConfig> {
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     // What a peer may push on a stream before we read it: a request's payload is read
     // only once the RAM budget admitted it, so with quinn's default (1.25 MB per stream)
-    // 256 streams could park 320 MB per connection outside the budget. About one small
+    // 64 streams could park 80 MB per connection outside the budget. About one small
     // frame per stream bounds that to `max_incoming_streams` x this (the connection-level
     // window stays open, so buffered unadmitted streams never stall an admitted one).
     t.stream_receive_window(VarInt::from_u32(tuning.stream_receive_window));

@@ -939,7 +939,7 @@ async fn a_flood_of_streams_from_one_peer_leaves_the_node_responsive_to_others()
     let slow = Some(Duration::from_millis(300));
     let nodes = cluster(&mut certs, 3, &[None, None, slow]).await;
     let target = nodes[2].id;
-    // Node 0 opens 2,000 requests at once; quinn lets 256 streams in at a time.
+    // Node 0 opens 2,000 requests at once; quinn lets 64 streams in at a time.
     let flood: Vec<_> = (0..2000)
         .map(|_| {
             nodes[0]
