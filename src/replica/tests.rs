@@ -13,8 +13,8 @@ use blocknode_actors::frame::{BlockRpc, ErrorCode};
 use blocknode_actors::peer::{Call, HandleRpc, RpcError};
 use blocknode_actors::placement::FixedPlacement;
 use blocknode_actors::refcount::{AddRef, DropRef, GetRc, RefcountActor, RefcountConfig};
-use blocknode_actors::resync::{ResyncActor, ResyncConfig};
-use blocknode_actors::storage::{BlockExists, StorageActor, StorageConfig};
+use blocknode_actors::resync::{GetResyncStatus, ResyncActor, ResyncConfig};
+use blocknode_actors::storage::{BlockExists, StorageActor, StorageConfig, WriteBlock};
 use blocknode_actors::tokens::{TokenActor, TokenConfig};
 use blocknode_actors::{NodeId, RefId, VerifiedBlock};
 
@@ -55,6 +55,7 @@ struct Rig {
     _dir: tempfile::TempDir,
     storage: Addr<StorageActor>,
     refcount: Addr<RefcountActor>,
+    resync: Addr<ResyncActor>,
     dispatcher: Addr<RpcDispatcher>,
 }
 
@@ -92,7 +93,7 @@ fn rig() -> Rig {
     let dispatcher = RpcDispatcher::new(
         storage.clone(),
         refcount.clone(),
-        resync,
+        resync.clone(),
         ResyncConfig::new(me),
         tokens,
     )
@@ -101,6 +102,7 @@ fn rig() -> Rig {
         _dir: dir,
         storage,
         refcount,
+        resync,
         dispatcher,
     }
 }
@@ -236,5 +238,58 @@ async fn a_put_with_a_dropped_or_bad_ref_or_block_counts_nothing() {
     assert!(
         refs.iter().all(|(id, _)| id.as_str() != "obj:forged"),
         "no ref may be counted for refused bytes: {refs:?}"
+    );
+}
+
+/// Which add a `PutBlockRef` makes decides what resync is told. A block this write
+/// created needs no new-ref check (`AddStoredRef`: nothing queued). A block that was
+/// already here with no ref may be under a GC delete deciding about that copy, so its
+/// ref is a plain `AddRef`, whose 0 -> 1 move queues the check that refetches it if
+/// the delete went through.
+#[actix_rt::test]
+async fn a_put_with_a_ref_queues_the_new_ref_check_only_for_a_copy_it_did_not_write() {
+    let r = rig();
+    let queued = || async { r.resync.send(GetResyncStatus).await.unwrap().queue_length };
+    let ref_id: RefId = "obj:1".parse().unwrap();
+    let fresh = VerifiedBlock::hash_plain(Bytes::from_static(b"written by this put"), None);
+    let reply = r
+        .dispatcher
+        .send(put_block_ref(&fresh, &ref_id))
+        .await
+        .unwrap();
+    assert_eq!(reply, BlockRpc::Ok);
+    // The refcount actor tells resync before it answers, and resync's mailbox is in
+    // order: a notice would be counted by now.
+    assert_eq!(
+        queued().await,
+        0,
+        "a block this put wrote must not queue a new-ref check"
+    );
+
+    let there = VerifiedBlock::hash_plain(Bytes::from_static(b"already stored"), None);
+    r.storage
+        .send(WriteBlock::verified(there.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = r
+        .dispatcher
+        .send(put_block_ref(&there, &ref_id))
+        .await
+        .unwrap();
+    assert_eq!(reply, BlockRpc::Ok);
+    assert_eq!(
+        r.refcount
+            .send(GetRc { hash: there.hash() })
+            .await
+            .unwrap()
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(
+        queued().await,
+        1,
+        "a ref to a copy that was already here must queue its new-ref check"
     );
 }

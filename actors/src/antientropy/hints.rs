@@ -56,28 +56,24 @@ impl Hint {
                 hash: *hash,
                 ref_id: ref_id.clone(),
             }],
-            BlockRpc::PutBlock { hash, .. } => vec![Hint::Block { hash: *hash }],
-            BlockRpc::PutBlockRef { hash, ref_id, .. } => vec![
-                Hint::AddRef {
-                    hash: *hash,
-                    ref_id: ref_id.clone(),
-                },
-                Hint::Block { hash: *hash },
-            ],
-            BlockRpc::PutVerified { block, ref_id } => {
-                let hash = block.hash();
-                let mut hints: Vec<Hint> = ref_id
-                    .iter()
-                    .map(|r| Hint::AddRef {
-                        hash,
-                        ref_id: r.clone(),
-                    })
-                    .collect();
-                hints.push(Hint::Block { hash });
-                hints
-            }
+            BlockRpc::PutBlock { hash, .. } => Hint::for_put(*hash, None),
+            BlockRpc::PutBlockRef { hash, ref_id, .. } => Hint::for_put(*hash, Some(ref_id)),
+            BlockRpc::PutVerified { block, ref_id } => Hint::for_put(block.hash(), ref_id.as_ref()),
             _ => Vec::new(),
         }
+    }
+
+    /// A missed block write: its ref first, if it carried one, then the block.
+    fn for_put(hash: Hash, ref_id: Option<&RefId>) -> Vec<Hint> {
+        let mut hints: Vec<Hint> = ref_id
+            .map(|r| Hint::AddRef {
+                hash,
+                ref_id: r.clone(),
+            })
+            .into_iter()
+            .collect();
+        hints.push(Hint::Block { hash });
+        hints
     }
 
     /// The request that replays it.

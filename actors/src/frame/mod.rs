@@ -7,7 +7,8 @@
 //! header  = header_len bytes: MessagePack (rmp-serde, map form) of the message with any
 //!           block bytes left out; for PutBlock and PutBlockRef it says whether they
 //!           are compressed
-//! payload = payload_len bytes: the raw block bytes of a PutBlock or PutBlockRef, empty otherwise
+//! payload = payload_len bytes: the raw block bytes of a PutBlock or PutBlockRef, empty
+//!           otherwise
 //! ```
 //!
 //! `messages.rs` defines the messages as serde types (the header is the message itself,
@@ -19,9 +20,9 @@
 //! message that carries none, and a truncated frame are all [`FrameError`]s.
 //!
 //! One message never crosses the wire as itself: [`BlockRpc::PutVerified`], a block
-//! this node verified, is encoded as the `PutBlock` (or, with a ref, `PutBlockRef`) of the same bytes;
-//! decoding never
-//! yields it, so what a peer sends is always verified before it is stored.
+//! this node verified, is encoded as the `PutBlock` (or, with a ref, `PutBlockRef`) of
+//! the same bytes; decoding never yields it, so what a peer sends is always verified
+//! before it is stored.
 
 mod codec;
 mod messages;

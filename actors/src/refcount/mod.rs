@@ -193,8 +193,8 @@ impl RefcountActor {
         self.set_ref_announcing(hash, ref_id, target, true)
     }
 
-    /// [`Self::set_ref`]; with `announce_new` false, a move from zero to non-zero is not
-    /// announced unless it met a GC fence (`AddStoredRef`: the block is stored here, so
+    /// [`Self::set_ref`]; with `announce_new` false (only for a `Live` target), the move
+    /// from zero is not announced unless it met a GC fence (`AddStoredRef`: the block is stored here, so
     /// resync has nothing to fetch, unless a GC delete under way may remove it).
     fn set_ref_announcing(
         &mut self,
@@ -226,7 +226,7 @@ impl RefcountActor {
         // Only a move between zero and non-zero is announced (and reads the fence).
         let change = ((old_rc.count() == 0) != (new_rc.count() == 0))
             .then(|| self.rc_changed(hash, old_rc, new_rc))
-            .filter(|c| announce_new || c.fenced || c.new.count() == 0);
+            .filter(|c| announce_new || c.fenced);
         if changed || write_rc {
             let g = self.pending.open_generation();
             if changed {
