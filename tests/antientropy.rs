@@ -1,4 +1,4 @@
-//! Multi-process scenarios of issue #6 (RF3): a node that missed writes catches up by
+//! Multi-process anti-entropy scenarios (RF3): a node that missed writes catches up by
 //! hinted handoff and by anti-entropy alone, drops made while a node was down still
 //! collect the blocks everywhere, and 3 → 4 → 3 member changes move every block to its
 //! new holders without ever leaving fewer than `write_quorum` copies.

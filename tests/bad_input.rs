@@ -1,4 +1,4 @@
-//! Bad input over HTTP (issue #8): each request gets a clear JSON error with the right
+//! Bad input over HTTP: each request gets a clear JSON error with the right
 //! status, nothing is lost, and the node keeps serving afterwards.
 
 mod common;

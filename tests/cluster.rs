@@ -1,4 +1,4 @@
-//! Multi-process scenarios of a 3-node cluster with replication factor 3 (issue #5):
+//! Multi-process scenarios of a 3-node cluster with replication factor 3:
 //! real `blocknode` processes talking QUIC with mutual TLS, driven through the HTTP API
 //! and the CLI as a user would.
 
@@ -282,7 +282,7 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_call() {
         }
     }
     // It cannot read the cluster's blocks, nor write through it. It could not ask the
-    // holders, so it says "unavailable", not "not found" (issue 13).
+    // holders, so it says "unavailable", not "not found".
     let r = agent
         .get(&format!("{api}/v1/blocks/{hash}"))
         .header("Authorization", &auth)

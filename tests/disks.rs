@@ -1,4 +1,4 @@
-//! Several data dirs per node (issue #17), on real `blocknode` processes: a data dir
+//! Several data dirs per node, on real `blocknode` processes: a data dir
 //! replaced by an empty one while the node is stopped is refilled from peers at start
 //! without a repair call, a data dir that vanishes while the node runs is marked failed
 //! while the node keeps serving, and a capacity change moves only the blocks that must.

@@ -1,4 +1,4 @@
-//! Reads and catch-up under real faults (issue #13, items 2–4): a SIGSTOPped holder must
+//! Reads and catch-up under real faults: a SIGSTOPped holder must
 //! not slow GETs down, a partitioned node answers 503 `unavailable` (never 404) for what
 //! it cannot ask, and a node that missed writes (frozen, or with a full disk) catches up
 //! quickly once it can.

@@ -1,4 +1,4 @@
-//! Faults in the metadata store and bad admin input (issue #13, items 1 and 5), on real
+//! Faults in the metadata store and bad admin input, on real
 //! processes: a node whose journal fsync fails exits at once with one clear line and
 //! catches up after a restart; admin requests as `curl` sends them work, and every bad
 //! one gets the documented JSON error.

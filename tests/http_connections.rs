@@ -1,4 +1,4 @@
-//! Connections that fit HTTP clients (issue #18 item 5) on a real node: pooled clients
+//! Connections that fit HTTP clients on a real node: pooled clients
 //! keep connections idle for tens of seconds, and a body that stalls is cut off and
 //! gives its RAM budget back.
 

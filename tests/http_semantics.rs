@@ -1,4 +1,4 @@
-//! HTTP semantics of immutable blocks (issue #18 item 2) on a real node: ETag and
+//! HTTP semantics of immutable blocks on a real node: ETag and
 //! immutable caching, `If-None-Match` → 304, single byte ranges → 206 / 416 (also on a
 //! compressed block), and `HEAD` answered without reading the block.
 

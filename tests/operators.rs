@@ -1,4 +1,4 @@
-//! The operators' kit (issue #18 item 6) on a real node: quiet default logs,
+//! The operators' kit on a real node: quiet default logs,
 //! `--log-format json`, and metric names that follow Prometheus conventions.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Crash safety, a full disk and a bounded memory footprint (issue #8), with real
+//! Crash safety, a full disk and a bounded memory footprint, with real
 //! processes.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Schedules that survive a crash (issue #12, part 3), with real processes: a holder
+//! Schedules that survive a crash, with real processes: a holder
 //! killed with SIGKILL right after a new ref took its rc 0 -> 1 for a block it lacks
 //! fetches the block after its restart by itself, with no repair call.
 

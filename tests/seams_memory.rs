@@ -1,4 +1,4 @@
-//! The RAM budget under load spread over several coordinators (issue 12, part 1), with
+//! The RAM budget under load spread over several coordinators, with
 //! real processes: client PUTs and peer ingress take from separate pools, so nodes
 //! cannot wait on each other; a stopped holder cannot make a coordinator's memory grow
 //! past its budget.

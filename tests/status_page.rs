@@ -1,4 +1,4 @@
-//! The status page (issue #18 item 4) on a real 3-node cluster: `GET /v1/status` lists
+//! The status page on a real 3-node cluster: `GET /v1/status` lists
 //! every member with what the page draws, and the page itself, loaded in headless
 //! Chromium (through chromedriver), takes the token once, lists the three nodes as up,
 //! and shows a killed node down within a bounded time. Without Chromium or chromedriver

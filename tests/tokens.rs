@@ -1,4 +1,4 @@
-//! Scoped API tokens (issue #18 item 3) on a real 3-node cluster: every scope allowed and
+//! Scoped API tokens on a real 3-node cluster: every scope allowed and
 //! refused on every route class, the identical 401, revocation seen by another node
 //! within seconds, a node down during a revoke refusing the token once back, no secret
 //! stored in clear in any metadata directory, and a node that joins through a layout

@@ -11,7 +11,7 @@
 //! Why two: a client PUT holds its share while it waits for its holders to store the
 //! block. If a holder admitted the incoming `PutBlock` from the same pool, two nodes
 //! whose client PUTs fill their pools would each wait for the other until the timeouts
-//! (issue 12: all 18 PUTs 503 after 60 s). The peer pool is only ever held by work that
+//! (with one shared pool, 18 concurrent 16 MiB PUTs all failed with 503 after 60 s). The peer pool is only ever held by work that
 //! waits on nothing but this node's disk and a reply write with a timeout, so it always
 //! drains; client work waits on peer pools, never the other way round, so there is no
 //! cycle. Each pool admits at least one request of the largest size (a request larger
@@ -304,7 +304,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn the_peer_pool_admits_while_the_client_pool_is_exhausted() {
-        // The cross-node deadlock of issue 12, at one node: client PUTs hold the whole
+        // The cross-node deadlock of a shared pool, at one node: client PUTs hold the whole
         // client pool while they wait for peers; a peer's PutBlock must still get in.
         let b = RamBudget::split(32 << 20, 16 << 20);
         let _puts = b.client.charge(32 << 20).await.unwrap();

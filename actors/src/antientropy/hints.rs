@@ -268,7 +268,7 @@ mod tests {
 const HINT_PAGE: usize = 256;
 
 /// Blocks (with their refs) replayed to one node at once. A returning node must get
-/// what it missed about as fast as it was written (issue 13); one at a time, a round
+/// what it missed about as fast as it was written; one at a time, a round
 /// trip per hint capped replay far below the PUT rate. 8 × 1 MiB stays well inside
 /// the receiver's RAM budget.
 const HINT_PARALLEL: usize = 8;

@@ -487,7 +487,7 @@ async fn a_round_repairs_both_sides_exchanging_only_the_differences() {
     assert_eq!(again.records_sent, st.records_sent);
 }
 
-/// The closing figure of issue 6: `cargo test --release -p blocknode-actors -- --ignored
+/// The bytes a round exchanges for 100,000 refs differing in 10 (docs/operations.md): `cargo test --release -p blocknode-actors -- --ignored
 /// anti_entropy_bytes_for_100k --nocapture`.
 #[actix_rt::test]
 #[ignore]

@@ -16,7 +16,7 @@ pub const LATENCY_WINDOW: usize = 64;
 /// to answer (loopback p50 of a small block is ~1 ms here).
 pub const MIN_HEDGE_DELAY: Duration = Duration::from_millis(5);
 /// Longest hedge delay: a slow-but-alive peer never holds a read for more than this
-/// before the next holder is asked too (the bound is 1 s for a whole GET).
+/// before the next holder is asked too (a whole GET should take at most 1 s).
 pub const MAX_HEDGE_DELAY: Duration = Duration::from_millis(250);
 /// Hedge delay while too few samples are known (a fresh peer, a fresh node).
 pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(50);

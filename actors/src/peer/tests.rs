@@ -1085,7 +1085,7 @@ async fn incoming_payloads_wait_for_the_ram_budget() {
 
 #[actix_rt::test]
 async fn a_peers_block_is_admitted_while_client_work_holds_the_whole_client_pool() {
-    // Issue 12's cross-node deadlock, at one node: its client PUTs hold their budget while
+    // The cross-node deadlock of a shared pool, at one node: its client PUTs hold their budget while
     // they wait for peers; a peer's PutBlock must not wait behind them.
     let mut certs = Certs::new();
     let budget = two_mib_pools();

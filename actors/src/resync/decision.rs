@@ -55,7 +55,7 @@ pub fn backoff(base: Duration, errors: u64) -> Duration {
 /// The workers and tranquility actually used: the configured ones while clients use
 /// the node (background work stays in its share), but `idle_workers` with no pause
 /// while there is no client load, so a node that missed writes catches up at about the
-/// rate they were made (issue 13) instead of at a third of one worker.
+/// rate they were made instead of at a third of one worker.
 pub fn pace(
     workers: usize,
     tranquility: u32,

@@ -28,7 +28,7 @@ use crate::storage::{StatBlock, StorageActor, StorageConfig, WriteBlock, WriteOu
 /// The grace period of these tests: long enough that a block re-uploaded during a round
 /// is young for the rest of it, short enough that set-up waits little.
 const GC_DELAY: Duration = Duration::from_millis(400);
-/// Rounds of each interleaving test (the "1,000 random points").
+/// Rounds of each interleaving test (1,000 random interleavings).
 const ROUNDS: usize = 1000;
 /// Rounds run at once (each on its own block).
 const PARALLEL: usize = 25;
