@@ -18,7 +18,7 @@
 //!    of the hash finished since the GC look began (an `AlreadyPresent` answer counts).
 //!
 //! A ref or a write that lands anywhere in the chain therefore either stops the delete or
-//! is followed by a fetch: see README, "What a GC delete checks".
+//! is followed by a fetch: see docs/operations.md, "What a GC delete checks".
 
 use std::time::{Duration, Instant};
 

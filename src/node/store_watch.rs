@@ -5,7 +5,7 @@
 //! journal sync fails. fjall then refuses every later write until the database is
 //! reopened, so the node would store blocks whose refs are never recorded while
 //! `/health` said ok. Instead it logs one line naming the cause and the path and exits
-//! with [`EXIT_STORE_FAILED`]: a supervisor (systemd `Restart=on-failure`, see README)
+//! with [`EXIT_STORE_FAILED`]: a supervisor (systemd `Restart=on-failure`, see docs/operations.md)
 //! starts it again, reopening the store from its journal, and peers catch it up (hints,
 //! anti-entropy, resync). Exiting without the graceful shutdown is safe: every
 //! acknowledged write was synced before its reply, and block files are written by

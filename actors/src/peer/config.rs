@@ -76,7 +76,7 @@ pub struct PeerTuning {
     /// one peer cannot starve the others. It also bounds what quinn buffers, outside the
     /// RAM budget, of requests not yet admitted (this × the stream receive window per
     /// connection): 64 rather than 256 took a node's peak RSS at 1 MiB c256 from
-    /// 336–346 MiB to 310–315 at the same throughput (README, Performance).
+    /// 336–346 MiB to 310–315 at the same throughput (docs/performance.md).
     pub max_incoming_streams: u32,
     /// How long a peer may take to send a whole request frame.
     pub request_read_timeout: Duration,

@@ -69,7 +69,7 @@ impl ResyncConfig {
         }
     }
 
-    /// How long each scheduling source waits (docs/ARCHITECTURE.md, "The GC path" and README):
+    /// How long each scheduling source waits (docs/ARCHITECTURE.md, "The GC path", and docs/operations.md):
     /// - a new ref (rc 0→1): 2 × block timeout, to let the writer deliver the block;
     /// - a dropped block (rc→0): gc_delay + after_gc_delay, its grace period and a margin;
     /// - a `PutBlock` for a block with no refs: gc_delay, so the ref that usually follows

@@ -1230,7 +1230,7 @@ async fn only_the_blake2_check_catches_bytes_rewritten_with_a_matching_checksum(
         let forged = other.inner_buffer().clone();
         fs::write(&path, &forged).unwrap();
         set_checksum_attr(&path, &checksum::value(&h, zst, &forged));
-        // The trade-off README states: an ordinary read trusts the matching checksum.
+        // The trade-off docs/operations.md states: an ordinary read trusts the matching checksum.
         let served = ask(&s, ReadBlock { hash: h }).await.unwrap();
         assert_eq!(
             served.inner_buffer(),

@@ -3,7 +3,7 @@
 //! A config file is TOML; unknown keys are refused with their name; durations are
 //! human-readable (`"10m"`, `"30s"`, `"30days"`) and sizes too (`"16MiB"`). Without a
 //! file, [`Config::embedded_default`] describes a single-node cluster under
-//! `./blocknode-data`. README's configuration reference mirrors this file
+//! `./blocknode-data`. The configuration reference in docs/operations.md mirrors this file
 //! ([`EXAMPLE_CONFIG`] is parsed by a test so the example stays true).
 
 mod defaults;
@@ -187,7 +187,7 @@ pub struct Config {
     pub bootstrap_peers: Vec<SocketAddr>,
 }
 
-/// An example cluster config, shown in README and parsed by a test.
+/// An example cluster config, shown in docs/operations.md and parsed by a test.
 pub const EXAMPLE_CONFIG: &str = r#"# /etc/blocknode/node1.toml
 data_dir = "/var/lib/blocknode/data"
 metadata_dir = "/var/lib/blocknode/meta"

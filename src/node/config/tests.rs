@@ -167,11 +167,11 @@ fn serde_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 }
 
 #[test]
-fn every_config_key_is_in_the_readme_reference() {
-    let readme = include_str!("../../../README.md");
+fn every_config_key_is_in_the_operations_reference() {
+    let readme = include_str!("../../../docs/operations.md");
     let start = readme
         .find("## Configuration reference")
-        .expect("README has a configuration reference");
+        .expect("docs/operations.md has a configuration reference");
     let reference = &readme[start..];
     let reference = &reference[..reference[3..]
         .find("\n## ")
@@ -185,7 +185,7 @@ fn every_config_key_is_in_the_readme_reference() {
     for key in config_fields.iter().chain(member_fields) {
         assert!(
             reference.contains(&format!("`{key}`")) || reference.contains(&format!("`[[{key}]]`")),
-            "config key `{key}` is missing from README's configuration reference"
+            "config key `{key}` is missing from docs/operations.md's configuration reference"
         );
     }
 }

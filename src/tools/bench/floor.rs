@@ -9,7 +9,7 @@
 //!   written, and bytes that arrive from another node are verified where they arrive);
 //! - `checksum`: one pass of the checksum stored with each block file (the storage
 //!   actor's seeded XXH3): computed once per copy written, checked on every local read
-//!   instead of BLAKE2 (README, "Stored checksum on local reads");
+//!   instead of BLAKE2 (docs/operations.md, "On-disk format");
 //! - `quic`: one bare quinn transfer with the nodes' TLS and transport settings, one
 //!   stream per block, sender and receiver both counted (both are nodes);
 //! - `file_write`: one crash-safe file write per copy (the node's own `write_atomic`,
