@@ -19,10 +19,13 @@
 //! - [`tools`]: `blocknode dev-cluster` (a loopback cluster for trying, testing and
 //!   benchmarking) and `blocknode bench` (figures against the machine's limits).
 //!
+//! - [`exit`]: the binary's exit statuses and how an error becomes one line.
+//!
 //! The binary (`src/main.rs`) is thin over this library.
 
 pub mod cli;
 pub mod coordinator;
+pub mod exit;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use blocknode::cli::{client, CertCommand, Cli, Command};
-use blocknode::logging;
+use blocknode::{exit, logging};
 use blocknode::node::{self, config};
 use blocknode::tools::{bench, dev_cluster};
 
@@ -31,14 +31,32 @@ fn pin_mmap_threshold() {}
 fn main() {
     pin_mmap_threshold();
     if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        eprintln!("error: {}", exit::one_line(&e));
+        std::process::exit(exit::status_of(&e));
+    }
+}
+
+/// A client command whose reader goes away (`blocknode status | head -1`) ends at once
+/// and silently, as any Unix filter does: the default SIGPIPE action, which Rust's
+/// runtime replaces with "ignore" (then every print would fail and panic). The node and
+/// the tools that talk to sockets keep ignoring it.
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: resetting a signal's disposition to its default, once, before any thread
+    // is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    if !matches!(
+        cli.command,
+        Command::Run { .. } | Command::DevCluster(_) | Command::Bench(_)
+    ) {
+        die_quietly_on_closed_stdout();
+    }
     match cli.command {
         Command::Run {
             config: None,
@@ -60,7 +78,10 @@ fn real_main() -> anyhow::Result<()> {
             config: Some(path),
             join,
             ..
-        } => node::run(config::Config::load_joining(&path, &join)?, false),
+        } => {
+            let cfg = config::Config::load_joining(&path, &join).map_err(exit::config_refused)?;
+            node::run(cfg, false)
+        }
         Command::Cert(CertCommand::Ca { out }) => {
             blocknode_actors::tls::generate_ca(&out)?;
             println!("cluster CA written to {} (ca.crt, ca.key)", out.display());

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod preflight;
 pub mod store_watch;
 
 pub use bootstrap::{ensure_default_certs, ensure_token};
@@ -40,14 +41,24 @@ use crate::replica::RpcDispatcher;
 
 /// Run a node until SIGINT/SIGTERM. `embedded` prepares the default's files.
 pub fn run(cfg: Config, embedded: bool) -> anyhow::Result<()> {
+    // Before anything is written: the dir lock, writable data dirs, free addresses.
+    let checked = preflight::check(&cfg)?;
     if embedded {
         ensure_default_certs(&cfg)?;
     }
-    let token = ensure_token(&cfg.admin_token_file)?;
     let identity = TlsIdentity::load(&cfg.ca_cert, &cfg.node_cert, &cfg.node_key)
         .context("loading the node's TLS identity")?;
+    let token = ensure_token(&cfg.admin_token_file)?;
     let system = actix_rt::System::new();
-    system.block_on(start(cfg, identity, token))
+    let res = system.block_on(start(cfg, identity, token, checked.http));
+    if res.is_err() {
+        // A start that failed half-way leaves actors and a QUIC endpoint on the runtime;
+        // dropping it would run their teardown outside it (panics that bury the one
+        // line). The process is about to exit: leave them to it.
+        std::mem::forget(system);
+    }
+    drop(checked.lock);
+    res
 }
 
 /// The member list in force: the configured one, or this node alone.
@@ -71,7 +82,12 @@ fn members(cfg: &Config, self_id: NodeId) -> anyhow::Result<Vec<(NodeId, Member)
     Ok(ids.into_iter().zip(cfg.members.iter().cloned()).collect())
 }
 
-async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Result<()> {
+async fn start(
+    cfg: Config,
+    identity: TlsIdentity,
+    token: String,
+    http_listener: std::net::TcpListener,
+) -> anyhow::Result<()> {
     let self_id = identity.node_id();
     // `[[members]]` is layout version 1; a joining node starts with no layout and waits
     // for a member to hand over one that names it.
@@ -312,8 +328,8 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     .keep_alive(cfg.http_keep_alive)
     .client_request_timeout(cfg.http_request_timeout)
     .shutdown_timeout(10)
-    .bind(cfg.http_listen)
-    .with_context(|| format!("binding the HTTP API on {}", cfg.http_listen))?
+    .listen(http_listener)
+    .with_context(|| format!("serving the HTTP API on {}", cfg.http_listen))?
     .run();
     tracing::info!(node = %self_id, api = %cfg.http_listen, quic = %cfg.quic_listen, "blocknode ready");
     // actix-web stops the server on SIGINT/SIGTERM; then the node winds down.

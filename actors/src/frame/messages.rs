@@ -38,6 +38,22 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl std::fmt::Display for ErrorCode {
+    /// The kind in words, for messages a person reads (`NotFound` → "not found").
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorCode::BadRequest => "bad request",
+            ErrorCode::NotFound => "not found",
+            ErrorCode::Corrupted => "corrupted",
+            ErrorCode::CorruptData => "corrupt data",
+            ErrorCode::DiskFull => "disk full",
+            ErrorCode::RefDropped => "ref dropped",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal error",
+        })
+    }
+}
+
 /// A node's opening message on a new connection, answered with its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {

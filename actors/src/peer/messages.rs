@@ -24,22 +24,31 @@ pub enum Priority {
 /// Why a call to a peer failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
-    #[error("peer {node:?} did not answer within {after:?}")]
+    #[error("peer {} did not answer within {}", node.short(), humanize(*after))]
     Timeout { node: NodeId, after: Duration },
-    #[error("peer {node:?} is unreachable: {reason}")]
+    #[error("peer {} is unreachable: {reason}", node.short())]
     Unreachable { node: NodeId, reason: String },
-    #[error("peer {node:?} answered {code:?}: {message}")]
+    #[error("peer {} answered {code}: {message}", node.short())]
     Remote {
         node: NodeId,
         code: ErrorCode,
         message: String,
     },
-    #[error("protocol error with peer {node:?}: {reason}")]
+    #[error("protocol error with peer {}: {reason}", node.short())]
     Protocol { node: NodeId, reason: String },
-    #[error("{node:?} is not a cluster member")]
+    #[error("{} is not a cluster member", node.short())]
     UnknownNode { node: NodeId },
     #[error("peer actor is gone")]
     Gone,
+}
+
+/// A timeout as a person reads it: whole seconds when it is, else milliseconds.
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
 }
 
 /// One request to one node (this node included: then the local handler answers).
@@ -55,7 +64,10 @@ pub struct Call {
 
 /// Quorum failure: every error seen, by node.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("quorum of {quorum} not reached: {} ok, errors: {errors:?}", oks)]
+#[error(
+    "quorum of {quorum} not reached: {oks} ok; {}",
+    errors.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("; ")
+)]
 pub struct QuorumError {
     pub quorum: usize,
     pub oks: usize,

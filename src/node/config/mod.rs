@@ -231,8 +231,7 @@ zone = "dc3"
 impl Config {
     /// Parse a config text (`origin` names it in errors).
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
-        let cfg: Config =
-            toml::from_str(text).with_context(|| format!("invalid config {origin}"))?;
+        let cfg: Config = toml::from_str(text).map_err(|e| toml_error(text, origin, &e))?;
         cfg.validate()
             .with_context(|| format!("invalid config {origin}"))?;
         Ok(cfg)
@@ -249,8 +248,7 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let origin = path.display().to_string();
-        let mut cfg: Config =
-            toml::from_str(&text).with_context(|| format!("invalid config {origin}"))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| toml_error(&text, &origin, &e))?;
         cfg.bootstrap_peers.extend_from_slice(join);
         cfg.validate()
             .with_context(|| format!("invalid config {origin}"))?;
@@ -339,4 +337,20 @@ impl Config {
                 .collect(),
         }
     }
+}
+
+/// A TOML error as one line: where (line and column) and what, without the quoted
+/// snippet and caret that toml's own message spreads over several lines.
+fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> anyhow::Error {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    anyhow::anyhow!(
+        "invalid config {origin}{}: {}",
+        at.unwrap_or_default(),
+        e.message().trim()
+    )
 }
