@@ -25,10 +25,7 @@ impl Client {
     /// From `--api`/`--token` (or their env vars), else the embedded default's address
     /// and token file.
     pub fn new(api: Option<String>, token: Option<String>) -> anyhow::Result<Client> {
-        let base = api
-            .unwrap_or_else(|| format!("http://{DEFAULT_HTTP_LISTEN}"))
-            .trim_end_matches('/')
-            .to_string();
+        let base = api_base(api.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN));
         let token = match token {
             Some(t) => t,
             None => {
@@ -147,10 +144,21 @@ fn api_error_line(status: u16, body: &[u8]) -> String {
     }
 }
 
+/// The API's base URL from `--api`: a URL, or `HOST:PORT` meaning `http://HOST:PORT`.
+pub fn api_base(api: &str) -> String {
+    let api = api.trim().trim_end_matches('/');
+    if api.contains("://") {
+        api.to_string()
+    } else {
+        format!("http://{api}")
+    }
+}
+
 /// A block hash given on the command line, checked here so a typo fails with a clear
 /// reason instead of reaching (or, with a `/`, misrouting to) another API route.
 fn hash_arg(s: &str) -> anyhow::Result<Hash> {
-    s.parse()
+    s.to_ascii_lowercase()
+        .parse()
         .map_err(|e| anyhow::anyhow!("invalid block hash {s:?}: {e}"))
 }
 
@@ -208,6 +216,7 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::Ref(RefCommand::Add { hash, r#ref }) => {
             let (hash, r#ref) = (hash_arg(&hash)?, ref_arg(&r#ref)?);
             c.call("PUT", &format!("/v1/blocks/{hash}/refs/{ref}"), None, false)?;
+            println!("ref {ref} of block {hash} added");
         }
         Command::Ref(RefCommand::Drop { hash, r#ref }) => {
             let (hash, r#ref) = (hash_arg(&hash)?, ref_arg(&r#ref)?);
@@ -217,6 +226,7 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
                 None,
                 false,
             )?;
+            println!("ref {ref} of block {hash} dropped");
         }
         Command::Block(BlockCommand::Info { hash }) => {
             let hash = hash_arg(&hash)?.to_hex();
@@ -373,6 +383,19 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn an_api_without_a_scheme_is_http() {
+        assert_eq!(api_base("127.0.0.1:3900"), "http://127.0.0.1:3900");
+        assert_eq!(api_base("http://h:1/"), "http://h:1");
+        assert_eq!(api_base("https://h"), "https://h");
+    }
+
+    #[test]
+    fn an_uppercase_hash_is_accepted() {
+        let h = blake2sum(b"x");
+        assert_eq!(hash_arg(&h.to_hex().to_uppercase()).unwrap(), h);
+    }
+
     /// A one-request HTTP server on a port from the OS: answers `response` and hands
     /// back the request's head (request line and headers) for inspection.
     fn serve_once(response: String) -> (String, JoinHandle<String>) {
@@ -522,7 +545,7 @@ mod tests {
             ),
             (
                 Command::Block(BlockCommand::Info {
-                    hash: good.to_uppercase(),
+                    hash: good[..63].to_uppercase(),
                 }),
                 "invalid block hash",
             ),

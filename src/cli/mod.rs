@@ -18,18 +18,23 @@ use crate::tools::bench::BenchArgs;
 use crate::tools::dev_cluster::DevClusterArgs;
 
 /// blocknode: a cluster node for a replicated, content-addressed block store.
+///
+/// The options below come before the command (`blocknode --api URL status`); they are
+/// shown here only, not in each command's help.
 #[derive(Parser, Debug)]
 #[command(name = "blocknode", version, about)]
 pub struct Cli {
-    /// API base URL for client commands (default: the embedded node, http://127.0.0.1:3900).
-    #[arg(long, global = true, env = "BLOCKNODE_API")]
+    /// The node's API for client commands and `bench`: a URL, or HOST:PORT for
+    /// http://HOST:PORT (default: the embedded node, http://127.0.0.1:3900).
+    #[arg(long, env = "BLOCKNODE_API", value_name = "URL")]
     pub api: Option<String>,
-    /// Admin token for client commands (default: ./blocknode-data/admin.token).
-    #[arg(long, global = true, env = "BLOCKNODE_TOKEN", hide_env_values = true)]
+    /// API token for client commands: the admin token or any scoped token whose scope
+    /// covers the command (default: the file ./blocknode-data/admin.token).
+    #[arg(long, env = "BLOCKNODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Log line format on stderr: `text` or `json` (one object per line). The filter is
     /// `RUST_LOG`, by default blocknode at `info` and its dependencies at `warn`.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -64,6 +69,7 @@ pub enum Command {
     DevCluster(DevClusterArgs),
     /// Store a file as a block; prints its hash.
     Put {
+        /// The file whose bytes become the block.
         file: PathBuf,
         /// Add this named reference.
         #[arg(long = "ref")]
@@ -71,8 +77,11 @@ pub enum Command {
     },
     /// Read a block (to stdout, or -o FILE).
     Get {
+        /// The block's hash (64 hex digits).
+        #[arg(value_parser = hex_arg)]
         hash: String,
-        #[arg(short, long)]
+        /// Write the block to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
     /// Add or drop a named reference.
@@ -91,6 +100,7 @@ pub enum Command {
     },
     /// Scrub control.
     Scrub {
+        /// What to do with the scrub.
         #[arg(value_parser = ["start", "pause", "resume", "cancel"])]
         action: String,
     },
@@ -111,37 +121,62 @@ pub enum Command {
 pub enum CertCommand {
     /// Make a cluster CA (ca.crt, ca.key) in DIR.
     Ca {
-        #[arg(long)]
+        /// Directory to write ca.crt and ca.key to (created if missing).
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
     /// Make a node key and certificate signed by the CA; prints the node id.
     Node {
         /// Directory of the CA (ca.crt, ca.key).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         ca: PathBuf,
         /// Node name (certificate CN).
         #[arg(long)]
         name: String,
-        #[arg(long)]
+        /// Directory to write node.crt, node.key and a copy of ca.crt to.
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum RefCommand {
-    Add { hash: String, r#ref: String },
-    Drop { hash: String, r#ref: String },
+    /// Add a named reference to a block (idempotent); the block is kept while it has one.
+    Add {
+        /// The block's hash (64 hex digits).
+        #[arg(value_parser = hex_arg)]
+        hash: String,
+        /// The reference's name: 1-255 of A-Z a-z 0-9 . _ - : @ + = (a name once
+        /// dropped cannot be added again).
+        r#ref: String,
+    },
+    /// Drop a named reference (idempotent); a block without any is collected after
+    /// gc_delay.
+    Drop {
+        /// The block's hash (64 hex digits).
+        #[arg(value_parser = hex_arg)]
+        hash: String,
+        /// The reference's name.
+        r#ref: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum BlockCommand {
     /// Holders, presence, rc and errors of a block.
-    Info { hash: String },
+    Info {
+        /// The block's hash (64 hex digits).
+        #[arg(value_parser = hex_arg)]
+        hash: String,
+    },
     /// Blocks whose resync failed.
     ListErrors,
     /// Retry a block now (or every errored one with --all).
     RetryNow {
+        /// The block's hash (64 hex digits).
+        #[arg(value_parser = hex_arg)]
         hash: Option<String>,
+        /// Retry every block in error.
         #[arg(long, conflicts_with = "hash")]
         all: bool,
     },
@@ -161,16 +196,23 @@ pub enum TokenCommand {
     /// Names, scopes and creation times of the live tokens.
     List,
     /// Revoke a token on every node.
-    Revoke { name: String },
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum WorkerCommand {
+    /// The resync workers and the resync and scrub tranquility in force.
     Get,
-    /// KEY: resync_workers, resync_tranquility or scrub_tranquility.
+    /// Change one setting (persisted, effective at once).
     Set {
+        /// The setting.
         #[arg(value_parser = ["resync_workers", "resync_tranquility", "scrub_tranquility"])]
         key: String,
+        /// resync_workers 1-8; a tranquility 0-100 (rest that many times the time
+        /// each item took).
         value: u64,
     },
 }
@@ -183,7 +225,9 @@ pub enum LayoutCommand {
     /// Stage adding a node (or changing its zone, capacity or address).
     Assign {
         /// The node's id (64 hex digits, printed by `blocknode cert node`).
+        #[arg(value_parser = hex_arg)]
         node_id: String,
+        /// Its zone (failure domain): replicas go to distinct zones while zones allow.
         #[arg(long)]
         zone: String,
         /// Its weight in placement (any unit shared by all members).
@@ -194,14 +238,26 @@ pub enum LayoutCommand {
         addr: String,
     },
     /// Stage taking a node out (its partitions go to the others first).
-    Remove { node_id: String },
+    Remove {
+        /// The node's id (64 hex digits).
+        #[arg(value_parser = hex_arg)]
+        node_id: String,
+    },
     /// Apply the staged changes as version N (must be the current version + 1).
     Apply {
-        #[arg(long)]
+        /// The new version: the current one + 1 (`layout show` prints it), so that two
+        /// operators cannot apply over each other.
+        #[arg(long, value_name = "N")]
         version: u64,
     },
     /// Drop the staged changes.
     Revert,
+}
+
+/// A hex argument (hash, node id) as given, lowercased: hex is case-insensitive, and
+/// the API and stored names use lowercase.
+fn hex_arg(s: &str) -> Result<String, String> {
+    Ok(s.trim().to_ascii_lowercase())
 }
 
 #[cfg(test)]

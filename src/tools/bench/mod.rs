@@ -201,7 +201,7 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
     let mut target = match api {
         Some(api) => Target {
             apis: vec![(
-                api.trim_end_matches('/').to_string(),
+                crate::cli::client::api_base(&api),
                 token.context("--api needs --token")?,
             )],
             local: None,

@@ -8,6 +8,16 @@ use super::floor::Floor;
 use super::workloads::Figures;
 use super::BenchArgs;
 
+/// What the table's columns mean, printed under it.
+const COLUMNS: &str = "\
+columns: MiB/s and blocks/s: client throughput; p50/p90/p99/max ms: latency of one request;
+  cpu s/GiB: CPU time of the node processes per GiB moved (cpu ms/op: per request);
+  floor: the same-run CPU floor, what the parts a request cannot avoid cost on this
+  machine (hashing, checksum, QUIC transfer, file write or read, HTTP); x floor: cpu
+  divided by floor; peak RSS: the largest node's peak memory; limit: what the machine
+  allows (PUT: the disk rate per replica; GET: every core at the floor) and ratio: the
+  throughput as a share of it. docs/performance.md explains them further.";
+
 /// What was run: the options and the resolved size, count and duration.
 pub(super) struct RunInfo<'a> {
     pub args: &'a BenchArgs,
@@ -40,11 +50,13 @@ pub(super) fn report(
     results: &[(String, Figures, Option<f64>)],
 ) -> anyhow::Result<()> {
     println!(
-        "\nblocknode bench: {} blocks of {} ({:?} data), concurrency {}, {}",
-        run.duration
-            .map_or(run.count.to_string(), |d| format!("{d:?} of")),
+        "\nblocknode bench: {} blocks of {} ({} data), concurrency {}, {}",
+        run.duration.map_or(run.count.to_string(), |d| format!(
+            "{} of",
+            humantime::format_duration(d)
+        )),
         bytesize::ByteSize::b(run.size as u64).display().iec(),
-        run.args.data,
+        format!("{:?}", run.args.data).to_lowercase(),
         run.args.concurrency,
         match run.local {
             true => format!(
@@ -118,6 +130,7 @@ pub(super) fn report(
         }
         wj.insert(name.clone(), j);
     }
+    println!("{COLUMNS}");
     if let Some(p) = &run.args.json {
         let doc = json!({
             "config": {"size": run.size, "count": run.count, "concurrency": run.args.concurrency, "data": format!("{:?}", run.args.data).to_lowercase(),
