@@ -15,6 +15,7 @@ use blocknode_actors::antientropy::narrow::schedule_fetches;
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode, RefRecord};
 use blocknode_actors::layout::{encode_layout, handover_left, HandoverLeft, LayoutChanged};
 use blocknode_actors::peer::HandleRpc;
+use blocknode_actors::present_ref::{add_present_ref, PresentRefError};
 use blocknode_actors::refcount::{
     AddRef, AddStoredRef, DigestPrefix, DropRef, GetRc, MergeRefs, RecordsUnder, RefcountActor,
     RefcountError,
@@ -275,12 +276,21 @@ impl Replica {
         }
     }
 
-    /// `AddRef`: a live ref, durable before the answer.
+    /// `AddRef` (a bare ref, without the bytes): counted, durably, only if the block is
+    /// stored here, decided in the same order as a GC delete of it (`present_ref.rs`);
+    /// else `BlockMissing`, and nothing is counted.
     async fn add_ref(&self, hash: Hash, ref_id: RefId) -> BlockRpc {
-        match self.refcount.send(AddRef { hash, ref_id }).await {
-            Ok(Ok(_)) => BlockRpc::Ok,
-            Ok(Err(e)) => refcount_error(e),
-            Err(e) => mailbox("refcount", e),
+        match add_present_ref(&self.storage, &self.refcount, hash, ref_id).await {
+            Ok(_) => BlockRpc::Ok,
+            Err(PresentRefError::BlockMissing { hash }) => BlockRpc::error(
+                ErrorCode::BlockMissing,
+                format!("block {hash} is not stored here"),
+            ),
+            Err(PresentRefError::Refcount(e)) => refcount_error(e),
+            Err(PresentRefError::Storage(e)) => storage_error(e),
+            Err(e @ PresentRefError::Gone { .. }) => {
+                BlockRpc::error(ErrorCode::Unavailable, e.to_string())
+            }
         }
     }
 

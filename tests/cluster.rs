@@ -294,7 +294,7 @@ fn a_node_with_a_certificate_from_another_ca_cannot_join_or_call() {
         "the intruder must not fetch a cluster block"
     );
     let r = agent
-        .put(&format!("{api}/v1/blocks"))
+        .put(&format!("{api}/v1/blocks?unreferenced=true"))
         .header("Authorization", &auth)
         .send(&b"intrusion"[..])
         .unwrap();

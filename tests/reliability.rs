@@ -39,7 +39,7 @@ fn killed_mid_load_twenty_times_every_acknowledged_put_survives() {
                     while !stop.load(Ordering::Relaxed) {
                         let data = random_bytes(1 << 20);
                         let r = agent
-                            .put(&format!("{api}/v1/blocks"))
+                            .put(&format!("{api}/v1/blocks?unreferenced=true"))
                             .header("Authorization", format!("Bearer {token}"))
                             .send(&data[..]);
                         // Only a 201 is an acknowledgement; anything else may be lost.
@@ -164,7 +164,7 @@ fn a_full_data_dir_refuses_puts_with_507_and_recovers_when_space_is_freed() {
         );
     }
     wait_for("space to be freed by GC", Duration::from_secs(40), || {
-        (c.request(0, "PUT", "/v1/blocks", Some(&random_bytes(30_000)))
+        (c.request(0, "PUT", "/v1/blocks?unreferenced=true", Some(&random_bytes(30_000)))
             .status
             == 201)
             .then_some(())
@@ -192,7 +192,7 @@ fn sixty_four_concurrent_16mib_puts_stay_within_the_ram_budget() {
                     .build()
                     .into();
                 agent
-                    .put(&format!("{api}/v1/blocks"))
+                    .put(&format!("{api}/v1/blocks?unreferenced=true"))
                     .header("Authorization", format!("Bearer {token}"))
                     .send(&data[..])
                     .map(|r| r.status().as_u16())

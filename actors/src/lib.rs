@@ -47,6 +47,7 @@ pub mod hash;
 pub mod layout;
 pub mod peer;
 pub mod placement;
+pub mod present_ref;
 pub mod rc;
 pub mod ref_id;
 pub mod refcount;

@@ -185,7 +185,11 @@ fn query_escape(s: &str) -> String {
 /// Run one client command.
 pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Put { file, ref_id } => {
+        Command::Put {
+            file,
+            ref_id,
+            unreferenced: _,
+        } => {
             let ref_id = ref_id.as_deref().map(ref_arg).transpose()?;
             let mut data = Vec::new();
             std::fs::File::open(&file)
@@ -193,7 +197,8 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             let path = match ref_id {
                 Some(r) => format!("/v1/blocks?ref={}", query_escape(r.as_str())),
-                None => "/v1/blocks".into(),
+                // clap lets a put without a ref through only with --unreferenced.
+                None => "/v1/blocks?unreferenced=true".into(),
             };
             let answer = c.call("PUT", &path, Some(data), false)?;
             let v: Value = serde_json::from_slice(&answer)
@@ -487,6 +492,7 @@ mod tests {
             Command::Put {
                 file,
                 ref_id: Some("a+b=c".into()),
+                unreferenced: false,
             },
         )
         .unwrap();
@@ -515,7 +521,12 @@ mod tests {
         std::fs::write(&file, b"abc").unwrap();
         let (base, server) = serve_once(http_response("201 Created", "{}"));
         let c = Client::new(Some(base), Some("tok".into())).unwrap();
-        let e = run(&c, Command::Put { file, ref_id: None }).unwrap_err();
+        let put = Command::Put {
+            file,
+            ref_id: None,
+            unreferenced: true,
+        };
+        let e = run(&c, put).unwrap_err();
         assert!(format!("{e:#}").contains("without a hash"), "{e:#}");
         server.join().unwrap();
     }

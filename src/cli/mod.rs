@@ -67,13 +67,17 @@ pub enum Command {
     Cert(CertCommand),
     /// Write (and run) a cluster of N nodes on loopback.
     DevCluster(DevClusterArgs),
-    /// Store a file as a block; prints its hash.
+    /// Store a file as a block; prints its hash. Needs `--ref NAME`, or `--unreferenced`
+    /// for a block that is collected after gc_delay unless a ref is added.
     Put {
         /// The file whose bytes become the block.
         file: PathBuf,
         /// Add this named reference.
-        #[arg(long = "ref")]
+        #[arg(long = "ref", required_unless_present = "unreferenced")]
         ref_id: Option<String>,
+        /// Store the block without a ref (collected after gc_delay unless one is added).
+        #[arg(long, conflicts_with = "ref_id")]
+        unreferenced: bool,
     },
     /// Read a block (to stdout, or -o FILE).
     Get {
@@ -347,5 +351,16 @@ mod tests {
             assert!(Cli::try_parse_from(&args).is_ok(), "{args:?} should parse");
         }
         assert!(Cli::try_parse_from(["blocknode", "scrub", "explode"]).is_err());
+    }
+
+    #[test]
+    fn put_needs_a_ref_or_the_explicit_unreferenced_flag() {
+        assert!(Cli::try_parse_from(["blocknode", "put", "f"]).is_err());
+        assert!(Cli::try_parse_from(["blocknode", "put", "f", "--unreferenced"]).is_ok());
+        assert!(Cli::try_parse_from(["blocknode", "put", "f", "--ref", "r"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["blocknode", "put", "f", "--ref", "r", "--unreferenced"])
+                .is_err()
+        );
     }
 }

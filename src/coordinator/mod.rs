@@ -94,6 +94,10 @@ pub enum CoordinatorError {
     RefDropped { hash: Hash, ref_id: RefId },
     #[error("disk full on a node holding block {0}")]
     DiskFull(Hash),
+    /// A bare ref was refused: the block is not stored on a write quorum of its holders
+    /// (collected, or never stored). The client PUTs it again with the ref.
+    #[error("ref {ref_id} not added: block {hash} is not stored on enough of its holders; PUT the block again with ?ref={ref_id}")]
+    BlockMissing { hash: Hash, ref_id: RefId },
     /// An actor of this node is gone (it stopped: the node is shutting down).
     #[error("internal error: {actor} actor: {source}")]
     ActorGone {
@@ -131,6 +135,14 @@ impl CoordinatorError {
         if let Some(r) = ref_id {
             if codes.contains(&Some(ErrorCode::RefDropped)) {
                 return CoordinatorError::RefDropped {
+                    hash,
+                    ref_id: r.clone(),
+                };
+            }
+        }
+        if let Some(r) = ref_id {
+            if codes.contains(&Some(ErrorCode::BlockMissing)) {
+                return CoordinatorError::BlockMissing {
                     hash,
                     ref_id: r.clone(),
                 };

@@ -21,11 +21,23 @@ use crate::http::conditional::{
     decide_range, etag, if_none_match_matches, RangeAnswer, IMMUTABLE_CACHE_CONTROL,
 };
 
+/// The query of `PUT /v1/blocks`: a ref, or the explicit wish for an unreferenced block.
+/// Any other parameter is refused (a typo such as `?reff=` must not store a block that
+/// GC collects a few minutes later).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct PutQuery {
     #[serde(rename = "ref")]
     ref_id: Option<String>,
+    /// Store the block without a ref: collected after `gc_delay` unless a ref arrives.
+    #[serde(default)]
+    unreferenced: bool,
 }
+
+/// The query of the block routes that take none: any parameter is refused, by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NoQuery {}
 
 /// Limits of the HTTP layer the handlers apply (from the config).
 #[derive(Debug, Clone)]
@@ -34,7 +46,7 @@ pub struct HttpLimits {
     pub body_read_timeout: Duration,
 }
 
-#[utoipa::path(put, path = "/v1/blocks", tag = "blocks", params(("ref" = Option<String>, Query, description = "add this ref with the write quorum: 1-255 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), request_body(content = BlockBytes, content_type = "application/octet-stream", description = "the block's bytes"), responses((status = 201, description = "stored on the write quorum", body = PutReply), (status = 400, description = "malformed hash, ref, body or query", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 408, description = "the body stalled (http_body_read_timeout)", body = ErrorBody), (status = 409, description = "`?ref=` names a ref dropped before (code `ref_dropped`)", body = ErrorBody), (status = 413, description = "larger than max_block_size", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody), (status = 507, description = "disk full on a holder", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/blocks", tag = "blocks", params(("ref" = Option<String>, Query, description = "add this ref with the write quorum: 1-255 of A-Z a-z 0-9 . _ - : @ + =; required unless `unreferenced=true`", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$"), ("unreferenced" = Option<bool>, Query, description = "store the block without a ref: it is collected after `gc_delay` unless a ref is added meanwhile")), request_body(content = BlockBytes, content_type = "application/octet-stream", description = "the block's bytes"), responses((status = 201, description = "stored on the write quorum", body = PutReply), (status = 400, description = "malformed hash, ref, body or query; an unknown query parameter; neither `ref` nor `unreferenced=true` (code `ref_required`)", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 408, description = "the body stalled (http_body_read_timeout)", body = ErrorBody), (status = 409, description = "`?ref=` names a ref dropped before (code `ref_dropped`)", body = ErrorBody), (status = 413, description = "larger than max_block_size", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody), (status = 507, description = "disk full on a holder", body = ErrorBody)))]
 pub(super) async fn put_block(
     svc: web::Data<Coordinator>,
     limits: Option<web::Data<HttpLimits>>,
@@ -44,6 +56,22 @@ pub(super) async fn put_block(
 ) -> ApiResult {
     let max = svc.cfg.max_block_size;
     let ref_id = query.ref_id.as_deref().map(parse_ref).transpose()?;
+    match (&ref_id, query.unreferenced) {
+        (None, false) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ref_required",
+                "a block needs a ref (?ref=NAME), or ?unreferenced=true for a block that \
+                 is collected after gc_delay unless a ref is added",
+            ))
+        }
+        (Some(_), true) => {
+            return Err(ApiError::bad_request(
+                "?ref= and ?unreferenced=true exclude each other",
+            ))
+        }
+        _ => {}
+    }
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -132,6 +160,7 @@ pub(super) async fn get_block(
     svc: web::Data<Coordinator>,
     req: HttpRequest,
     path: web::Path<String>,
+    _query: web::Query<NoQuery>,
 ) -> ApiResult {
     let hash = parse_hash(&path)?;
     if header_str(&req, header::IF_NONE_MATCH).is_some_and(|v| if_none_match_matches(v, &hash)) {
@@ -208,7 +237,11 @@ impl actix_web::body::MessageBody for ChunkedBody {
 /// `HEAD /v1/blocks/{hash}`: presence and length from what the node knows, without
 /// reading or hashing the block when this node holds it.
 #[utoipa::path(head, path = "/v1/blocks/{hash}", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419")), responses((status = 200, description = "present; Content-Length is the plain length", headers(("ETag" = String, description = "`\"<hash>\"`: the bytes never change"), ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`"), ("X-Block-Hash" = String, description = "the block's hash"))), (status = 400, description = "malformed hash, ref, body or query"), (status = 401, description = "missing or invalid token"), (status = 404, description = "no holder has it"), (status = 503, description = "unavailable: no copy served and some holders could not be asked")))]
-pub(super) async fn head_block(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
+pub(super) async fn head_block(
+    svc: web::Data<Coordinator>,
+    path: web::Path<String>,
+    _query: web::Query<NoQuery>,
+) -> ApiResult {
     let hash = parse_hash(&path)?;
     let len = block_len(&svc, hash).await?;
     let mut resp = HttpResponse::Ok();
@@ -239,10 +272,11 @@ impl actix_web::body::MessageBody for HeadBody {
     }
 }
 
-#[utoipa::path(put, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), responses((status = 204, description = "the ref is live (idempotent)"), (status = 400, description = "malformed hash, ref, body or query", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 409, description = "the ref was dropped before", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), responses((status = 204, description = "the ref is live (idempotent), and the block is stored on a write quorum of its holders"), (status = 400, description = "malformed hash, ref, body or query", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 404, description = "the block is not stored on a write quorum of its holders (code `block_missing`): the ref is not acknowledged; PUT the block again with `?ref=`", body = ErrorBody), (status = 409, description = "the ref was dropped before", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody)))]
 pub(super) async fn add_ref(
     svc: web::Data<Coordinator>,
     path: web::Path<(String, String)>,
+    _query: web::Query<NoQuery>,
 ) -> ApiResult {
     let (h, r) = path.into_inner();
     let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
@@ -254,6 +288,7 @@ pub(super) async fn add_ref(
 pub(super) async fn drop_ref(
     svc: web::Data<Coordinator>,
     path: web::Path<(String, String)>,
+    _query: web::Query<NoQuery>,
 ) -> ApiResult {
     let (h, r) = path.into_inner();
     let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);

@@ -93,6 +93,7 @@ impl From<CoordinatorError> for ApiError {
             }
             CoordinatorError::Quorum(_) => (StatusCode::SERVICE_UNAVAILABLE, "quorum_failed"),
             CoordinatorError::RefDropped { .. } => (StatusCode::CONFLICT, "ref_dropped"),
+            CoordinatorError::BlockMissing { .. } => (StatusCode::NOT_FOUND, "block_missing"),
             CoordinatorError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             CoordinatorError::ActorGone { .. }
             | CoordinatorError::Budget(_)
@@ -141,10 +142,17 @@ fn json_body_error(e: &actix_web::error::JsonPayloadError) -> ApiError {
     }
 }
 
-/// A bad query string gets the JSON error format.
+/// A bad query string gets the JSON error format; an unknown parameter is named
+/// ("unknown field `reff`, expected `ref` or `unreferenced`").
 fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default()
-        .error_handler(|e, _req| ApiError::bad_request(format!("invalid query string: {e}")).into())
+    use actix_web::error::QueryPayloadError;
+    web::QueryConfig::default().error_handler(|e, _req| {
+        let why = match &e {
+            QueryPayloadError::Deserialize(d) => d.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::bad_request(format!("invalid query string: {why}")).into()
+    })
 }
 
 /// A path segment that does not decode gets the JSON error format.

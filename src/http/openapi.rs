@@ -47,14 +47,20 @@ pub struct ErrorBody<'a> {
 #[schema(rename_all = "snake_case")]
 #[allow(dead_code)]
 pub enum ErrorCode {
-    /// 400: a malformed hash, ref, name, query, path or JSON body.
+    /// 400: a malformed hash, ref, name, query, path or JSON body, or an unknown query
+    /// parameter (named in the message).
     BadRequest,
+    /// 400: `PUT /v1/blocks` without `?ref=` and without `?unreferenced=true`.
+    RefRequired,
     /// 401: no token, or one the node does not know (the same answer for both).
     Unauthorized,
     /// 403: a known token whose scope does not cover the route.
     Forbidden,
     /// 404: no such block or token.
     NotFound,
+    /// 404: a ref was not added because the block is not present on a write quorum of
+    /// its holders (collected, or never stored): PUT the block again with the ref.
+    BlockMissing,
     /// 404: no such route (or method on it), or an unknown scrub action.
     NoRoute,
     /// 408: a request body stalled longer than `http_body_read_timeout`.

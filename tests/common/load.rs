@@ -31,7 +31,7 @@ pub fn timed_put(api: &str, token: &str, data: &[u8], timeout: Duration) -> Time
         .into();
     let start = Instant::now();
     let status = agent
-        .put(&format!("{api}/v1/blocks"))
+        .put(&format!("{api}/v1/blocks?unreferenced=true"))
         .header("Authorization", format!("Bearer {token}"))
         .send(data)
         .map(|r| r.status().as_u16())

@@ -357,7 +357,7 @@ impl Cluster {
     pub fn put(&self, i: usize, data: &[u8], ref_id: Option<&str>) -> String {
         let path = match ref_id {
             Some(r) => format!("/v1/blocks?ref={r}"),
-            None => "/v1/blocks".to_string(),
+            None => "/v1/blocks?unreferenced=true".to_string(),
         };
         let r = self.request(i, "PUT", &path, Some(data));
         assert_eq!(

@@ -158,6 +158,9 @@ pub(super) async fn replay_group(
         removed: Vec::new(),
         stopped: false,
     };
+    // Refs whose block had not reached the node: tried again once its block hint (later
+    // in key order) has been replayed.
+    let mut deferred = Vec::new();
     for key in keys {
         let Some((_, hint)) = Hint::parse(&key) else {
             out.removed.push(key);
@@ -190,6 +193,12 @@ pub(super) async fn replay_group(
                 out.replayed += 1;
                 out.removed.push(key);
             }
+            // The ref's block has not reached the node yet (its block hint comes
+            // next): keep the ref's hint for the next replay and go on.
+            Ok(Err(RpcError::Remote {
+                code: ErrorCode::BlockMissing,
+                ..
+            })) => deferred.push((key, hint)),
             Ok(Err(e)) => {
                 tracing::debug!(node = %node.short(), "hint replay stopped: {e}");
                 out.stopped = true;
@@ -199,6 +208,22 @@ pub(super) async fn replay_group(
                 out.stopped = true;
                 break;
             }
+        }
+    }
+    if out.stopped {
+        return out;
+    }
+    // Still missing: kept for the next replay (the node may be fetching the block).
+    for (key, hint) in deferred {
+        let call = Call {
+            node,
+            rpc: hint.rpc(),
+            timeout,
+            priority: Priority::Background,
+        };
+        if let Ok(Ok(_)) = peers.send(call).await {
+            out.replayed += 1;
+            out.removed.push(key);
         }
     }
     out
@@ -424,10 +449,15 @@ impl Handler<CallsFailed> for AntiEntropyActor {
             return;
         }
         for (node, err) in m.failed {
-            // A refusal the node will repeat (the ref is dropped there, the data is bad)
-            // is not a missed write.
+            // A refusal the node will repeat (the ref is dropped there, the data is bad,
+            // a bare ref's block is not stored there: anti-entropy brings the ref with a
+            // fetch of its block once a holder has both) is not a missed write.
             if let RpcError::Remote {
-                code: ErrorCode::RefDropped | ErrorCode::BadRequest | ErrorCode::CorruptData,
+                code:
+                    ErrorCode::RefDropped
+                    | ErrorCode::BadRequest
+                    | ErrorCode::CorruptData
+                    | ErrorCode::BlockMissing,
                 ..
             } = err
             {

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     Unavailable,
     /// Anything else; see the message.
     Internal,
+    /// A bare ref was not added: the block is not stored here (collected, or never
+    /// stored); the client sends it again with the ref.
+    BlockMissing,
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -7,7 +7,10 @@
 use actix::prelude::*;
 use tracing::{debug, warn};
 
-use super::{store_err, EndGcFence, FenceForDelete, RcChanged, RefcountActor, RefcountError};
+use super::{
+    store_err, BeginRefAdd, EndGcFence, EndRefAdd, FenceForDelete, RcChanged, RefcountActor,
+    RefcountError,
+};
 use crate::hash::Hash;
 use crate::rc::{now_msec, RcEntry};
 
@@ -67,6 +70,12 @@ impl Handler<FenceForDelete> for RefcountActor {
         let res = (|| {
             let rc = self.rc_entry(&hash)?;
             let now = now_msec();
+            // A bare ref being added has found (or is finding) the copy: GC keeps it
+            // (`present_ref.rs`); the ref counts in a moment, or was refused.
+            if self.adds_under_way.contains_key(&hash) {
+                debug!(hash = %hash.short(), "GC fence refused: a ref is being added");
+                return Ok(false);
+            }
             if !crate::gc::may_fence(rc, self.is_fenced(&hash)?, now) {
                 debug!(hash = %hash.short(), ?rc, "GC fence refused: the block is needed again");
                 return Ok(false);
@@ -102,5 +111,26 @@ impl Handler<EndGcFence> for RefcountActor {
             Ok(clear)
         })();
         self.reply_when_durable(res, ctx)
+    }
+}
+
+impl Handler<BeginRefAdd> for RefcountActor {
+    type Result = ();
+    fn handle(&mut self, m: BeginRefAdd, _ctx: &mut Context<Self>) {
+        *self.adds_under_way.entry(m.hash).or_insert(0) += 1;
+    }
+}
+
+impl Handler<EndRefAdd> for RefcountActor {
+    type Result = ();
+    fn handle(&mut self, m: EndRefAdd, _ctx: &mut Context<Self>) {
+        if let std::collections::hash_map::Entry::Occupied(mut e) =
+            self.adds_under_way.entry(m.hash)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
     }
 }

@@ -120,6 +120,22 @@ pub struct EndGcFence {
     pub deleted: bool,
 }
 
+/// A bare ref of `hash` is being added ([`crate::present_ref`]): until the matching
+/// [`EndRefAdd`], [`FenceForDelete`] of the hash is refused. Counted per hash (several
+/// adds may be under way); held in memory only (a restart ends every add under way).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct BeginRefAdd {
+    pub hash: Hash,
+}
+
+/// The end of one [`BeginRefAdd`] of `hash`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct EndRefAdd {
+    pub hash: Hash,
+}
+
 /// Recompute every rc entry from the `refs` keyspace.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<RebuildReport, RefcountError>")]

@@ -45,7 +45,7 @@ mod sync;
 
 pub use config::{RefcountConfig, SyncMode};
 pub use messages::{
-    AddRef, AddStoredRef, ClearIfDeletable, DropRef, EndGcFence, FenceForDelete, GetRc,
+    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, DropRef, EndGcFence, EndRefAdd, FenceForDelete, GetRc,
     ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState, RefUpdate, RefcountError,
 };
 pub use status::RebuildReport;
@@ -73,6 +73,8 @@ pub struct RefcountActor {
     rc: Keyspace,
     /// `gc_fence` (see `keys.rs`).
     fences: Keyspace,
+    /// Bare ref adds under way per hash ([`BeginRefAdd`]): a GC fence waits for none.
+    adds_under_way: std::collections::HashMap<Hash, u32>,
     on_change: Option<Recipient<RcChanged>>,
     pending: Pending,
     /// Where a failed journal commit (the store is dead) is reported, once.
@@ -106,6 +108,7 @@ impl RefcountActor {
             refs,
             rc,
             fences,
+            adds_under_way: std::collections::HashMap::new(),
             on_change,
             pending: Pending::new(max_ops),
             store_failure: StoreFailureReporter::new("refcount"),

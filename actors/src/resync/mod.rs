@@ -44,6 +44,8 @@ mod messages;
 mod offload;
 #[cfg(test)]
 mod offload_tests;
+#[cfg(test)]
+mod present_ref_tests;
 mod queue;
 mod repair;
 mod scrub;

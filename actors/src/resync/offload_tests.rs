@@ -27,14 +27,14 @@ use crate::storage::{StatBlock, StorageActor, StorageConfig, WriteBlock, WriteOu
 
 /// The grace period of these tests: long enough that a block re-uploaded during a round
 /// is young for the rest of it, short enough that set-up waits little.
-const GC_DELAY: Duration = Duration::from_millis(400);
+pub(super) const GC_DELAY: Duration = Duration::from_millis(400);
 /// Rounds of each interleaving test (1,000 random interleavings).
 const ROUNDS: usize = 1000;
 /// Rounds run at once (each on its own block).
 const PARALLEL: usize = 25;
 
 /// Other holders that never need a block; `copies` says whether they can serve one.
-struct FakeHolders {
+pub(super) struct FakeHolders {
     copies: std::collections::HashMap<Hash, DataBlock>,
     gets: u64,
 }
@@ -80,7 +80,7 @@ impl Handler<Call> for FakeHolders {
 }
 
 /// Swallows rc notices (the first test drives the offload itself).
-struct Ignore;
+pub(super) struct Ignore;
 impl Actor for Ignore {
     type Context = Context<Self>;
 }
@@ -89,12 +89,12 @@ impl Handler<RcChanged> for Ignore {
     fn handle(&mut self, _: RcChanged, _: &mut Context<Self>) {}
 }
 
-fn node(i: u8) -> NodeId {
+pub(super) fn node(i: u8) -> NodeId {
     NodeId([i; 32])
 }
 
 /// A temp dir with a fresh metadata store and a storage actor over its `data` subdir.
-fn node_files() -> (tempfile::TempDir, Database, Addr<StorageActor>) {
+pub(super) fn node_files() -> (tempfile::TempDir, Database, Addr<StorageActor>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Database::builder(dir.path().join("meta"))
         .open()
@@ -109,7 +109,7 @@ fn storage(dir: &Path) -> Addr<StorageActor> {
         .start()
 }
 
-fn refcount(db: &Database, on_change: Recipient<RcChanged>) -> Addr<RefcountActor> {
+pub(super) fn refcount(db: &Database, on_change: Recipient<RcChanged>) -> Addr<RefcountActor> {
     RefcountActor::new(
         db.clone(),
         RefcountConfig {
@@ -122,7 +122,7 @@ fn refcount(db: &Database, on_change: Recipient<RcChanged>) -> Addr<RefcountActo
     .start()
 }
 
-fn holders(copies: &[VerifiedBlock]) -> Addr<FakeHolders> {
+pub(super) fn holders(copies: &[VerifiedBlock]) -> Addr<FakeHolders> {
     FakeHolders {
         copies: copies
             .iter()
@@ -134,17 +134,17 @@ fn holders(copies: &[VerifiedBlock]) -> Addr<FakeHolders> {
 }
 
 /// Random pauses of 0–`max_us` µs before every GC step.
-fn jitter(max_us: u64) -> PauseHook {
+pub(super) fn jitter(max_us: u64) -> PauseHook {
     Arc::new(move |_step: GcStep, _hash: Hash| {
         Duration::from_micros(rand::random::<u64>() % (max_us + 1))
     })
 }
 
-fn pause_up_to(max_us: u64) -> tokio::time::Sleep {
+pub(super) fn pause_up_to(max_us: u64) -> tokio::time::Sleep {
     tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % (max_us + 1)))
 }
 
-fn random_blocks(n: usize) -> Vec<VerifiedBlock> {
+pub(super) fn random_blocks(n: usize) -> Vec<VerifiedBlock> {
     (0..n)
         .map(|_| {
             let data: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
@@ -155,7 +155,7 @@ fn random_blocks(n: usize) -> Vec<VerifiedBlock> {
 
 /// Store every block and give it a ref that is dropped at once; then wait until both
 /// the rc deadline and the file's grace are over: every block is ripe for GC.
-async fn ripe_for_gc(
+pub(super) async fn ripe_for_gc(
     storage: &Addr<StorageActor>,
     rc: &Addr<RefcountActor>,
     blocks: &[VerifiedBlock],
@@ -185,7 +185,7 @@ async fn ripe_for_gc(
 }
 
 /// Whether the block is referenced and whether it is stored.
-async fn referenced_and_stored(
+pub(super) async fn referenced_and_stored(
     storage: &Addr<StorageActor>,
     rc: &Addr<RefcountActor>,
     hash: Hash,

@@ -44,12 +44,16 @@ pub(super) struct JobDelta {
     pub unreserve: Option<(usize, u64)>,
     /// Bytes a relocation moved (the mover's progress).
     pub moved: Option<u64>,
+    /// A bare ref's presence check found a copy ([`super::KeepIfPresent`]): for the GC
+    /// fence it counts as a write.
+    pub kept: bool,
 }
 
 impl JobDelta {
-    /// A write of the block finished on some directory.
+    /// A write of the block finished on some directory, or a ref's presence check found
+    /// a copy: either way a GC decision taken before must not delete it.
     pub fn wrote(&self) -> bool {
-        self.per_disk.iter().any(|(_, d)| d.wrote)
+        self.kept || self.per_disk.iter().any(|(_, d)| d.wrote)
     }
 }
 

@@ -130,6 +130,16 @@ pub struct BlockExists {
     pub hash: Hash,
 }
 
+/// A bare ref is about to be counted: whether a copy is stored, decided on the hash's
+/// lane like a write. A copy found counts as written now for the GC fence, so a
+/// [`DeleteIfUnwritten`] queued behind it, of a decision taken before, keeps the block
+/// (`crate::present_ref` has the whole order).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct KeepIfPresent {
+    pub hash: Hash,
+}
+
 /// The plain length of the stored copy, `None` when none is stored: from the file size
 /// or the zstd frame header, without reading or hashing the block (HTTP `HEAD`). Says
 /// nothing about the copy being sound: only a [`ReadBlock`] verifies.

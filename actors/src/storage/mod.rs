@@ -79,7 +79,7 @@ use self::health::DirHealth;
 use self::lanes::Job;
 pub use self::messages::{
     BlockExists, BlockLength, DeleteIfUnwritten, DeleteOutcome, DiskFailed, DiskStatus,
-    GetStorageStats, ListBlocks, ReadBlock, RebalanceStatus, SetDiskFailureListener, StatBlock,
+    GetStorageStats, KeepIfPresent, ListBlocks, ReadBlock, RebalanceStatus, SetDiskFailureListener, StatBlock,
     StorageError, StorageStats, VerifyBlock, WriteBlock, WriteOutcome,
 };
 use self::rebalance::Mover;
@@ -340,6 +340,20 @@ impl Handler<BlockExists> for StorageActor {
     fn handle(&mut self, m: BlockExists, ctx: &mut Context<Self>) -> Self::Result {
         let hash = m.hash;
         self.submit(hash, ctx, move |disks, d, _| disks.exists(hash, d))
+    }
+}
+
+impl Handler<KeepIfPresent> for StorageActor {
+    type Result = ResponseFuture<Result<bool, StorageError>>;
+    fn handle(&mut self, m: KeepIfPresent, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        self.submit(hash, ctx, move |disks, d, _| {
+            let present = disks.exists(hash, d)?;
+            // Noted as a write when the job ends (before a delete queued behind it
+            // starts): a GC decision taken before now no longer deletes this copy.
+            d.kept = present;
+            Ok(present)
+        })
     }
 }
 
