@@ -181,11 +181,13 @@ fn a_large_object_streams_through_the_cli_with_bounded_memory_and_reads_back_who
         ..Default::default()
     });
     let strategy = (0..boundaries.len(), -3000i64..3000, 1usize..3_000_000);
+    let conn = std::cell::RefCell::new(conn);
     runner
         .run(&strategy, |(b, delta, len)| {
             let first = (boundaries[b] as i64 + delta).clamp(0, data.len() as i64 - 1) as usize;
             let last = (first + len - 1).min(data.len() - 1);
             let r = conn
+                .borrow_mut()
                 .request(
                     "GET",
                     &format!("/v1/objects/{id}"),
@@ -200,6 +202,7 @@ fn a_large_object_streams_through_the_cli_with_bounded_memory_and_reads_back_who
             Ok(())
         })
         .unwrap_or_else(|e| panic!("range property: {e}"));
+    let mut conn = conn.into_inner();
     let r = conn
         .request(
             "GET",
