@@ -135,6 +135,15 @@ fn a_large_object_streams_through_the_cli_with_bounded_memory_and_reads_back_who
         peak >> 20
     );
 
+    // The node that cut it stays inside its RAM budget (256 MiB by default) + 64 MiB.
+    let node_peak = peak_rss(c.pid(0));
+    eprintln!("coordinating node peak RSS {} MiB", node_peak >> 20);
+    assert!(
+        node_peak < (256 + 64) << 20,
+        "node peak RSS {} MiB",
+        node_peak >> 20
+    );
+
     // Read back through another node with the CLI: the same bytes.
     let back = c.dir.path().join("back.bin");
     let (ok, _, err) = c.cli(
@@ -318,5 +327,77 @@ fn a_body_cut_off_mid_upload_leaves_no_ref_and_its_chunks_are_collected() {
     assert!(
         c.log(0).contains("cut off") || c.log(0).contains("upload"),
         "the node logs nothing about the cut"
+    );
+}
+
+/// The seam between an upload's "the holders have this chunk" and its bare ref: objects
+/// A are dropped, then the same bytes are uploaded as B at random moments around the
+/// time GC collects A's blocks (gc_delay + 10 s after the drop), many at once. A chunk
+/// reported stored but unreferenced must go up with its bytes (whose write stops a
+/// delete decided before it), never as a bare ref that GC's delete can overtake: every
+/// B reads back whole, and its blocks stay.
+#[test]
+fn dropping_objects_while_the_same_chunks_are_uploaded_again_never_loses_the_new_ones() {
+    const N: usize = 120;
+    let c = Cluster::start(3, 3, "1s", fast);
+    let objs: Vec<Vec<u8>> = (0..N).map(|i| pseudo_random(64 << 10, 1000 + i as u64)).collect();
+    let ids: Vec<String> = objs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| put_object(&c, i % 3, d, "a")["id"].as_str().expect("id").to_string())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let r = c.request(i % 3, "DELETE", &format!("/v1/objects/{id}/refs/a"), None);
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let dropped = Instant::now();
+    let apis: Vec<(String, String)> = c
+        .nodes
+        .iter()
+        .map(|n| (n.api.clone(), n.token.clone()))
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (objs, ids, apis) = (&objs, &ids, &apis);
+            s.spawn(move || {
+                for i in (t..N).step_by(4) {
+                    let at = Duration::from_millis(rand::random_range(9_000..14_000));
+                    if let Some(wait) = at.checked_sub(dropped.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    let (api, token) = &apis[i % 3];
+                    let mut res = ureq::put(&format!("{api}/v1/objects?ref=b"))
+                        .header("Authorization", &format!("Bearer {token}"))
+                        .send(&objs[i][..])
+                        .unwrap_or_else(|e| panic!("object {i}: PUT failed: {e}"));
+                    let v: serde_json::Value = serde_json::from_slice(
+                        &res.body_mut().read_to_vec().expect("the PUT answer"),
+                    )
+                    .expect("JSON");
+                    assert_eq!(v["id"].as_str(), Some(&*ids[i]), "object {i}");
+                }
+            });
+        }
+    });
+    // Past every GC decision about A's blocks, and time for resync to settle.
+    while dropped.elapsed() < Duration::from_secs(25) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let got = c.request((i + 1) % 3, "GET", &format!("/v1/objects/{id}"), None);
+        assert_eq!(got.status, 200, "object {i} ({id}) lost after the interleaving");
+        assert!(got.body == objs[i], "object {i} reads back different bytes");
+    }
+    let chunk = |i: usize| chunks_of(&objs[i], true)[0].0.clone();
+    wait_for(
+        "every B block on every holder",
+        Duration::from_secs(30),
+        || {
+            (0..N)
+                .all(|i| {
+                    (0..3).all(|n| c.has_block(n, &ids[i]) && c.has_block(n, &chunk(i)))
+                })
+                .then_some(())
+        },
     );
 }

@@ -189,7 +189,8 @@ pub(crate) struct MissingQuery {
 /// The answer of `POST /v1/blocks/missing`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct MissingReply {
-    /// The hashes asked about that fewer than a write quorum of their holders store, in
+    /// The hashes asked about that fewer than a write quorum of their holders store and
+    /// reference (a stored block with no ref may be being collected), in
     /// the order asked, each once: their bytes must be sent.
     missing: Vec<String>,
 }

@@ -113,9 +113,10 @@ pub async fn drop_object_ref(svc: &Coordinator, id: Hash, user: &RefId) -> Resul
     set_refs(svc, &blocks, &name, false).await
 }
 
-/// How many of `hash`'s holders report a stored copy (`BlockInfoQuery`); a holder that
+/// What `hash`'s holders report (`BlockInfoQuery`): how many store a copy, how many of
+/// those also count a live ref to it, and how many holders there are. A holder that
 /// cannot be asked counts as lacking it.
-pub(super) async fn holders_with_copy(svc: &Coordinator, hash: Hash) -> (usize, usize) {
+pub(super) async fn holder_counts(svc: &Coordinator, hash: Hash) -> HolderCounts {
     let nodes = svc.placement().write_nodes(&hash);
     let calls = nodes.iter().map(|node| {
         svc.peers.send(Call {
@@ -125,33 +126,53 @@ pub(super) async fn holders_with_copy(svc: &Coordinator, hash: Hash) -> (usize, 
             priority: Priority::Client,
         })
     });
-    let present = futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .filter(|r| {
-            matches!(
-                r,
-                Ok(Ok(BlockRpc::BlockInfoReply(BlockInfo { present: true, .. })))
-            )
-        })
-        .count();
-    (present, nodes.len())
+    let mut counts = HolderCounts {
+        holders: nodes.len(),
+        ..HolderCounts::default()
+    };
+    for r in futures::future::join_all(calls).await {
+        if let Ok(Ok(BlockRpc::BlockInfoReply(BlockInfo { present: true, rc, deletable, .. }))) = r {
+            counts.present += 1;
+            if rc > 0 && !deletable {
+                counts.referenced += 1;
+            }
+        }
+    }
+    counts
 }
 
-/// Whether `hash` is stored on at least a write quorum of its holders: then a bare ref
-/// may stand in for its bytes.
-pub(super) async fn on_write_quorum(svc: &Coordinator, hash: Hash) -> bool {
-    let (present, holders) = holders_with_copy(svc, hash).await;
-    present >= svc.cfg.write_quorum.min(holders).max(1)
+/// What the holders of one block report.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct HolderCounts {
+    pub holders: usize,
+    /// Holders storing a copy.
+    pub present: usize,
+    /// Holders storing a copy and counting a live ref to it.
+    pub referenced: usize,
 }
 
-/// The hashes of `hashes` that are not on a write quorum of their holders (in the
-/// order given, each once).
+impl HolderCounts {
+    fn quorum(&self, svc: &Coordinator) -> usize {
+        svc.cfg.write_quorum.min(self.holders).max(1)
+    }
+
+    /// Stored and referenced on a write quorum: none of those copies can be deleted
+    /// within `gc_delay` of the report (a drop starts a grace of `gc_delay`; GC may
+    /// decide only after it, and its fence refuses once a ref came back), so a bare ref
+    /// acknowledged within that time keeps the block.
+    pub fn protected_on_write_quorum(&self, svc: &Coordinator) -> bool {
+        self.referenced >= self.quorum(svc)
+    }
+}
+
+/// The hashes of `hashes` that are not stored and referenced on a write quorum of their
+/// holders (in the order given, each once). A block stored but referenced nowhere counts
+/// as missing: GC may be deleting it, so only its bytes are a safe way to keep it.
 pub async fn missing_blocks(svc: &Coordinator, hashes: &[Hash]) -> Vec<Hash> {
     let mut seen = HashSet::new();
     let unique: Vec<Hash> = hashes.iter().copied().filter(|h| seen.insert(*h)).collect();
     let present: Vec<bool> = futures::stream::iter(unique.iter().copied())
-        .map(|h| on_write_quorum(svc, h))
+        .map(|h| async move { holder_counts(svc, h).await.protected_on_write_quorum(svc) })
         .buffered(SMALL_CALLS_IN_FLIGHT)
         .collect()
         .await;
@@ -193,7 +214,10 @@ pub async fn object_info(svc: &Coordinator, id: Hash) -> Result<ObjectInfo, Obje
     let (mut blocks, chunks) = object_blocks(svc, id, &root).await?;
     blocks.push(id);
     let counts: Vec<(usize, usize)> = futures::stream::iter(blocks.iter().copied())
-        .map(|h| holders_with_copy(svc, h))
+        .map(|h| async move {
+            let c = holder_counts(svc, h).await;
+            (c.present, c.holders)
+        })
         .buffer_unordered(SMALL_CALLS_IN_FLIGHT)
         .collect()
         .await;

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Display;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_rt::task::JoinHandle;
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use blocknode_actors::{Hash, RefId, VerifiedBlock};
 
 use super::chunker::Chunker;
 use super::manifest::{ChunkerParams, Entry, SealedNode, TreeBuilder};
-use super::refs::{add_object_ref, on_write_quorum, set_refs};
+use super::refs::{add_object_ref, holder_counts, set_refs};
 use super::{object_ref_name, ObjectError, UPLOAD_REF_PREFIX};
 use crate::coordinator::Coordinator;
 
@@ -288,9 +288,12 @@ impl Upload {
     }
 }
 
-/// Hash one block and store it with the upload ref: as a bare ref when a write quorum
-/// of its holders already has it (`dedup`: chunks only), else with its bytes. A bare
-/// ref refused (the block went missing meanwhile) falls back to sending the bytes.
+/// Hash one block and store it with the upload ref: for a chunk a write quorum of its
+/// holders stores and references, a bare ref; else, or when that ref is refused (the
+/// block went missing meanwhile) or came back too late to rely on the report, with its
+/// bytes (`PutBlockRef`). A block stored and referenced nowhere else may be in GC's
+/// hands right now: only its bytes, whose write stops a delete decided before it, are
+/// safe then.
 async fn store(
     svc: Coordinator,
     chunk: Option<u64>,
@@ -314,18 +317,28 @@ async fn store(
             }
         };
     let hash = block.hash();
-    if chunk.is_some() && on_write_quorum(&svc, hash).await {
-        match svc.set_ref(hash, upload_ref.clone(), true).await {
-            Ok(()) => {
-                return Stored {
-                    chunk,
-                    len,
-                    hash: Some(hash),
-                    result: Ok(false),
+    if chunk.is_some() {
+        // The report is relied on only within half the GC grace of asking for it (see
+        // `HolderCounts::protected_on_write_quorum`): a slower bare ref sends the bytes
+        // too, which is always safe (a write since GC's decision stops its delete).
+        let asked = Instant::now();
+        let counts = holder_counts(&svc, hash).await;
+        if counts.protected_on_write_quorum(&svc) {
+            match svc.set_ref(hash, upload_ref.clone(), true).await {
+                Ok(()) if asked.elapsed() < svc.cfg.gc_delay / 2 => {
+                    return Stored {
+                        chunk,
+                        len,
+                        hash: Some(hash),
+                        result: Ok(false),
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::debug!(hash = %hash.short(), "bare ref refused, sending the bytes: {e}")
+                Ok(()) => {
+                    tracing::debug!(hash = %hash.short(), "bare ref acknowledged late, sending the bytes too")
+                }
+                Err(e) => {
+                    tracing::debug!(hash = %hash.short(), "bare ref refused, sending the bytes: {e}")
+                }
             }
         }
     }
