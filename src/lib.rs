@@ -7,6 +7,8 @@
 //!   [`node::store_watch`]: crash-only exit when the metadata store dies);
 //! - [`coordinator`]: the client side of a request (put, get, refs, info, with quorums),
 //!   used by the HTTP API;
+//! - [`objects`]: objects of any size: content-defined chunks, the manifest format,
+//!   streaming upload and download, the refs that protect a whole object;
 //! - [`replica`]: the replica side, one function per `BlockRpc` a peer can send, each a
 //!   message to the owning actor;
 //! - [`http`]: the HTTP API (actix-web): routing, authentication and the JSON error format
@@ -30,5 +32,6 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod objects;
 pub mod replica;
 pub mod tools;

@@ -16,8 +16,8 @@ use crate::node::config::{DEFAULT_BASE_DIR, DEFAULT_HTTP_LISTEN};
 
 /// A client of one node's API.
 pub struct Client {
-    base: String,
-    token: String,
+    pub(super) base: String,
+    pub(super) token: String,
     agent: ureq::Agent,
 }
 
@@ -121,7 +121,7 @@ impl Client {
 /// The one-line reason for an HTTP error answer: `<error> (<code>, HTTP <status>)` from
 /// the API's JSON error body; for anything else (a proxy's HTML page, an empty body) its
 /// first non-empty line, cut short, so the command still fails with one line.
-fn api_error_line(status: u16, body: &[u8]) -> String {
+pub(super) fn api_error_line(status: u16, body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         if let Some(msg) = v["error"].as_str() {
             return match v["code"].as_str().filter(|c| !c.is_empty()) {
@@ -156,21 +156,21 @@ pub fn api_base(api: &str) -> String {
 
 /// A block hash given on the command line, checked here so a typo fails with a clear
 /// reason instead of reaching (or, with a `/`, misrouting to) another API route.
-fn hash_arg(s: &str) -> anyhow::Result<Hash> {
+pub(super) fn hash_arg(s: &str) -> anyhow::Result<Hash> {
     s.to_ascii_lowercase()
         .parse()
         .map_err(|e| anyhow::anyhow!("invalid block hash {s:?}: {e}"))
 }
 
 /// A ref name given on the command line, checked for the same reason as [`hash_arg`].
-fn ref_arg(s: &str) -> anyhow::Result<RefId> {
+pub(super) fn ref_arg(s: &str) -> anyhow::Result<RefId> {
     s.parse()
         .map_err(|e| anyhow::anyhow!("invalid ref name {s:?}: {e}"))
 }
 
 /// Percent-encode a query value: everything but RFC 3986's unreserved characters.
 /// Needed for refs: `+` is legal in a ref name but means a space in a query string.
-fn query_escape(s: &str) -> String {
+pub(super) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -373,6 +373,7 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
             println!("token {name} revoked");
         }
         Command::Layout(cmd) => super::layout::run(c, cmd)?,
+        Command::Object(cmd) => super::object::run(c, cmd)?,
         other => bail!("{other:?} is not a client command"),
     }
     Ok(())

@@ -7,11 +7,14 @@
 
 pub mod client;
 mod layout;
+mod object;
 mod output;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+pub use object::{ObjectCommand, ObjectRefCommand};
 
 use crate::logging::LogFormat;
 use crate::tools::bench::BenchArgs;
@@ -91,6 +94,9 @@ pub enum Command {
     /// Add or drop a named reference.
     #[command(subcommand)]
     Ref(RefCommand),
+    /// Objects of any size: put (from a file or stdin), get, info, refs.
+    #[command(subcommand)]
+    Object(ObjectCommand),
     /// Block inspection and resync errors.
     #[command(subcommand)]
     Block(BlockCommand),
@@ -335,6 +341,10 @@ mod tests {
                 "r",
             ],
             vec!["blocknode", "block", "retry-now", "--all"],
+            vec!["blocknode", "object", "put", "-", "--ref", "snap-1"],
+            vec!["blocknode", "object", "get", "ab12", "-o", "f"],
+            vec!["blocknode", "object", "info", "ab12"],
+            vec!["blocknode", "object", "ref", "drop", "ab12", "r"],
             vec!["blocknode", "worker", "set", "resync_workers", "4"],
             vec!["blocknode", "scrub", "pause"],
             vec![

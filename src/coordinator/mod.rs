@@ -49,6 +49,10 @@ pub struct CoordinatorConfig {
     pub small_rpc_timeout: Duration,
     /// Bearer token of the admin API.
     pub admin_token: String,
+    /// The GC grace (`gc_delay`): a holder that reports a block referenced cannot
+    /// delete it within this time, which bounds how long such a report may be relied
+    /// on (an object upload's bare refs).
+    pub gc_delay: Duration,
 }
 
 /// The node's actors and settings, as used by the API.

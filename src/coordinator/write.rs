@@ -39,7 +39,7 @@ impl Coordinator {
         &self,
         plain: Bytes,
         ref_id: Option<RefId>,
-        mut ram: Charge,
+        ram: Charge,
     ) -> Result<(Hash, usize), CoordinatorError> {
         let level = self.cfg.compression_level;
         // Hashing and compression are CPU work: keep them off the HTTP worker's loop,
@@ -52,6 +52,17 @@ impl Coordinator {
                 .await
                 .map_err(CoordinatorError::HashTask)?
         };
+        self.put_hashed(block, ref_id, ram).await
+    }
+
+    /// [`Self::put_block`] for a block already hashed (and compressed) by the caller:
+    /// an object's chunks are hashed once, while they are cut.
+    pub async fn put_hashed(
+        &self,
+        block: VerifiedBlock,
+        ref_id: Option<RefId>,
+        mut ram: Charge,
+    ) -> Result<(Hash, usize), CoordinatorError> {
         let hash = block.hash();
         let size = block.plain_len();
         let nodes = self.write_targets(&hash);

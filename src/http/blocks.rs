@@ -253,8 +253,8 @@ pub(super) async fn head_block(
 /// The body of a `HEAD` answer: declares the block's length (actix writes
 /// `Content-Length` from a body's size, and sends no body bytes for `HEAD`) and has no
 /// bytes to give.
-struct HeadBody {
-    len: u64,
+pub(super) struct HeadBody {
+    pub(super) len: u64,
 }
 
 impl actix_web::body::MessageBody for HeadBody {

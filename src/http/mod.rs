@@ -7,7 +7,7 @@
 //!
 //! This file holds routing ([`configure`]), authentication ([`require_token`]) and the
 //! error mapping ([`ApiError`]); the handlers live by subject in [`blocks`] (block bytes and
-//! refs), [`admin`] (status, resync, repair, scrub, workers), [`layout`] (the cluster
+//! refs), [`objects`] (objects of any size, their refs, which blocks are missing), [`admin`] (status, resync, repair, scrub, workers), [`layout`] (the cluster
 //! layout) and [`metrics`] (`/metrics`);
 //! [`conditional`] decides ETag, `If-None-Match` and byte ranges; [`openapi`] builds the
 //! OpenAPI document from the handlers' `#[utoipa::path]` attributes.
@@ -18,6 +18,7 @@ pub mod conditional;
 pub mod layout;
 pub mod members;
 pub mod metrics;
+pub mod objects;
 pub mod openapi;
 pub mod page;
 pub mod status;
@@ -172,6 +173,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/openapi.json", web::get().to(openapi_json))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/v1/blocks", web::put().to(blocks::put_block))
+        .route(
+            "/v1/blocks/missing",
+            web::post().to(objects::missing_blocks),
+        )
         .route("/v1/blocks/{hash}", web::get().to(blocks::get_block))
         .route("/v1/blocks/{hash}", web::head().to(blocks::head_block))
         .route("/v1/blocks/{hash}/info", web::get().to(blocks::block_info))
@@ -182,6 +187,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/v1/blocks/{hash}/refs/{ref}",
             web::delete().to(blocks::drop_ref),
+        )
+        .route("/v1/objects", web::put().to(objects::put_object))
+        .route("/v1/objects/{id}", web::get().to(objects::get_object))
+        .route("/v1/objects/{id}", web::head().to(objects::head_object))
+        .route("/v1/objects/{id}/info", web::get().to(objects::object_info))
+        .route(
+            "/v1/objects/{id}/refs/{ref}",
+            web::put().to(objects::add_object_ref),
+        )
+        .route(
+            "/v1/objects/{id}/refs/{ref}",
+            web::delete().to(objects::drop_object_ref),
         )
         .route("/v1/status", web::get().to(admin::status))
         .route("/v1/resync/errors", web::get().to(admin::resync_errors))
@@ -216,6 +233,13 @@ pub async fn not_found(req: HttpRequest) -> ApiResult {
 /// storing blocks and changing refs, `admin` for everything else (unknown routes
 /// included, so a lesser token learns nothing about which exist).
 pub fn needed_scope(method: &Method, path: &str) -> Scope {
+    if let Some(rest) = path.strip_prefix("/v1/objects") {
+        return object_scope(method, rest);
+    }
+    if *method == Method::POST && path == "/v1/blocks/missing" {
+        // It tells presence, as a HEAD does.
+        return Scope::Read;
+    }
     let Some(rest) = path.strip_prefix("/v1/blocks") else {
         return Scope::Admin;
     };
@@ -225,6 +249,21 @@ pub fn needed_scope(method: &Method, path: &str) -> Scope {
         ([], false) if *method == Method::PUT => Scope::Write,
         ([_hash], true) | ([_hash, "info"], true) => Scope::Read,
         ([_hash, "refs", _ref], false) if *method == Method::PUT || *method == Method::DELETE => {
+            Scope::Write
+        }
+        _ => Scope::Admin,
+    }
+}
+
+/// [`needed_scope`] under `/v1/objects`: reading an object needs `read`, storing one
+/// and changing its refs `write`.
+fn object_scope(method: &Method, rest: &str) -> Scope {
+    let parts: Vec<&str> = rest.split('/').skip(1).collect();
+    let reading = *method == Method::GET || *method == Method::HEAD;
+    match (parts.as_slice(), reading) {
+        ([], false) if *method == Method::PUT => Scope::Write,
+        ([_id], true) | ([_id, "info"], true) => Scope::Read,
+        ([_id, "refs", _ref], false) if *method == Method::PUT || *method == Method::DELETE => {
             Scope::Write
         }
         _ => Scope::Admin,
@@ -302,7 +341,8 @@ pub async fn require_token(
     let outside_layout = req
         .app_data::<web::Data<Coordinator>>()
         .is_some_and(|s| !s.in_layout());
-    if outside_layout && req.path().starts_with("/v1/blocks") {
+    let data_route = req.path().starts_with("/v1/blocks") || req.path().starts_with("/v1/objects");
+    if outside_layout && data_route {
         // A joining node holds nothing and knows no holders until a layout names it.
         let resp = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use blocknode_actors::tokens::Scope;
 
-use crate::http::{self, admin, blocks, layout, page, tokens};
+use crate::http::{self, admin, blocks, layout, objects, page, tokens};
 
 /// The answer of `GET /v1/openapi.json`, described at its top level (what is inside is
 /// OpenAPI 3.1's own schema). Only a schema: the route sends [`document`].
@@ -63,6 +63,8 @@ pub enum ErrorCode {
     BlockMissing,
     /// 404: no such route (or method on it), or an unknown scrub action.
     NoRoute,
+    /// 404: the block named as an object is not an object's manifest.
+    NotAnObject,
     /// 408: a request body stalled longer than `http_body_read_timeout`.
     BodyTimeout,
     /// 409: the ref was dropped before and cannot be added again.
@@ -190,7 +192,7 @@ impl Modify for CommonResponses {
                         "the token's scope does not cover this route (code `forbidden`)",
                     );
                 }
-                if path.starts_with("/v1/blocks") {
+                if path.starts_with("/v1/blocks") || path.starts_with("/v1/objects") {
                     add_response(
                         op,
                         &method,
@@ -231,11 +233,14 @@ impl Modify for CommonResponses {
         admin::repair, admin::anti_entropy_sync, admin::scrub, admin::get_workers,
         admin::put_workers, page::status_page, tokens::create_token, tokens::list_tokens,
         tokens::revoke_token, layout::get_layout, layout::stage, layout::apply, layout::revert,
+        objects::put_object, objects::get_object, objects::head_object, objects::object_info,
+        objects::add_object_ref, objects::drop_object_ref, objects::missing_blocks,
     ),
     components(schemas(
         ErrorBody, ErrorCode, PutReply, BlockBytes, admin::Workers, admin::RetryBody, admin::RepairBody,
         tokens::CreateBody, tokens::CreatedView, tokens::TokenList, tokens::TokenView,
-        layout::StageBody, layout::ApplyBody,
+        layout::StageBody, layout::ApplyBody, crate::objects::PutObjectReply,
+        crate::objects::ObjectInfo, objects::MissingQuery, objects::MissingReply,
     )),
     modifiers(&BearerToken, &CommonResponses),
     security(("token" = [])),
@@ -334,7 +339,7 @@ mod tests {
                 });
                 let not_json = matches!(
                     (method.as_str(), path.as_str()),
-                    ("get", "/" | "/metrics" | "/v1/blocks/{hash}")
+                    ("get", "/" | "/metrics" | "/v1/blocks/{hash}" | "/v1/objects/{id}")
                 ) || method == "head"
                     || responses.keys().any(|s| s == "204");
                 assert!(
@@ -362,6 +367,7 @@ mod tests {
             include_str!("metrics.rs"),
             include_str!("page.rs"),
             include_str!("conditional.rs"),
+            include_str!("objects.rs"),
         ];
         let mut codes = Vec::new();
         for src in sources {

@@ -295,6 +295,7 @@ async fn start(
             block_rw_timeout: cfg.block_rw_timeout,
             small_rpc_timeout: cfg.peer_rpc_timeout,
             admin_token: token,
+            gc_delay: cfg.gc_delay,
         }),
         storage,
         refcount,

@@ -1,0 +1,238 @@
+//! The refs that protect an object's blocks, the walk over its manifest tree, and which
+//! blocks the cluster lacks.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+
+use blocknode_actors::frame::{BlockInfo, BlockRpc};
+use blocknode_actors::peer::{Call, Priority};
+use blocknode_actors::{Hash, Placement, RefId};
+
+use super::download::read_node;
+use super::manifest::{ChunkerParams, Node};
+use super::{object_ref_name, ObjectError};
+use crate::coordinator::Coordinator;
+
+/// Ref changes and presence queries in flight at once for one request: enough to hide
+/// the round trips, few enough not to crowd the peer actor's mailbox.
+const SMALL_CALLS_IN_FLIGHT: usize = 32;
+
+/// Every block of the object under `root` (chunks and manifest nodes, each once), the
+/// root itself not included, in tree order; and the number of chunks (with repeats).
+pub(super) async fn object_blocks(
+    svc: &Coordinator,
+    id: Hash,
+    root: &Node,
+) -> Result<(Vec<Hash>, u64), ObjectError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut chunks = 0u64;
+    // Depth first, one node in memory per level.
+    let mut stack: Vec<(Node, usize)> = vec![(root.clone(), 0)];
+    while let Some((node, i)) = stack.pop() {
+        let Some(e) = node.entries.get(i).copied() else {
+            continue;
+        };
+        let depth = node.depth;
+        stack.push((node, i + 1));
+        if seen.insert(e.hash) {
+            out.push(e.hash);
+        }
+        if depth == 0 {
+            chunks += 1;
+        } else {
+            let child = read_node(svc, e.hash).await.map_err(|e| match e {
+                ObjectError::NotFound(_) => ObjectError::NotFound(id),
+                other => other,
+            })?;
+            if child.size != e.len || child.depth + 1 != depth {
+                return Err(ObjectError::WrongLength {
+                    id,
+                    hash: e.hash,
+                    got: child.size,
+                    want: e.len,
+                });
+            }
+            stack.push((child, 0));
+        }
+    }
+    Ok((out, chunks))
+}
+
+/// Add or drop `name` on each of `blocks`, [`SMALL_CALLS_IN_FLIGHT`] at a time; the
+/// first failure is returned once the calls already started have ended.
+pub(super) async fn set_refs(
+    svc: &Coordinator,
+    blocks: &[Hash],
+    name: &RefId,
+    live: bool,
+) -> Result<(), ObjectError> {
+    let results: Vec<Result<(), ObjectError>> = futures::stream::iter(blocks.iter().copied())
+        .map(|hash| async move {
+            svc.set_ref(hash, name.clone(), live)
+                .await
+                .map_err(ObjectError::from)
+        })
+        .buffer_unordered(SMALL_CALLS_IN_FLIGHT)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Give object `id` the ref `user`: the ref `@obj:<id>:<user>` on every chunk and inner
+/// manifest node, then on the root. Idempotent. On failure the refs this call added are
+/// dropped again (best effort) and the error is returned.
+pub async fn add_object_ref(svc: &Coordinator, id: Hash, user: &RefId) -> Result<(), ObjectError> {
+    let name = object_ref_name(&id, user)?;
+    let root = read_node(svc, id).await?;
+    let (blocks, _) = object_blocks(svc, id, &root).await?;
+    let res = match set_refs(svc, &blocks, &name, true).await {
+        // The root last: the object has the ref only once every block under it has.
+        Ok(()) => set_refs(svc, &[id], &name, true).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = res {
+        tracing::warn!(object = %id.short(), "adding ref {user} failed, dropping what was added: {e}");
+        let undo = set_refs(svc, &[id], &name, false).await;
+        if let Err(e2) = undo.and(set_refs(svc, &blocks, &name, false).await) {
+            tracing::warn!(object = %id.short(), "dropping the partial ref {name}: {e2}");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Drop object `id`'s ref `user`: first on the root (the object no longer has it), then
+/// on every other block. Idempotent while the manifest can still be read.
+pub async fn drop_object_ref(svc: &Coordinator, id: Hash, user: &RefId) -> Result<(), ObjectError> {
+    let name = object_ref_name(&id, user)?;
+    let root = read_node(svc, id).await?;
+    set_refs(svc, &[id], &name, false).await?;
+    let (blocks, _) = object_blocks(svc, id, &root).await?;
+    set_refs(svc, &blocks, &name, false).await
+}
+
+/// What `hash`'s holders report (`BlockInfoQuery`): how many store a copy, how many of
+/// those also count a live ref to it, and how many holders there are. A holder that
+/// cannot be asked counts as lacking it.
+pub(super) async fn holder_counts(svc: &Coordinator, hash: Hash) -> HolderCounts {
+    let nodes = svc.placement().write_nodes(&hash);
+    let calls = nodes.iter().map(|node| {
+        svc.peers.send(Call {
+            node: *node,
+            rpc: BlockRpc::BlockInfoQuery(hash),
+            timeout: svc.cfg.small_rpc_timeout,
+            priority: Priority::Client,
+        })
+    });
+    let mut counts = HolderCounts {
+        holders: nodes.len(),
+        ..HolderCounts::default()
+    };
+    for r in futures::future::join_all(calls).await {
+        if let Ok(Ok(BlockRpc::BlockInfoReply(BlockInfo { present: true, rc, deletable, .. }))) = r {
+            counts.present += 1;
+            if rc > 0 && !deletable {
+                counts.referenced += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// What the holders of one block report.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct HolderCounts {
+    pub holders: usize,
+    /// Holders storing a copy.
+    pub present: usize,
+    /// Holders storing a copy and counting a live ref to it.
+    pub referenced: usize,
+}
+
+impl HolderCounts {
+    fn quorum(&self, svc: &Coordinator) -> usize {
+        svc.cfg.write_quorum.min(self.holders).max(1)
+    }
+
+    /// Stored and referenced on a write quorum: none of those copies can be deleted
+    /// within `gc_delay` of the report (a drop starts a grace of `gc_delay`; GC may
+    /// decide only after it, and its fence refuses once a ref came back), so a bare ref
+    /// acknowledged within that time keeps the block.
+    pub fn protected_on_write_quorum(&self, svc: &Coordinator) -> bool {
+        self.referenced >= self.quorum(svc)
+    }
+}
+
+/// The hashes of `hashes` that are not stored and referenced on a write quorum of their
+/// holders (in the order given, each once). A block stored but referenced nowhere counts
+/// as missing: GC may be deleting it, so only its bytes are a safe way to keep it.
+pub async fn missing_blocks(svc: &Coordinator, hashes: &[Hash]) -> Vec<Hash> {
+    let mut seen = HashSet::new();
+    let unique: Vec<Hash> = hashes.iter().copied().filter(|h| seen.insert(*h)).collect();
+    let present: Vec<bool> = futures::stream::iter(unique.iter().copied())
+        .map(|h| async move { holder_counts(svc, h).await.protected_on_write_quorum(svc) })
+        .buffered(SMALL_CALLS_IN_FLIGHT)
+        .collect()
+        .await;
+    unique
+        .into_iter()
+        .zip(present)
+        .filter(|(_, p)| !p)
+        .map(|(h, _)| h)
+        .collect()
+}
+
+/// What `GET /v1/objects/{id}/info` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ObjectInfo {
+    /// The object's id (its root manifest's hash).
+    pub id: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its chunks, repeats counted.
+    pub chunks: u64,
+    /// Distinct blocks under the root (chunks and inner manifest nodes).
+    pub blocks: u64,
+    /// Depth of the manifest tree (0: the root lists the chunks).
+    pub depth: u8,
+    /// The chunker's bounds, bytes: `[min, avg, max]`.
+    pub chunker: [u32; 3],
+    /// Blocks (the root included) stored on every holder.
+    pub fully_replicated: u64,
+    /// Blocks stored on some holders but not all (resync will complete them).
+    pub under_replicated: u64,
+    /// Blocks no holder reported (unreadable now).
+    pub missing: u64,
+}
+
+/// Size, chunks, tree shape and a holders summary of object `id` (one presence query
+/// per block and holder).
+pub async fn object_info(svc: &Coordinator, id: Hash) -> Result<ObjectInfo, ObjectError> {
+    let root = read_node(svc, id).await?;
+    let (mut blocks, chunks) = object_blocks(svc, id, &root).await?;
+    blocks.push(id);
+    let counts: Vec<(usize, usize)> = futures::stream::iter(blocks.iter().copied())
+        .map(|h| async move {
+            let c = holder_counts(svc, h).await;
+            (c.present, c.holders)
+        })
+        .buffer_unordered(SMALL_CALLS_IN_FLIGHT)
+        .collect()
+        .await;
+    let full = counts.iter().filter(|(p, n)| p == n).count() as u64;
+    let missing = counts.iter().filter(|(p, _)| *p == 0).count() as u64;
+    let ChunkerParams { min, avg, max } = root.chunker;
+    Ok(ObjectInfo {
+        id: id.to_hex(),
+        size: root.size,
+        chunks,
+        blocks: blocks.len() as u64 - 1,
+        depth: root.depth,
+        chunker: [min, avg, max],
+        fully_replicated: full,
+        under_replicated: counts.len() as u64 - full - missing,
+        missing,
+    })
+}
