@@ -9,6 +9,8 @@
 //! requests (`LayoutQuery`, `HandoverQuery`) are answered from the layout the layout
 //! actor last published.
 
+use std::time::Duration;
+
 use actix::prelude::*;
 
 use blocknode_actors::antientropy::narrow::schedule_fetches;
@@ -23,8 +25,9 @@ use blocknode_actors::refcount::{
 use blocknode_actors::resync::{
     GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
 };
+use blocknode_actors::budget::Pool;
 use blocknode_actors::storage::{
-    BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock, WriteOutcome,
+    read_charged, BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock, WriteOutcome,
 };
 use blocknode_actors::tokens::{MergeTokens, TokenActor, TokenRecord, TokensIfDiffer};
 use blocknode_actors::{Hash, NodeId, RcEntry, RefId};
@@ -48,12 +51,22 @@ struct Replica {
     /// The layout in force (for `LayoutQuery` and `HandoverQuery`); `None`: such
     /// requests are refused.
     layout: Option<tokio::sync::watch::Receiver<LayoutChanged>>,
+    /// The pool a served `GetBlock` is charged to before it is read, and the longest
+    /// wait for it; `None`: uncharged (tests of other things).
+    serve_budget: Option<(Pool, Duration)>,
 }
 
 impl RpcDispatcher {
     /// Answer layout requests from `layout`.
     pub fn with_layout(mut self, layout: tokio::sync::watch::Receiver<LayoutChanged>) -> Self {
         self.replica.layout = Some(layout);
+        self
+    }
+
+    /// Charge the blocks served to peers' `GetBlock` to `pool` (the peer pool) before
+    /// they are read, waiting at most `wait` for it.
+    pub fn with_serve_budget(mut self, pool: Pool, wait: Duration) -> Self {
+        self.replica.serve_budget = Some((pool, wait));
         self
     }
 
@@ -73,6 +86,7 @@ impl RpcDispatcher {
                 resync_cfg: std::sync::Arc::new(resync_cfg),
                 tokens,
                 layout: None,
+                serve_budget: None,
             },
         }
     }
@@ -95,6 +109,7 @@ fn storage_error(e: StorageError) -> BlockRpc {
         StorageError::Corrupted { .. } => ErrorCode::Corrupted,
         StorageError::CorruptData { .. } => ErrorCode::CorruptData,
         StorageError::DiskFull { .. } => ErrorCode::DiskFull,
+        StorageError::Budget { .. } | StorageError::OverBudget { .. } => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     };
     BlockRpc::error(code, e.to_string())
@@ -188,16 +203,31 @@ impl Replica {
 
     /// `GetBlock`: the verified bytes from the storage actor; a rotten copy is reported
     /// and scheduled for repair.
+    ///
+    /// The bytes are charged to the peer pool before they are read; the charge goes with
+    /// them until the reply is sent (or given up). That pool is never held by work that
+    /// waits for a pool of another node (the caller charges its reply before reading it,
+    /// or drops it unread), so this wait always ends; past `wait` the caller hears
+    /// "unavailable" and asks another holder.
     async fn get_block(&self, hash: Hash) -> BlockRpc {
-        match self.storage.send(ReadBlock { hash }).await {
-            Ok(Ok(data)) => BlockRpc::PutBlock { hash, data },
-            Ok(Err(e)) => {
+        let read = match &self.serve_budget {
+            Some((pool, wait)) => {
+                let storage = self.storage.clone().recipient();
+                read_charged(&storage, hash, pool, false, *wait).await
+            }
+            None => match self.storage.send(ReadBlock::uncharged(hash)).await {
+                Ok(r) => r,
+                Err(e) => return mailbox("storage", e),
+            },
+        };
+        match read {
+            Ok(data) => BlockRpc::PutBlock { hash, data },
+            Err(e) => {
                 if matches!(e, StorageError::Corrupted { .. }) {
                     self.schedule(hash, ScheduleReason::ReadFailed);
                 }
                 storage_error(e)
             }
-            Err(e) => mailbox("storage", e),
         }
     }
 

@@ -47,6 +47,12 @@ pub enum BudgetError {
     Closed { pool: &'static str },
     #[error("RAM budget pool {pool} has no {wanted_kib} KiB free now")]
     Busy { pool: &'static str, wanted_kib: u32 },
+    #[error("RAM budget pool {pool} had no {wanted_kib} KiB free within {after:?}")]
+    TimedOut {
+        pool: &'static str,
+        wanted_kib: u32,
+        after: std::time::Duration,
+    },
 }
 
 /// KiB permits for `bytes`, rounded up, clamped to `capacity_kib` so a request larger
@@ -96,6 +102,29 @@ impl Pool {
             .map_err(|_| BudgetError::Closed { pool: self.name })
     }
 
+    /// [`Pool::charge`], giving up after `wait`: every wait for the budget is bounded,
+    /// so a node that cannot get memory answers "busy" instead of hanging.
+    pub async fn charge_within(
+        &self,
+        bytes: u64,
+        wait: std::time::Duration,
+    ) -> Result<Charge, BudgetError> {
+        match tokio::time::timeout(wait, self.charge(bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(BudgetError::TimedOut {
+                pool: self.name,
+                wanted_kib: kib_for(bytes, self.capacity_kib),
+                after: wait,
+            }),
+        }
+    }
+
+    /// Whether `charge` pays for `bytes` of this pool (a request larger than the pool
+    /// is paid by the whole pool).
+    pub fn covers(&self, charge: &Charge, bytes: u64) -> bool {
+        charge.bytes() >= u64::from(kib_for(bytes, self.capacity_kib)) * 1024
+    }
+
     /// Take `bytes` of the pool only if they are free now.
     pub fn try_charge(&self, bytes: u64) -> Result<Charge, BudgetError> {
         let kib = kib_for(bytes, self.capacity_kib);
@@ -110,14 +139,6 @@ impl Pool {
             }),
             Err(TryAcquireError::Closed) => Err(BudgetError::Closed { pool: self.name }),
         }
-    }
-
-    /// Charge `bytes` that already exist and hang the charge on them: waits for the
-    /// pool like [`Pool::charge`]. For bytes made elsewhere (a local disk read) before
-    /// their size was known.
-    pub async fn hold(&self, bytes: Bytes) -> Result<Bytes, BudgetError> {
-        let charge = self.charge(bytes.len() as u64).await?;
-        Ok(charge.attach(bytes))
     }
 }
 

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
 
 use blocknode_actors::antientropy::AntiEntropyActor;
 use blocknode_actors::budget::{BudgetError, Charge, RamBudget};
@@ -109,8 +108,9 @@ pub enum CoordinatorError {
         #[source]
         source: MailboxError,
     },
-    /// The client pool of the RAM budget is closed.
-    #[error("internal error: {0}")]
+    /// No room in the client pool of the RAM budget within the wait (the node is busy),
+    /// or the pool is closed.
+    #[error("{0}")]
     Budget(#[source] BudgetError),
     /// The blocking task that hashes and compresses a block died.
     #[error("internal error: hashing task failed: {0}")]
@@ -171,22 +171,12 @@ pub struct HolderInfo {
 
 impl Coordinator {
     /// Wait for `bytes` of the client pool (clamped to the pool, so the largest request
-    /// is admitted alone); the charge returns them when dropped or, once attached, when
+    /// is admitted alone), at most `block_rw_timeout` (then 503: the node is busy); the charge returns them when dropped or, once attached, when
     /// the bytes it pays for are.
     pub async fn reserve_ram(&self, bytes: u64) -> Result<Charge, CoordinatorError> {
         self.budget
             .client
-            .charge(bytes)
-            .await
-            .map_err(CoordinatorError::Budget)
-    }
-
-    /// Charge bytes that already exist (a local read, a decompressed block) to the
-    /// client pool, for as long as they live (an HTTP response body being sent).
-    async fn hold_ram(&self, bytes: Bytes) -> Result<Bytes, CoordinatorError> {
-        self.budget
-            .client
-            .hold(bytes)
+            .charge_within(bytes, self.cfg.block_rw_timeout)
             .await
             .map_err(CoordinatorError::Budget)
     }

@@ -11,10 +11,23 @@ use blocknode_actors::fetch::{fetch_from_holders, FetchPlan};
 use blocknode_actors::frame::BlockRpc;
 use blocknode_actors::peer::{Call, HedgedCall, PlanRead, Priority, RpcError};
 use blocknode_actors::resync::{Schedule, ScheduleReason};
-use blocknode_actors::storage::{ReadBlock, StorageError};
+use blocknode_actors::storage::{read_charged, StorageError};
 use blocknode_actors::{DataBlock, Hash, NodeId, Placement};
 
 use super::{gone, Coordinator, CoordinatorError};
+
+/// Plain bytes decompressed from a reply, and the compressed buffer that carries the
+/// RAM budget charge for both.
+struct KeptWith {
+    plain: Bytes,
+    _charged: Bytes,
+}
+
+impl AsRef<[u8]> for KeptWith {
+    fn as_ref(&self) -> &[u8] {
+        &self.plain
+    }
+}
 
 /// How the holders that did not serve a read ended.
 #[derive(Debug, Default)]
@@ -38,24 +51,33 @@ impl Coordinator {
         let mut tally = ReadTally::default();
         let mut found = None;
         if holders.contains(&self.self_id) {
-            // The storage actor verified the copy it read: do not hash it again.
-            match self.storage.send(ReadBlock { hash }).await {
-                Ok(Ok(data)) => match data.into_plain_verified(&hash) {
-                    // Charged once read (its size was unknown before): it is held until
-                    // the response body has been sent.
-                    Ok(plain) => found = Some(self.hold_ram(plain).await?),
+            // The storage actor verified the copy it read: do not hash it again. Its
+            // bytes (and a compressed copy's plain form) are charged to the client pool
+            // before they are read, and held until the response body has been sent.
+            let storage = self.storage.clone().recipient();
+            let pool = &self.budget.client;
+            let read = read_charged(&storage, hash, pool, true, self.cfg.block_rw_timeout);
+            match read.await {
+                Ok(data) => match data.into_plain_verified(&hash) {
+                    Ok(plain) => found = Some(plain),
                     Err(e) => {
                         tracing::error!(hash = %hash.short(), "local read returned unverified data: {e}");
                         tally.unreachable.push(self.self_id);
                     }
                 },
-                Ok(Err(StorageError::NotFound { .. }))
-                | Ok(Err(StorageError::Corrupted { .. })) => tally.lacking.push(self.self_id),
-                Ok(Err(e)) => {
+                Err(StorageError::NotFound { .. }) | Err(StorageError::Corrupted { .. }) => {
+                    tally.lacking.push(self.self_id)
+                }
+                // No memory for it within the wait: the node is busy, and a peer's copy
+                // would need the same memory here.
+                Err(StorageError::Budget { source, .. }) => {
+                    return Err(CoordinatorError::Budget(source))
+                }
+                Err(StorageError::ActorGone(e)) => return Err(gone("storage")(e)),
+                Err(e) => {
                     tracing::warn!(hash = %hash.short(), "local read failed: {e}");
                     tally.unreachable.push(self.self_id);
                 }
-                Err(e) => return Err(gone("storage")(e)),
             }
         }
         if found.is_none() {
@@ -137,11 +159,19 @@ impl Coordinator {
                 }))
             }
         };
-        // A plain reply's bytes are the body, already charged as they were read from the
-        // peer; a decompressed body is new and charged below.
-        let verify = |hash: Hash, data: DataBlock| {
-            let compressed = data.is_compressed();
-            data.verify_get(&hash).map(|plain| (plain, compressed))
+        // A reply's bytes were charged before they were read from the peer, a compressed
+        // one for its plain size too (peer/conn.rs): the plain bytes keep the compressed
+        // buffer, and with it that charge, alive for as long as they live.
+        let verify = |hash: Hash, data: DataBlock| match data {
+            DataBlock::Plain(_) => data.verify_get(&hash),
+            DataBlock::Compressed(ref charged) => {
+                let charged = charged.clone();
+                let plain = data.verify_get(&hash)?;
+                Ok(Bytes::from_owner(KeptWith {
+                    plain,
+                    _charged: charged,
+                }))
+            }
         };
         let fetched = fetch_from_holders(hash, FetchPlan::hedged(plan.order), ask, verify)
             .await
@@ -150,15 +180,7 @@ impl Coordinator {
         tally.unreachable.extend(fetched.unreachable());
         match fetched.found {
             None => Ok(None),
-            Some((_, (plain, false))) => Ok(Some(plain)),
-            Some((node, (plain, true))) => match self.hold_ram(plain).await {
-                Ok(plain) => Ok(Some(plain)),
-                Err(e) => {
-                    tracing::warn!(hash = %hash.short(), "RAM budget: {e}");
-                    tally.unreachable.push(node);
-                    Ok(None)
-                }
-            },
+            Some((_, plain)) => Ok(Some(plain)),
         }
     }
 

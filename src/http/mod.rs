@@ -35,6 +35,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix::Addr;
 use actix_web::http::Method;
 
+use blocknode_actors::budget::BudgetError;
 use blocknode_actors::tokens::{Authenticate, Scope, TokenActor};
 use blocknode_actors::{Hash, RefId};
 
@@ -96,10 +97,12 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::RefDropped { .. } => (StatusCode::CONFLICT, "ref_dropped"),
             CoordinatorError::BlockMissing { .. } => (StatusCode::NOT_FOUND, "block_missing"),
             CoordinatorError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
-            CoordinatorError::ActorGone { .. }
-            | CoordinatorError::Budget(_)
+            CoordinatorError::Budget(BudgetError::Closed { .. })
+            | CoordinatorError::ActorGone { .. }
             | CoordinatorError::HashTask(_)
             | CoordinatorError::Refcount(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            // The RAM budget had no room within the wait: busy, try again.
+            CoordinatorError::Budget(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -136,10 +136,20 @@ async fn start(
         members = start_layout.layout.members.len(), layout = %layout_digest.short(), "starting blocknode");
     // A failed journal sync poisons fjall for good: the node then exits (crash-only).
     let store_watch = StoreWatch::new(cfg.metadata_dir.clone()).start();
+    // The RAM budget for block bytes in flight: a client pool for work this node starts
+    // and a peer pool for work peers ask of it, so admitting a peer's block never waits
+    // behind a client PUT that waits for that peer (budget.rs).
+    let budget = RamBudget::split(cfg.block_ram_buffer_max, cfg.max_block_size);
+    tracing::info!(
+        client_mib = budget.client.capacity() >> 20,
+        peer_mib = budget.peer.capacity() >> 20,
+        "RAM budget for blocks in flight"
+    );
     let storage = StorageActor::new(StorageConfig {
         dirs: cfg.storage_dirs(),
         data_fsync: cfg.data_fsync,
     })?
+    .with_move_budget(budget.client.clone())
     .start();
 
     // The resync actor is created first (not started) so the refcount actor can be
@@ -176,6 +186,9 @@ async fn start(
         tokens_ctx.address(),
     )
     .with_layout(layout_watch.clone())
+    // A peer's GetBlock is charged to the peer pool before it is read, waiting at most
+    // block_rw_timeout (then the peer is told "busy" and asks another holder).
+    .with_serve_budget(budget.peer.clone(), cfg.block_rw_timeout)
     .start();
     let metrics = Arc::new(Metrics::new());
     let observer_metrics = metrics.clone();
@@ -184,15 +197,6 @@ async fn start(
         .reachable()
         .map(PeerAddr::from)
         .collect();
-    // The RAM budget for block bytes in flight: a client pool for work this node starts
-    // and a peer pool for work peers ask of it, so admitting a peer's block never waits
-    // behind a client PUT that waits for that peer (budget.rs).
-    let budget = RamBudget::split(cfg.block_ram_buffer_max, cfg.max_block_size);
-    tracing::info!(
-        client_mib = budget.client.capacity() >> 20,
-        peer_mib = budget.peer.capacity() >> 20,
-        "RAM budget for blocks in flight"
-    );
     // No zstd frame may decompress to more than the largest block this node accepts.
     blocknode_actors::block::set_max_plain_len(cfg.max_block_size as usize);
     let peers = PeerActor::with_tuning(
@@ -234,7 +238,8 @@ async fn start(
             peers.clone().recipient(),
             placement.clone(),
         )?
-        .with_store_failed(store_watch.clone().recipient()),
+        .with_store_failed(store_watch.clone().recipient())
+        .with_read_budget(budget.client.clone()),
     );
     let layout = layout_ctx.run(layout_actor.with_peers(peers.clone().recipient()));
     layout.do_send(SubscribeLayout {
@@ -258,6 +263,7 @@ async fn start(
             schedule: resync.clone().recipient(),
             placement: placement.clone(),
             read_block: Some(storage.clone().recipient()),
+            read_budget: Some(budget.client.clone()),
         },
     )?
     .with_store_failed(store_watch.clone().recipient())

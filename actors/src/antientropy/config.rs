@@ -69,4 +69,7 @@ pub struct AntiEntropyLinks {
     /// node that missed it (`PutBlock`) instead of asking it to fetch it through its
     /// resync queue. `None`: always ask (`ScheduleResync`).
     pub read_block: Option<Recipient<ReadBlock>>,
+    /// The pool such a block is charged to before it is read (and while it is sent);
+    /// `None`: uncharged.
+    pub read_budget: Option<crate::budget::Pool>,
 }

@@ -16,7 +16,8 @@ use crate::frame::{BlockRpc, ErrorCode};
 use crate::hash::{Hash, NodeId, HASH_LEN};
 use crate::peer::{Call, Priority, RpcError};
 use crate::ref_id::RefId;
-use crate::storage::ReadBlock;
+use crate::budget::Pool;
+use crate::storage::{read_charged, ReadBlock, StorageError};
 
 use super::AntiEntropyActor;
 use crate::peer::CallsFailed;
@@ -151,6 +152,7 @@ pub(super) async fn replay_group(
     keys: Vec<Vec<u8>>,
     peers: &Recipient<Call>,
     read_block: Option<&Recipient<ReadBlock>>,
+    budget: Option<&Pool>,
     timeout: Duration,
 ) -> GroupReplay {
     let mut out = GroupReplay {
@@ -168,10 +170,19 @@ pub(super) async fn replay_group(
         };
         let rpc = match (&hint, read_block) {
             (Hint::Block { hash }, Some(read)) => {
-                match read.send(ReadBlock { hash: *hash }).await {
-                    Ok(Ok(data)) => BlockRpc::PutBlock { hash: *hash, data },
-                    // Not (or no longer) stored here: the node fetches it from a holder.
-                    _ => hint.rpc(),
+                // Charged before it is read, held until the node has taken it.
+                let data = match budget {
+                    Some(pool) => read_charged(read, *hash, pool, false, timeout).await,
+                    None => read
+                        .send(ReadBlock::uncharged(*hash))
+                        .await
+                        .unwrap_or_else(|e| Err(StorageError::ActorGone(e))),
+                };
+                match data {
+                    Ok(data) => BlockRpc::PutBlock { hash: *hash, data },
+                    // Not (or no longer) stored here, or no memory for it now: the node
+                    // fetches it from a holder.
+                    Err(_) => hint.rpc(),
                 }
             }
             _ => hint.rpc(),
@@ -345,6 +356,7 @@ impl AntiEntropyActor {
         let complete = page.len() < HINT_PAGE;
         let peers = self.links.peers.clone();
         let read_block = self.links.read_block.clone();
+        let budget = self.links.read_budget.clone();
         let timeout = self.config.rpc_timeout;
         let addr = ctx.address();
         actix_rt::spawn(async move {
@@ -362,7 +374,9 @@ impl AntiEntropyActor {
                 }
             }
             let results: Vec<GroupReplay> = stream::iter(groups)
-                .map(|g| replay_group(node, g, &peers, read_block.as_ref(), timeout))
+                .map(|g| {
+                    replay_group(node, g, &peers, read_block.as_ref(), budget.as_ref(), timeout)
+                })
                 .buffer_unordered(HINT_PARALLEL)
                 .collect()
                 .await;

@@ -299,6 +299,7 @@ fn rig_reading(
             schedule: spy.clone().recipient(),
             placement: Arc::new(FixedPlacement(holders)),
             read_block,
+            read_budget: None,
         },
     )
     .unwrap()

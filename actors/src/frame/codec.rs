@@ -218,6 +218,39 @@ pub async fn read_body_with<R: AsyncRead + Unpin>(
     decode_parts(&header, wrap(payload))
 }
 
+/// Read a frame's header, `header_len` bytes announced by a checked prefix.
+pub async fn read_header<R: AsyncRead + Unpin>(
+    r: &mut R,
+    header_len: usize,
+) -> Result<Vec<u8>, FrameError> {
+    let mut header = vec![0u8; header_len];
+    read_exact(r, &mut header, "header").await?;
+    Ok(header)
+}
+
+/// Read up to `buf.len()` first bytes of a payload (a reader that sizes its memory by
+/// them, e.g. a zstd frame header, before reading the rest with [`read_payload_after`]).
+pub async fn read_payload_start<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+) -> Result<(), FrameError> {
+    read_exact(r, buf, "payload").await
+}
+
+/// Read the rest of a `len`-byte payload whose first bytes `start` were already read,
+/// into one pooled buffer, which `wrap` turns into `Bytes`.
+pub async fn read_payload_after<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    start: &[u8],
+    wrap: impl FnOnce(PooledBuf) -> Bytes,
+) -> Result<Bytes, FrameError> {
+    let mut buf = PooledBuf::with_capacity(len);
+    buf.extend_from_slice(start);
+    fill_buf(r, &mut buf, len, "payload").await?;
+    Ok(wrap(buf))
+}
+
 /// Read exactly `len` bytes into a pooled buffer (see [`crate::bufpool`]), never
 /// zero-filled first: the reader writes into the spare capacity (a block payload is up
 /// to `max_block_size`, and zeroing it only to overwrite it at once was a full extra
@@ -228,17 +261,28 @@ async fn read_new_buf<R: AsyncRead + Unpin>(
     what: &'static str,
 ) -> Result<PooledBuf, FrameError> {
     let mut buf = PooledBuf::with_capacity(len);
+    fill_buf(r, &mut buf, len, what).await?;
+    Ok(buf)
+}
+
+/// Append to `buf` until it holds `len` bytes.
+async fn fill_buf<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut PooledBuf,
+    len: usize,
+    what: &'static str,
+) -> Result<(), FrameError> {
     // `take`: a pooled buffer has more capacity than `len`; nothing past this frame is
     // read.
-    let mut limited = r.take(len as u64);
+    let mut limited = r.take(len.saturating_sub(buf.len()) as u64);
     while buf.len() < len {
-        match limited.read_buf(&mut buf).await {
+        match limited.read_buf(buf).await {
             Ok(0) => return Err(FrameError::Truncated(what)),
             Ok(_) => {}
             Err(e) => return Err(FrameError::Io(e)),
         }
     }
-    Ok(buf)
+    Ok(())
 }
 
 async fn read_exact<R: AsyncRead + Unpin>(

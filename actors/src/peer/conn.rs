@@ -16,8 +16,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, TransportConfig, VarIn
 use tracing::{debug, warn};
 
 use super::{HandleRpc, PeerError, PeerTuning, Priority, RpcError, GSO_MAX_MTU};
-use crate::block::DataBlock;
-use crate::budget::{Pool, RamBudget};
+use crate::budget::{Charge, Pool, RamBudget};
 use crate::frame::{self, BlockRpc, ErrorCode, FrameError, FrameLimits, Hello};
 use crate::hash::NodeId;
 use crate::layout::LayoutStamp;
@@ -253,7 +252,16 @@ async fn write_frame(send: &mut SendStream, rpc: &BlockRpc) -> Result<(), WriteF
 }
 
 /// Send one request on a new stream of `conn` and read its reply. No timeout here: the
-/// caller bounds the whole exchange. An `Error` reply becomes [`RpcError::Remote`].
+/// caller bounds the whole exchange (waits for the budget included). An `Error` reply
+/// becomes [`RpcError::Remote`].
+///
+/// A reply's payload (a `GetBlock` answer) is charged to `budget` before it is read,
+/// and the charge travels with the bytes. This never waits while the peer holds the
+/// reply: with no room now, the stream is dropped unread (the peer's write fails and
+/// its charge returns at once), then this node waits for the room holding nothing and
+/// asks again with it in hand. Waiting with the reply held would let this node's PUTs,
+/// which wait for the peer's peer pool, block the replies holding that pool
+/// (invariant 6).
 pub(crate) async fn request(
     conn: &Connection,
     node: NodeId,
@@ -262,6 +270,58 @@ pub(crate) async fn request(
     limits: &FrameLimits,
     budget: Option<&Pool>,
 ) -> Result<BlockRpc, RpcError> {
+    let mut held = None;
+    for _ in 0..REPLY_CHARGE_ATTEMPTS {
+        match exchange(conn, node, rpc, priority, limits, budget, held.take()).await? {
+            Exchanged::Reply(reply) => return reply_to_result(node, reply),
+            Exchanged::NoRoom { needed, pool } => {
+                // Only a read is asked again (its reply is the only one with bytes).
+                if !matches!(rpc, BlockRpc::GetBlock(_)) {
+                    break;
+                }
+                held = Some(pool.charge(needed).await.map_err(|e| RpcError::Unreachable {
+                    node,
+                    reason: e.to_string(),
+                })?);
+            }
+        }
+    }
+    Err(RpcError::Unreachable {
+        node,
+        reason: format!("no RAM budget for the reply to {}", rpc.kind()),
+    })
+}
+
+/// Tries of one request whose reply found no room in the budget: more than two only
+/// if the peer's copy changed size between them.
+const REPLY_CHARGE_ATTEMPTS: usize = 3;
+
+/// How one exchange on one stream ended.
+enum Exchanged {
+    Reply(BlockRpc),
+    /// The reply's payload needs `needed` bytes of `pool`, not free now: nothing of it
+    /// was read and the stream is dropped.
+    NoRoom { needed: u64, pool: Pool },
+}
+
+/// Bytes a reply payload is charged for: its own, plus the plain size its zstd frame
+/// header declares when it is one (it is decompressed to be verified, and a GET keeps
+/// the plain bytes), bounded by the largest block.
+fn reply_charge(payload_len: usize, start: &[u8]) -> u64 {
+    let plain = crate::block::zstd_declared_len(start)
+        .map_or(0, |n| n.min(crate::block::max_plain_len() as u64));
+    payload_len as u64 + plain
+}
+
+async fn exchange(
+    conn: &Connection,
+    node: NodeId,
+    rpc: &BlockRpc,
+    priority: Priority,
+    limits: &FrameLimits,
+    budget: Option<&Pool>,
+    held: Option<Charge>,
+) -> Result<Exchanged, RpcError> {
     let unreachable = |reason: String| RpcError::Unreachable { node, reason };
     let (send, mut recv) = conn
         .open_bi()
@@ -279,18 +339,30 @@ pub(crate) async fn request(
         .map_err(|e| unreachable(format!("sending {} failed: {e}", rpc.kind())))?;
     let read_reply = async {
         let (hl, pl) = frame::read_prefix(&mut recv, limits).await?;
-        // A reply's payload (a GetBlock answer) is charged before it is allocated, and
-        // the charge travels with the bytes to wherever they end up.
-        match budget {
-            Some(pool) if pl > 0 => {
-                let charge = pool
-                    .charge(pl as u64)
-                    .await
-                    .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())))?;
-                frame::read_body_with(&mut recv, hl, pl, |v| charge.attach_owned(v)).await
-            }
-            _ => frame::read_body(&mut recv, hl, pl).await,
-        }
+        let header = frame::read_header(&mut recv, hl).await?;
+        let Some(pool) = budget.filter(|_| pl > 0) else {
+            let payload = frame::read_payload_after(&mut recv, pl, &[], |v| v.freeze()).await?;
+            return frame::decode_parts(&header, payload).map(Exchanged::Reply);
+        };
+        let mut start = [0u8; crate::block::ZSTD_MAX_FRAME_HEADER];
+        let start = &mut start[..pl.min(crate::block::ZSTD_MAX_FRAME_HEADER)];
+        frame::read_payload_start(&mut recv, start).await?;
+        let needed = reply_charge(pl, start);
+        let charge = match held {
+            Some(c) if pool.covers(&c, needed) => c,
+            _ => match pool.try_charge(needed) {
+                Ok(c) => c,
+                Err(_) => {
+                    return Ok(Exchanged::NoRoom {
+                        needed,
+                        pool: pool.clone(),
+                    })
+                }
+            },
+        };
+        let payload =
+            frame::read_payload_after(&mut recv, pl, start, |v| charge.attach_owned(v)).await?;
+        frame::decode_parts(&header, payload).map(Exchanged::Reply)
     };
     let reply = read_reply.await.map_err(|e| match e {
         // The io::Error only says "connection lost"; the close reason says why
@@ -304,8 +376,10 @@ pub(crate) async fn request(
             reason: format!("bad reply to {}: {other}", rpc.kind()),
         },
     })?;
-    send.disarm();
-    reply_to_result(node, reply)
+    if let Exchanged::Reply(_) = reply {
+        send.disarm();
+    }
+    Ok(reply)
 }
 
 /// A request's send half, reset when dropped before the exchange completed.
@@ -361,8 +435,9 @@ pub(crate) struct ServeCtx {
     /// How long a peer may take to take our whole reply: past it the stream is reset,
     /// so a stalled reader cannot keep a served block (and its charge) forever.
     pub reply_timeout: Duration,
-    /// The node's RAM budget: incoming payloads and served blocks are charged to its
-    /// peer pool. `None`: unbounded (tests of other things).
+    /// The node's RAM budget: incoming payloads are charged to its peer pool before
+    /// they are read (a served block is charged by the replica side before it is read
+    /// from disk). `None`: unbounded (tests of other things).
     pub budget: Option<RamBudget>,
 }
 
@@ -384,35 +459,6 @@ async fn read_request(
             frame::read_body_with(recv, hl, pl, |v| charge.attach_owned(v)).await
         }
         _ => frame::read_body(recv, hl, pl).await,
-    }
-}
-
-/// Charge a reply's block bytes (a served `GetBlock`) to the peer pool before they go
-/// out; they were read from disk before their size was known.
-async fn charge_reply(reply: BlockRpc, ctx: &ServeCtx) -> BlockRpc {
-    let Some(b) = &ctx.budget else {
-        return reply;
-    };
-    match reply {
-        BlockRpc::PutBlock { hash, data } => {
-            let compressed = data.is_compressed();
-            let bytes = match b.peer.hold(data.inner_buffer().clone()).await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    return BlockRpc::error(ErrorCode::Unavailable, e.to_string());
-                }
-            };
-            drop(data);
-            BlockRpc::PutBlock {
-                hash,
-                data: if compressed {
-                    DataBlock::Compressed(bytes)
-                } else {
-                    DataBlock::Plain(bytes)
-                },
-            }
-        }
-        other => other,
     }
 }
 
@@ -513,7 +559,6 @@ async fn serve_stream(
             Err(e) => BlockRpc::error(ErrorCode::Unavailable, format!("handler unavailable: {e}")),
         },
     };
-    let reply = charge_reply(reply, &ctx).await;
     match tokio::time::timeout(ctx.reply_timeout, write_frame(&mut send, &reply)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => debug!(peer = %from.short(), kind, error = %e, "reply not delivered"),

@@ -197,6 +197,7 @@ impl ResyncActor {
             may_delete: true,
             gc_delay: config.gc_delay,
             pause: None,
+            budget: None,
         };
         Ok(ResyncActor {
             config,
@@ -233,6 +234,13 @@ impl ResyncActor {
     }
 
     /// Report a dead metadata store (the node exits) instead of failing forever.
+    /// Charge the blocks read here to be sent to peers (GC offload) to `pool` before
+    /// they are read.
+    pub fn with_read_budget(mut self, pool: crate::budget::Pool) -> Self {
+        self.deps.budget = Some(pool);
+        self
+    }
+
     pub fn with_store_failed(mut self, to: Recipient<StoreFailed>) -> Self {
         self.store_failure.set_recipient(to);
         self

@@ -20,7 +20,7 @@ use super::work::{call, gone, Deps, ResyncBlockError};
 use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
 use crate::refcount::{EndGcFence, FenceForDelete};
-use crate::storage::{DeleteIfUnwritten, DeleteOutcome, ReadBlock};
+use crate::storage::{read_charged, DeleteIfUnwritten, DeleteOutcome, ReadBlock};
 
 /// A point between two steps of a GC look, where an interleaving test may pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,11 +146,18 @@ async fn serve_holders_that_need_it(
     if need.is_empty() {
         return Ok(());
     }
-    let data = d
-        .storage
-        .send(ReadBlock { hash })
-        .await
-        .map_err(gone(hash, "storage"))??;
+    // Charged before it is read: held while the holders that need it take it.
+    let data = match &d.budget {
+        Some(pool) => {
+            let storage = d.storage.clone().recipient();
+            read_charged(&storage, hash, pool, false, d.block_timeout).await?
+        }
+        None => d
+            .storage
+            .send(ReadBlock::uncharged(hash))
+            .await
+            .map_err(gone(hash, "storage"))??,
+    };
     let puts = need.iter().map(|node| {
         let rpc = BlockRpc::PutBlock {
             hash,

@@ -226,6 +226,7 @@ async fn gc_interleaved_with_a_re_upload_and_a_new_ref_never_loses_a_referenced_
         may_delete: true,
         gc_delay: GC_DELAY,
         pause: Some(jitter(1500)),
+        budget: None,
     };
     let started = Instant::now();
     let (mut lost, mut rewritten, mut already, mut gc_errors) = (Vec::new(), 0, 0, 0);

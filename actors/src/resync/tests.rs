@@ -740,7 +740,7 @@ async fn a_corrupt_copy_from_one_holder_is_refused_and_the_next_holder_is_asked(
     wait_until("the good copy to be written", || exists(&r, h)).await;
     let got = r
         .storage
-        .send(ReadBlock { hash: h })
+        .send(ReadBlock::uncharged(h))
         .await
         .unwrap()
         .unwrap();

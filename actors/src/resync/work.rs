@@ -10,6 +10,7 @@ use actix::prelude::*;
 use super::decision::{decide, Decision};
 use super::offload::{offload, GcStep, PauseHook};
 use crate::block::VerifiedBlock;
+use crate::budget::Pool;
 use crate::fetch::{fetch_from_holders, FetchPlan};
 use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
@@ -36,6 +37,9 @@ pub(super) struct Deps {
     pub(super) gc_delay: Duration,
     /// Test hook: a pause before each GC step (interleaving tests); `None` in a node.
     pub(super) pause: Option<PauseHook>,
+    /// The pool a block read here to be sent (GC offload) is charged to before it is
+    /// read; `None`: uncharged (tests of other things).
+    pub(super) budget: Option<Pool>,
 }
 
 impl Deps {

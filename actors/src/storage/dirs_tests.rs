@@ -114,7 +114,7 @@ async fn blocks_go_to_their_placed_dir_and_reads_fall_back_to_the_others() {
     let dst = path_in(&ds[other].path, &h);
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
     std::fs::rename(path_in(&ds[from].path, &h), &dst).unwrap();
-    assert_eq!(s.send(ReadBlock { hash: h }).await.unwrap().unwrap(), b);
+    assert_eq!(s.send(ReadBlock::uncharged(h)).await.unwrap().unwrap(), b);
     assert!(s.send(BlockExists { hash: h }).await.unwrap().unwrap());
     let del = DeleteIfUnwritten {
         hash: h,
@@ -170,7 +170,7 @@ async fn a_capacity_change_moves_only_the_blocks_whose_dir_changed() {
                 "block {h} did not have to move but its file changed"
             );
         }
-        assert!(s.send(ReadBlock { hash: *h }).await.unwrap().is_ok());
+        assert!(s.send(ReadBlock::uncharged(*h)).await.unwrap().is_ok());
     }
 }
 
@@ -251,12 +251,12 @@ async fn a_dir_gone_while_running_is_failed_and_the_others_keep_serving() {
     );
     for i in &on[0] {
         let (h, b) = block(*i);
-        assert_eq!(s.send(ReadBlock { hash: h }).await.unwrap().unwrap(), b);
+        assert_eq!(s.send(ReadBlock::uncharged(h)).await.unwrap().unwrap(), b);
     }
     for i in &on[1] {
         let (h, b) = block(*i);
         assert!(matches!(
-            s.send(ReadBlock { hash: h }).await.unwrap(),
+            s.send(ReadBlock::uncharged(h)).await.unwrap(),
             Err(StorageError::NotFound { .. })
         ));
         // Refetched blocks land on the dir that is left, and the gone dir is not made anew.

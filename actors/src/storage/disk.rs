@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
 
+use super::charged::Payer;
 use super::checksum::{self, Check};
 use super::{StorageError, WriteOutcome};
 use crate::block::{zstd_declared_len, DataBlock, ZSTD_MAX_FRAME_HEADER};
@@ -347,11 +348,13 @@ impl Layout {
     /// stored checksum when `verify` allows and it matches, else by BLAKE2 (which alone
     /// decides whether a copy is rotten: a mismatched attribute on sound bytes is
     /// rewritten, not a reason to throw the copy away).
+    /// `pay` is asked to pay for the copy once its length is known, before it is read.
     pub fn read(
         &self,
         hash: Hash,
         verify: Verify,
         delta: &mut StatsDelta,
+        pay: &mut Payer,
     ) -> Result<DataBlock, StorageError> {
         let (plain, zst) = self.block_paths(&hash);
         let plain_is_file = || matches!(probe(&plain), Ok(Probe::File(_)));
@@ -364,6 +367,7 @@ impl Layout {
                 }
                 Opened::File(file, len) => (file, len),
             };
+            pay.pay(&file, len, compressed)?;
             // A read error (EIO and the like): the copy may be fine, so it is reported,
             // not quarantined.
             let bytes = crate::bufpool::read_open_file(&mut file, len as usize)
@@ -406,7 +410,12 @@ impl Layout {
     /// would wait or anything is not as it should be (the caller then does the ordinary
     /// read, which reports, quarantines and rewrites attributes: this path writes
     /// nothing, since setting an attribute may wait on the filesystem's journal).
-    pub fn read_no_wait(&self, hash: Hash, delta: &mut StatsDelta) -> Option<DataBlock> {
+    pub fn read_no_wait(
+        &self,
+        hash: Hash,
+        delta: &mut StatsDelta,
+        pay: &mut Payer,
+    ) -> Option<DataBlock> {
         let (plain, zst) = self.block_paths(&hash);
         for (path, compressed) in [(&zst, true), (&plain, false)] {
             let (file, len) = match nowait::open(path) {
@@ -414,6 +423,7 @@ impl Layout {
                 nowait::NoWaitOpen::GiveUp => return None,
                 nowait::NoWaitOpen::File(file, len) => (file, len),
             };
+            pay.pay(&file, len, compressed).ok()?;
             let bytes = nowait::read(&file, len)?;
             // The attribute sits in the inode just read (9 bytes fit in-inode on ext4
             // and XFS), so asking for it does not wait for the disk either.
@@ -500,7 +510,7 @@ impl Layout {
                 return Ok(Some(n));
             }
             // A read verifies (and quarantines a rotten copy), so its length is right.
-            let block = self.read(hash, Verify::Checksum, delta)?;
+            let block = self.read(hash, Verify::Checksum, delta, &mut Payer::none(hash))?;
             return Ok(Some(
                 block
                     .into_plain_verified(&hash)
@@ -597,7 +607,7 @@ mod tests {
             .write(h, block.clone(), false, &mut delta)
             .expect("write");
         let (path, _) = layout.block_paths(&h);
-        let read = |delta: &mut StatsDelta| layout.read_no_wait(h, delta);
+        let read = |delta: &mut StatsDelta| layout.read_no_wait(h, delta, &mut Payer::none(h));
         assert_eq!(read(&mut delta), Some(block.clone()), "a fresh copy");
 
         let mut flipped = data.clone();
@@ -621,7 +631,7 @@ mod tests {
         );
         assert!(
             matches!(
-                layout.read(h, Verify::Blake2, &mut delta),
+                layout.read(h, Verify::Blake2, &mut delta, &mut Payer::none(h)),
                 Err(StorageError::Corrupted { .. })
             ),
             "the BLAKE2 read quarantines the forged copy"

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::census::Tally;
 use super::dirs::{read_order, DataDir, PlacedDir};
+use super::charged::Payer;
 use super::disk::{Layout, StatsDelta, Verify};
 use super::{StorageError, WriteOutcome};
 use crate::block::DataBlock;
@@ -126,10 +127,11 @@ impl Disks {
         hash: Hash,
         verify: Verify,
         delta: &mut JobDelta,
+        pay: &mut Payer,
     ) -> Result<DataBlock, StorageError> {
         let (mut corrupted, mut err) = (None, None);
         for i in self.order(&hash) {
-            match self.on(i, delta, |l, d| l.read(hash, verify, d)) {
+            match self.on(i, delta, |l, d| l.read(hash, verify, d, pay)) {
                 Ok(b) => return Ok(b),
                 Err(StorageError::NotFound { .. }) => {}
                 Err(e @ StorageError::Corrupted { .. }) => corrupted = Some(e),
@@ -141,10 +143,15 @@ impl Disks {
 
     /// A verified copy read without waiting for the disk from the block's first
     /// directory ([`Layout::read_no_wait`]), or `None`: then [`Self::read`] decides.
-    pub fn read_no_wait(&self, hash: Hash, delta: &mut JobDelta) -> Option<DataBlock> {
+    pub fn read_no_wait(
+        &self,
+        hash: Hash,
+        delta: &mut JobDelta,
+        pay: &mut Payer,
+    ) -> Option<DataBlock> {
         let i = *self.order(&hash).first()?;
         let mut d = StatsDelta::default();
-        let block = self.dirs[i].read_no_wait(hash, &mut d)?;
+        let block = self.dirs[i].read_no_wait(hash, &mut d, pay)?;
         delta.per_disk.push((i, d));
         Some(block)
     }
@@ -265,16 +272,21 @@ impl Disks {
         from: usize,
         to: usize,
         delta: &mut JobDelta,
+        pay: &mut Payer,
     ) -> Result<Option<u64>, StorageError> {
         if !self.on(from, delta, |l, _| l.exists(hash))? {
             return Ok(None);
         }
         let mtime = self.on(from, delta, |l, _| l.modified_ms(hash))?;
         // Verifies the old copy (and quarantines it if rotten: then nothing moves).
-        let block = self.on(from, delta, |l, d| l.read(hash, Verify::Blake2, d))?;
+        let block = self.on(from, delta, |l, d| l.read(hash, Verify::Blake2, d, pay))?;
         let len = block.inner_buffer().len() as u64;
         self.on(to, delta, |l, d| l.write(hash, block, true, d))?;
-        self.on(to, delta, |l, d| l.read(hash, Verify::Checksum, d))?;
+        // The old copy's bytes went with the write: the charge `pay` took for them (held
+        // until the job ends) covers the read-back.
+        self.on(to, delta, |l, d| {
+            l.read(hash, Verify::Checksum, d, &mut Payer::none(hash))
+        })?;
         if let Some(ms) = mtime {
             self.on(to, delta, |l, _| l.set_modified_ms(hash, ms))?;
         }

@@ -7,6 +7,7 @@ use actix::prelude::*;
 
 use super::DiskState;
 use crate::block::{BlockError, DataBlock, VerifiedBlock};
+use crate::budget::{Charge, Pool};
 use crate::hash::Hash;
 
 /// Errors of the storage actor; each names the block or path involved.
@@ -48,6 +49,17 @@ pub enum StorageError {
     },
     #[error("storage task failed: no data dir configured")]
     NoDataDir,
+    /// A charged read found a copy of `needed` bytes (stored, plus plain when asked)
+    /// that its pool cannot pay for now; nothing was read.
+    #[error("no RAM budget free now for the {needed} bytes of block {hash}")]
+    OverBudget { hash: Hash, needed: u64 },
+    /// A charged read waited for the RAM budget in vain (the node is busy).
+    #[error("node busy: block {hash} not read: {source}")]
+    Budget {
+        hash: Hash,
+        #[source]
+        source: crate::budget::BudgetError,
+    },
 }
 
 /// What a [`WriteBlock`] did.
@@ -107,10 +119,35 @@ impl WriteBlock {
 /// this node wrote, and what it wrote had been verified by BLAKE2. It is not proof
 /// against someone who rewrote both a file and its attribute; only [`VerifyBlock`] is.
 /// A copy sent on to a peer is verified by BLAKE2 where it arrives.
+///
+/// With a [`ReadCharge`], the bytes are charged to the RAM budget before they are read
+/// (see `storage/charged.rs`); without one the read is uncharged (scrub-like internal
+/// reads and tests: every path that serves or sends bytes charges them).
 #[derive(Message, Debug)]
 #[rtype(result = "Result<DataBlock, StorageError>")]
 pub struct ReadBlock {
     pub hash: Hash,
+    pub charge: Option<ReadCharge>,
+}
+
+impl ReadBlock {
+    /// A read that charges nothing (tests, tools).
+    pub fn uncharged(hash: Hash) -> ReadBlock {
+        ReadBlock { hash, charge: None }
+    }
+}
+
+/// How a [`ReadBlock`] pays for the bytes it reads.
+#[derive(Debug)]
+pub struct ReadCharge {
+    /// The pool charged.
+    pub pool: Pool,
+    /// A charge taken before asking (after an [`StorageError::OverBudget`]): used when
+    /// it covers the copy found.
+    pub held: Option<Charge>,
+    /// Answer the plain bytes: a compressed copy is charged for both forms and
+    /// decompressed here.
+    pub plain: bool,
 }
 
 /// Read the block and verify it by BLAKE2 of its plain bytes whatever its stored

@@ -50,6 +50,7 @@
 //! done).
 
 mod census;
+mod charged;
 pub mod checksum;
 mod config;
 pub mod dirs;
@@ -71,6 +72,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tracing::{error, info, warn};
 
+pub use self::charged::read_charged;
+use self::charged::Payer;
 use self::census::{Census, Tally};
 pub use self::config::StorageConfig;
 pub use self::dirs::{DataDir, DiskState};
@@ -79,7 +82,8 @@ use self::health::DirHealth;
 use self::lanes::Job;
 pub use self::messages::{
     BlockExists, BlockLength, DeleteIfUnwritten, DeleteOutcome, DiskFailed, DiskStatus,
-    GetStorageStats, KeepIfPresent, ListBlocks, ReadBlock, RebalanceStatus, SetDiskFailureListener, StatBlock,
+    GetStorageStats, KeepIfPresent, ListBlocks, ReadBlock, ReadCharge, RebalanceStatus,
+    SetDiskFailureListener, StatBlock,
     StorageError, StorageStats, VerifyBlock, WriteBlock, WriteOutcome,
 };
 use self::rebalance::Mover;
@@ -306,6 +310,8 @@ impl Handler<ReadBlock> for StorageActor {
     type Result = ResponseFuture<Result<DataBlock, StorageError>>;
     fn handle(&mut self, m: ReadBlock, ctx: &mut Context<Self>) -> Self::Result {
         let hash = m.hash;
+        // Pays for the copy once its length is known, before reading it (charged.rs).
+        let mut pay = Payer::new(hash, m.charge);
         // A small block in the kernel's caches is read here, on the actor's thread,
         // without waiting for the disk: the blocking pool's two thread wake-ups were most
         // of a 4 KiB GET's CPU. Only when no job of the hash is queued or running (its
@@ -313,13 +319,14 @@ impl Handler<ReadBlock> for StorageActor {
         // goes to the lane as before.
         if !self.lanes.contains_key(&hash) {
             let mut delta = disks::JobDelta::default();
-            if let Some(block) = self.disks.read_no_wait(hash, &mut delta) {
+            if let Some(block) = self.disks.read_no_wait(hash, &mut delta, &mut pay) {
                 self.apply(hash, delta, ctx);
-                return Box::pin(std::future::ready(Ok(block)));
+                return Box::pin(std::future::ready(pay.finish(block)));
             }
         }
         self.submit(hash, ctx, move |disks, d, _| {
-            disks.read(hash, disk::Verify::Checksum, d)
+            let block = disks.read(hash, disk::Verify::Checksum, d, &mut pay)?;
+            pay.finish(block)
         })
     }
 }
@@ -330,7 +337,9 @@ impl Handler<VerifyBlock> for StorageActor {
     fn handle(&mut self, m: VerifyBlock, ctx: &mut Context<Self>) -> Self::Result {
         let hash = m.hash;
         self.submit(hash, ctx, move |disks, d, _| {
-            disks.read(hash, disk::Verify::Blake2, d).map(drop)
+            disks
+                .read(hash, disk::Verify::Blake2, d, &mut Payer::none(hash))
+                .map(drop)
         })
     }
 }

@@ -10,6 +10,11 @@
 //! duration, like resync's tranquility: background work takes about a third of one
 //! disk's time at most.
 //!
+//! A move holds the block in memory: with a budget (`with_move_budget`), its bytes are
+//! charged before they are read. A move the pool cannot pay for now waits for that
+//! much of it, holding nothing and at most [`MOVE_BUDGET_WAIT`] at a time, then tries
+//! the same block again.
+//!
 //! A pass runs once the start-up count is done (its room checks need the counts):
 //! capacities, dirs and read-only flags change only with the config, so a restart is
 //! when blocks may have to move. A block whose target has no room stays where it is.
@@ -19,12 +24,16 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tracing::{info, warn};
 
+use super::charged::Payer;
 use super::dirs;
-use super::{RebalanceStatus, StorageActor};
+use super::{ReadCharge, RebalanceStatus, StorageActor, StorageError};
+use crate::budget::{Charge, Pool};
 use crate::hash::Hash;
 
 /// Rest after each move, as a multiple of the time it took.
 pub const REBALANCE_TRANQUILITY: u32 = 2;
+/// Longest wait for the RAM budget before a move is tried again.
+pub const MOVE_BUDGET_WAIT: Duration = Duration::from_secs(10);
 /// Hashes listed at once from one dir.
 const PAGE: usize = 256;
 
@@ -44,6 +53,10 @@ pub(super) struct Mover {
     page: Vec<Hash>,
     /// Another pass was asked for while one ran.
     rerun: bool,
+    /// The pool a move's bytes are charged to (`None`: uncharged).
+    budget: Option<Pool>,
+    /// A charge waited for after a move found the pool short, for the next move.
+    held: Option<Charge>,
 }
 
 impl Mover {
@@ -61,6 +74,12 @@ impl Mover {
 }
 
 impl StorageActor {
+    /// Charge the mover's block bytes to `pool` before they are read.
+    pub fn with_move_budget(mut self, pool: Pool) -> Self {
+        self.mover.budget = Some(pool);
+        self
+    }
+
     /// Start a pass of the mover (or another one after the current pass).
     pub(super) fn start_rebalance(&mut self, ctx: &mut Context<Self>) {
         if self.mover.running {
@@ -101,10 +120,29 @@ impl StorageActor {
                 continue;
             };
             let started = Instant::now();
+            let charge = self.mover.budget.clone().map(|pool| ReadCharge {
+                pool,
+                held: self.mover.held.take(),
+                plain: false,
+            });
             let job = self.submit(hash, ctx, move |disks, d, _| {
-                disks.relocate(hash, from, to, d)
+                disks.relocate(hash, from, to, d, &mut Payer::new(hash, charge))
             });
             ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+                if let (Err(StorageError::OverBudget { needed, .. }), Some(pool)) =
+                    (&res, act.mover.budget.clone())
+                {
+                    // Nothing was read: wait for the memory, then move this block again.
+                    act.mover.page.push(hash);
+                    act.mover.scanned -= 1;
+                    let needed = *needed;
+                    let wait = async move { pool.charge_within(needed, MOVE_BUDGET_WAIT).await };
+                    ctx.spawn(wait.into_actor(act).map(|charge, act, ctx| {
+                        act.mover.held = charge.ok();
+                        act.mover_step(ctx);
+                    }));
+                    return;
+                }
                 if let Err(e) = res {
                     act.mover.errors += 1;
                     warn!(hash = %hash.short(), error = %e, "could not move a block to its data dir; it stays where it is");

@@ -114,7 +114,7 @@ async fn write_then_read_round_trips_a_plain_block() {
         "plain file should hold the block's bytes"
     );
     assert!(ask(&s, BlockExists { hash: h }).await.unwrap());
-    let back = ask(&s, ReadBlock { hash: h }).await.unwrap();
+    let back = ask(&s, ReadBlock::uncharged(h)).await.unwrap();
     assert_eq!(back, b, "read should return what was written");
     let st = counted(&s).await;
     assert_eq!((st.blocks, st.bytes), (1, 10_000));
@@ -132,7 +132,7 @@ async fn write_then_read_round_trips_a_compressed_block_stored_as_is() {
     let zst = block_path(d.path(), &h, true);
     assert_eq!(fs::read(&zst).unwrap(), b.inner_buffer()[..]);
     assert!(!block_path(d.path(), &h, false).exists(), "no plain copy");
-    let back = ask(&s, ReadBlock { hash: h }).await.unwrap();
+    let back = ask(&s, ReadBlock::uncharged(h)).await.unwrap();
     assert!(back.is_compressed(), "read should return the stored form");
     assert_eq!(back.verify_get(&h).unwrap(), text(100_000));
 }
@@ -194,7 +194,7 @@ async fn a_compressed_write_replaces_a_plain_copy() {
     let st = counted(&s).await;
     assert_eq!(st.blocks, 1);
     assert_eq!(st.bytes, comp.inner_buffer().len() as u64);
-    assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), comp);
+    assert_eq!(ask(&s, ReadBlock::uncharged(h)).await.unwrap(), comp);
 }
 
 #[actix_rt::test]
@@ -250,7 +250,7 @@ async fn assert_rot_is_quarantined(zst: bool) {
 
     for (round, expected) in [(0, &corrupted), (1, &corrupted1)] {
         flip_byte(&path);
-        let r = ask(&s, ReadBlock { hash: h }).await;
+        let r = ask(&s, ReadBlock::uncharged(h)).await;
         match r {
             Err(StorageError::Corrupted { hash, quarantined }) => {
                 assert_eq!(hash, h);
@@ -264,7 +264,7 @@ async fn assert_rot_is_quarantined(zst: bool) {
         );
         assert!(expected.exists(), "round {round}: quarantined copy missing");
         assert!(matches!(
-            ask(&s, ReadBlock { hash: h }).await,
+            ask(&s, ReadBlock::uncharged(h)).await,
             Err(StorageError::NotFound { .. })
         ));
         // A repair writes it back; the second rot must not overwrite the first quarantine.
@@ -300,7 +300,7 @@ async fn a_zero_length_file_is_valid_only_for_the_empty_block() {
         WriteOutcome::Written
     );
     assert_eq!(
-        ask(&s, ReadBlock { hash: empty }).await.unwrap(),
+        ask(&s, ReadBlock::uncharged(empty)).await.unwrap(),
         DataBlock::Plain(Bytes::new())
     );
 
@@ -310,14 +310,14 @@ async fn a_zero_length_file_is_valid_only_for_the_empty_block() {
     fs::write(block_path(d.path(), &h, false), b"").unwrap();
     fs::write(block_path(d.path(), &empty, true), b"").unwrap();
     for hash in [h, empty] {
-        let r = ask(&s, ReadBlock { hash }).await;
+        let r = ask(&s, ReadBlock::uncharged(hash)).await;
         assert!(
             matches!(r, Err(StorageError::Corrupted { .. })),
             "empty file for {hash} should be Corrupted, got {r:?}"
         );
     }
     // The plain copy of the empty block is still there once its bad .zst is gone.
-    assert!(ask(&s, ReadBlock { hash: empty }).await.is_ok());
+    assert!(ask(&s, ReadBlock::uncharged(empty)).await.is_ok());
 }
 
 #[actix_rt::test]
@@ -328,7 +328,7 @@ async fn a_directory_in_place_of_a_block_file_is_quarantined() {
     let path = block_path(d.path(), &h, false);
     fs::create_dir_all(path.join("junk")).unwrap();
     assert!(!ask(&s, BlockExists { hash: h }).await.unwrap());
-    let r = ask(&s, ReadBlock { hash: h }).await;
+    let r = ask(&s, ReadBlock::uncharged(h)).await;
     assert!(
         matches!(&r, Err(StorageError::Corrupted { quarantined, .. })
             if quarantined.is_dir() && quarantined.ends_with(format!("{h}.corrupted"))),
@@ -341,7 +341,7 @@ async fn a_directory_in_place_of_a_block_file_is_quarantined() {
         ask(&s, WriteBlock::new(h, b.clone())).await.unwrap(),
         WriteOutcome::Written
     );
-    assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), b);
+    assert_eq!(ask(&s, ReadBlock::uncharged(h)).await.unwrap(), b);
     assert_eq!(counted(&s).await.corruptions_found, 2);
 }
 
@@ -354,7 +354,7 @@ async fn an_unreadable_file_is_an_io_error_and_is_not_quarantined() {
     ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
     let path = block_path(d.path(), &h, false);
     fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();
-    let r = ask(&s, ReadBlock { hash: h }).await;
+    let r = ask(&s, ReadBlock::uncharged(h)).await;
     if fs::read(&path).is_ok() {
         // Running as root: permissions do not stop reads, so the block reads fine.
         assert_eq!(r.unwrap(), b, "root reads the block despite mode 000");
@@ -378,7 +378,7 @@ async fn a_file_in_place_of_a_block_directory_gives_io_errors_naming_the_path() 
     let (h, b) = plain_block(random(300));
     let top = d.path().join(format!("{:02x}", h.as_bytes()[0]));
     fs::write(&top, b"in the way").unwrap();
-    let r = ask(&s, ReadBlock { hash: h }).await;
+    let r = ask(&s, ReadBlock::uncharged(h)).await;
     assert!(
         matches!(&r, Err(StorageError::Io { path, .. }) if path.starts_with(&top)),
         "read: {r:?}"
@@ -411,7 +411,7 @@ async fn delete_removes_both_copies_and_reports_whether_one_existed() {
     );
     assert!(!ask(&s, BlockExists { hash: h }).await.unwrap());
     assert!(matches!(
-        ask(&s, ReadBlock { hash: h }).await,
+        ask(&s, ReadBlock::uncharged(h)).await,
         Err(StorageError::NotFound { hash }) if hash == h
     ));
     let st = counted(&s).await;
@@ -572,8 +572,8 @@ fn blocks_persist_across_a_restart() {
     std::thread::spawn(move || {
         System::new().block_on(async move {
             let s = start(&dir, true);
-            assert_eq!(ask(&s, ReadBlock { hash: hp }).await.unwrap(), bp);
-            assert_eq!(ask(&s, ReadBlock { hash: hc }).await.unwrap(), bc);
+            assert_eq!(ask(&s, ReadBlock::uncharged(hp)).await.unwrap(), bp);
+            assert_eq!(ask(&s, ReadBlock::uncharged(hc)).await.unwrap(), bc);
             assert!(!ask(&s, BlockExists { hash: hd }).await.unwrap());
             let mut want = vec![hp, hc];
             want.sort();
@@ -646,7 +646,7 @@ async fn concurrent_writes_of_one_hash_and_of_many_hashes_all_succeed() {
     {
         assert_eq!(r.unwrap().unwrap(), WriteOutcome::Written);
     }
-    let reads = join_all(blocks.iter().map(|(h, _)| s.send(ReadBlock { hash: *h })));
+    let reads = join_all(blocks.iter().map(|(h, _)| s.send(ReadBlock::uncharged(*h))));
     for (r, (_, b)) in tokio::time::timeout(STEP, reads)
         .await
         .unwrap()
@@ -674,7 +674,7 @@ async fn operations_on_one_hash_run_in_the_order_they_were_sent() {
     });
     let ex = s.send(BlockExists { hash: h });
     let w2 = s.send(WriteBlock::new(h, b.clone()));
-    let rd = s.send(ReadBlock { hash: h });
+    let rd = s.send(ReadBlock::uncharged(h));
     let (w1, del, ex, w2, rd) =
         tokio::time::timeout(STEP, futures::future::join5(w1, del, ex, w2, rd))
             .await
@@ -752,7 +752,7 @@ async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes()
         "no partial file may stay"
     );
     assert!(
-        a.send(ReadBlock { hash: h1 }).await.unwrap().is_ok(),
+        a.send(ReadBlock::uncharged(h1)).await.unwrap().is_ok(),
         "reads keep working when full"
     );
     a.send(gc_delete(h1)).await.unwrap().unwrap();
@@ -820,7 +820,7 @@ fn the_startup_count_is_exact_while_operations_run() {
                             let (ch, cb) = compressed_block(text(2000 + i));
                             ask(&s, WriteBlock::new(ch, cb)).await.map(|_| ())
                         }
-                        _ => ask(&s, ReadBlock { hash: h }).await.map(|_| ()).or(Ok(())),
+                        _ => ask(&s, ReadBlock::uncharged(h)).await.map(|_| ()).or(Ok(())),
                     }
                 });
             }
@@ -954,12 +954,12 @@ async fn a_cached_small_block_read_sent_behind_a_delete_waits_for_it() {
     ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
     // Its entries and bytes are now in the kernel's caches: with no job on its lane, a
     // read is answered on the actor's thread (disk/nowait.rs), and must still be right.
-    assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), b);
-    assert_eq!(ask(&s, ReadBlock { hash: h }).await.unwrap(), b);
+    assert_eq!(ask(&s, ReadBlock::uncharged(h)).await.unwrap(), b);
+    assert_eq!(ask(&s, ReadBlock::uncharged(h)).await.unwrap(), b);
     // Sent without waiting: the delete holds the lane, so the read queues behind it
     // instead of answering from the cached copy the delete is about to remove.
     let del = s.send(gc_delete(h));
-    let rd = s.send(ReadBlock { hash: h });
+    let rd = s.send(ReadBlock::uncharged(h));
     let (del, rd) = tokio::time::timeout(STEP, futures::future::join(del, rd))
         .await
         .expect("storage actor did not answer in time");
@@ -1064,7 +1064,7 @@ fn test_block(len: usize, zst: bool) -> (Hash, DataBlock) {
 }
 
 async fn assert_corrupted(s: &Addr<StorageActor>, h: Hash, what: &str) {
-    let r = ask(s, ReadBlock { hash: h }).await;
+    let r = ask(s, ReadBlock::uncharged(h)).await;
     assert!(
         matches!(r, Err(StorageError::Corrupted { hash, .. }) if hash == h),
         "{what}: expected Corrupted, got {r:?}"
@@ -1116,7 +1116,7 @@ async fn a_file_without_its_checksum_reads_by_blake2_and_rot_in_it_is_still_quar
         // As a file written before stored checksums.
         remove_checksum_attr(&path);
         assert_eq!(
-            ask(&s, ReadBlock { hash: h }).await.unwrap(),
+            ask(&s, ReadBlock::uncharged(h)).await.unwrap(),
             b,
             "{what}: a sound file without the attribute reads"
         );
@@ -1156,7 +1156,7 @@ async fn a_valid_block_file_under_another_blocks_name_or_form_is_refused() {
         set_checksum_attr(&pb, &checksum_attr(&pa).expect("a's attribute"));
         assert_corrupted(&s, b, &format!("{len} bytes: a's file under b's name")).await;
         assert_eq!(
-            ask(&s, ReadBlock { hash: a })
+            ask(&s, ReadBlock::uncharged(a))
                 .await
                 .ok()
                 .map(|x| x.inner_buffer().len()),
@@ -1194,7 +1194,7 @@ async fn an_attribute_that_is_garbled_or_of_another_version_falls_back_to_blake2
             let path = block_path(d.path(), &h, false);
             set_checksum_attr(&path, value);
             assert_eq!(
-                ask(&s, ReadBlock { hash: h }).await.unwrap(),
+                ask(&s, ReadBlock::uncharged(h)).await.unwrap(),
                 b,
                 "{what}: sound bytes are served"
             );
@@ -1231,7 +1231,7 @@ async fn only_the_blake2_check_catches_bytes_rewritten_with_a_matching_checksum(
         fs::write(&path, &forged).unwrap();
         set_checksum_attr(&path, &checksum::value(&h, zst, &forged));
         // The trade-off docs/operations.md states: an ordinary read trusts the matching checksum.
-        let served = ask(&s, ReadBlock { hash: h }).await.unwrap();
+        let served = ask(&s, ReadBlock::uncharged(h)).await.unwrap();
         assert_eq!(
             served.inner_buffer(),
             &forged,
