@@ -156,3 +156,7 @@ pub async fn read_charged(
         },
     })
 }
+
+#[cfg(test)]
+#[path = "charged_tests.rs"]
+mod tests;
