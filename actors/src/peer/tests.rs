@@ -1150,9 +1150,8 @@ async fn a_reply_without_room_is_dropped_unread_and_asked_again_once_there_is_ro
     wait_up(&a.peer, b.id, Duration::from_secs(5)).await;
     let (hash, put) = put_1mib(&a, b.id, 6).await;
     assert!(matches!(put, Ok(BlockRpc::Ok)), "{put:?}");
-    let gets = |seen: Vec<(NodeId, &'static str)>| {
-        seen.iter().filter(|(_, k)| *k == "get_block").count()
-    };
+    let gets =
+        |seen: Vec<(NodeId, &'static str)>| seen.iter().filter(|(_, k)| *k == "get_block").count();
     let hog = a_budget.client.charge(2 << 20).await.unwrap();
     let get = actix_rt::spawn(a.peer.send(call(
         b.id,

@@ -56,7 +56,12 @@ impl Payer {
         let Some(c) = &self.charge else {
             return Ok(());
         };
-        let needed = len + if c.plain && compressed { plain_len(file) } else { 0 };
+        let needed = len
+            + if c.plain && compressed {
+                plain_len(file)
+            } else {
+                0
+            };
         if self.paid.as_ref().is_some_and(|p| c.pool.covers(p, needed)) {
             return Ok(());
         }

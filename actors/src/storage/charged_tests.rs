@@ -12,8 +12,7 @@ use crate::block::DataBlock;
 use crate::budget::Pool;
 use crate::hash::{blake2sum, Hash};
 use crate::storage::{
-    GetStorageStats, ReadBlock, ReadCharge, StorageActor, StorageConfig, StorageError,
-    WriteBlock,
+    GetStorageStats, ReadBlock, ReadCharge, StorageActor, StorageConfig, StorageError, WriteBlock,
 };
 
 const KIB: u64 = 1024;
@@ -152,9 +151,15 @@ async fn a_compressed_copy_read_as_plain_is_charged_for_both_forms_then_for_its_
         "{r:?}"
     );
     drop(hog);
-    let got = read_charged(&s.clone().recipient(), hash, &pool, true, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let got = read_charged(
+        &s.clone().recipient(),
+        hash,
+        &pool,
+        true,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(got, DataBlock::Plain(plain.clone()));
     assert_eq!(
         pool.available(),
