@@ -356,7 +356,10 @@ async fn exchange(
         frame::read_payload_start(&mut recv, start).await?;
         let needed = reply_charge(pl, start);
         let charge = match held {
-            Some(c) if pool.covers(&c, needed) => c,
+            Some(mut c) if pool.covers(&c, needed) => {
+                c.shrink_to(needed);
+                c
+            }
             _ => match pool.try_charge(needed) {
                 Ok(c) => c,
                 Err(_) => {

@@ -99,8 +99,14 @@ impl Payer {
                 charge.shrink_to(plain.len() as u64);
                 DataBlock::Plain(charge.attach(plain))
             }
-            DataBlock::Compressed(z) => DataBlock::Compressed(charge.attach(z)),
-            DataBlock::Plain(p) => DataBlock::Plain(charge.attach(p)),
+            DataBlock::Compressed(z) => {
+                charge.shrink_to(z.len() as u64);
+                DataBlock::Compressed(charge.attach(z))
+            }
+            DataBlock::Plain(p) => {
+                charge.shrink_to(p.len() as u64);
+                DataBlock::Plain(charge.attach(p))
+            }
         })
     }
 }
