@@ -45,6 +45,12 @@ impl Payer {
         Payer::new(hash, None)
     }
 
+    /// Whether the reader wants plain bytes (a compressed copy is then charged for its
+    /// plain size too, read from its header).
+    pub(super) fn wants_plain(&self) -> bool {
+        self.charge.as_ref().is_some_and(|c| c.plain)
+    }
+
     /// Pay for reading the copy open as `file`, `len` bytes as stored: from the charge
     /// held, else from the pool if it has them now, else `OverBudget` (nothing read).
     pub(super) fn pay(
