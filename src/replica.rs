@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use blocknode_actors::antientropy::narrow::schedule_fetches;
+use blocknode_actors::budget::Pool;
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode, RefRecord};
 use blocknode_actors::layout::{encode_layout, handover_left, HandoverLeft, LayoutChanged};
 use blocknode_actors::peer::HandleRpc;
@@ -25,7 +26,6 @@ use blocknode_actors::refcount::{
 use blocknode_actors::resync::{
     GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
 };
-use blocknode_actors::budget::Pool;
 use blocknode_actors::storage::{
     read_charged, BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock, WriteOutcome,
 };

@@ -3,18 +3,23 @@
 //!
 //! [`RamBudget`] holds two [`Pool`]s carved out of `block_ram_buffer_max`:
 //! - the **client** pool pays for work this node starts: HTTP PUT bodies (and their
-//!   compressed copy while it is made), HTTP GET bodies, and the payloads of replies
-//!   this node reads from peers (a `GetBlock` answer for a client read or a resync fetch);
+//!   compressed copy while it is made), HTTP GET bodies, the payloads of replies this
+//!   node reads from peers (a `GetBlock` answer for a client read or a resync fetch), and
+//!   blocks it reads to send or move itself (hint replay, GC offload, the disk mover);
 //! - the **peer** pool pays for work peers ask of this node: the payload of an incoming
-//!   request (`PutBlock`) and the bytes read to answer a peer's `GetBlock`.
+//!   request (`PutBlock`) and the block read to answer a peer's `GetBlock`.
 //!
-//! Why two: a client PUT holds its share while it waits for its holders to store the
-//! block. If a holder admitted the incoming `PutBlock` from the same pool, two nodes
-//! whose client PUTs fill their pools would each wait for the other until the timeouts
-//! (with one shared pool, 18 concurrent 16 MiB PUTs all failed with 503 after 60 s). The peer pool is only ever held by work that
-//! waits on nothing but this node's disk and a reply write with a timeout, so it always
-//! drains; client work waits on peer pools, never the other way round, so there is no
-//! cycle. Each pool admits at least one request of the largest size (a request larger
+//! Every byte is charged before it is read from disk (`storage/charged.rs`) or received
+//! (`peer/conn.rs`), and every wait is bounded ([`Pool::charge_within`], or the
+//! timeout of the call it is part of).
+//!
+//! Why two, and why no cycle: a client PUT holds its share while it waits for its
+//! holders to admit the block into their peer pools. Work holding a peer pool never
+//! waits for memory: an incoming `PutBlock` waits for this node's disk, a served block
+//! for its reader, and a reader charges a reply before reading it from what is free now
+//! (or a charge it already holds), else drops it unread and waits holding nothing. So
+//! peer pools always drain, and client work waits on peer pools, never the other way
+//! round. Each pool admits at least one request of the largest size (a request larger
 //! than the pool takes the whole pool), so a maximum-size block always gets through.
 //!
 //! A [`Charge`] is the permit; [`Charge::attach`] hangs it on the bytes it pays for
@@ -325,7 +330,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn the_peer_pool_admits_while_the_client_pool_is_exhausted() {
-        // The cross-node deadlock of a shared pool, at one node: client PUTs hold the whole
+        // The cross-node deadlock of issue 12, at one node: client PUTs hold the whole
         // client pool while they wait for peers; a peer's PutBlock must still get in.
         let b = RamBudget::split(32 << 20, 16 << 20);
         let _puts = b.client.charge(32 << 20).await.unwrap();

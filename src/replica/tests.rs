@@ -9,12 +9,15 @@ use actix::prelude::*;
 use bytes::Bytes;
 use fjall::Database;
 
+use blocknode_actors::budget::Pool;
 use blocknode_actors::frame::{BlockRpc, ErrorCode};
 use blocknode_actors::peer::{Call, HandleRpc, RpcError};
 use blocknode_actors::placement::FixedPlacement;
 use blocknode_actors::refcount::{AddRef, DropRef, GetRc, RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{GetResyncStatus, ResyncActor, ResyncConfig};
-use blocknode_actors::storage::{BlockExists, StorageActor, StorageConfig, WriteBlock};
+use blocknode_actors::storage::{
+    BlockExists, GetStorageStats, StorageActor, StorageConfig, WriteBlock,
+};
 use blocknode_actors::tokens::{TokenActor, TokenConfig};
 use blocknode_actors::{NodeId, RefId, VerifiedBlock};
 
@@ -60,6 +63,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_serving(None)
+}
+
+/// [`rig`] whose served `GetBlock`s are charged to `budget` (pool, longest wait).
+fn rig_serving(budget: Option<(Pool, Duration)>) -> Rig {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Database::builder(dir.path().join("meta"))
         .open()
@@ -96,7 +104,11 @@ fn rig() -> Rig {
         resync.clone(),
         ResyncConfig::new(me),
         tokens,
-    )
+    );
+    let dispatcher = match budget {
+        Some((pool, wait)) => dispatcher.with_serve_budget(pool, wait),
+        None => dispatcher,
+    }
     .start();
     Rig {
         _dir: dir,
@@ -292,4 +304,47 @@ async fn a_put_with_a_ref_queues_the_new_ref_check_only_for_a_copy_it_did_not_wr
         1,
         "a ref to a copy that was already here must queue its new-ref check"
     );
+}
+
+/// A peer's `GetBlock` is paid for from the peer pool before the block is read: with no
+/// room, it waits (bounded), reads nothing and answers "unavailable" (the reader asks
+/// another holder); with room, the reply's bytes carry the charge until dropped.
+#[actix_rt::test]
+async fn a_served_get_block_is_charged_to_the_peer_pool_before_it_is_read() {
+    let pool = Pool::new("peer", 512 << 10);
+    let r = rig_serving(Some((pool.clone(), Duration::from_millis(300))));
+    let block = VerifiedBlock::hash_plain(Bytes::from(vec![7u8; 300 << 10]), None);
+    let hash = block.hash();
+    r.storage
+        .send(WriteBlock::verified(block))
+        .await
+        .unwrap()
+        .unwrap();
+    let get = || HandleRpc {
+        from: NodeId([2; 32]),
+        rpc: BlockRpc::GetBlock(hash),
+    };
+    let hog = pool.charge(412 << 10).await.unwrap();
+    let refused = r.dispatcher.send(get()).await.unwrap();
+    assert!(
+        matches!(
+            refused,
+            BlockRpc::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let stats = r.storage.send(GetStorageStats).await.unwrap();
+    assert_eq!(stats.bytes_read, 0, "read before it was paid for");
+    drop(hog);
+    let served = r.dispatcher.send(get()).await.unwrap();
+    let BlockRpc::PutBlock { data, .. } = served else {
+        panic!("GetBlock answered {served:?}");
+    };
+    assert_eq!(data.inner_buffer().len(), 300 << 10);
+    assert_eq!(pool.available(), 212 << 10, "the reply is charged");
+    drop(data);
+    assert_eq!(pool.available(), 512 << 10, "and returns it when dropped");
 }

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::budget::Pool;
 use crate::frame::{BlockRpc, ErrorCode};
 use crate::hash::{Hash, NodeId, HASH_LEN};
 use crate::peer::{Call, Priority, RpcError};
 use crate::ref_id::RefId;
-use crate::budget::Pool;
 use crate::storage::{read_charged, ReadBlock, StorageError};
 
 use super::AntiEntropyActor;
@@ -375,7 +375,14 @@ impl AntiEntropyActor {
             }
             let results: Vec<GroupReplay> = stream::iter(groups)
                 .map(|g| {
-                    replay_group(node, g, &peers, read_block.as_ref(), budget.as_ref(), timeout)
+                    replay_group(
+                        node,
+                        g,
+                        &peers,
+                        read_block.as_ref(),
+                        budget.as_ref(),
+                        timeout,
+                    )
                 })
                 .buffer_unordered(HINT_PARALLEL)
                 .collect()

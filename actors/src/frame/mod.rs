@@ -31,9 +31,8 @@ mod tests;
 
 pub use codec::{
     decode, decode_parts, encode, parse_prefix, read_body, read_body_with, read_frame, read_header,
-    read_payload_after, read_payload_start, read_prefix,
-    EncodedFrame, FrameError, FrameLimits, DEFAULT_MAX_HEADER_LEN, DEFAULT_MAX_PAYLOAD_LEN,
-    PREFIX_LEN,
+    read_payload_after, read_payload_start, read_prefix, EncodedFrame, FrameError, FrameLimits,
+    DEFAULT_MAX_HEADER_LEN, DEFAULT_MAX_PAYLOAD_LEN, PREFIX_LEN,
 };
 pub use messages::{
     BlockInfo, BlockRpc, ChildDigest, ErrorCode, Hello, NodeStats, PrefixDigest, RefRecord,

@@ -97,8 +97,9 @@ pub struct PeerTuning {
     /// Ack-eliciting packets a receiver may take before it must acknowledge (QUIC ACK
     /// frequency extension; `None`: the RFC's every second packet).
     pub ack_eliciting_threshold: Option<u32>,
-    /// The node's RAM budget ([`RamBudget`]): incoming payloads and served blocks are
-    /// charged to its peer pool, reply payloads read by our calls to its client pool.
+    /// The node's RAM budget ([`RamBudget`]): incoming payloads are charged to its peer
+    /// pool, reply payloads read by our calls to its client pool, each before it is read
+    /// (a served block is charged by the replica side before it is read from disk).
     /// `None`: unbounded.
     pub ram_budget: Option<RamBudget>,
     /// QUIC stream receive window in bytes: what a peer may push on one stream before

@@ -279,10 +279,14 @@ pub(crate) async fn request(
                 if !matches!(rpc, BlockRpc::GetBlock(_)) {
                     break;
                 }
-                held = Some(pool.charge(needed).await.map_err(|e| RpcError::Unreachable {
-                    node,
-                    reason: e.to_string(),
-                })?);
+                held = Some(
+                    pool.charge(needed)
+                        .await
+                        .map_err(|e| RpcError::Unreachable {
+                            node,
+                            reason: e.to_string(),
+                        })?,
+                );
             }
         }
     }
@@ -301,7 +305,10 @@ enum Exchanged {
     Reply(BlockRpc),
     /// The reply's payload needs `needed` bytes of `pool`, not free now: nothing of it
     /// was read and the stream is dropped.
-    NoRoom { needed: u64, pool: Pool },
+    NoRoom {
+        needed: u64,
+        pool: Pool,
+    },
 }
 
 /// Bytes a reply payload is charged for: its own, plus the plain size its zstd frame
@@ -349,7 +356,10 @@ async fn exchange(
         frame::read_payload_start(&mut recv, start).await?;
         let needed = reply_charge(pl, start);
         let charge = match held {
-            Some(c) if pool.covers(&c, needed) => c,
+            Some(mut c) if pool.covers(&c, needed) => {
+                c.shrink_to(needed);
+                c
+            }
             _ => match pool.try_charge(needed) {
                 Ok(c) => c,
                 Err(_) => {

@@ -1130,6 +1130,56 @@ async fn a_get_reply_read_by_a_call_is_charged_until_its_bytes_are_dropped() {
     );
 }
 
+#[actix_rt::test]
+async fn a_reply_without_room_is_dropped_unread_and_asked_again_once_there_is_room() {
+    // The caller never reads a reply into memory it has not charged, and never keeps a
+    // peer's reply waiting for that memory: it drops the stream (the peer's charge for
+    // the reply comes back), waits holding nothing, and asks again.
+    let mut certs = Certs::new();
+    let a_budget = two_mib_pools();
+    let a = budgeted_node(certs.node(), a_budget.clone(), None);
+    let b = budgeted_node(certs.node(), two_mib_pools(), None);
+    let members = vec![member(&a), member(&b)];
+    for p in [&a.peer, &b.peer] {
+        p.send(SetMembers {
+            members: members.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    wait_up(&a.peer, b.id, Duration::from_secs(5)).await;
+    let (hash, put) = put_1mib(&a, b.id, 6).await;
+    assert!(matches!(put, Ok(BlockRpc::Ok)), "{put:?}");
+    let gets =
+        |seen: Vec<(NodeId, &'static str)>| seen.iter().filter(|(_, k)| *k == "get_block").count();
+    let hog = a_budget.client.charge(2 << 20).await.unwrap();
+    let get = actix_rt::spawn(a.peer.send(call(
+        b.id,
+        BlockRpc::GetBlock(hash),
+        Duration::from_secs(10),
+    )));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!get.is_finished(), "no room: the reply must not be read");
+    assert_eq!(gets(b.handler.send(Seen).await.unwrap()), 1);
+    drop(hog);
+    let got = tokio::time::timeout(Duration::from_secs(5), get)
+        .await
+        .expect("the call did not go on once there was room")
+        .unwrap()
+        .unwrap();
+    let Ok(BlockRpc::PutBlock { data, .. }) = got else {
+        panic!("GetBlock answered {got:?}");
+    };
+    assert_eq!(
+        gets(b.handler.send(Seen).await.unwrap()),
+        2,
+        "asked again with the room in hand"
+    );
+    assert_eq!(a_budget.client.available(), 1 << 20, "the reply is charged");
+    drop(data);
+    assert_all_free(&a_budget.client, "dropping the reply returns it");
+}
+
 #[test]
 fn initials_get_a_handshake_only_from_members_validated_and_under_the_cap() {
     assert_eq!(admit_incoming(false, true, 0, 16), Admission::Ignore);

@@ -45,6 +45,12 @@ impl Payer {
         Payer::new(hash, None)
     }
 
+    /// Whether the reader wants plain bytes (a compressed copy is then charged for its
+    /// plain size too, read from its header).
+    pub(super) fn wants_plain(&self) -> bool {
+        self.charge.as_ref().is_some_and(|c| c.plain)
+    }
+
     /// Pay for reading the copy open as `file`, `len` bytes as stored: from the charge
     /// held, else from the pool if it has them now, else `OverBudget` (nothing read).
     pub(super) fn pay(
@@ -56,7 +62,12 @@ impl Payer {
         let Some(c) = &self.charge else {
             return Ok(());
         };
-        let needed = len + if c.plain && compressed { plain_len(file) } else { 0 };
+        let needed = len
+            + if c.plain && compressed {
+                plain_len(file)
+            } else {
+                0
+            };
         if self.paid.as_ref().is_some_and(|p| c.pool.covers(p, needed)) {
             return Ok(());
         }
@@ -94,8 +105,14 @@ impl Payer {
                 charge.shrink_to(plain.len() as u64);
                 DataBlock::Plain(charge.attach(plain))
             }
-            DataBlock::Compressed(z) => DataBlock::Compressed(charge.attach(z)),
-            DataBlock::Plain(p) => DataBlock::Plain(charge.attach(p)),
+            DataBlock::Compressed(z) => {
+                charge.shrink_to(z.len() as u64);
+                DataBlock::Compressed(charge.attach(z))
+            }
+            DataBlock::Plain(p) => {
+                charge.shrink_to(p.len() as u64);
+                DataBlock::Plain(charge.attach(p))
+            }
         })
     }
 }
@@ -156,3 +173,7 @@ pub async fn read_charged(
         },
     })
 }
+
+#[cfg(test)]
+#[path = "charged_tests.rs"]
+mod tests;

@@ -265,3 +265,38 @@ async fn a_dir_gone_while_running_is_failed_and_the_others_keep_serving() {
     }
     assert!(!ds[1].path.exists(), "the failed dir was not recreated");
 }
+
+#[actix_rt::test]
+async fn the_mover_reads_a_block_only_once_its_bytes_are_charged() {
+    let root = tempfile::tempdir().unwrap();
+    let mut ds = dirs(root.path(), &[1 << 30, 1 << 30]);
+    let s = start(ds.clone());
+    for i in 0..20 {
+        let (h, b) = block(i);
+        s.send(WriteBlock::new(h, b)).await.unwrap().unwrap();
+    }
+    drop(s);
+    ds[1].read_only = true;
+    let pool = crate::budget::Pool::new("client", 64 << 10);
+    let hog = pool.charge(64 << 10).await.unwrap();
+    let s = StorageActor::new(StorageConfig {
+        dirs: ds.clone(),
+        data_fsync: false,
+    })
+    .unwrap()
+    .with_move_budget(pool.clone())
+    .start();
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let st = s.send(GetStorageStats).await.unwrap();
+    let blocks_in_1 = st.disks[1].blocks;
+    assert_eq!(
+        (st.rebalance.moved, st.bytes_read),
+        (0, 0),
+        "moved or read with no budget: {st:?}"
+    );
+    drop(hog);
+    let st = stats_when(&s, "drained", |st| st.rebalance.passes >= 1).await;
+    assert_eq!(st.disks[1].blocks, 0, "{st:?}");
+    assert_eq!(st.rebalance.moved, blocks_in_1);
+    assert_eq!(pool.available(), 64 << 10, "every move's charge came back");
+}

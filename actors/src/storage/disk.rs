@@ -423,6 +423,11 @@ impl Layout {
                 nowait::NoWaitOpen::GiveUp => return None,
                 nowait::NoWaitOpen::File(file, len) => (file, len),
             };
+            // A GET of a compressed copy is charged for its plain size, read from its
+            // zstd header, which may not be cached: such a read goes to the lane.
+            if compressed && pay.wants_plain() {
+                return None;
+            }
             pay.pay(&file, len, compressed).ok()?;
             let bytes = nowait::read(&file, len)?;
             // The attribute sits in the inode just read (9 bytes fit in-inode on ext4

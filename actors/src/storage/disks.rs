@@ -14,8 +14,8 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::census::Tally;
-use super::dirs::{read_order, DataDir, PlacedDir};
 use super::charged::Payer;
+use super::dirs::{read_order, DataDir, PlacedDir};
 use super::disk::{Layout, StatsDelta, Verify};
 use super::{StorageError, WriteOutcome};
 use crate::block::DataBlock;

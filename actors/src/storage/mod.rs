@@ -72,9 +72,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tracing::{error, info, warn};
 
+use self::census::{Census, Tally};
 pub use self::charged::read_charged;
 use self::charged::Payer;
-use self::census::{Census, Tally};
 pub use self::config::StorageConfig;
 pub use self::dirs::{DataDir, DiskState};
 use self::disks::Disks;
@@ -83,8 +83,8 @@ use self::lanes::Job;
 pub use self::messages::{
     BlockExists, BlockLength, DeleteIfUnwritten, DeleteOutcome, DiskFailed, DiskStatus,
     GetStorageStats, KeepIfPresent, ListBlocks, ReadBlock, ReadCharge, RebalanceStatus,
-    SetDiskFailureListener, StatBlock,
-    StorageError, StorageStats, VerifyBlock, WriteBlock, WriteOutcome,
+    SetDiskFailureListener, StatBlock, StorageError, StorageStats, VerifyBlock, WriteBlock,
+    WriteOutcome,
 };
 use self::rebalance::Mover;
 use crate::block::DataBlock;

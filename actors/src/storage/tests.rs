@@ -820,7 +820,10 @@ fn the_startup_count_is_exact_while_operations_run() {
                             let (ch, cb) = compressed_block(text(2000 + i));
                             ask(&s, WriteBlock::new(ch, cb)).await.map(|_| ())
                         }
-                        _ => ask(&s, ReadBlock::uncharged(h)).await.map(|_| ()).or(Ok(())),
+                        _ => ask(&s, ReadBlock::uncharged(h))
+                            .await
+                            .map(|_| ())
+                            .or(Ok(())),
                     }
                 });
             }

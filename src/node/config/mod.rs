@@ -140,7 +140,9 @@ pub struct Config {
     /// Most bytes of block data held in memory by requests in flight, split in half
     /// between a client pool (PUT/GET bodies, replies read from peers) and a peer pool
     /// (incoming PutBlocks, blocks served to peers), each at least `max_block_size`
-    /// (`blocknode_actors::budget`); past it, new requests wait (back-pressure).
+    /// (`blocknode_actors::budget`). Every block byte is charged before it is read or
+    /// received; past the budget, new requests wait (back-pressure), at most
+    /// `block_rw_timeout` (then a client gets 503).
     /// Default "256MiB".
     #[serde(default = "default_ram_buffer", deserialize_with = "de_size")]
     pub block_ram_buffer_max: u64,
