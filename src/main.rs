@@ -32,7 +32,7 @@ fn main() {
     pin_mmap_threshold();
     if let Err(e) = real_main() {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(node::exit_code(&e));
     }
 }
 

@@ -26,7 +26,10 @@ use blocknode_actors::peer::{
 };
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
-use blocknode_actors::storage::{SetDiskFailureListener, StorageActor, StorageConfig};
+use blocknode_actors::storage::marker::DirMarkers;
+use blocknode_actors::storage::{
+    SetDiskFailureListener, SetQuarantineListener, StorageActor, StorageConfig, StorageError,
+};
 use blocknode_actors::tls::TlsIdentity;
 use blocknode_actors::tokens::{token_peers, TokenActor, TokenConfig};
 use blocknode_actors::NodeId;
@@ -37,6 +40,19 @@ use crate::metrics::{Metrics, RpcLabels};
 use crate::node::config::{Config, Member};
 use crate::node::store_watch::StoreWatch;
 use crate::replica::RpcDispatcher;
+
+/// Exit status of a node that refused one of its data dirs at start (not its marker:
+/// unmounted, the wrong disk, another node's; `storage/marker.rs`), as sysexits'
+/// `EX_CONFIG`: a supervisor should not restart it until an operator has looked.
+pub const EXIT_DATA_DIR_REFUSED: i32 = 78;
+
+/// The exit status for an error that ended `blocknode run` (1 unless documented).
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<StorageError>() {
+        Some(StorageError::DataDirRefused { .. }) => EXIT_DATA_DIR_REFUSED,
+        _ => 1,
+    }
+}
 
 /// Run a node until SIGINT/SIGTERM. `embedded` prepares the default's files.
 pub fn run(cfg: Config, embedded: bool) -> anyhow::Result<()> {
@@ -97,6 +113,10 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         Some(Layout::initial(members, cfg.replication_factor).context("the configured members")?)
     };
 
+    // A node whose metadata store existed has run before: an empty data dir without its
+    // marker is then a disk that is not mounted, not a new one (storage/marker.rs).
+    let started_before =
+        std::fs::read_dir(&cfg.metadata_dir).is_ok_and(|mut entries| entries.next().is_some());
     std::fs::create_dir_all(&cfg.metadata_dir)
         .with_context(|| format!("creating metadata dir {}", cfg.metadata_dir.display()))?;
     let db = fjall::Database::builder(&cfg.metadata_dir)
@@ -123,6 +143,10 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     let storage = StorageActor::new(StorageConfig {
         dirs: cfg.storage_dirs(),
         data_fsync: cfg.data_fsync,
+        markers: Some(DirMarkers {
+            node: self_id,
+            started_before,
+        }),
     })?
     .start();
 
@@ -131,6 +155,10 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     let resync_ctx = Context::<ResyncActor>::new();
     // A failed data dir is the resync actor's to mend: its sweep refetches what it held.
     storage.do_send(SetDiskFailureListener {
+        listener: resync_ctx.address().recipient(),
+    });
+    // A quarantined copy is fetched again at once, not at the next sweep.
+    storage.do_send(SetQuarantineListener {
         listener: resync_ctx.address().recipient(),
     });
     let refcount = RefcountActor::new(

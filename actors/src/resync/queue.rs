@@ -97,6 +97,11 @@ impl Queue {
         }
     }
 
+    /// Whether `hash` has a waiting entry (a schedule that is not lost).
+    pub fn is_waiting(&self, hash: &Hash) -> Result<bool, ResyncError> {
+        Ok(self.waiting(hash)?.is_some())
+    }
+
     /// Look at `hash` at `due`: a new entry, or the waiting one moved earlier, or
     /// nothing when it already waits for an earlier time.
     pub fn schedule(&mut self, hash: Hash, due: u64) -> Result<Scheduled, ResyncError> {

@@ -19,6 +19,7 @@ use crate::storage::{BlockExists, DeleteIfUnwritten, ReadBlock, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
 mod settings;
+mod sweep;
 
 /// One fake remote node.
 #[derive(Default)]
@@ -1271,10 +1272,16 @@ async fn a_block_refused_by_a_full_disk_is_fetched_soon_after_space_frees() {
         .unwrap()
         .unwrap());
     // An operator (or GC) frees space.
+    let look = r
+        .storage
+        .send(crate::storage::OpenGcLook { hash: filler })
+        .await
+        .unwrap()
+        .unwrap();
     r.storage
         .send(DeleteIfUnwritten {
             hash: filler,
-            since: std::time::Instant::now(),
+            since: look.since,
         })
         .await
         .unwrap()
