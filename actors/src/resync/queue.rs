@@ -259,6 +259,27 @@ impl Queue {
         Ok(true)
     }
 
+    /// Up to `limit` error entries after `after` in hash order (unreadable ones are
+    /// skipped), and whether more follow.
+    pub fn error_page(&self, after: Option<Hash>, limit: usize) -> (Vec<(Hash, ErrorEntry)>, bool) {
+        use std::ops::Bound;
+        let lower = after.map(|h| h.as_bytes().to_vec());
+        let range = match &lower {
+            Some(k) => self
+                .errors
+                .range::<&[u8], _>((Bound::Excluded(k.as_slice()), Bound::Unbounded)),
+            None => self.errors.iter(),
+        };
+        let mut out: Vec<(Hash, ErrorEntry)> = range
+            .filter_map(|kv| kv.into_inner().ok())
+            .filter_map(|(k, v)| Some((Hash::from_slice(&k)?, ErrorEntry::parse(&v)?)))
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = out.len() > limit;
+        out.truncate(limit);
+        (out, more)
+    }
+
     /// Every error entry (unreadable ones are skipped).
     pub fn error_entries(&self) -> Vec<(Hash, ErrorEntry)> {
         self.errors
