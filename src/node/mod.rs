@@ -259,6 +259,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
     ae_cfg.interval = cfg.anti_entropy_interval;
     ae_cfg.first_round_after = cfg.anti_entropy_interval.min(FIRST_ROUND_AFTER);
     ae_cfg.hinted_handoff = cfg.hinted_handoff;
+    ae_cfg.max_hints_per_member = cfg.max_hints_per_member;
     ae_cfg.rpc_timeout = cfg.peer_rpc_timeout;
     let anti_entropy = AntiEntropyActor::new(
         db.clone(),
