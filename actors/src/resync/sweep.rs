@@ -172,15 +172,18 @@ async fn sweep_rc(
         after = page.last().copied();
         seen += page.len() as u64;
         let checks = page.into_iter().map(|hash| async move {
-            match refcount.send(GetRc { hash }).await {
-                Ok(Ok(RcEntry::Present { .. })) => {}
-                Ok(Ok(RcEntry::Deletable { at_time })) => {
-                    return Some((hash, Found::Collectable(at_time + after_gc_delay)))
-                }
+            // Referenced: lost if missing. Released: a look is due only while a copy is
+            // here (a released entry without a copy needs no look).
+            let released_at = match refcount.send(GetRc { hash }).await {
+                Ok(Ok(RcEntry::Present { .. })) => None,
+                Ok(Ok(RcEntry::Deletable { at_time })) => Some(at_time),
                 _ => return None,
-            }
-            match storage.send(BlockExists { hash }).await {
-                Ok(Ok(false)) => Some((hash, Found::Missing)),
+            };
+            match (storage.send(BlockExists { hash }).await, released_at) {
+                (Ok(Ok(false)), None) => Some((hash, Found::Missing)),
+                (Ok(Ok(true)), Some(at)) => {
+                    Some((hash, Found::Collectable(at.saturating_add(after_gc_delay))))
+                }
                 _ => None,
             }
         });
