@@ -4,6 +4,7 @@
 
 use std::io::ErrorKind;
 
+use blocknode_actors::storage::StorageError;
 use blocknode_actors::tls::TlsError;
 
 use crate::node::preflight::StartError;
@@ -57,6 +58,9 @@ pub fn status_of(e: &anyhow::Error) -> i32 {
         }
         if let Some(c) = cause.downcast_ref::<ConfigRefused>() {
             return c.status;
+        }
+        if let Some(StorageError::DataDirRefused { .. }) = cause.downcast_ref::<StorageError>() {
+            return CONFIG;
         }
         if let Some(TlsError::Io { source, .. }) = cause.downcast_ref::<TlsError>() {
             return match source.kind() {

@@ -86,6 +86,9 @@ fn wiped_node_gets_every_block_back_after_repair() {
         .collect();
     c.stop(1);
     std::fs::remove_dir_all(&c.nodes[1].data_dir).expect("wiping node 1's data dir");
+    // A new, empty disk: the operator declares it (else the node refuses an unmarked dir).
+    std::fs::create_dir_all(&c.nodes[1].data_dir).expect("a new data dir");
+    std::fs::write(c.nodes[1].data_dir.join("blocknode-new-dir"), b"").expect("declaring it new");
     c.start_node(1);
     c.wait_ready(1);
     c.wait_peers_up(1);

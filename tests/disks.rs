@@ -1,7 +1,9 @@
-//! Several data dirs per node, on real `blocknode` processes: a data dir
-//! replaced by an empty one while the node is stopped is refilled from peers at start
-//! without a repair call, a data dir that vanishes while the node runs is marked failed
-//! while the node keeps serving, and a capacity change moves only the blocks that must.
+//! Several data dirs per node, on real `blocknode` processes: a data dir replaced by an
+//! empty one while the node is stopped is refused at start (its marker is missing: an
+//! unmounted disk looks the same), and once the operator says it is a new disk it is
+//! refilled from peers without a repair call; a data dir that vanishes while the node
+//! runs is marked failed while the node keeps serving; a capacity change moves only the
+//! blocks that must.
 //!
 //! Every node's `data_dir` line is replaced by `data_dirs` with three dirs under it
 //! (`<data_dir>/d0`, `d1`, `d2`), so `NodeInfo::data_dir` is their parent here.
@@ -127,14 +129,43 @@ fn thirty_blocks_some_on_d1(c: &Cluster) -> (Vec<String>, Vec<String>) {
     (hashes, on_d1)
 }
 
+/// Exit status of a node that refused a data dir (`exit::CONFIG`, sysexits' EX_CONFIG).
+const EXIT_DATA_DIR_REFUSED: i32 = 78;
+
 #[test]
-fn a_data_dir_replaced_by_an_empty_one_is_refilled_from_peers_and_the_others_are_untouched() {
+fn a_data_dir_swapped_for_an_empty_one_is_refused_then_refilled_once_declared_new() {
     let mut c = Cluster::start(3, 3, "10m", three_dirs(["1GB", "1GB", "1GB"]));
     let (hashes, lost) = thirty_blocks_some_on_d1(&c);
     c.stop(0);
     let before = [identities(&c, 0, 0, &hashes), identities(&c, 0, 2, &hashes)];
-    std::fs::remove_dir_all(dir_of(&c, 0, 1)).expect("wiping d1");
-    std::fs::create_dir(dir_of(&c, 0, 1)).expect("an empty d1");
+    let d1 = dir_of(&c, 0, 1);
+    std::fs::remove_dir_all(&d1).expect("wiping d1");
+    std::fs::create_dir(&d1).expect("an empty d1");
+    c.start_node(0);
+    let status = c
+        .wait_exit(0, Duration::from_secs(20))
+        .expect("a node with an unmarked empty data dir must exit at start");
+    assert_eq!(
+        status.code(),
+        Some(EXIT_DATA_DIR_REFUSED),
+        "exit status; log:\n{}",
+        c.log(0)
+    );
+    let log = c.log(0);
+    let line = log
+        .lines()
+        .find(|l| l.contains("refused"))
+        .unwrap_or_else(|| panic!("no refusal line in the log:\n{log}"));
+    assert!(
+        line.contains(&d1.display().to_string()) && line.contains("blocknode-new-dir"),
+        "the line names the dir and what to do: {line}"
+    );
+    assert!(
+        std::fs::read_dir(&d1).expect("d1").next().is_none(),
+        "nothing may be written into the refused dir"
+    );
+    // The operator says it is a new disk for this node.
+    std::fs::write(d1.join("blocknode-new-dir"), b"").expect("declaring d1 new");
     c.start_node(0);
     c.wait_ready(0);
     // No repair call: the sweep at start finds them referenced and missing.

@@ -249,3 +249,60 @@ fn a_node_that_joins_later_accepts_older_tokens_and_refuses_older_revokes() {
         || (call(&c, 3, &live, "GET", "/v1/tokens", b"").0 == 401).then_some(()),
     );
 }
+
+#[test]
+fn info_pages_the_refs_and_a_read_token_gets_no_ref_names() {
+    let c = Cluster::start(3, 3, "10m", |s| s.to_string());
+    c.wait_peers_up(0);
+    let read = create(&c, 0, "read", "reader");
+    let hash = c.put(0, &random_bytes(500), Some("obj-0"));
+    for i in 1..5 {
+        let r = c.request(0, "PUT", &format!("/v1/blocks/{hash}/refs/obj-{i}"), None);
+        assert_eq!(r.status, 204, "adding ref obj-{i}");
+    }
+    // Pages of two, following `next`.
+    let mut names = Vec::new();
+    let mut path = format!("/v1/blocks/{hash}/info?limit=2");
+    let mut pages = 0;
+    loop {
+        let v = c.get_json(0, &path);
+        pages += 1;
+        let refs = v["local"]["refs"].as_array().expect("refs").clone();
+        assert!(refs.len() <= 2, "a page holds at most limit refs: {v}");
+        assert_eq!(v["local"]["rc"], 5, "rc counts every live ref: {v}");
+        names.extend(
+            refs.iter()
+                .map(|r| r["ref"].as_str().unwrap_or("?").to_string()),
+        );
+        match v["local"]["next"].as_str() {
+            Some(next) => path = format!("/v1/blocks/{hash}/info?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["obj-0", "obj-1", "obj-2", "obj-3", "obj-4"]);
+    assert_eq!(pages, 3);
+    // A read token reads the block and the counts, not the names.
+    let (status, body) = call(&c, 0, &read, "GET", &format!("/v1/blocks/{hash}/info"), b"");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON info");
+    assert_eq!(v["local"]["refs"], serde_json::json!([]), "{v}");
+    assert_eq!(v["local"]["refs_hidden"], true, "{v}");
+    assert_eq!(v["local"]["rc"], 5, "{v}");
+    assert!(
+        !body.contains("obj-"),
+        "no ref name may reach a read token: {body}"
+    );
+    // Bad paging parameters answer 400 with the JSON error.
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?limit=x",
+        "?page=2",
+        "?after=not-a-hash",
+    ] {
+        let r = c.request(0, "GET", &format!("/v1/resync/errors{bad}"), None);
+        assert_eq!(r.status, 400, "/v1/resync/errors{bad}");
+    }
+    let v = c.get_json(0, "/v1/resync/errors?limit=5");
+    assert!(v["errors"].is_array() && v["next"].is_null(), "{v}");
+}

@@ -15,7 +15,8 @@
 //!    the rc entry is still deletable. The fence is written durably; an `AddRef` that
 //!    meets it asks for an immediate fetch, since the block may be gone a moment later.
 //! 3. [`unwritten_since`] (storage, on `DeleteIfUnwritten`, on the hash's lane): no write
-//!    of the hash finished since the GC look began (an `AlreadyPresent` answer counts).
+//!    of the hash finished since the GC look began (an `AlreadyPresent` answer counts);
+//!    storage watches a hash's writes only while a look at it is open (`OpenGcLook`).
 //!
 //! A ref or a write that lands anywhere in the chain therefore either stops the delete or
 //! is followed by a fetch: see docs/operations.md, "What a GC delete checks".
@@ -78,21 +79,18 @@ pub fn may_fence(rc: RcEntry, already_fenced: bool, now_ms: u64) -> bool {
 }
 
 /// May storage delete the hash? Only if no write of it finished at or after `since`
-/// (the instant the GC look began). `last_write` is the last write the storage actor
-/// remembers; `forgotten_before` is the horizon before which it no longer remembers
-/// writes (its start, or its last pruning): a decision older than that cannot be
-/// checked and is refused.
+/// (the instant the GC look began). `watched_from` is when the storage actor began
+/// remembering the hash's writes (the look it opened; `None`: no look is open, so its
+/// writes are not known), `last_write` the last one it saw since: a decision older than
+/// the watch, or one about a hash nobody watches, cannot be checked and is refused.
 pub fn unwritten_since(
+    watched_from: Option<Instant>,
     last_write: Option<Instant>,
-    forgotten_before: Instant,
     since: Instant,
 ) -> bool {
-    if since < forgotten_before {
-        return false;
-    }
-    match last_write {
-        None => true,
-        Some(w) => w < since,
+    match watched_from {
+        Some(from) if since >= from => last_write.is_none_or(|w| w < since),
+        _ => false,
     }
 }
 
@@ -163,16 +161,23 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(1);
         let t2 = t0 + Duration::from_millis(2);
-        assert!(unwritten_since(None, t0, t1));
-        assert!(unwritten_since(Some(t0), t0, t1), "written before: may go");
+        assert!(unwritten_since(Some(t0), None, t1));
         assert!(
-            !unwritten_since(Some(t1), t0, t1),
+            unwritten_since(Some(t0), Some(t0), t1),
+            "written before: may go"
+        );
+        assert!(
+            !unwritten_since(Some(t0), Some(t1), t1),
             "written at the decision"
         );
-        assert!(!unwritten_since(Some(t2), t0, t1), "written after");
+        assert!(!unwritten_since(Some(t0), Some(t2), t1), "written after");
         assert!(
-            !unwritten_since(None, t2, t1),
-            "a decision older than what storage remembers is refused"
+            !unwritten_since(Some(t2), None, t1),
+            "a decision older than the watch is refused"
+        );
+        assert!(
+            !unwritten_since(None, None, t1),
+            "a hash nobody watches is refused"
         );
     }
 }

@@ -235,7 +235,7 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Block(BlockCommand::Info { hash }) => {
             let hash = hash_arg(&hash)?.to_hex();
-            let v = c.json("GET", &format!("/v1/blocks/{hash}/info"), None)?;
+            let v = c.json("GET", &format!("/v1/blocks/{hash}/info?limit=1000"), None)?;
             println!("block {}", v["hash"].as_str().unwrap_or(&hash));
             println!(
                 "{:<18} {:<8} {:>6} {:<10} error",
@@ -252,18 +252,24 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
                     h["error"].as_str().unwrap_or("-")
                 );
             }
-            let refs: Vec<String> = v["local"]["refs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
+            // The refs come a page at a time: follow `next` to the last page.
+            let mut page = v["local"].clone();
+            let mut refs: Vec<String> = Vec::new();
+            loop {
+                refs.extend(page["refs"].as_array().into_iter().flatten().map(|r| {
                     format!(
                         "{} ({})",
                         r["ref"].as_str().unwrap_or("?"),
                         r["state"].as_str().unwrap_or("?")
                     )
-                })
-                .collect();
+                }));
+                let Some(after) = page["next"].as_str() else {
+                    break;
+                };
+                let after = after.replace('+', "%2B").replace('=', "%3D");
+                let path = format!("/v1/blocks/{hash}/info?limit=1000&after={after}");
+                page = c.json("GET", &path, None)?["local"].clone();
+            }
             println!(
                 "local rc {}; refs: {}",
                 v["local"]["rc"],
@@ -275,8 +281,17 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
             );
         }
         Command::Block(BlockCommand::ListErrors) => {
-            let v = c.json("GET", "/v1/resync/errors", None)?;
-            let errs = v["errors"].as_array().cloned().unwrap_or_default();
+            // A page at a time: follow `next` to the last page.
+            let mut errs = Vec::new();
+            let mut path = "/v1/resync/errors?limit=1000".to_string();
+            loop {
+                let v = c.json("GET", &path, None)?;
+                errs.extend(v["errors"].as_array().cloned().unwrap_or_default());
+                match v["next"].as_str() {
+                    Some(next) => path = format!("/v1/resync/errors?limit=1000&after={next}"),
+                    None => break,
+                }
+            }
             if errs.is_empty() {
                 println!("no resync errors");
             }

@@ -22,7 +22,8 @@ use blocknode_actors::budget::{BudgetError, Charge, RamBudget};
 use blocknode_actors::frame::{BlockInfo, BlockRpc, ErrorCode};
 use blocknode_actors::layout::{LayoutChanged, LayoutPlacement};
 use blocknode_actors::peer::{Call, CallsFailed, PeerActor, Priority, QuorumError, RpcError};
-use blocknode_actors::refcount::{ListRefs, RefState, RefcountActor, RefcountError};
+use blocknode_actors::rc::RcEntry;
+use blocknode_actors::refcount::{GetRc, ListRefsPage, RefcountActor, RefcountError, RefsPage};
 use blocknode_actors::resync::ResyncActor;
 use blocknode_actors::storage::StorageActor;
 use blocknode_actors::{Hash, NodeId, Placement, RefId};
@@ -252,12 +253,31 @@ impl Coordinator {
             .collect()
     }
 
-    /// This node's refs of a block.
-    pub async fn local_refs(&self, hash: Hash) -> Result<Vec<(RefId, RefState)>, CoordinatorError> {
+    /// One page of this node's refs of a block (see [`ListRefsPage`]).
+    pub async fn local_refs_page(
+        &self,
+        hash: Hash,
+        after: Option<RefId>,
+        limit: usize,
+    ) -> Result<RefsPage, CoordinatorError> {
         self.refcount
-            .send(ListRefs { hash })
+            .send(ListRefsPage { hash, after, limit })
             .await
             .map_err(gone("refcount"))?
             .map_err(CoordinatorError::Refcount)
+    }
+
+    /// This node's count of live refs of a block (its rc entry).
+    pub async fn local_rc(&self, hash: Hash) -> Result<u64, CoordinatorError> {
+        let rc = self
+            .refcount
+            .send(GetRc { hash })
+            .await
+            .map_err(gone("refcount"))?
+            .map_err(CoordinatorError::Refcount)?;
+        Ok(match rc {
+            RcEntry::Present { count } => count,
+            _ => 0,
+        })
     }
 }

@@ -3,14 +3,13 @@
 //! to resync it.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use bytes::Bytes;
 
 use blocknode_actors::fetch::{fetch_from_holders, FetchPlan};
 use blocknode_actors::frame::BlockRpc;
 use blocknode_actors::peer::{Call, HedgedCall, PlanRead, Priority, RpcError};
-use blocknode_actors::resync::{Schedule, ScheduleReason};
+use blocknode_actors::resync::RepairAfterRead;
 use blocknode_actors::storage::{read_charged, StorageError};
 use blocknode_actors::{DataBlock, Hash, NodeId, Placement};
 
@@ -103,8 +102,15 @@ impl Coordinator {
                 tally.unreachable.extend(old_tally.unreachable);
             }
         }
-        for node in std::mem::take(&mut tally.lacking) {
-            self.ask_resync(node, hash);
+        // Each holder that lacked it is asked to resync it, at most once per hash and
+        // interval (the resync actor keeps a bounded table: a 404 asked for again and
+        // again costs one round of requests, not one per GET).
+        let lacking = std::mem::take(&mut tally.lacking);
+        if !lacking.is_empty() {
+            self.resync.do_send(RepairAfterRead {
+                hash,
+                nodes: lacking,
+            });
         }
         match found {
             Some(plain) => {
@@ -181,27 +187,6 @@ impl Coordinator {
         match fetched.found {
             None => Ok(None),
             Some((_, plain)) => Ok(Some(plain)),
-        }
-    }
-
-    /// Ask `node` to resync `hash` now (fire and forget).
-    fn ask_resync(&self, node: NodeId, hash: Hash) {
-        if node == self.self_id {
-            self.resync.do_send(Schedule {
-                hash,
-                delay: Duration::ZERO,
-                reason: ScheduleReason::ReadFailed,
-            });
-        } else {
-            let call = self.peers.send(Call {
-                node,
-                rpc: BlockRpc::ScheduleResync(hash),
-                timeout: self.cfg.small_rpc_timeout,
-                priority: Priority::Background,
-            });
-            actix_rt::spawn(async move {
-                let _ = call.await;
-            });
         }
     }
 }

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use blocknode_actors::antientropy::{AntiEntropyStatus, GetAntiEntropyStatus, SyncNow};
 use blocknode_actors::peer::GetPeerStatus;
 use blocknode_actors::resync::{
-    check_tranquility, check_workers, GetResyncStatus, ListResyncErrors, ResyncError,
+    check_tranquility, check_workers, GetResyncStatus, ListResyncErrorsPage, ResyncError,
     ResyncErrorInfo, RetryNow, ScrubCommand, SetScrubTranquility, SetTranquility, SetWorkers,
     StartRepair,
 };
 use blocknode_actors::storage::GetStorageStats;
 
+use super::paging::PageQuery;
 use super::status::{NodeSummary, PeerStatus, StatusReply, StorageSummary};
 use super::{actor_err, parse_hash, ApiError, ApiResult};
 use crate::coordinator::Coordinator;
@@ -84,20 +85,31 @@ pub(crate) struct SyncStarted {
     started: bool,
 }
 
-#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", responses((status = 200, description = "blocks whose last resync failed", body = ResyncErrors), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
-pub(super) async fn resync_errors(svc: web::Data<Coordinator>) -> ApiResult {
-    let errors = svc
+#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", params(("limit" = Option<u64>, Query, description = "entries per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000), ("after" = Option<String>, Query, description = "the `next` of the previous page: entries after this hash", pattern = "^[0-9a-f]{64}$")), responses((status = 200, description = "one page of the blocks whose last resync failed, in hash order; `next` is the `after` of the next page (null on the last)", body = ResyncErrors), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+pub(super) async fn resync_errors(
+    svc: web::Data<Coordinator>,
+    query: web::Query<PageQuery>,
+) -> ApiResult {
+    let limit = query.limit()?;
+    let after = query.after.as_deref().map(parse_hash).transpose()?;
+    let page = svc
         .resync
-        .send(ListResyncErrors)
+        .send(ListResyncErrorsPage { after, limit })
         .await
         .map_err(|e| actor_err("resync", e))?;
-    Ok(HttpResponse::Ok().json(ResyncErrors { errors }))
+    Ok(HttpResponse::Ok().json(ResyncErrors {
+        errors: page.errors,
+        next: page.next.map(|h| h.to_hex()),
+    }))
 }
 
-/// The answer of `GET /v1/resync/errors`.
+/// The answer of `GET /v1/resync/errors`: one page.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ResyncErrors {
     errors: Vec<ResyncErrorInfo>,
+    /// Give it as `?after=` for the next page; null on the last page.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    next: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use blocknode_actors::bufpool::PooledBuf;
 use blocknode_actors::refcount::RefState;
 use blocknode_actors::storage::BlockLength;
+use blocknode_actors::tokens::Scope;
 use blocknode_actors::Hash;
 
 use super::openapi::{BlockBytes, ErrorBody, PutReply};
+use super::paging::PageQuery;
 use super::{actor_err, parse_hash, parse_ref, ApiError, ApiResult};
 use crate::coordinator::{Coordinator, HolderInfo};
 use crate::http::conditional::{
@@ -314,10 +316,16 @@ pub(crate) struct BlockInfoReply {
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct LocalRefs {
     /// Live refs.
-    rc: usize,
-    /// Every ref this node knows, live or dropped (a dropped ref is a tombstone until
-    /// the GC delay passes).
+    rc: u64,
+    /// One page of the refs this node knows, live or dropped (a dropped ref is a
+    /// tombstone), in name order; empty for a token of scope `read`, which may read the
+    /// block but not learn the names it is referenced by.
     refs: Vec<RefView>,
+    /// Give it as `?after=` for the next page of refs; null on the last page.
+    #[schema(pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")]
+    next: Option<String>,
+    /// True when the token's scope (`read`) may not see ref names: `refs` is empty.
+    refs_hidden: bool,
 }
 
 /// One ref to a block.
@@ -330,26 +338,55 @@ pub(crate) struct RefView {
     state: &'static str,
 }
 
-#[utoipa::path(get, path = "/v1/blocks/{hash}/info", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419")), responses((status = 200, description = "every holder's view and this node's refs", body = BlockInfoReply), (status = 400, description = "malformed hash", body = ErrorBody), (status = 503, description = "an actor unavailable", body = ErrorBody)))]
-pub(super) async fn block_info(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/blocks/{hash}/info", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("limit" = Option<u64>, Query, description = "refs per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000), ("after" = Option<String>, Query, description = "the `local.next` of the previous page: refs after this name", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), responses((status = 200, description = "every holder's view and one page of this node's refs (`local.next` is the `after` of the next page, null on the last; a `read` token gets no ref names)", body = BlockInfoReply), (status = 400, description = "malformed hash or query", body = ErrorBody), (status = 503, description = "an actor unavailable", body = ErrorBody)))]
+pub(super) async fn block_info(
+    svc: web::Data<Coordinator>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> ApiResult {
     let hash = parse_hash(&path)?;
+    let limit = query.limit()?;
+    let after = query.after.as_deref().map(parse_ref).transpose()?;
+    // Ref names are what a writer chose (object names, say); a read token reads blocks
+    // by hash and learns only how many refs there are.
+    let names_hidden = req
+        .extensions()
+        .get::<Scope>()
+        .is_none_or(|s| !s.allows(Scope::Write));
     let holders = svc.block_info(hash).await;
-    let refs = svc.local_refs(hash).await?;
-    let local_rc = refs.iter().filter(|(_, s)| *s == RefState::Live).count();
-    let refs = refs
-        .into_iter()
-        .map(|(r, s)| RefView {
-            ref_id: r.as_str().to_string(),
-            state: match s {
-                RefState::Live => "live",
-                RefState::Dropped => "dropped",
-            },
-        })
-        .collect();
+    let rc = svc.local_rc(hash).await?;
+    let (refs, next) = if names_hidden {
+        (Vec::new(), None)
+    } else {
+        let page = svc.local_refs_page(hash, after, limit).await?;
+        let next = if page.more {
+            page.refs.last().map(|(r, _)| r.as_str().to_string())
+        } else {
+            None
+        };
+        let refs = page
+            .refs
+            .into_iter()
+            .map(|(r, s)| RefView {
+                ref_id: r.as_str().to_string(),
+                state: match s {
+                    RefState::Live => "live",
+                    RefState::Dropped => "dropped",
+                },
+            })
+            .collect();
+        (refs, next)
+    };
     Ok(HttpResponse::Ok().json(BlockInfoReply {
         hash: hash.to_hex(),
         holders,
-        local: LocalRefs { rc: local_rc, refs },
+        local: LocalRefs {
+            rc,
+            refs,
+            next,
+            refs_hidden: names_hidden,
+        },
     }))
 }
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod page;
+pub mod paging;
 pub mod status;
 pub mod tokens;
 
@@ -30,6 +31,7 @@ use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
+use actix_web::HttpMessage as _;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use actix::Addr;
@@ -355,6 +357,8 @@ pub async fn require_token(
         .error_response();
         return Ok(req.into_response(resp).map_into_right_body());
     }
+    // What the token may see inside an answer (the refs of `/info` need `write`).
+    req.extensions_mut().insert(scope);
     next.call(req).await.map(|r| r.map_into_left_body())
 }
 

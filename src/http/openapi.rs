@@ -454,6 +454,32 @@ mod tests {
     }
 
     #[test]
+    fn paged_answers_document_limit_after_and_next() {
+        let doc = serde_json::to_value(document()).expect("document serialises");
+        for (path, next_in) in [
+            ("/v1/resync/errors", "ResyncErrors"),
+            ("/v1/blocks/{hash}/info", "LocalRefs"),
+        ] {
+            let params = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap_or_else(|| panic!("GET {path} has parameters"));
+            let param = |name: &str| {
+                params
+                    .iter()
+                    .find(|p| p["name"] == name && p["in"] == "query")
+                    .unwrap_or_else(|| panic!("GET {path} documents ?{name}="))
+            };
+            assert_eq!(param("limit")["schema"]["minimum"], 1, "{path}");
+            assert_eq!(param("limit")["schema"]["maximum"], 1000, "{path}");
+            assert!(param("after")["schema"]["pattern"].is_string(), "{path}");
+            assert!(
+                doc["components"]["schemas"][next_in]["properties"]["next"].is_object(),
+                "the answer of GET {path} says how to get the next page"
+            );
+        }
+    }
+
+    #[test]
     fn the_open_routes_need_no_token_and_the_others_do() {
         let doc = serde_json::to_value(document()).expect("document serialises");
         assert_eq!(doc["security"], serde_json::json!([{"token": []}]));

@@ -27,7 +27,10 @@ use blocknode_actors::peer::{
 };
 use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
-use blocknode_actors::storage::{SetDiskFailureListener, StorageActor, StorageConfig};
+use blocknode_actors::storage::marker::DirMarkers;
+use blocknode_actors::storage::{
+    SetDiskFailureListener, SetQuarantineListener, StorageActor, StorageConfig, StorageError,
+};
 use blocknode_actors::tls::TlsIdentity;
 use blocknode_actors::tokens::{token_peers, TokenActor, TokenConfig};
 use blocknode_actors::NodeId;
@@ -113,6 +116,10 @@ async fn start(
         Some(Layout::initial(members, cfg.replication_factor).context("the configured members")?)
     };
 
+    // A node whose metadata store existed has run before: an empty data dir without its
+    // marker is then a disk that is not mounted, not a new one (storage/marker.rs).
+    let started_before =
+        std::fs::read_dir(&cfg.metadata_dir).is_ok_and(|mut entries| entries.next().is_some());
     std::fs::create_dir_all(&cfg.metadata_dir)
         .with_context(|| format!("creating metadata dir {}", cfg.metadata_dir.display()))?;
     let db = fjall::Database::builder(&cfg.metadata_dir)
@@ -148,6 +155,10 @@ async fn start(
     let storage = StorageActor::new(StorageConfig {
         dirs: cfg.storage_dirs(),
         data_fsync: cfg.data_fsync,
+        markers: Some(DirMarkers {
+            node: self_id,
+            started_before,
+        }),
     })?
     .with_move_budget(budget.client.clone())
     .start();
@@ -157,6 +168,10 @@ async fn start(
     let resync_ctx = Context::<ResyncActor>::new();
     // A failed data dir is the resync actor's to mend: its sweep refetches what it held.
     storage.do_send(SetDiskFailureListener {
+        listener: resync_ctx.address().recipient(),
+    });
+    // A quarantined copy is fetched again at once, not at the next sweep.
+    storage.do_send(SetQuarantineListener {
         listener: resync_ctx.address().recipient(),
     });
     let refcount = RefcountActor::new(
@@ -252,6 +267,7 @@ async fn start(
     ae_cfg.interval = cfg.anti_entropy_interval;
     ae_cfg.first_round_after = cfg.anti_entropy_interval.min(FIRST_ROUND_AFTER);
     ae_cfg.hinted_handoff = cfg.hinted_handoff;
+    ae_cfg.max_hints_per_member = cfg.max_hints_per_member;
     ae_cfg.rpc_timeout = cfg.peer_rpc_timeout;
     let anti_entropy = AntiEntropyActor::new(
         db.clone(),

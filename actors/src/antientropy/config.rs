@@ -32,6 +32,9 @@ pub struct AntiEntropyConfig {
     pub rpc_timeout: Duration,
     /// How often peers' health is looked at (comebacks). Default 1 s.
     pub peer_poll: Duration,
+    /// Hints kept per member; past it the member is marked for a full sync instead
+    /// (`overflow.rs`). Default [`super::DEFAULT_MAX_HINTS_PER_MEMBER`].
+    pub max_hints_per_member: u64,
 }
 
 /// Default time between two anti-entropy rounds: hints and read repair catch most gaps at
@@ -52,6 +55,7 @@ impl AntiEntropyConfig {
             hinted_handoff: true,
             rpc_timeout: PEER_RPC_TIMEOUT,
             peer_poll: Duration::from_secs(1),
+            max_hints_per_member: super::overflow::DEFAULT_MAX_HINTS_PER_MEMBER,
         }
     }
 }

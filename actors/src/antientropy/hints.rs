@@ -77,6 +77,13 @@ impl Hint {
         hints
     }
 
+    /// The block it is about.
+    pub fn hash(&self) -> Hash {
+        match self {
+            Hint::AddRef { hash, .. } | Hint::DropRef { hash, .. } | Hint::Block { hash } => *hash,
+        }
+    }
+
     /// The request that replays it.
     pub fn rpc(&self) -> BlockRpc {
         match self {
@@ -461,7 +468,7 @@ impl Handler<ReplayDone> for AntiEntropyActor {
 impl Handler<CallsFailed> for AntiEntropyActor {
     type Result = ();
 
-    fn handle(&mut self, m: CallsFailed, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, m: CallsFailed, ctx: &mut Context<Self>) {
         if !self.config.hinted_handoff {
             return;
         }
@@ -485,6 +492,9 @@ impl Handler<CallsFailed> for AntiEntropyActor {
                 continue;
             }
             if node == self.config.self_id {
+                continue;
+            }
+            if self.hint_refused(node, hints[0].hash(), ctx) {
                 continue;
             }
             for hint in &hints {

@@ -36,6 +36,7 @@ mod config;
 pub mod hints;
 mod layout;
 mod messages;
+mod overflow;
 pub mod reconcile;
 mod status;
 
@@ -43,6 +44,7 @@ pub use config::{
     AntiEntropyConfig, AntiEntropyLinks, DEFAULT_ANTI_ENTROPY_INTERVAL, FIRST_ROUND_AFTER,
 };
 pub use messages::{GetAntiEntropyStatus, SyncNow};
+pub use overflow::{DEFAULT_MAX_HINTS_PER_MEMBER, OVERFLOW_KEYSPACE};
 /// The old name of [`reconcile`], kept so existing paths keep working.
 pub use reconcile as narrow;
 pub use status::{AntiEntropyStatus, PartitionState};
@@ -103,6 +105,10 @@ pub struct AntiEntropyActor {
     /// A layout transition runs: rounds follow each other (see `layout.rs`).
     layout_in_transition: bool,
     hint_counts: HashMap<NodeId, u64>,
+    /// `hints_overflow`: members marked for a full sync (see `overflow.rs`).
+    overflow: Keyspace,
+    /// The marked members, with the partitions still to sync (`None`: not started yet).
+    full_sync: HashMap<NodeId, Option<BTreeSet<u8>>>,
     hints_replayed: u64,
     replaying: HashSet<NodeId>,
     /// Where a dead metadata store is reported, once.
@@ -121,6 +127,14 @@ impl AntiEntropyActor {
         links: AntiEntropyLinks,
     ) -> Result<Self, fjall::Error> {
         let hints = db.keyspace(HINTS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let overflow = db.keyspace(OVERFLOW_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let mut full_sync = HashMap::new();
+        for item in overflow.iter() {
+            let k = item.key()?;
+            if let Ok(id) = <[u8; 32]>::try_from(&k[..]) {
+                full_sync.insert(NodeId(id), None);
+            }
+        }
         let mut hint_counts: HashMap<NodeId, u64> = HashMap::new();
         for item in hints.iter() {
             let k = item.key()?;
@@ -146,6 +160,8 @@ impl AntiEntropyActor {
             layout_version: None,
             layout_in_transition: false,
             hint_counts,
+            overflow,
+            full_sync,
             hints_replayed: 0,
             replaying: HashSet::new(),
             store_failure: StoreFailureReporter::new("anti-entropy"),
@@ -254,6 +270,9 @@ impl AntiEntropyActor {
                 if p.up && !was_up {
                     tracing::info!(peer = %p.id.short(), "peer up: replaying hints, syncing shared partitions");
                     act.replay(p.id, ctx);
+                    if act.full_sync.contains_key(&p.id) {
+                        act.start_full_sync(p.id, ctx);
+                    }
                     let me = act.config.self_id;
                     let enabled = !act.config.interval.is_zero();
                     for part in (0..=255u8).filter(|_| enabled) {
@@ -384,6 +403,9 @@ impl Handler<PartitionDone> for AntiEntropyActor {
                 r.errors += 1;
             }
         }
+        if matches!(m.state, PartitionState::InSync { .. }) {
+            self.full_sync_progress(m.partition);
+        }
         self.partitions[m.partition as usize] = m.state;
         let pause = m.took.saturating_mul(self.config.tranquility);
         if pause.is_zero() {
@@ -443,6 +465,7 @@ impl Handler<GetAntiEntropyStatus> for AntiEntropyActor {
             records_received: self.totals.records_in,
             hints_pending: self.hint_counts.values().sum(),
             hints_replayed: self.hints_replayed,
+            full_sync_needed: self.full_sync.keys().map(|n| n.to_hex()).collect(),
             layout_agreed: self.layout_agreed.unwrap_or(true),
             layout_differs: self.layout_differs.iter().map(|n| n.to_hex()).collect(),
             errors,

@@ -44,6 +44,10 @@ pub struct AntiEntropyStatus {
     pub records_received: u64,
     pub hints_pending: u64,
     pub hints_replayed: u64,
+    /// Members whose hints reached `max_hints_per_member`: missed writes to them are no
+    /// longer kept one by one, and a full anti-entropy sync with each runs once it is up
+    /// (node ids, 64 hex).
+    pub full_sync_needed: Vec<String>,
     /// Whether every peer whose member list is known has ours.
     pub layout_agreed: bool,
     /// Peers whose member list differs from ours.

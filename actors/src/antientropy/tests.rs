@@ -19,6 +19,8 @@ use crate::resync::{Schedule, ScheduleReason};
 use crate::storage::ReadBlock;
 use crate::{RcEntry, RefId};
 
+mod overflow;
+
 fn node(i: u8) -> NodeId {
     NodeId([i; 32])
 }

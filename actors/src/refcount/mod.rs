@@ -38,6 +38,7 @@ mod fence;
 mod keys;
 mod messages;
 mod overlay;
+mod pages;
 mod pending;
 mod rebuild;
 mod status;
@@ -48,6 +49,7 @@ pub use messages::{
     AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, DropRef, EndGcFence, EndRefAdd, FenceForDelete, GetRc,
     ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState, RefUpdate, RefcountError,
 };
+pub use pages::{ListRefsPage, RefsPage};
 pub use status::RebuildReport;
 pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUnder};
 #[cfg(test)]

@@ -16,7 +16,9 @@
 //! Files: `decision.rs` (the pure decision and backoff), `keys.rs` (encodings),
 //! `queue.rs` (queue and errors over fjall), `work.rs` (resyncing one block),
 //! `offload.rs` (the GC steps behind the fence of `gc.rs`), `sweep.rs` (re-deriving
-//! "needed here but missing" from rc after a start), `repair.rs`, `scrub.rs`,
+//! lost schedules from rc and the block files after a start), `pages.rs` (the errors
+//! table a page at a time, repairs after a read at most once per hash and minute),
+//! `repair.rs`, `scrub.rs`,
 //! `workers.rs` (the worker loop: pumping due items, rests, the disk-space probe);
 //! `config.rs`, `messages.rs` and `status.rs` hold the settings, messages and status types;
 //! this file holds the actor's state and its handlers.
@@ -46,6 +48,7 @@ mod offload;
 mod offload_tests;
 #[cfg(test)]
 mod present_ref_tests;
+mod pages;
 mod queue;
 mod repair;
 mod scrub;
@@ -80,6 +83,9 @@ pub use messages::{
     GetBlockError, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow, Schedule,
     ScheduleReason, ScrubCommand, SetClientLoad, SetLayoutAgreement, SetScrubTranquility,
     SetTranquility, SetWorkers, StartRepair,
+};
+pub use pages::{
+    ListResyncErrorsPage, RepairAfterRead, ResyncErrorPage, READ_REPAIR_INTERVAL, READ_REPAIR_TABLE,
 };
 use queue::Queue;
 pub use status::{RepairStatus, ResyncErrorInfo, ResyncStatus, ScrubState, ScrubStatus};
@@ -144,6 +150,8 @@ pub struct ResyncActor {
     space_probe: Option<Hash>,
     /// The timer of the next space probe.
     space_timer: Option<SpawnHandle>,
+    /// Hashes whose holders were asked to resync after a read missed them, recently.
+    read_repairs: pages::RecentRepairs,
 }
 
 impl ResyncActor {
@@ -230,6 +238,7 @@ impl ResyncActor {
             space_waiters: BTreeSet::new(),
             space_probe: None,
             space_timer: None,
+            read_repairs: pages::RecentRepairs::default(),
         })
     }
 

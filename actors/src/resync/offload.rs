@@ -25,7 +25,7 @@ use crate::storage::{read_charged, DeleteIfUnwritten, DeleteOutcome, ReadBlock};
 /// A point between two steps of a GC look, where an interleaving test may pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum GcStep {
-    /// After the decision instant was taken, before the file is looked at.
+    /// Before the look is opened (its instant taken, the file looked at).
     Look,
     /// Before the rc entry is read.
     ReadRc,

@@ -97,6 +97,11 @@ impl Queue {
         }
     }
 
+    /// Whether `hash` has a waiting entry (a schedule that is not lost).
+    pub fn is_waiting(&self, hash: &Hash) -> Result<bool, ResyncError> {
+        Ok(self.waiting(hash)?.is_some())
+    }
+
     /// Look at `hash` at `due`: a new entry, or the waiting one moved earlier, or
     /// nothing when it already waits for an earlier time.
     pub fn schedule(&mut self, hash: Hash, due: u64) -> Result<Scheduled, ResyncError> {
@@ -252,6 +257,27 @@ impl Queue {
         e.next_try = now;
         self.errors.insert(hash.as_bytes().to_vec(), e.encode())?;
         Ok(true)
+    }
+
+    /// Up to `limit` error entries after `after` in hash order (unreadable ones are
+    /// skipped), and whether more follow.
+    pub fn error_page(&self, after: Option<Hash>, limit: usize) -> (Vec<(Hash, ErrorEntry)>, bool) {
+        use std::ops::Bound;
+        let lower = after.map(|h| h.as_bytes().to_vec());
+        let range = match &lower {
+            Some(k) => self
+                .errors
+                .range::<&[u8], _>((Bound::Excluded(k.as_slice()), Bound::Unbounded)),
+            None => self.errors.iter(),
+        };
+        let mut out: Vec<(Hash, ErrorEntry)> = range
+            .filter_map(|kv| kv.into_inner().ok())
+            .filter_map(|(k, v)| Some((Hash::from_slice(&k)?, ErrorEntry::parse(&v)?)))
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = out.len() > limit;
+        out.truncate(limit);
+        (out, more)
     }
 
     /// Every error entry (unreadable ones are skipped).

@@ -18,7 +18,9 @@ use crate::refcount::{AddRef, DropRef, RefcountConfig};
 use crate::storage::{BlockExists, DeleteIfUnwritten, ReadBlock, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
+mod read_repair;
 mod settings;
+mod sweep;
 
 /// One fake remote node.
 #[derive(Default)]
@@ -37,6 +39,8 @@ struct FakePeers {
     in_flight: HashMap<Hash, u32>,
     max_in_flight: u32,
     gets: u64,
+    /// `ScheduleResync` requests received, per node.
+    resync_asks: HashMap<NodeId, u64>,
 }
 
 impl Actor for FakePeers {
@@ -106,6 +110,10 @@ impl Handler<Call> for FakePeers {
                 code: ErrorCode::DiskFull,
                 message: "full".into(),
             }),
+            BlockRpc::ScheduleResync(_) => {
+                *self.resync_asks.entry(node).or_default() += 1;
+                Ok(BlockRpc::Ok)
+            }
             other => Err(RpcError::Protocol {
                 node,
                 reason: format!("unexpected {}", other.kind()),
@@ -124,6 +132,18 @@ impl Handler<Edit> for FakePeers {
     type Result = ();
     fn handle(&mut self, m: Edit, _: &mut Context<Self>) {
         (m.0)(self)
+    }
+}
+
+/// The `ScheduleResync` requests the fake nodes received, per node.
+#[derive(Message)]
+#[rtype(result = "HashMap<NodeId, u64>")]
+struct ResyncAsks;
+
+impl Handler<ResyncAsks> for FakePeers {
+    type Result = MessageResult<ResyncAsks>;
+    fn handle(&mut self, _: ResyncAsks, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.resync_asks.clone())
     }
 }
 
@@ -194,6 +214,7 @@ fn rig_with_capacity(
         in_flight: HashMap::new(),
         max_in_flight: 0,
         gets: 0,
+        resync_asks: HashMap::new(),
     }
     .start();
     let resync_ctx = Context::<ResyncActor>::new();
@@ -1271,10 +1292,16 @@ async fn a_block_refused_by_a_full_disk_is_fetched_soon_after_space_frees() {
         .unwrap()
         .unwrap());
     // An operator (or GC) frees space.
+    let look = r
+        .storage
+        .send(crate::storage::OpenGcLook { hash: filler })
+        .await
+        .unwrap()
+        .unwrap();
     r.storage
         .send(DeleteIfUnwritten {
             hash: filler,
-            since: std::time::Instant::now(),
+            since: look.since,
         })
         .await
         .unwrap()

@@ -3,7 +3,7 @@
 //! set) and records its outcome (an error goes to the errors table as its message).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -18,7 +18,7 @@ use crate::peer::{Call, Priority, RpcError};
 use crate::placement::Placement;
 use crate::rc::{now_msec, RcEntry};
 use crate::refcount::{GetRc, RefcountActor, RefcountError};
-use crate::storage::{StatBlock, StorageActor, StorageError, WriteBlock};
+use crate::storage::{CloseGcLook, GcLook, OpenGcLook, StorageActor, StorageError, WriteBlock};
 
 /// What the workers need to resync a block: cheap to clone into a `'static` future.
 #[derive(Clone)]
@@ -116,13 +116,20 @@ pub(super) fn gone(
 /// The seed's `resync_block`: compare "stored here (since when)" with the rc entry here,
 /// then fetch, offload-and-delete, wait, or do nothing ([`decide`]).
 pub(super) async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, ResyncBlockError> {
-    // Taken before anything is read: a write of the block that finishes after this
-    // instant stops the delete (`DeleteIfUnwritten`).
-    let since = Instant::now();
     d.pause(GcStep::Look, hash).await;
-    let stored = d
+    // The look's instant is taken by storage before anything is read: a write of the
+    // block that finishes after it stops the delete (`DeleteIfUnwritten`). The guard
+    // closes the look whatever happens next, so storage forgets the hash's writes.
+    let _look = LookGuard {
+        storage: d.storage.clone(),
+        hash,
+    };
+    let GcLook {
+        since,
+        modified_ms: stored,
+    } = d
         .storage
-        .send(StatBlock { hash })
+        .send(OpenGcLook { hash })
         .await
         .map_err(gone(hash, "storage"))??;
     d.pause(GcStep::ReadRc, hash).await;
@@ -155,6 +162,19 @@ pub(super) async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, ResyncB
         Decision::Offload => offload(&d, hash, since, &others)
             .await
             .map(|_| Outcome::Done),
+    }
+}
+
+/// Closes a GC look when the resync of its block ends, on every path (an error, or the
+/// future dropped with its actor, included).
+struct LookGuard {
+    storage: Addr<StorageActor>,
+    hash: Hash,
+}
+
+impl Drop for LookGuard {
+    fn drop(&mut self) {
+        self.storage.do_send(CloseGcLook { hash: self.hash });
     }
 }
 

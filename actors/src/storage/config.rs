@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::marker::DirMarkers;
 use super::DataDir;
 
 /// Settings of a [`StorageActor`](super::StorageActor).
@@ -12,6 +13,9 @@ pub struct StorageConfig {
     pub dirs: Vec<DataDir>,
     /// fsync each block file and its directory before acknowledging a write.
     pub data_fsync: bool,
+    /// Check (and first write) each dir's marker against this node (`marker.rs`);
+    /// `None`: bare dirs, no marker (tools and tests).
+    pub markers: Option<DirMarkers>,
 }
 
 impl StorageConfig {
@@ -25,6 +29,7 @@ impl StorageConfig {
                 read_only: false,
             }],
             data_fsync,
+            markers: None,
         }
     }
 }

@@ -31,6 +31,7 @@ fn start(dirs: Vec<DataDir>) -> Addr<StorageActor> {
     StorageActor::new(StorageConfig {
         dirs,
         data_fsync: false,
+        markers: None,
     })
     .expect("storage starts on temp dirs")
     .start()
@@ -116,9 +117,10 @@ async fn blocks_go_to_their_placed_dir_and_reads_fall_back_to_the_others() {
     std::fs::rename(path_in(&ds[from].path, &h), &dst).unwrap();
     assert_eq!(s.send(ReadBlock::uncharged(h)).await.unwrap().unwrap(), b);
     assert!(s.send(BlockExists { hash: h }).await.unwrap().unwrap());
+    let look = s.send(OpenGcLook { hash: h }).await.unwrap().unwrap();
     let del = DeleteIfUnwritten {
         hash: h,
-        since: Instant::now(),
+        since: look.since,
     };
     assert_eq!(s.send(del).await.unwrap().unwrap(), DeleteOutcome::Deleted);
     assert!(!dst.exists(), "the moved copy was deleted");

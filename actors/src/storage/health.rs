@@ -39,6 +39,9 @@ pub(super) struct DirHealth {
     errors: VecDeque<Instant>,
     /// Why it failed, once it did.
     pub failure: Option<String>,
+    /// The id in its marker at start (`marker.rs`), checked with its root; `None`
+    /// without markers.
+    pub dir_id: Option<String>,
 }
 
 impl DirHealth {
@@ -49,16 +52,19 @@ impl DirHealth {
     }
 }
 
-/// Why `root` is not usable as a data dir, if it is not.
-fn check_root(root: &Path) -> Option<String> {
+/// Why `root` is not usable as a data dir, if it is not: gone, unreadable, or no longer
+/// holding the marker it had at start (`dir_id`: an unmounted disk leaves an empty
+/// directory of the root filesystem behind, which must not be written to).
+fn check_root(root: &Path, dir_id: Option<&str>) -> Option<String> {
     match std::fs::symlink_metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Some("the data dir is no longer a directory".into()),
         Err(e) => return Some(format!("the data dir is gone: {e}")),
     }
-    std::fs::read_dir(root)
-        .err()
-        .map(|e| format!("the data dir cannot be read: {e}"))
+    if let Err(e) = std::fs::read_dir(root) {
+        return Some(format!("the data dir cannot be read: {e}"));
+    }
+    dir_id.and_then(|id| super::marker::check(root, id))
 }
 
 impl StorageActor {
@@ -108,10 +114,13 @@ impl StorageActor {
     pub(super) fn watch_dirs(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(DIR_CHECK_INTERVAL, |act, ctx| {
             let disks = act.disks.clone();
+            let ids: Vec<Option<String>> = act.health.iter().map(|h| h.dir_id.clone()).collect();
             let task = actix_rt::task::spawn_blocking(move || {
                 (0..disks.dirs.len())
                     .filter(|i| disks.usable[*i])
-                    .filter_map(|i| check_root(&disks.dirs[i].data_dir).map(|r| (i, r)))
+                    .filter_map(|i| {
+                        check_root(&disks.dirs[i].data_dir, ids[i].as_deref()).map(|r| (i, r))
+                    })
                     .collect::<Vec<_>>()
             });
             ctx.spawn(task.into_actor(act).map(|res, act, ctx| {

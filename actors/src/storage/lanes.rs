@@ -5,14 +5,14 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 use tracing::{debug_span, error};
 
 use super::disks::{Disks, JobDelta};
-use super::{StorageActor, StorageError};
+use super::gc_looks::WriteWatch;
+use super::{BlockQuarantined, StorageActor, StorageError};
 use crate::hash::Hash;
 
 /// A queued operation on one hash: run on the blocking pool with what the actor knew of
@@ -24,10 +24,8 @@ pub(super) type Job = Box<dyn FnOnce(LaneFacts) -> JobDone + Send>;
 /// lane have ended and been applied).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LaneFacts {
-    /// When the last write of the hash finished, if it is remembered.
-    pub(super) last_write: Option<Instant>,
-    /// Writes before this instant are forgotten (start, or the last pruning).
-    pub(super) forgotten_before: Instant,
+    /// The hash's writes as watched for an open GC look (nothing without one).
+    pub(super) writes: WriteWatch,
 }
 
 /// The end of a [`Job`], back on the actor's thread.
@@ -79,8 +77,7 @@ impl StorageActor {
     /// the next job of the same lane (or close the lane).
     pub(super) fn start(&mut self, hash: Hash, job: Job, ctx: &mut Context<Self>) {
         let facts = LaneFacts {
-            last_write: self.last_write.get(&hash).copied(),
-            forgotten_before: self.forgotten_before,
+            writes: self.gc_looks.watch(&hash),
         };
         let fut = actix_rt::task::spawn_blocking(move || job(facts));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
@@ -89,7 +86,7 @@ impl StorageActor {
                     if done.delta.wrote() {
                         // Recorded before the reply and before the lane's next job
                         // starts: a delete queued behind this write sees it.
-                        act.last_write.insert(hash, Instant::now());
+                        act.gc_looks.wrote(hash);
                     }
                     act.apply(hash, done.delta, ctx);
                     (done.reply)();
@@ -123,6 +120,13 @@ impl StorageActor {
             }
             None => self.census.on_change(&hash),
         };
+        if d.per_disk.iter().any(|(_, sd)| sd.corruptions > 0) {
+            // A quarantined copy (the mover's check of its source included) is fetched
+            // again at once rather than at the next sweep.
+            if let Some(l) = &self.quarantine_listener {
+                l.do_send(BlockQuarantined { hash });
+            }
+        }
         for (i, sd) in d.per_disk {
             if counted {
                 self.health[i].count(sd.blocks, sd.bytes);

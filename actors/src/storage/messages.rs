@@ -60,6 +60,9 @@ pub enum StorageError {
         #[source]
         source: crate::budget::BudgetError,
     },
+    /// A data dir that is not this node's (or not mounted) at start: see `marker.rs`.
+    #[error("data dir {} refused: {reason}", path.display())]
+    DataDirRefused { path: PathBuf, reason: String },
 }
 
 /// What a [`WriteBlock`] did.
@@ -194,9 +197,38 @@ pub struct StatBlock {
     pub hash: Hash,
 }
 
+/// Begin a GC look at a block: from this instant (taken on the actor's thread) until
+/// the matching [`CloseGcLook`], every finished write of the hash is remembered, so a
+/// [`DeleteIfUnwritten`] with the returned `since` can tell whether one came after the
+/// decision. Then, on the hash's lane, stat the block as [`StatBlock`] does.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<GcLook, StorageError>")]
+pub struct OpenGcLook {
+    pub hash: Hash,
+}
+
+/// The answer of [`OpenGcLook`].
+#[derive(Debug, Clone, Copy)]
+pub struct GcLook {
+    /// The look's instant: the `since` of its [`DeleteIfUnwritten`].
+    pub since: Instant,
+    /// The stored copy's modification time (ms since the epoch), `None` when none.
+    pub modified_ms: Option<u64>,
+}
+
+/// End a look opened by [`OpenGcLook`] (the hash's writes are no longer remembered once
+/// no look at it is open). Sent once per open, whatever the look decided.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CloseGcLook {
+    pub hash: Hash,
+}
+
 /// GC's delete: remove every stored copy of the block, unless a write of it (an
 /// `AlreadyPresent` answer included) finished at or after `since`, the instant the GC
-/// look at it began. Runs on the hash's lane, so a write queued before it is counted.
+/// look at it began ([`OpenGcLook`]). Runs on the hash's lane, so a write queued before
+/// it is counted. Refused when no look at the hash is open since `since` (its writes
+/// were not watched).
 #[derive(Message, Debug)]
 #[rtype(result = "Result<DeleteOutcome, StorageError>")]
 pub struct DeleteIfUnwritten {
@@ -211,8 +243,8 @@ pub enum DeleteOutcome {
     Deleted,
     /// No copy was stored.
     Absent,
-    /// Kept: a write finished since the decision (or the decision is older than what
-    /// the actor remembers).
+    /// Kept: a write finished since the decision (or no look at the hash is open since
+    /// the decision, so the actor cannot tell).
     WrittenSince,
 }
 
@@ -243,6 +275,8 @@ pub struct StorageStats {
     pub disks: Vec<DiskStatus>,
     /// The background mover (blocks whose dir changed).
     pub rebalance: RebalanceStatus,
+    /// Hashes whose writes are remembered for a GC look in flight (see `gc_looks.rs`).
+    pub gc_looks: u64,
 }
 
 impl StorageStats {
@@ -302,4 +336,20 @@ pub struct DiskFailed {
 #[rtype(result = "()")]
 pub struct SetDiskFailureListener {
     pub listener: Recipient<DiskFailed>,
+}
+
+/// Told to the listener when a copy failed verification and was quarantined (a read,
+/// scrub, or the mover's check of its source): the block should be fetched again now,
+/// not at the next sweep.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct BlockQuarantined {
+    pub hash: Hash,
+}
+
+/// Who hears of a quarantined copy (the resync actor, which schedules the block at once).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetQuarantineListener {
+    pub listener: Recipient<BlockQuarantined>,
 }

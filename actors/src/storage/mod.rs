@@ -40,10 +40,13 @@
 //! final yet). The same walk deletes the temp files a crashed run left behind (this run's
 //! temp files carry its tag, see [`crate::fsutil::run_tag`]).
 //!
-//! The GC fence on this side: the actor remembers, per hash, when its last write finished
-//! (an `AlreadyPresent` answer included), for [`WRITE_MEMORY`]; [`DeleteIfUnwritten`]
-//! runs on the hash's lane and deletes only if no write finished since the GC decision
-//! (`gc.rs`, [`crate::gc::unwritten_since`]). There is no unconditional delete.
+//! The GC fence on this side: while a GC look at a hash is open ([`OpenGcLook`] ..
+//! [`CloseGcLook`]), the actor remembers when its last write finished (an
+//! `AlreadyPresent` answer included); [`DeleteIfUnwritten`] runs on the hash's lane and
+//! deletes only if no write finished since the look began (`gc_looks.rs`,
+//! [`crate::gc::unwritten_since`]). Writes of hashes no look is deciding about are not
+//! remembered, so this memory is bounded by the looks in flight, not the write rate.
+//! There is no unconditional delete.
 //!
 //! When the actor stops, replies still pending resolve to [`StorageError::Dropped`]; a blocking
 //! task already running finishes on its own (every write is atomic, so none is left half
@@ -58,8 +61,14 @@ pub mod dirs;
 mod dirs_tests;
 mod disk;
 mod disks;
+mod gc_looks;
+#[cfg(test)]
+mod gc_looks_tests;
 mod health;
 mod lanes;
+pub mod marker;
+#[cfg(test)]
+mod marker_tests;
 mod messages;
 mod rebalance;
 #[cfg(test)]
@@ -78,23 +87,20 @@ use self::charged::Payer;
 pub use self::config::StorageConfig;
 pub use self::dirs::{DataDir, DiskState};
 use self::disks::Disks;
+use self::gc_looks::GcLooks;
+pub use self::gc_looks::GC_LOOK_HORIZON;
 use self::health::DirHealth;
 use self::lanes::Job;
 pub use self::messages::{
-    BlockExists, BlockLength, DeleteIfUnwritten, DeleteOutcome, DiskFailed, DiskStatus,
-    GetStorageStats, KeepIfPresent, ListBlocks, ReadBlock, ReadCharge, RebalanceStatus,
-    SetDiskFailureListener, StatBlock, StorageError, StorageStats, VerifyBlock, WriteBlock,
-    WriteOutcome,
+    BlockExists, BlockLength, BlockQuarantined, CloseGcLook, DeleteIfUnwritten, DeleteOutcome,
+    DiskFailed, DiskStatus, GcLook, GetStorageStats, KeepIfPresent, ListBlocks, OpenGcLook,
+    ReadBlock, ReadCharge, RebalanceStatus, SetDiskFailureListener, SetQuarantineListener,
+    StatBlock, StorageError, StorageStats, VerifyBlock, WriteBlock, WriteOutcome,
 };
 use self::rebalance::Mover;
 use crate::block::DataBlock;
 use crate::gc::unwritten_since;
 use crate::hash::Hash;
-
-/// How long the actor remembers when a hash was last written. A GC run (decision to
-/// delete) never takes this long (its calls time out in seconds); a delete decided
-/// before the horizon is refused rather than guessed about.
-pub const WRITE_MEMORY: Duration = Duration::from_secs(3600);
 
 /// The actor: see the module documentation.
 pub struct StorageActor {
@@ -115,35 +121,53 @@ pub struct StorageActor {
     census_started: Instant,
     /// Pause between two directories of the walk (tests widen the window with it).
     census_pause: Duration,
-    /// When the last write of each recently written hash finished (for [`WRITE_MEMORY`]).
-    last_write: HashMap<Hash, Instant>,
-    /// Writes that finished before this are no longer in `last_write`.
-    forgotten_before: Instant,
+    /// The GC looks in flight and the writes of their hashes (see `gc_looks.rs`).
+    gc_looks: GcLooks,
+    /// How long a look may stay open before it is forgotten ([`GC_LOOK_HORIZON`]).
+    gc_look_horizon: Duration,
     /// Hears of failed dirs.
     failure_listener: Option<Recipient<DiskFailed>>,
+    /// Hears of quarantined copies.
+    quarantine_listener: Option<Recipient<BlockQuarantined>>,
     /// The background mover's walk (see `rebalance.rs`).
     mover: Mover,
 }
 
 impl StorageActor {
-    /// Create the data directories if needed (a missing one at start is created, so an
-    /// empty replacement disk just works). The stored blocks are counted, and the temp
-    /// files of a crashed run deleted, in the background once the actor runs: start-up
-    /// takes the same time for no block as for millions.
+    /// Check each data dir's marker (with [`StorageConfig::markers`]: a dir that is not
+    /// this node's, or an empty one without a marker on a node that ran before, is
+    /// refused with [`StorageError::DataDirRefused`]; see `marker.rs`), creating the dirs
+    /// that may be created. The stored blocks are counted, and the temp files of a
+    /// crashed run deleted, in the background once the actor runs: start-up takes the
+    /// same time for no block as for millions.
     pub fn new(config: StorageConfig) -> Result<Self, StorageError> {
         if config.dirs.is_empty() {
             return Err(StorageError::NoDataDir);
         }
+        let mut dir_ids = Vec::with_capacity(config.dirs.len());
         for d in &config.dirs {
-            std::fs::create_dir_all(&d.path).map_err(|source| StorageError::Io {
-                path: d.path.clone(),
-                source,
-            })?;
+            match &config.markers {
+                Some(m) => dir_ids.push(Some(marker::claim(&d.path, m, config.data_fsync)?)),
+                None => {
+                    std::fs::create_dir_all(&d.path).map_err(|source| StorageError::Io {
+                        path: d.path.clone(),
+                        source,
+                    })?;
+                    dir_ids.push(None);
+                }
+            }
         }
         let n = config.dirs.len();
         Ok(StorageActor {
             disks: Disks::new(&config.dirs, config.data_fsync, &vec![false; n]),
-            health: (0..n).map(|_| DirHealth::default()).collect(),
+            health: dir_ids
+                .into_iter()
+                .map(|dir_id| {
+                    let mut h = DirHealth::default();
+                    h.dir_id = dir_id;
+                    h
+                })
+                .collect(),
             dirs: config.dirs,
             fsync: config.data_fsync,
             stats: StorageStats {
@@ -155,9 +179,10 @@ impl StorageActor {
             census_temp_removed: 0,
             census_started: Instant::now(),
             census_pause: Duration::ZERO,
-            last_write: HashMap::new(),
-            forgotten_before: Instant::now(),
+            gc_looks: GcLooks::default(),
+            gc_look_horizon: GC_LOOK_HORIZON,
             failure_listener: None,
+            quarantine_listener: None,
             mover: Mover::default(),
         })
     }
@@ -166,6 +191,12 @@ impl StorageActor {
     /// operations interleave with the walk).
     pub fn with_census_pause(mut self, pause: Duration) -> Self {
         self.census_pause = pause;
+        self
+    }
+
+    /// Forget GC looks left open longer than `horizon` (tests shorten it).
+    pub fn with_gc_look_horizon(mut self, horizon: Duration) -> Self {
+        self.gc_look_horizon = horizon;
         self
     }
 
@@ -272,12 +303,10 @@ impl Actor for StorageActor {
         self.census_started = Instant::now();
         self.census_step(ctx);
         self.watch_dirs(ctx);
-        // Forget old writes so the map stays bounded by the writes of one horizon.
-        ctx.run_interval(WRITE_MEMORY / 4, |act, _ctx| {
-            if let Some(cutoff) = Instant::now().checked_sub(WRITE_MEMORY) {
-                act.last_write.retain(|_, t| *t >= cutoff);
-                act.forgotten_before = act.forgotten_before.max(cutoff);
-            }
+        // Forget looks whose close was lost (their actor stopped): a backstop, since
+        // every look is closed when it ends.
+        ctx.run_interval(self.gc_look_horizon / 4, |act, _ctx| {
+            act.gc_looks.prune(act.gc_look_horizon);
         });
     }
 }
@@ -382,12 +411,31 @@ impl Handler<StatBlock> for StorageActor {
     }
 }
 
+impl Handler<OpenGcLook> for StorageActor {
+    type Result = ResponseFuture<Result<GcLook, StorageError>>;
+    /// The look's instant is taken here, on the actor's thread, where finished writes are
+    /// recorded too: a write recorded after it is one the delete must see.
+    fn handle(&mut self, m: OpenGcLook, ctx: &mut Context<Self>) -> Self::Result {
+        let hash = m.hash;
+        let since = self.gc_looks.open(hash);
+        let stat = self.submit(hash, ctx, move |disks, d, _| disks.modified_ms(hash, d));
+        Box::pin(async move { stat.await.map(|modified_ms| GcLook { since, modified_ms }) })
+    }
+}
+
+impl Handler<CloseGcLook> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, m: CloseGcLook, _ctx: &mut Context<Self>) {
+        self.gc_looks.close(m.hash);
+    }
+}
+
 impl Handler<DeleteIfUnwritten> for StorageActor {
     type Result = ResponseFuture<Result<DeleteOutcome, StorageError>>;
     fn handle(&mut self, m: DeleteIfUnwritten, ctx: &mut Context<Self>) -> Self::Result {
         let DeleteIfUnwritten { hash, since } = m;
         self.submit(hash, ctx, move |disks, d, facts| {
-            if !unwritten_since(facts.last_write, facts.forgotten_before, since) {
+            if !unwritten_since(facts.writes.watched_from, facts.writes.last_write, since) {
                 tracing::debug!(%hash, "GC delete refused: the block was written since the decision");
                 return Ok(DeleteOutcome::WrittenSince);
             }
@@ -426,7 +474,15 @@ impl Handler<GetStorageStats> for StorageActor {
         (s.blocks, s.bytes) = self.totals();
         s.disks = self.disk_statuses();
         s.rebalance = self.mover.status();
+        s.gc_looks = self.gc_looks.len() as u64;
         MessageResult(s)
+    }
+}
+
+impl Handler<SetQuarantineListener> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, m: SetQuarantineListener, _ctx: &mut Context<Self>) {
+        self.quarantine_listener = Some(m.listener);
     }
 }
 

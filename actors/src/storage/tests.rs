@@ -21,11 +21,13 @@ fn start(dir: &Path, fsync: bool) -> Addr<StorageActor> {
         .start()
 }
 
-/// A GC delete decided now, after every write the test has awaited.
-fn gc_delete(hash: Hash) -> DeleteIfUnwritten {
+/// A GC delete decided now, after every write the test has awaited: its look is opened
+/// (and left open) first, as resync does.
+async fn gc_delete(s: &Addr<StorageActor>, hash: Hash) -> DeleteIfUnwritten {
+    let look = ask(s, OpenGcLook { hash }).await.expect("look opens");
     DeleteIfUnwritten {
         hash,
-        since: Instant::now(),
+        since: look.since,
     }
 }
 
@@ -401,11 +403,14 @@ async fn delete_removes_both_copies_and_reports_whether_one_existed() {
     ask(&s, WriteBlock::new(h, comp)).await.unwrap();
     // A crash between writing the .zst and removing the plain file leaves both.
     fs::write(block_path(d.path(), &h, false), &data).unwrap();
-    assert_eq!(ask(&s, gc_delete(h)).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        ask(&s, gc_delete(&s, h).await).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     assert!(!block_path(d.path(), &h, false).exists());
     assert!(!block_path(d.path(), &h, true).exists());
     assert_eq!(
-        ask(&s, gc_delete(h)).await.unwrap(),
+        ask(&s, gc_delete(&s, h).await).await.unwrap(),
         DeleteOutcome::Absent,
         "second delete finds nothing"
     );
@@ -562,7 +567,7 @@ fn blocks_persist_across_a_restart() {
                 ask(&s, WriteBlock::new(h, b)).await.unwrap();
             }
             assert_eq!(
-                ask(&s, gc_delete(hd)).await.unwrap(),
+                ask(&s, gc_delete(&s, hd).await).await.unwrap(),
                 DeleteOutcome::Deleted
             );
         })
@@ -666,6 +671,7 @@ async fn operations_on_one_hash_run_in_the_order_they_were_sent() {
     let s = start(d.path(), false);
     let (h, b) = plain_block(random(2048));
     // Sent without waiting: write, delete, exists, write, read must see that order.
+    ask(&s, OpenGcLook { hash: h }).await.unwrap();
     let w1 = s.send(WriteBlock::new(h, b.clone()));
     // A GC decision taken after this test's first write (an instant later than it).
     let del = s.send(DeleteIfUnwritten {
@@ -755,7 +761,7 @@ async fn writes_past_the_capacity_are_refused_and_accepted_again_after_deletes()
         a.send(ReadBlock::uncharged(h1)).await.unwrap().is_ok(),
         "reads keep working when full"
     );
-    a.send(gc_delete(h1)).await.unwrap().unwrap();
+    a.send(gc_delete(&a, h1).await).await.unwrap().unwrap();
     assert!(
         a.send(WriteBlock::verified(b3)).await.unwrap().is_ok(),
         "writes succeed again once space is freed"
@@ -814,7 +820,7 @@ fn the_startup_count_is_exact_while_operations_run() {
                             let (nh, nb) = plain_block(random(1000 + i));
                             ask(&s, WriteBlock::new(nh, nb)).await.map(|_| ())
                         }
-                        1 => ask(&s, gc_delete(h)).await.map(|_| ()),
+                        1 => ask(&s, gc_delete(&s, h).await).await.map(|_| ()),
                         2 => ask(&s, WriteBlock::new(h, b)).await.map(|_| ()),
                         3 => {
                             let (ch, cb) = compressed_block(text(2000 + i));
@@ -846,7 +852,7 @@ async fn a_gc_delete_is_refused_after_a_write_even_one_that_found_the_block_pres
     let s = start(d.path(), false);
     let (h, b) = plain_block(random(4096));
     ask(&s, WriteBlock::new(h, b.clone())).await.unwrap();
-    let since = Instant::now();
+    let since = ask(&s, OpenGcLook { hash: h }).await.unwrap().since;
     // A dedup client re-uploads the same bytes after the GC decision.
     assert_eq!(
         ask(&s, WriteBlock::new(h, b.clone())).await.unwrap(),
@@ -859,7 +865,7 @@ async fn a_gc_delete_is_refused_after_a_write_even_one_that_found_the_block_pres
     );
     assert!(ask(&s, BlockExists { hash: h }).await.unwrap());
     // A write queued on the lane just before the delete runs first and counts.
-    let since = Instant::now();
+    let since = ask(&s, OpenGcLook { hash: h }).await.unwrap().since;
     let w = s.send(WriteBlock::new(h, b.clone()));
     let del = s.send(DeleteIfUnwritten { hash: h, since });
     let (w, del) = futures::future::join(w, del).await;
@@ -870,7 +876,10 @@ async fn a_gc_delete_is_refused_after_a_write_even_one_that_found_the_block_pres
         "a write queued on the lane before the delete must stop it"
     );
     // A decision taken after every write: the delete goes ahead.
-    assert_eq!(ask(&s, gc_delete(h)).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        ask(&s, gc_delete(&s, h).await).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     assert!(!ask(&s, BlockExists { hash: h }).await.unwrap());
 }
 
@@ -961,7 +970,7 @@ async fn a_cached_small_block_read_sent_behind_a_delete_waits_for_it() {
     assert_eq!(ask(&s, ReadBlock::uncharged(h)).await.unwrap(), b);
     // Sent without waiting: the delete holds the lane, so the read queues behind it
     // instead of answering from the cached copy the delete is about to remove.
-    let del = s.send(gc_delete(h));
+    let del = s.send(gc_delete(&s, h).await);
     let rd = s.send(ReadBlock::uncharged(h));
     let (del, rd) = tokio::time::timeout(STEP, futures::future::join(del, rd))
         .await

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use blocknode_actors::antientropy::DEFAULT_ANTI_ENTROPY_INTERVAL;
+use blocknode_actors::antientropy::{DEFAULT_ANTI_ENTROPY_INTERVAL, DEFAULT_MAX_HINTS_PER_MEMBER};
 use blocknode_actors::gc::DEFAULT_GC_DELAY;
 use blocknode_actors::peer::{BLOCK_RW_TIMEOUT, PEER_RPC_TIMEOUT};
 use blocknode_actors::resync::{DEFAULT_RESYNC_BACKOFF, DEFAULT_SCRUB_INTERVAL};
@@ -38,6 +38,9 @@ pub(super) fn default_backoff() -> Duration {
 }
 pub(super) fn default_anti_entropy_interval() -> Duration {
     DEFAULT_ANTI_ENTROPY_INTERVAL
+}
+pub(super) fn default_max_hints_per_member() -> u64 {
+    DEFAULT_MAX_HINTS_PER_MEMBER
 }
 pub(super) fn default_scrub_interval() -> Duration {
     DEFAULT_SCRUB_INTERVAL

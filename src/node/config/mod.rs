@@ -26,8 +26,8 @@ use self::defaults::{
     default_anti_entropy_interval, default_backoff, default_block_rw_timeout, default_capacity,
     default_compression, default_gc_delay, default_http, default_http_body_read_timeout,
     default_http_keep_alive, default_http_request_timeout, default_max_block_size,
-    default_peer_rpc_timeout, default_quic, default_ram_buffer, default_rf, default_scrub_interval,
-    default_true, default_zone,
+    default_max_hints_per_member, default_peer_rpc_timeout, default_quic, default_ram_buffer,
+    default_rf, default_scrub_interval, default_true, default_zone,
 };
 use self::parse::{de_compression, de_duration, de_opt_size, de_size};
 
@@ -130,6 +130,12 @@ pub struct Config {
     /// back. Default true.
     #[serde(default = "default_true")]
     pub hinted_handoff: bool,
+    /// Hints kept for one member that misses writes (a node down for long). Past it,
+    /// its missed writes are no longer kept one by one: the member is marked for a full
+    /// anti-entropy sync of the partitions it shares with this node, run once it is up
+    /// (status shows it in `anti_entropy.full_sync_needed`). Default 100000; at least 1.
+    #[serde(default = "default_max_hints_per_member")]
+    pub max_hints_per_member: u64,
     /// Largest block accepted. Default "16MiB"; at most "256MiB".
     #[serde(default = "default_max_block_size", deserialize_with = "de_size")]
     pub max_block_size: u64,
@@ -281,6 +287,7 @@ impl Config {
             scrub_interval: default_scrub_interval(),
             anti_entropy_interval: default_anti_entropy_interval(),
             hinted_handoff: true,
+            max_hints_per_member: default_max_hints_per_member(),
             max_block_size: default_max_block_size(),
             data_dir_capacity: None,
             block_ram_buffer_max: default_ram_buffer(),

@@ -37,6 +37,9 @@ impl Config {
         if self.replication_factor == 0 {
             bail!("replication_factor must be at least 1");
         }
+        if self.max_hints_per_member == 0 {
+            bail!("max_hints_per_member must be at least 1 (turn hints off with hinted_handoff = false)");
+        }
         let n = if self.members.is_empty() {
             1
         } else {
