@@ -29,7 +29,7 @@ use blocknode_actors::refcount::{RefcountActor, RefcountConfig};
 use blocknode_actors::resync::{ResyncActor, ResyncConfig};
 use blocknode_actors::storage::marker::DirMarkers;
 use blocknode_actors::storage::{
-    SetDiskFailureListener, SetQuarantineListener, StorageActor, StorageConfig, StorageError,
+    SetDiskFailureListener, SetQuarantineListener, StorageActor, StorageConfig,
 };
 use blocknode_actors::tls::TlsIdentity;
 use blocknode_actors::tokens::{token_peers, TokenActor, TokenConfig};

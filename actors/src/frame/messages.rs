@@ -53,6 +53,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::RefDropped => "ref dropped",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal error",
+            ErrorCode::BlockMissing => "block missing",
         })
     }
 }

@@ -46,9 +46,9 @@ mod messages;
 mod offload;
 #[cfg(test)]
 mod offload_tests;
+mod pages;
 #[cfg(test)]
 mod present_ref_tests;
-mod pages;
 mod queue;
 mod repair;
 mod scrub;

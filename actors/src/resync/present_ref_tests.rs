@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::offload_tests::{
-    holders, jitter, node, node_files, pause_up_to, random_blocks, referenced_and_stored,
-    refcount, ripe_for_gc, Ignore, GC_DELAY,
+    holders, jitter, node, node_files, pause_up_to, random_blocks, refcount, referenced_and_stored,
+    ripe_for_gc, Ignore, GC_DELAY,
 };
 use super::work::{resync_block, Deps, Outcome};
 use crate::placement::FixedPlacement;
@@ -46,6 +46,7 @@ async fn a_ref_added_during_a_gc_delete_keeps_the_block_or_is_refused() {
         may_delete: true,
         gc_delay: GC_DELAY,
         pause: Some(jitter(1500)),
+        budget: None,
     };
     let started = Instant::now();
     let (mut acked_lost, mut refused_counted, mut other) = (Vec::new(), Vec::new(), Vec::new());

@@ -284,6 +284,7 @@ async fn the_mover_reads_a_block_only_once_its_bytes_are_charged() {
     let s = StorageActor::new(StorageConfig {
         dirs: ds.clone(),
         data_fsync: false,
+        markers: None,
     })
     .unwrap()
     .with_move_budget(pool.clone())
