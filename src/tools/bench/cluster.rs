@@ -77,6 +77,7 @@ pub(super) fn start_local(args: &BenchArgs) -> anyhow::Result<Target> {
         replication: Some(args.replication),
         gc_delay: "10m".into(),
         init_only: true,
+        ..Default::default()
     })?;
     if !args.fsync {
         for n in &file.nodes {
