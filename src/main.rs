@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use blocknode::cli::{client, CertCommand, Cli, Command};
+use blocknode::cli::{client, commands, CertCommand, Cli, Command};
 use blocknode::{exit, logging};
 use blocknode::node::{self, config};
 use blocknode::tools::{bench, dev_cluster};
@@ -100,7 +100,7 @@ fn real_main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, cli.api, cli.token),
         other => {
             let c = client::Client::new(cli.api, cli.token)?;
-            client::run(&c, other)
+            commands::run(&c, other)
         }
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! - this file: the argument types (the tools define their own: [`DevClusterArgs`],
 //!   [`BenchArgs`]);
-//! - [`client`]: the HTTP client and what each client command asks the API;
+//! - [`client`]: the HTTP client of one node's API (errors as one line);
+//! - [`commands`]: what each client command asks the API;
 //! - [`output`]: how the answers are printed.
 
 pub mod client;
+pub mod commands;
 mod layout;
 mod output;
 
