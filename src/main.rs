@@ -3,9 +3,9 @@
 use clap::Parser;
 
 use blocknode::cli::{client, commands, CertCommand, Cli, Command};
-use blocknode::{exit, logging};
 use blocknode::node::{self, config};
 use blocknode::tools::{bench, dev_cluster};
+use blocknode::{exit, logging};
 
 /// Block buffers (up to 16 MiB by default) must go back to the OS when freed, or the
 /// RAM budget (`block_ram_buffer_max`) bounds requests but not the process: glibc's

@@ -67,8 +67,13 @@ impl DevCluster {
 
 /// Whether `pid` runs (and is not a zombie waiting to be reaped).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -114,24 +119,33 @@ fn a_killed_node_is_reported_and_restarted_by_dev_cluster() {
     let out = c.output();
     let token_file = c.dir.join("admin.token");
     assert!(
-        out.contains("export BLOCKNODE_API=") && out.contains(&format!("$(cat {})", token_file.display())),
+        out.contains("export BLOCKNODE_API=")
+            && out.contains(&format!("$(cat {})", token_file.display())),
         "the export line is printed:\n{out}"
     );
-    assert!(out.contains("node.log"), "the log paths are printed:\n{out}");
+    assert!(
+        out.contains("node.log"),
+        "the log paths are printed:\n{out}"
+    );
     assert_eq!(mode(&token_file), 0o600);
     assert_eq!(mode(&c.dir.join("cluster.json")), 0o600);
     let cluster = c.cluster();
     let api2 = cluster["nodes"][1]["api"].as_str().unwrap().to_string();
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     for n in cluster["nodes"].as_array().unwrap() {
         assert_eq!(n["token"], token.as_str(), "one admin token for every node");
     }
 
     let pid = c.node_pid("node2").expect("node2 runs");
     signal(pid, "-KILL");
-    wait_for("dev-cluster to report node2's exit", Duration::from_secs(20), || {
-        c.output().contains("--restart node2").then_some(())
-    });
+    wait_for(
+        "dev-cluster to report node2's exit",
+        Duration::from_secs(20),
+        || c.output().contains("--restart node2").then_some(()),
+    );
     assert!(!health(&api2), "node2 was killed");
 
     let restart = Command::new(bin())
@@ -159,7 +173,10 @@ fn a_killed_node_is_reported_and_restarted_by_dev_cluster() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&twice.stderr);
-    assert!(!twice.status.success() && err.contains("is running"), "{err}");
+    assert!(
+        !twice.status.success() && err.contains("is running"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // Ctrl-C of the foreground dev-cluster stops the restarted node too.
@@ -167,5 +184,8 @@ fn a_killed_node_is_reported_and_restarted_by_dev_cluster() {
     wait_for("dev-cluster to stop", Duration::from_secs(40), || {
         c.child.try_wait().unwrap().map(|_| ())
     });
-    assert!(!alive(again), "the restarted node is stopped with the cluster");
+    assert!(
+        !alive(again),
+        "the restarted node is stopped with the cluster"
+    );
 }

@@ -51,27 +51,53 @@ fn fails_with_one_line(args: &[&str], code: i32) -> String {
     let (status, err) = run(args, Stdio::null());
     let what = format!("`blocknode {}`", args.join(" "));
     assert!(!err.contains("panicked"), "{what} panicked:\n{err}");
-    assert_eq!(err.lines().count(), 1, "{what}: expected one line, got:\n{err}");
-    assert_eq!(status.code(), Some(code), "{what}: status {status}, stderr: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{what}: expected one line, got:\n{err}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "{what}: status {status}, stderr: {err}"
+    );
     err
 }
 
 fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// `run` on the embedded default under `dir` on the given addresses.
 fn run_args<'a>(dir: &'a str, http: &'a str, quic: &'a str) -> Vec<&'a str> {
-    vec!["run", "--dir", dir, "--http-listen", http, "--quic-listen", quic]
+    vec![
+        "run",
+        "--dir",
+        dir,
+        "--http-listen",
+        http,
+        "--quic-listen",
+        quic,
+    ]
 }
 
 fn created_no_secrets(dir: &Path) {
     for f in ["admin.token", "certs"] {
-        assert!(!dir.join(f).exists(), "a refused start created {f} in {}", dir.display());
+        assert!(
+            !dir.join(f).exists(),
+            "a refused start created {f} in {}",
+            dir.display()
+        );
     }
 }
 
@@ -97,7 +123,10 @@ fn a_busy_quic_port_is_one_line_and_creates_no_ca_or_token() {
     let quic = taken.local_addr().unwrap().to_string();
     let http = free_tcp().to_string();
     let err = fails_with_one_line(&run_args(dir_s, &http, &quic), EX_TEMPFAIL);
-    assert!(err.contains(&quic) && err.contains("--quic-listen"), "{err}");
+    assert!(
+        err.contains(&quic) && err.contains("--quic-listen"),
+        "{err}"
+    );
     created_no_secrets(&dir);
 }
 
@@ -110,7 +139,10 @@ fn a_data_dir_that_cannot_be_written_refuses_the_start() {
     std::fs::write(dir.join("data"), b"").unwrap();
     let (http, quic) = (free_tcp().to_string(), free_udp().to_string());
     let err = fails_with_one_line(&run_args(dir.to_str().unwrap(), &http, &quic), EX_CANTCREAT);
-    assert!(err.contains("not writable") && err.contains("data"), "{err}");
+    assert!(
+        err.contains("not writable") && err.contains("data"),
+        "{err}"
+    );
     created_no_secrets(&dir);
 }
 
@@ -131,7 +163,11 @@ fn a_missing_certificate_is_named_once() {
     let config = c.nodes[0].config.to_str().unwrap().to_string();
     let err = fails_with_one_line(&["run", "--config", &config], EX_NOINPUT);
     assert!(err.contains("/nonexistent/blocknode/ca.crt"), "{err}");
-    assert_eq!(err.matches("No such file").count(), 1, "cause repeated: {err}");
+    assert_eq!(
+        err.matches("No such file").count(),
+        1,
+        "cause repeated: {err}"
+    );
 }
 
 #[test]
@@ -140,7 +176,10 @@ fn a_config_with_an_unknown_key_names_its_line() {
     let path = d.path().join("bad.toml");
     std::fs::write(&path, "data_dir = \"/tmp/x\"\nno_such_key = 1\n").unwrap();
     let err = fails_with_one_line(&["run", "--config", path.to_str().unwrap()], EX_CONFIG);
-    assert!(err.contains("line 2") && err.contains("no_such_key"), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("no_such_key"),
+        "{err}"
+    );
     let missing = d.path().join("missing.toml");
     fails_with_one_line(&["run", "--config", missing.to_str().unwrap()], EX_NOINPUT);
 }
@@ -164,8 +203,14 @@ fn a_second_node_on_one_dir_names_the_running_ones_pid_and_a_closed_pipe_is_quie
         let mut args = vec!["--api", &c.nodes[0].api, "--token", &c.nodes[0].token];
         args.extend_from_slice(cmd);
         let (status, err) = run(&args, Stdio::from(writer));
-        assert!(!err.contains("panicked"), "{cmd:?} panicked on a closed stdout:\n{err}");
-        assert!(err.is_empty(), "{cmd:?}: expected nothing on stderr, got:\n{err}");
+        assert!(
+            !err.contains("panicked"),
+            "{cmd:?} panicked on a closed stdout:\n{err}"
+        );
+        assert!(
+            err.is_empty(),
+            "{cmd:?}: expected nothing on stderr, got:\n{err}"
+        );
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(SIGPIPE), "{cmd:?}: {status}");
     }

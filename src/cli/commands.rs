@@ -415,6 +415,4 @@ mod tests {
             assert!(format!("{e:#}").contains(want), "{shown}: {e:#}");
         }
     }
-
-
 }

@@ -30,7 +30,10 @@ pub enum StartError {
     )]
     Locked { dir: PathBuf, pid: String },
     #[error("{what} address {addr} is already in use (another blocknode, or another program, listens there); choose another with --{what_flag}-listen or `{what_flag}_listen` in the config", what_flag = what.to_lowercase())]
-    AddrInUse { what: &'static str, addr: SocketAddr },
+    AddrInUse {
+        what: &'static str,
+        addr: SocketAddr,
+    },
     #[error("cannot listen on {what} address {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -103,7 +106,11 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, StartError> {
             let pid = pid.trim();
             return Err(StartError::Locked {
                 dir: dir.to_path_buf(),
-                pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.into()
+                },
             });
         }
         Err(TryLockError::Error(e)) => return Err(not_writable(e)),
@@ -200,7 +207,10 @@ mod tests {
         let addr = taken.local_addr().unwrap();
         let e = bind_http(addr).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("already in use") && text.contains("--http-listen"), "{text}");
+        assert!(
+            text.contains("already in use") && text.contains("--http-listen"),
+            "{text}"
+        );
         assert_eq!(e.exit_status(), exit::TEMPFAIL);
     }
 }

@@ -167,4 +167,3 @@ pub fn client_crypto(
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(cfg)
 }
-

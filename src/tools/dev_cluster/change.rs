@@ -22,7 +22,11 @@ pub fn restart(dir: &Path, name: &str) -> anyhow::Result<()> {
     let file = DevClusterFile::load(dir)?;
     let Some(n) = file.nodes.iter().find(|n| n.name == name) else {
         let names: Vec<&str> = file.nodes.iter().map(|n| n.name.as_str()).collect();
-        bail!("no node {name} in {}; its nodes: {}", dir.display(), names.join(", "));
+        bail!(
+            "no node {name} in {}; its nodes: {}",
+            dir.display(),
+            names.join(", ")
+        );
     };
     if let Some(pid) = running_pid(n) {
         bail!("{name} is running (pid {pid}); nothing to restart");

@@ -91,7 +91,10 @@ impl DevClusterFile {
     pub fn load(dir: &Path) -> anyhow::Result<DevClusterFile> {
         let path = dir.join("cluster.json");
         let bytes = std::fs::read(&path).with_context(|| {
-            format!("cannot read {}: is it a dev-cluster directory?", path.display())
+            format!(
+                "cannot read {}: is it a dev-cluster directory?",
+                path.display()
+            )
         })?;
         serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display()))
     }
@@ -272,7 +275,10 @@ pub fn init(args: &DevClusterArgs) -> anyhow::Result<DevClusterFile> {
     }
     let file = DevClusterFile { nodes };
     file.save(&dir)?;
-    write_private(&dir.join(ENV_FILE), format!("{}\n", file.export_line(&dir)).as_bytes())?;
+    write_private(
+        &dir.join(ENV_FILE),
+        format!("{}\n", file.export_line(&dir)).as_bytes(),
+    )?;
     Ok(file)
 }
 

@@ -54,7 +54,10 @@ pub fn running_pid(n: &DevNode) -> Option<u32> {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // A zombie (` Z `) still has its pid but no longer runs.
-    let zombie = state.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
+    let zombie = state
+        .rsplit(')')
+        .next()
+        .is_some_and(|s| s.trim_start().starts_with('Z'));
     (!zombie && args.iter().any(|a| *a == config.as_bytes())).then_some(pid)
 }
 
@@ -135,7 +138,9 @@ fn stop_others(dir: &Path) {
             std::thread::sleep(Duration::from_millis(50));
         }
         if running_pid(n) == Some(pid) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }
@@ -169,7 +174,10 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         stop_nodes(&mut children);
         return Err(e);
     }
-    println!("cluster running. Point the client at it (also in {}):", dir.join(ENV_FILE).display());
+    println!(
+        "cluster running. Point the client at it (also in {}):",
+        dir.join(ENV_FILE).display()
+    );
     println!("  {}", file.export_line(&dir));
     println!(
         "Ctrl-C stops it. `blocknode dev-cluster --dir {d} --restart NODE` starts a node \

@@ -19,8 +19,7 @@ fn init_only_writes_a_valid_cluster() {
     let f = init(&args).unwrap();
     assert_eq!(f.nodes.len(), 3);
     let back: DevClusterFile =
-        serde_json::from_slice(&std::fs::read(d.path().join("c/cluster.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(d.path().join("c/cluster.json")).unwrap()).unwrap();
     assert_eq!(back.nodes.len(), 3);
     let (mut http, mut quic) = (Vec::new(), Vec::new());
     for n in &f.nodes {
@@ -28,12 +27,9 @@ fn init_only_writes_a_valid_cluster() {
         assert_eq!(n.api, format!("http://{}", cfg.http_listen));
         http.push(cfg.http_listen.port());
         quic.push(cfg.quic_listen.port());
-        let identity = blocknode_actors::tls::TlsIdentity::load(
-            &cfg.ca_cert,
-            &cfg.node_cert,
-            &cfg.node_key,
-        )
-        .unwrap();
+        let identity =
+            blocknode_actors::tls::TlsIdentity::load(&cfg.ca_cert, &cfg.node_cert, &cfg.node_key)
+                .unwrap();
         assert_eq!(
             identity.node_id().to_hex(),
             n.id,
@@ -62,7 +58,11 @@ fn init_only_writes_a_valid_cluster() {
     }
     let dir = d.path().join("c");
     for private in ["cluster.json", TOKEN_FILE, ENV_FILE] {
-        let mode = std::fs::metadata(dir.join(private)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.join(private))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{private} should be 0600");
     }
     assert!(
@@ -70,6 +70,12 @@ fn init_only_writes_a_valid_cluster() {
         "one admin token for the whole cluster"
     );
     let env = std::fs::read_to_string(dir.join(ENV_FILE)).unwrap();
-    assert!(env.starts_with(&format!("export BLOCKNODE_API={} BLOCKNODE_TOKEN=", f.nodes[0].api)), "{env}");
+    assert!(
+        env.starts_with(&format!(
+            "export BLOCKNODE_API={} BLOCKNODE_TOKEN=",
+            f.nodes[0].api
+        )),
+        "{env}"
+    );
     assert!(init(&args).is_err(), "a non-empty directory is refused");
 }
