@@ -53,7 +53,7 @@ pub fn config_refused(e: anyhow::Error) -> anyhow::Error {
 pub fn status_of(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<StartError>() {
-            return s.exit_status();
+            return start_status(s);
         }
         if let Some(c) = cause.downcast_ref::<ConfigRefused>() {
             return c.status;
@@ -66,6 +66,15 @@ pub fn status_of(e: &anyhow::Error) -> i32 {
         }
     }
     FAILURE
+}
+
+/// The status of a start refused before anything was written.
+fn start_status(e: &StartError) -> i32 {
+    match e {
+        StartError::Locked { .. } | StartError::AddrInUse { .. } => TEMPFAIL,
+        StartError::Bind { .. } => OSERR,
+        StartError::NotWritable { .. } => CANTCREAT,
+    }
 }
 
 /// The error as one line: each cause once (a cause whose text its parent already shows

@@ -1,7 +1,7 @@
 //! What `blocknode run` checks before it creates anything or starts an actor: that no
 //! other blocknode runs on the same metadata dir (a lock file holding the owner's pid),
 //! that the data dirs can be written, and that both listen addresses are free. A
-//! failure here is one line and an exit status of its own ([`StartError::exit_status`],
+//! failure here is one line and an exit status of its own (`crate::exit`,
 //! docs/operations.md, "Exit codes"); nothing has been written yet (no CA, no token),
 //! and no runtime exists whose teardown could add noise to that line.
 
@@ -11,7 +11,6 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::exit;
 use crate::node::config::Config;
 
 /// Name of the lock file in `metadata_dir`: it holds the pid of the node running there.
@@ -46,17 +45,6 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-impl StartError {
-    /// The exit status this failure ends the process with (sysexits-style).
-    pub fn exit_status(&self) -> i32 {
-        match self {
-            StartError::Locked { .. } | StartError::AddrInUse { .. } => exit::TEMPFAIL,
-            StartError::Bind { .. } => exit::OSERR,
-            StartError::NotWritable { .. } => exit::CANTCREAT,
-        }
-    }
 }
 
 /// The lock on a metadata dir, held (with the file open) for as long as the node runs;
@@ -211,6 +199,5 @@ mod tests {
             text.contains("already in use") && text.contains("--http-listen"),
             "{text}"
         );
-        assert_eq!(e.exit_status(), exit::TEMPFAIL);
     }
 }

@@ -1,14 +1,16 @@
 //! `blocknode dev-cluster`: a cluster of N nodes on loopback, for trying blocknode and
 //! for tests and benchmarks. [`init`] writes a CA, node certificates, configs on free
 //! ports, one admin token for every node (`admin.token`, 0600), `env` (the `export` line
-//! for the client) and `cluster.json`; [`process`] starts the nodes as child processes,
-//! watches them and stops them on Ctrl-C; [`change`] restarts a node or adds one to a
-//! cluster written before.
+//! for the client) and `cluster.json`; [`process`] starts and stops nodes, `command`
+//! runs the cluster in the foreground and watches it; [`change`] restarts a node or adds
+//! one to a cluster written before.
 
 pub mod change;
+mod command;
 pub mod process;
 
-pub use process::{run, spawn_nodes, stop_nodes, wait_healthy};
+pub use command::run;
+pub use process::{spawn_nodes, stop_nodes, wait_healthy};
 
 use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
