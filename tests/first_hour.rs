@@ -64,6 +64,19 @@ fn fails_with_one_line(args: &[&str], code: i32) -> String {
     err
 }
 
+/// The write end of a pipe whose read end is already closed.
+fn closed_pipe() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `pipe` fills the two descriptors it is given room for.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: both descriptors were just created and are owned here alone.
+    unsafe {
+        drop(std::fs::File::from_raw_fd(fds[0]));
+        std::fs::File::from_raw_fd(fds[1])
+    }
+}
+
 fn free_udp() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -198,8 +211,7 @@ fn a_second_node_on_one_dir_names_the_running_ones_pid_and_a_closed_pipe_is_quie
     // `blocknode status | head -1`, `layout show | head -1`: the reader is gone before
     // the command writes. It ends at once, silently, as any filter does.
     for cmd in [&["status"][..], &["layout", "show"][..]] {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
+        let writer = closed_pipe();
         let mut args = vec!["--api", &c.nodes[0].api, "--token", &c.nodes[0].token];
         args.extend_from_slice(cmd);
         let (status, err) = run(&args, Stdio::from(writer));

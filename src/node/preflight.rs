@@ -5,7 +5,7 @@
 //! docs/operations.md, "Exit codes"); nothing has been written yet (no CA, no token),
 //! and no runtime exists whose teardown could add noise to that line.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -86,9 +86,12 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, StartError> {
         .truncate(false)
         .open(&path)
         .map_err(not_writable)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
+    // SAFETY: flock on a descriptor this function owns, valid for the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let lock_error = (locked != 0).then(std::io::Error::last_os_error);
+    match lock_error {
+        None => {}
+        Some(e) if e.kind() == ErrorKind::WouldBlock => {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             let pid = pid.trim();
@@ -101,7 +104,7 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, StartError> {
                 },
             });
         }
-        Err(TryLockError::Error(e)) => return Err(not_writable(e)),
+        Some(e) => return Err(not_writable(e)),
     }
     // Only the holder writes its pid, so a reader never sees another node's half-write.
     file.set_len(0)
