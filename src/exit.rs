@@ -20,7 +20,8 @@ pub const NOINPUT: i32 = 66;
 pub const OSERR: i32 = 71;
 /// A data or metadata dir cannot be written (`EX_CANTCREAT`).
 pub const CANTCREAT: i32 = 73;
-/// The metadata store failed while running: restart the node (`EX_IOERR`).
+/// The metadata store failed while running: restart the node; or a client command's
+/// output was closed before all of it was written (`EX_IOERR`).
 pub const IOERR: i32 = crate::node::store_watch::EXIT_STORE_FAILED;
 /// Busy: a listen address is in use, or another blocknode runs on the same dir; it may
 /// work once that one stops (`EX_TEMPFAIL`).
