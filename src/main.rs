@@ -4,7 +4,7 @@ use clap::Parser;
 
 use blocknode::cli::{client, commands, CertCommand, Cli, Command};
 use blocknode::node::{self, config};
-use blocknode::tools::{bench, dev_cluster};
+use blocknode::tools::{bench, dev_cluster, init};
 use blocknode::{exit, logging};
 
 /// Block buffers (up to 16 MiB by default) must go back to the OS when freed, or the
@@ -95,11 +95,17 @@ fn real_main() -> anyhow::Result<()> {
         Command::Run {
             config: Some(path),
             join,
-            ..
+            dir: _,
+            http_listen,
+            quic_listen,
         } => {
-            let cfg = config::Config::load_joining(&path, &join).map_err(exit::config_refused)?;
+            let mut cfg =
+                config::Config::load_joining(&path, &join).map_err(exit::config_refused)?;
+            cfg.http_listen = http_listen.unwrap_or(cfg.http_listen);
+            cfg.quic_listen = quic_listen.unwrap_or(cfg.quic_listen);
             node::run(cfg, false)
         }
+        Command::Init(args) => init::run(args),
         Command::Cert(CertCommand::Ca { out }) => {
             blocknode_actors::tls::generate_ca(&out)?;
             println!("cluster CA written to {} (ca.crt, ca.key)", out.display());

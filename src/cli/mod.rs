@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use crate::logging::LogFormat;
 use crate::tools::bench::BenchArgs;
 use crate::tools::dev_cluster::DevClusterArgs;
+use crate::tools::init::InitArgs;
 
 /// blocknode: a cluster node for a replicated, content-addressed block store.
 ///
@@ -57,13 +58,16 @@ pub enum Command {
         /// `./blocknode-data`.
         #[arg(long, value_name = "DIR", conflicts_with = "config")]
         dir: Option<PathBuf>,
-        /// Embedded default only: the HTTP API address instead of 127.0.0.1:3900.
-        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        /// The HTTP API address: instead of 127.0.0.1:3900, or of the config's
+        /// `http_listen`.
+        #[arg(long, value_name = "ADDR")]
         http_listen: Option<std::net::SocketAddr>,
-        /// Embedded default only: the QUIC address instead of 127.0.0.1:3901.
-        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        /// The QUIC address: instead of 127.0.0.1:3901, or of the config's `quic_listen`.
+        #[arg(long, value_name = "ADDR")]
         quic_listen: Option<std::net::SocketAddr>,
     },
+    /// Write the config of a node that joins a running cluster, and print what to run next.
+    Init(InitArgs),
     /// Make a cluster CA or a node certificate.
     #[command(subcommand)]
     Cert(CertCommand),
