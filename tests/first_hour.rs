@@ -232,3 +232,49 @@ fn a_second_node_on_one_dir_names_the_running_ones_pid_and_a_closed_pipe_is_one_
         assert_eq!(status.code(), Some(EX_IOERR), "{cmd:?}: {status}");
     }
 }
+
+#[test]
+fn block_info_tells_a_down_holder_from_an_absent_copy() {
+    let mut c = Cluster::start(2, 2, "10m", |cfg| cfg.to_string());
+    c.wait_peers_up(0);
+    let hash = c.put(0, b"a block on both nodes", None);
+    c.kill(1);
+    let v = common::wait_for(
+        "node 0 to find node 1 unreachable",
+        Duration::from_secs(30),
+        || {
+            let v = c.get_json(0, &format!("/v1/blocks/{hash}/info"));
+            let down = v["holders"]
+                .as_array()?
+                .iter()
+                .any(|h| h["node"] == c.nodes[1].id.as_str() && h["state"] == "unknown");
+            down.then_some(v)
+        },
+    );
+    for h in v["holders"].as_array().unwrap() {
+        assert_eq!(h["role"], "holder", "no transition: {v}");
+        // The fields that were there before stay.
+        for k in ["node", "present", "rc", "deletable", "error"] {
+            assert!(h.get(k).is_some(), "{k} missing: {v}");
+        }
+        if h["node"] == c.nodes[0].id.as_str() {
+            assert_eq!(h["state"], "present", "{v}");
+        }
+    }
+    assert_eq!(v["local"]["holder"], true, "{v}");
+
+    let out = Command::new(bin())
+        .args(["--api", &c.nodes[0].api, "--token", &c.nodes[0].token])
+        .args(["block", "info", &hash])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let short = &c.nodes[1].id[..16];
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(short))
+        .unwrap_or_else(|| panic!("no row for the down node:\n{text}"));
+    assert!(row.contains("unknown (down)"), "{text}");
+    assert!(!row.contains("NodeId("), "debug text: {text}");
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use blocknode_actors::{Hash, RefId};
 
 use super::client::Client;
-use super::output::{next_try_text, print_status};
+use super::output::{block_info_text, next_try_text, print_status};
 use super::{BlockCommand, Command, RefCommand, TokenCommand, WorkerCommand};
 
 /// A block hash given on the command line, checked here so a typo fails with a clear
@@ -90,43 +90,7 @@ pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::Block(BlockCommand::Info { hash }) => {
             let hash = hash_arg(&hash)?.to_hex();
             let v = c.json("GET", &format!("/v1/blocks/{hash}/info"), None)?;
-            println!("block {}", v["hash"].as_str().unwrap_or(&hash));
-            println!(
-                "{:<18} {:<8} {:>6} {:<10} error",
-                "holder", "present", "rc", "deletable"
-            );
-            for h in v["holders"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<18} {:<8} {:>6} {:<10} {}",
-                    &h["node"].as_str().unwrap_or("?")
-                        [..16.min(h["node"].as_str().unwrap_or("?").len())],
-                    h["present"].to_string(),
-                    h["rc"].to_string(),
-                    h["deletable"].to_string(),
-                    h["error"].as_str().unwrap_or("-")
-                );
-            }
-            let refs: Vec<String> = v["local"]["refs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    format!(
-                        "{} ({})",
-                        r["ref"].as_str().unwrap_or("?"),
-                        r["state"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect();
-            println!(
-                "local rc {}; refs: {}",
-                v["local"]["rc"],
-                if refs.is_empty() {
-                    "none".into()
-                } else {
-                    refs.join(", ")
-                }
-            );
+            print!("{}", block_info_text(&v, &hash));
         }
         Command::Block(BlockCommand::ListErrors) => {
             let v = c.json("GET", "/v1/resync/errors", None)?;

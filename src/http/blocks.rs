@@ -269,7 +269,10 @@ pub(crate) struct BlockInfoReply {
     /// What each node that should hold it (by the layout, and the previous one during a
     /// transition) says, in placement order: its id (`node`), whether it has a verified
     /// copy (`present`), its live refs (`rc`), whether its copy may be deleted
-    /// (`deletable`), and why it could not be asked (`error`).
+    /// (`deletable`), why it could not be asked (`error`), `state` (`present`, `absent`,
+    /// or `unknown` when it could not be asked: not the same as absent) and `role`
+    /// (`holder`; during a transition `joining` for a new holder, `leaving` for an old
+    /// one).
     holders: Vec<HolderInfo>,
     /// This node's refs to it.
     local: LocalRefs,
@@ -278,6 +281,9 @@ pub(crate) struct BlockInfoReply {
 /// This node's refcount view of a block.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct LocalRefs {
+    /// Whether this node is one of the block's holders; a node that is not keeps no
+    /// refs of it, so `rc` 0 here says nothing about the block.
+    holder: bool,
     /// Live refs.
     rc: usize,
     /// Every ref this node knows, live or dropped (a dropped ref is a tombstone until
@@ -299,6 +305,8 @@ pub(crate) struct RefView {
 pub(super) async fn block_info(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
     let hash = parse_hash(&path)?;
     let holders = svc.block_info(hash).await;
+    let me = svc.self_id.to_hex();
+    let holder = holders.iter().any(|h| h.node == me);
     let refs = svc.local_refs(hash).await?;
     let local_rc = refs.iter().filter(|(_, s)| *s == RefState::Live).count();
     let refs = refs
@@ -314,7 +322,11 @@ pub(super) async fn block_info(svc: web::Data<Coordinator>, path: web::Path<Stri
     Ok(HttpResponse::Ok().json(BlockInfoReply {
         hash: hash.to_hex(),
         holders,
-        local: LocalRefs { rc: local_rc, refs },
+        local: LocalRefs {
+            holder,
+            rc: local_rc,
+            refs,
+        },
     }))
 }
 
