@@ -25,7 +25,10 @@ fn shell_block_after(readme: &str, heading: &str) -> Vec<String> {
         .find(heading)
         .unwrap_or_else(|| panic!("README has no {heading:?}"));
     let rest = &readme[from..];
-    let start = rest.find("```sh\n").expect("a ```sh block after the heading") + 6;
+    let start = rest
+        .find("```sh\n")
+        .expect("a ```sh block after the heading")
+        + 6;
     let end = rest[start..].find("```").expect("the block's end") + start;
     rest[start..end].lines().map(str::to_string).collect()
 }
@@ -133,8 +136,20 @@ fn the_readme_tour_runs_as_written() {
     );
     assert!(!err.contains("panicked"), "{err}");
     // What the README's comments promise.
-    assert!(out.contains("hello"), "`blocknode get` did not print hello:\n{out}");
-    assert!(out.contains("present"), "`block info` shows no copy:\n{out}");
-    assert!(out.contains("\"hash\""), "the curl PUT did not answer a hash:\n{out}");
-    assert!(out.contains("storage"), "`blocknode status` printed nothing:\n{out}");
+    assert!(
+        out.contains("hello"),
+        "`blocknode get` did not print hello:\n{out}"
+    );
+    assert!(
+        out.contains("present"),
+        "`block info` shows no copy:\n{out}"
+    );
+    assert!(
+        out.contains("\"hash\""),
+        "the curl PUT did not answer a hash:\n{out}"
+    );
+    assert!(
+        out.contains("storage"),
+        "`blocknode status` printed nothing:\n{out}"
+    );
 }
