@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use super::process::{running_pid, spawn_node, wait_healthy};
 use super::{toml_str, DevClusterFile, DevNode, PortReservation, TOKEN_FILE};
 use crate::node::config::Config;
+use crate::node::join::{assign_command, DEFAULT_JOIN_CAPACITY};
 use blocknode_actors::tls::generate_node_cert;
 
 /// How long a started node has to answer `/health`.
@@ -116,7 +117,11 @@ pub fn add(dir: &Path) -> anyhow::Result<()> {
     let child = spawn_node(&node)?;
     started(&node, child.id())?;
     println!("{name} waits to be assigned; on any member run:");
-    println!("  blocknode layout assign {id} --zone {zone} --capacity 1 --addr 127.0.0.1:{quic}");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], quic));
+    println!(
+        "  {}",
+        assign_command(&id, &zone, DEFAULT_JOIN_CAPACITY, addr)
+    );
     println!("  blocknode layout apply --version N   # N: the version `blocknode layout show` prints, + 1");
     Ok(())
 }
