@@ -21,7 +21,8 @@ pub const NOINPUT: i32 = 66;
 pub const OSERR: i32 = 71;
 /// A data or metadata dir cannot be written (`EX_CANTCREAT`).
 pub const CANTCREAT: i32 = 73;
-/// The metadata store failed while running: restart the node (`EX_IOERR`).
+/// The metadata store failed while running: restart the node; or a client command's
+/// output was closed before all of it was written (`EX_IOERR`).
 pub const IOERR: i32 = crate::node::store_watch::EXIT_STORE_FAILED;
 /// Busy: a listen address is in use, or another blocknode runs on the same dir; it may
 /// work once that one stops (`EX_TEMPFAIL`).
@@ -54,7 +55,7 @@ pub fn config_refused(e: anyhow::Error) -> anyhow::Error {
 pub fn status_of(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<StartError>() {
-            return s.exit_status();
+            return start_status(s);
         }
         if let Some(c) = cause.downcast_ref::<ConfigRefused>() {
             return c.status;
@@ -70,6 +71,15 @@ pub fn status_of(e: &anyhow::Error) -> i32 {
         }
     }
     FAILURE
+}
+
+/// The status of a start refused before anything was written.
+fn start_status(e: &StartError) -> i32 {
+    match e {
+        StartError::Locked { .. } | StartError::AddrInUse { .. } => TEMPFAIL,
+        StartError::Bind { .. } => OSERR,
+        StartError::NotWritable { .. } => CANTCREAT,
+    }
 }
 
 /// The error as one line: each cause once (a cause whose text its parent already shows

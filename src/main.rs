@@ -2,9 +2,9 @@
 
 use clap::Parser;
 
-use blocknode::cli::{client, CertCommand, Cli, Command};
+use blocknode::cli::{client, commands, CertCommand, Cli, Command};
 use blocknode::node::{self, config};
-use blocknode::tools::{bench, dev_cluster};
+use blocknode::tools::{bench, dev_cluster, init};
 use blocknode::{exit, logging};
 
 /// Block buffers (up to 16 MiB by default) must go back to the OS when freed, or the
@@ -36,15 +36,33 @@ fn main() {
     }
 }
 
-/// A client command whose reader goes away (`blocknode status | head -1`) ends at once
-/// and silently, as any Unix filter does: the default SIGPIPE action, which Rust's
-/// runtime replaces with "ignore" (then every print would fail and panic). The node and
-/// the tools that talk to sockets keep ignoring it.
-fn die_quietly_on_closed_stdout() {
-    // SAFETY: resetting a signal's disposition to its default, once, before any thread
-    // is started.
+/// The one line a client command prints when the reader of its output goes away
+/// (`blocknode status | head -1`, `get HASH | head -c1`) before all was written.
+const OUTPUT_CLOSED: &[u8] =
+    b"error: the output was closed before all of it was written (broken pipe)\n";
+
+/// Runs in place of the default SIGPIPE action, which would end the command silently
+/// (Rust's runtime ignores SIGPIPE, and then every print would fail and panic). Only
+/// async-signal-safe calls: one `write` to stderr, then `_exit` with [`exit::IOERR`].
+/// Sockets are not affected: the HTTP client writes with `MSG_NOSIGNAL`.
+extern "C" fn on_closed_output(_signal: libc::c_int) {
+    // SAFETY: `write` and `_exit` are async-signal-safe; the buffer is a static.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::write(2, OUTPUT_CLOSED.as_ptr().cast(), OUTPUT_CLOSED.len());
+        libc::_exit(exit::IOERR);
+    }
+}
+
+/// A client command ends with one line and [`exit::IOERR`] when its output is closed
+/// early. The node and the tools that talk to sockets keep ignoring SIGPIPE.
+fn end_with_one_line_on_closed_output() {
+    // SAFETY: installing a handler that only makes async-signal-safe calls, once,
+    // before any thread is started.
+    unsafe {
+        libc::signal(
+            libc::SIGPIPE,
+            on_closed_output as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 }
 
@@ -55,7 +73,7 @@ fn real_main() -> anyhow::Result<()> {
         cli.command,
         Command::Run { .. } | Command::DevCluster(_) | Command::Bench(_)
     ) {
-        die_quietly_on_closed_stdout();
+        end_with_one_line_on_closed_output();
     }
     match cli.command {
         Command::Run {
@@ -77,11 +95,17 @@ fn real_main() -> anyhow::Result<()> {
         Command::Run {
             config: Some(path),
             join,
-            ..
+            dir: _,
+            http_listen,
+            quic_listen,
         } => {
-            let cfg = config::Config::load_joining(&path, &join).map_err(exit::config_refused)?;
+            let mut cfg =
+                config::Config::load_joining(&path, &join).map_err(exit::config_refused)?;
+            cfg.http_listen = http_listen.unwrap_or(cfg.http_listen);
+            cfg.quic_listen = quic_listen.unwrap_or(cfg.quic_listen);
             node::run(cfg, false)
         }
+        Command::Init(args) => init::run(args),
         Command::Cert(CertCommand::Ca { out }) => {
             blocknode_actors::tls::generate_ca(&out)?;
             println!("cluster CA written to {} (ca.crt, ca.key)", out.display());
@@ -100,7 +124,7 @@ fn real_main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, cli.api, cli.token),
         other => {
             let c = client::Client::new(cli.api, cli.token)?;
-            client::run(&c, other)
+            commands::run(&c, other)
         }
     }
 }

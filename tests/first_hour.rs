@@ -16,8 +16,8 @@ const EX_NOINPUT: i32 = 66;
 const EX_CANTCREAT: i32 = 73;
 const EX_TEMPFAIL: i32 = 75;
 const EX_CONFIG: i32 = 78;
-/// Signal that ends a client command whose stdout was closed.
-const SIGPIPE: i32 = 13;
+/// A client command whose stdout was closed before all of it was written.
+const EX_IOERR: i32 = 74;
 
 /// Run `blocknode ARGS` to its end (bounded: a node that starts is killed and the test
 /// fails); returns its status and stderr.
@@ -62,6 +62,19 @@ fn fails_with_one_line(args: &[&str], code: i32) -> String {
         "{what}: status {status}, stderr: {err}"
     );
     err
+}
+
+/// The write end of a pipe whose read end is already closed.
+fn closed_pipe() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `pipe` fills the two descriptors it is given room for.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: both descriptors were just created and are owned here alone.
+    unsafe {
+        drop(std::fs::File::from_raw_fd(fds[0]));
+        std::fs::File::from_raw_fd(fds[1])
+    }
 }
 
 fn free_udp() -> SocketAddr {
@@ -185,7 +198,7 @@ fn a_config_with_an_unknown_key_names_its_line() {
 }
 
 #[test]
-fn a_second_node_on_one_dir_names_the_running_ones_pid_and_a_closed_pipe_is_quiet() {
+fn a_second_node_on_one_dir_names_the_running_ones_pid_and_a_closed_pipe_is_one_line() {
     let c = Cluster::start(1, 1, "10m", |cfg| cfg.to_string());
     let config = c.nodes[0].config.to_str().unwrap().to_string();
     let err = fails_with_one_line(&["run", "--config", &config], EX_TEMPFAIL);
@@ -195,11 +208,15 @@ fn a_second_node_on_one_dir_names_the_running_ones_pid_and_a_closed_pipe_is_quie
         "{err}"
     );
 
-    // `blocknode status | head -1`, `layout show | head -1`: the reader is gone before
-    // the command writes. It ends at once, silently, as any filter does.
-    for cmd in [&["status"][..], &["layout", "show"][..]] {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
+    // `blocknode status | head -1`, `layout show | head -1`, `get HASH | head -c1`: the
+    // reader is gone before the command writes. One line, status 74, no panic.
+    let hash = c.put(0, b"one block for a closed pipe", None);
+    for cmd in [
+        &["status"][..],
+        &["layout", "show"][..],
+        &["get", &hash][..],
+    ] {
+        let writer = closed_pipe();
         let mut args = vec!["--api", &c.nodes[0].api, "--token", &c.nodes[0].token];
         args.extend_from_slice(cmd);
         let (status, err) = run(&args, Stdio::from(writer));
@@ -207,11 +224,57 @@ fn a_second_node_on_one_dir_names_the_running_ones_pid_and_a_closed_pipe_is_quie
             !err.contains("panicked"),
             "{cmd:?} panicked on a closed stdout:\n{err}"
         );
-        assert!(
-            err.is_empty(),
-            "{cmd:?}: expected nothing on stderr, got:\n{err}"
+        assert_eq!(
+            err.lines().collect::<Vec<_>>(),
+            ["error: the output was closed before all of it was written (broken pipe)"],
+            "{cmd:?}: expected one line on stderr"
         );
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(SIGPIPE), "{cmd:?}: {status}");
+        assert_eq!(status.code(), Some(EX_IOERR), "{cmd:?}: {status}");
     }
+}
+
+#[test]
+fn block_info_tells_a_down_holder_from_an_absent_copy() {
+    let mut c = Cluster::start(2, 2, "10m", |cfg| cfg.to_string());
+    c.wait_peers_up(0);
+    let hash = c.put(0, b"a block on both nodes", None);
+    c.kill(1);
+    let v = common::wait_for(
+        "node 0 to find node 1 unreachable",
+        Duration::from_secs(30),
+        || {
+            let v = c.get_json(0, &format!("/v1/blocks/{hash}/info"));
+            let down = v["holders"]
+                .as_array()?
+                .iter()
+                .any(|h| h["node"] == c.nodes[1].id.as_str() && h["state"] == "unknown");
+            down.then_some(v)
+        },
+    );
+    for h in v["holders"].as_array().unwrap() {
+        assert_eq!(h["role"], "holder", "no transition: {v}");
+        // The fields that were there before stay.
+        for k in ["node", "present", "rc", "deletable", "error"] {
+            assert!(h.get(k).is_some(), "{k} missing: {v}");
+        }
+        if h["node"] == c.nodes[0].id.as_str() {
+            assert_eq!(h["state"], "present", "{v}");
+        }
+    }
+    assert_eq!(v["local"]["holder"], true, "{v}");
+
+    let out = Command::new(bin())
+        .args(["--api", &c.nodes[0].api, "--token", &c.nodes[0].token])
+        .args(["block", "info", &hash])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let short = &c.nodes[1].id[..16];
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(short))
+        .unwrap_or_else(|| panic!("no row for the down node:\n{text}"));
+    assert!(row.contains("unknown (down)"), "{text}");
+    assert!(!row.contains("NodeId("), "debug text: {text}");
 }

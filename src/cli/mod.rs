@@ -2,10 +2,12 @@
 //!
 //! - this file: the argument types (the tools define their own: [`DevClusterArgs`],
 //!   [`BenchArgs`]);
-//! - [`client`]: the HTTP client and what each client command asks the API;
+//! - [`client`]: the HTTP client of one node's API (errors as one line);
+//! - [`commands`]: what each client command asks the API;
 //! - [`output`]: how the answers are printed.
 
 pub mod client;
+pub mod commands;
 mod layout;
 mod object;
 mod output;
@@ -19,6 +21,7 @@ pub use object::{ObjectCommand, ObjectRefCommand};
 use crate::logging::LogFormat;
 use crate::tools::bench::BenchArgs;
 use crate::tools::dev_cluster::DevClusterArgs;
+use crate::tools::init::InitArgs;
 
 /// blocknode: a cluster node for a replicated, content-addressed block store.
 ///
@@ -58,13 +61,16 @@ pub enum Command {
         /// `./blocknode-data`.
         #[arg(long, value_name = "DIR", conflicts_with = "config")]
         dir: Option<PathBuf>,
-        /// Embedded default only: the HTTP API address instead of 127.0.0.1:3900.
-        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        /// The HTTP API address: instead of 127.0.0.1:3900, or of the config's
+        /// `http_listen`.
+        #[arg(long, value_name = "ADDR")]
         http_listen: Option<std::net::SocketAddr>,
-        /// Embedded default only: the QUIC address instead of 127.0.0.1:3901.
-        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        /// The QUIC address: instead of 127.0.0.1:3901, or of the config's `quic_listen`.
+        #[arg(long, value_name = "ADDR")]
         quic_listen: Option<std::net::SocketAddr>,
     },
+    /// Write the config of a node that joins a running cluster, and print what to run next.
+    Init(InitArgs),
     /// Make a cluster CA or a node certificate.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -305,6 +311,28 @@ mod tests {
                 "2",
                 "--addr",
                 "10.0.0.4:3901",
+            ],
+            vec![
+                "blocknode",
+                "run",
+                "--config",
+                "c.toml",
+                "--http-listen",
+                "127.0.0.1:3910",
+                "--quic-listen",
+                "127.0.0.1:3911",
+            ],
+            vec![
+                "blocknode",
+                "init",
+                "--join",
+                "10.0.0.1:3901",
+                "--dir",
+                "d",
+                "--ca",
+                "ca",
+                "--replication-factor",
+                "3",
             ],
             vec!["blocknode", "layout", "remove", "ab12"],
             vec!["blocknode", "layout", "apply", "--version", "2"],

@@ -10,7 +10,8 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use super::client::{api_error_line, hash_arg, query_escape, ref_arg, Client};
+use super::client::{api_error_line, Client};
+use super::commands::{hash_arg, query_escape, ref_arg};
 
 /// `blocknode object ...`.
 #[derive(Subcommand, Debug)]

@@ -164,10 +164,41 @@ impl CoordinatorError {
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct HolderInfo {
     pub node: String,
+    /// It answered that it has a verified copy (false also when it could not be asked:
+    /// see `state`).
     pub present: bool,
+    /// Its live refs (0 when it could not be asked).
     pub rc: u64,
     pub deletable: bool,
     pub error: Option<String>,
+    /// `present`, `absent`, or `unknown` when the node could not be asked (down,
+    /// unreachable): unknown is not absent.
+    #[schema(pattern = "^(present|absent|unknown)$")]
+    pub state: &'static str,
+    /// `holder` (holds it in the layout in force, and before it during a transition),
+    /// `joining` (a new holder a transition is filling) or `leaving` (an old holder whose
+    /// copy is released once the transition has moved it).
+    #[schema(pattern = "^(holder|joining|leaving)$")]
+    pub role: &'static str,
+}
+
+/// Each node to ask about a block, with its role: the holders of the layout in force
+/// (`holder`, or `joining` when a transition gives them the block), then the old holders
+/// a transition takes it from (`leaving`).
+pub fn holder_roles(now: &[NodeId], before: &[NodeId]) -> Vec<(NodeId, &'static str)> {
+    let mut out: Vec<(NodeId, &'static str)> = now
+        .iter()
+        .map(|n| {
+            let joining = !before.is_empty() && !before.contains(n);
+            (*n, if joining { "joining" } else { "holder" })
+        })
+        .collect();
+    for n in before {
+        if !now.contains(n) {
+            out.push((*n, "leaving"));
+        }
+    }
+    out
 }
 
 impl Coordinator {
@@ -207,13 +238,11 @@ impl Coordinator {
     /// transition) the previous holders that are not holders any more.
     pub async fn block_info(&self, hash: Hash) -> Vec<HolderInfo> {
         let placement = self.placement();
-        let mut nodes = placement.write_nodes(&hash);
-        for n in placement.previous_nodes(&hash) {
-            if !nodes.contains(&n) {
-                nodes.push(n);
-            }
-        }
-        let calls = nodes.iter().map(|node| {
+        let nodes = holder_roles(
+            &placement.write_nodes(&hash),
+            &placement.previous_nodes(&hash),
+        );
+        let calls = nodes.iter().map(|(node, _)| {
             self.peers.send(Call {
                 node: *node,
                 rpc: BlockRpc::BlockInfoQuery(hash),
@@ -225,7 +254,7 @@ impl Coordinator {
         nodes
             .iter()
             .zip(replies)
-            .map(|(node, r)| match r {
+            .map(|((node, role), r)| match r {
                 Ok(Ok(BlockRpc::BlockInfoReply(BlockInfo {
                     present,
                     rc,
@@ -237,6 +266,8 @@ impl Coordinator {
                     rc,
                     deletable,
                     error,
+                    state: if present { "present" } else { "absent" },
+                    role,
                 },
                 other => HolderInfo {
                     node: node.to_hex(),
@@ -248,6 +279,8 @@ impl Coordinator {
                         Ok(Ok(r)) => format!("unexpected reply {}", r.kind()),
                         Err(e) => format!("peer actor: {e}"),
                     }),
+                    state: "unknown",
+                    role,
                 },
             })
             .collect()
@@ -279,5 +312,28 @@ impl Coordinator {
             RcEntry::Present { count } => count,
             _ => 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod holder_tests {
+    use super::*;
+
+    fn id(b: u8) -> NodeId {
+        NodeId([b; 32])
+    }
+
+    #[test]
+    fn roles_mark_old_and_new_holders_of_a_transition() {
+        let (a, b, c, d) = (id(1), id(2), id(3), id(4));
+        assert_eq!(
+            holder_roles(&[a, b], &[]),
+            [(a, "holder"), (b, "holder")],
+            "no transition: every node is a holder"
+        );
+        assert_eq!(
+            holder_roles(&[a, b, d], &[a, b, c]),
+            [(a, "holder"), (b, "holder"), (d, "joining"), (c, "leaving")]
+        );
     }
 }

@@ -306,7 +306,10 @@ pub(crate) struct BlockInfoReply {
     /// What each node that should hold it (by the layout, and the previous one during a
     /// transition) says, in placement order: its id (`node`), whether it has a verified
     /// copy (`present`), its live refs (`rc`), whether its copy may be deleted
-    /// (`deletable`), and why it could not be asked (`error`).
+    /// (`deletable`), why it could not be asked (`error`), `state` (`present`, `absent`,
+    /// or `unknown` when it could not be asked: not the same as absent) and `role`
+    /// (`holder`; during a transition `joining` for a new holder, `leaving` for an old
+    /// one).
     holders: Vec<HolderInfo>,
     /// This node's refs to it.
     local: LocalRefs,
@@ -315,6 +318,9 @@ pub(crate) struct BlockInfoReply {
 /// This node's refcount view of a block.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct LocalRefs {
+    /// Whether this node is one of the block's holders; a node that is not keeps no
+    /// refs of it, so `rc` 0 here says nothing about the block.
+    holder: bool,
     /// Live refs.
     rc: u64,
     /// One page of the refs this node knows, live or dropped (a dropped ref is a
@@ -355,6 +361,8 @@ pub(super) async fn block_info(
         .get::<Scope>()
         .is_none_or(|s| !s.allows(Scope::Write));
     let holders = svc.block_info(hash).await;
+    let me = svc.self_id.to_hex();
+    let holder = holders.iter().any(|h| h.node == me);
     let rc = svc.local_rc(hash).await?;
     let (refs, next) = if names_hidden {
         (Vec::new(), None)
@@ -382,6 +390,7 @@ pub(super) async fn block_info(
         hash: hash.to_hex(),
         holders,
         local: LocalRefs {
+            holder,
             rc,
             refs,
             next,

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod join;
 pub mod preflight;
 pub mod store_watch;
 
@@ -234,6 +235,12 @@ async fn start(
     )?
     .with_layout_watcher(layout_ctx.address().recipient())
     .with_layout_stamp(start_layout.layout.stamp(), cfg.bootstrap_peers.clone())
+    .with_assign_command(join::assign_command(
+        &self_id.to_hex(),
+        &cfg.zone,
+        join::DEFAULT_JOIN_CAPACITY,
+        cfg.quic_listen,
+    ))
     .with_observer(Arc::new(move |kind, peer, took, _ok| {
         observer_metrics
             .rpc_duration

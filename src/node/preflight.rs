@@ -1,17 +1,16 @@
 //! What `blocknode run` checks before it creates anything or starts an actor: that no
 //! other blocknode runs on the same metadata dir (a lock file holding the owner's pid),
 //! that the data dirs can be written, and that both listen addresses are free. A
-//! failure here is one line and an exit status of its own ([`StartError::exit_status`],
+//! failure here is one line and an exit status of its own (`crate::exit`,
 //! docs/operations.md, "Exit codes"); nothing has been written yet (no CA, no token),
 //! and no runtime exists whose teardown could add noise to that line.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::exit;
 use crate::node::config::Config;
 
 /// Name of the lock file in `metadata_dir`: it holds the pid of the node running there.
@@ -46,17 +45,6 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-impl StartError {
-    /// The exit status this failure ends the process with (sysexits-style).
-    pub fn exit_status(&self) -> i32 {
-        match self {
-            StartError::Locked { .. } | StartError::AddrInUse { .. } => exit::TEMPFAIL,
-            StartError::Bind { .. } => exit::OSERR,
-            StartError::NotWritable { .. } => exit::CANTCREAT,
-        }
-    }
 }
 
 /// The lock on a metadata dir, held (with the file open) for as long as the node runs;
@@ -98,9 +86,12 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, StartError> {
         .truncate(false)
         .open(&path)
         .map_err(not_writable)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
+    // SAFETY: flock on a descriptor this function owns, valid for the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let lock_error = (locked != 0).then(std::io::Error::last_os_error);
+    match lock_error {
+        None => {}
+        Some(e) if e.kind() == ErrorKind::WouldBlock => {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             let pid = pid.trim();
@@ -113,7 +104,7 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, StartError> {
                 },
             });
         }
-        Err(TryLockError::Error(e)) => return Err(not_writable(e)),
+        Some(e) => return Err(not_writable(e)),
     }
     // Only the holder writes its pid, so a reader never sees another node's half-write.
     file.set_len(0)
@@ -211,6 +202,5 @@ mod tests {
             text.contains("already in use") && text.contains("--http-listen"),
             "{text}"
         );
-        assert_eq!(e.exit_status(), exit::TEMPFAIL);
     }
 }

@@ -41,6 +41,13 @@ impl PeerActor {
         self
     }
 
+    /// The command an operator runs on a member to add this node (`blocknode layout
+    /// assign ...`), named in the log while this node waits to be assigned.
+    pub fn with_assign_command(mut self, command: String) -> Self {
+        self.assign_command = Some(command);
+        self
+    }
+
     /// Send peers' layout stamps to `watcher` (the layout actor).
     pub fn with_layout_watcher(mut self, watcher: Recipient<PeerLayoutSeen>) -> Self {
         self.layout_watcher = Some(watcher);
@@ -108,10 +115,18 @@ impl Handler<LayoutChanged> for PeerActor {
             // Not named yet: keep whoever we know (the peers that dialled us) and serve
             // any node of the CA until a layout names this node.
             if !self.joining {
-                info!(
-                    version = m.layout.version,
-                    "this node is not in the layout: waiting to be assigned"
-                );
+                match &self.assign_command {
+                    Some(cmd) => info!(
+                        version = m.layout.version,
+                        "this node is not in the layout: waiting to be assigned; on a member, \
+                         run `{cmd}`, then `blocknode layout apply --version N` (N: the \
+                         version `blocknode layout show` prints, + 1)"
+                    ),
+                    None => info!(
+                        version = m.layout.version,
+                        "this node is not in the layout: waiting to be assigned"
+                    ),
+                }
             }
             self.joining = true;
             self.rebuild_server_config();

@@ -197,6 +197,9 @@ pub struct PeerActor {
     bootstrap: Vec<SocketAddr>,
     /// This node's storage counts as last pushed ([`SetLocalStats`]), and when.
     local_stats: Option<(NodeStats, Instant)>,
+    /// The `blocknode layout assign ...` line that adds this node, logged while it waits
+    /// to be assigned.
+    assign_command: Option<String>,
 }
 
 /// Called after every call to a peer (not to this node): message kind, peer, latency,
@@ -246,6 +249,7 @@ impl PeerActor {
             layout_watcher: None,
             bootstrap: Vec::new(),
             local_stats: None,
+            assign_command: None,
         };
         // Check the server config builds now, so a TLS problem fails `new`, not `started`.
         actor.server_config()?;

@@ -13,6 +13,8 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+use rustls_pki_types::ServerName;
+
 use super::{
     TlsError, CA_CERT_FILE, CA_KEY_FILE, CA_VALID_YEARS, NODE_CERT_FILE, NODE_KEY_FILE, NODE_SAN,
     NODE_VALID_YEARS,
@@ -184,4 +186,10 @@ pub(crate) fn generate_self_signed_for_tests(out_dir: &Path) -> NodeId {
     fs::write(out_dir.join(NODE_CERT_FILE), cert.pem()).unwrap();
     fs::write(out_dir.join(NODE_KEY_FILE), key_pair.serialize_pem()).unwrap();
     node_id_of_cert(cert.der()).unwrap()
+}
+
+/// The server name clients ask for (see [`NODE_SAN`]).
+pub fn node_server_name() -> ServerName<'static> {
+    // unwrap: NODE_SAN is a constant, valid DNS name.
+    ServerName::try_from(NODE_SAN).unwrap()
 }

@@ -12,11 +12,11 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::certs::{node_id_of_cert, read};
 use super::verify::{MemberClientVerifier, PinnedServerVerifier};
-use super::{TlsError, ALPN, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE, NODE_SAN};
+use super::{TlsError, ALPN, CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 use crate::hash::NodeId;
 
 /// A node's TLS identity: the cluster CA it trusts, its certificate and its key.
@@ -166,10 +166,4 @@ pub fn client_crypto(
         .map_err(TlsError::Config)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(cfg)
-}
-
-/// The server name clients ask for (see [`NODE_SAN`]).
-pub fn node_server_name() -> ServerName<'static> {
-    // unwrap: NODE_SAN is a constant, valid DNS name.
-    ServerName::try_from(NODE_SAN).unwrap()
 }

@@ -27,10 +27,9 @@ mod verify;
 
 #[cfg(test)]
 pub(crate) use certs::generate_self_signed_for_tests;
-pub use certs::{generate_ca, generate_node_cert, node_id_of_cert};
+pub use certs::{generate_ca, generate_node_cert, node_id_of_cert, node_server_name};
 pub use identity::{
-    client_crypto, crypto_provider, node_server_name, server_crypto, server_crypto_any_member,
-    TlsIdentity,
+    client_crypto, crypto_provider, server_crypto, server_crypto_any_member, TlsIdentity,
 };
 
 /// The DNS name every node certificate carries and every client asks for. Trust comes

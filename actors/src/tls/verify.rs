@@ -11,8 +11,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::certs::node_id_of_cert;
-use super::identity::node_server_name;
+use super::certs::{node_id_of_cert, node_server_name};
 use crate::hash::NodeId;
 
 /// The handshake signature checks, which both verifiers leave to the webpki verifier

@@ -26,6 +26,8 @@ pub(super) struct LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        // Nodes drain HTTP on SIGTERM: say why the bench is still running.
+        eprintln!("stopping the bench's local cluster (a few seconds)");
         dev_cluster::stop_nodes(&mut self.children);
     }
 }
@@ -77,6 +79,7 @@ pub(super) fn start_local(args: &BenchArgs) -> anyhow::Result<Target> {
         replication: Some(args.replication),
         gc_delay: "10m".into(),
         init_only: true,
+        ..Default::default()
     })?;
     if !args.fsync {
         for n in &file.nodes {
