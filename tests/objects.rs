@@ -148,12 +148,22 @@ fn a_large_object_streams_through_the_cli_with_bounded_memory_and_reads_back_who
     let back = c.dir.path().join("back.bin");
     let (ok, _, err) = c.cli(
         1,
-        &["object", "get", &id, "-o", back.to_str().expect("utf-8 path")],
+        &[
+            "object",
+            "get",
+            &id,
+            "-o",
+            back.to_str().expect("utf-8 path"),
+        ],
     );
     assert!(ok, "object get failed: {err}");
     let got = std::fs::read(&back).expect("reading the object back");
     assert_eq!(got.len(), data.len());
-    assert_eq!(blake2sum(&got), blake2sum(&data), "the bytes read back differ");
+    assert_eq!(
+        blake2sum(&got),
+        blake2sum(&data),
+        "the bytes read back differ"
+    );
     drop(got);
 
     // HEAD answers the size; info counts the chunks the chunker cuts.
@@ -163,7 +173,10 @@ fn a_large_object_streams_through_the_cli_with_bounded_memory_and_reads_back_who
         .request("HEAD", &format!("/v1/objects/{id}"), &[], &[])
         .expect("HEAD");
     assert_eq!(head.status, 200);
-    assert_eq!(head.header("content-length"), Some(&*data.len().to_string()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(&*data.len().to_string())
+    );
     assert_eq!(head.header("etag"), Some(&*format!("\"{id}\"")));
     let info = c.get_json(2, &format!("/v1/objects/{id}/info"));
     assert_eq!(info["chunks"].as_u64(), Some(chunks.len() as u64));
@@ -207,7 +220,12 @@ fn a_large_object_streams_through_the_cli_with_bounded_memory_and_reads_back_who
             proptest::prop_assert_eq!(r.status, 206);
             let want = format!("bytes {first}-{last}/{}", data.len());
             proptest::prop_assert_eq!(r.header("content-range"), Some(want.as_str()));
-            proptest::prop_assert!(r.body == data[first..=last], "range {}-{} differs", first, last);
+            proptest::prop_assert!(
+                r.body == data[first..=last],
+                "range {}-{} differs",
+                first,
+                last
+            );
             Ok(())
         })
         .unwrap_or_else(|e| panic!("range property: {e}"));
@@ -229,7 +247,12 @@ fn a_large_object_streams_through_the_cli_with_bounded_memory_and_reads_back_who
     assert_eq!(again["new_bytes"].as_u64(), Some(0), "{again}");
     // A chunk missing from the batch query is one the cluster lacks.
     let asked = serde_json::json!({ "hashes": [chunks[0].0, blake2sum(b"nowhere").to_hex()] });
-    let missing = c.request(0, "POST", "/v1/blocks/missing", Some(asked.to_string().as_bytes()));
+    let missing = c.request(
+        0,
+        "POST",
+        "/v1/blocks/missing",
+        Some(asked.to_string().as_bytes()),
+    );
     assert_eq!(missing.status, 200);
     assert_eq!(
         missing.json()["missing"],
@@ -248,13 +271,22 @@ fn dropping_one_of_two_objects_that_share_chunks_collects_only_its_own() {
     let own_a: Vec<&String> = ca.difference(&cb).collect();
     assert!(!own_a.is_empty() && ca.intersection(&cb).count() > 0);
 
-    let ida = put_object(&c, 0, &a, "a")["id"].as_str().expect("id").to_string();
-    let idb = put_object(&c, 1, &b, "b")["id"].as_str().expect("id").to_string();
+    let ida = put_object(&c, 0, &a, "a")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let idb = put_object(&c, 1, &b, "b")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     // Every block carries its object's ref, and no upload ref is left live.
     for h in ca.iter().chain([&ida]) {
         let refs = live_refs(&c, 0, h);
         assert!(refs.contains(&format!("@obj:{ida}:a")), "{h}: {refs:?}");
-        assert!(!refs.iter().any(|r| r.starts_with("@upload:")), "{h}: {refs:?}");
+        assert!(
+            !refs.iter().any(|r| r.starts_with("@upload:")),
+            "{h}: {refs:?}"
+        );
     }
     let r = c.request(2, "DELETE", &format!("/v1/objects/{ida}/refs/a"), None);
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
@@ -280,7 +312,11 @@ fn dropping_one_of_two_objects_that_share_chunks_collects_only_its_own() {
     let got = c.request(2, "GET", &format!("/v1/objects/{idb}"), None);
     assert_eq!(got.status, 200);
     assert!(got.body == b, "B reads back whole");
-    assert_eq!(c.request(0, "GET", &format!("/v1/objects/{ida}"), None).status, 404);
+    assert_eq!(
+        c.request(0, "GET", &format!("/v1/objects/{ida}"), None)
+            .status,
+        404
+    );
 }
 
 #[test]
@@ -340,11 +376,18 @@ fn a_body_cut_off_mid_upload_leaves_no_ref_and_its_chunks_are_collected() {
 fn dropping_objects_while_the_same_chunks_are_uploaded_again_never_loses_the_new_ones() {
     const N: usize = 120;
     let c = Cluster::start(3, 3, "1s", fast);
-    let objs: Vec<Vec<u8>> = (0..N).map(|i| pseudo_random(64 << 10, 1000 + i as u64)).collect();
+    let objs: Vec<Vec<u8>> = (0..N)
+        .map(|i| pseudo_random(64 << 10, 1000 + i as u64))
+        .collect();
     let ids: Vec<String> = objs
         .iter()
         .enumerate()
-        .map(|(i, d)| put_object(&c, i % 3, d, "a")["id"].as_str().expect("id").to_string())
+        .map(|(i, d)| {
+            put_object(&c, i % 3, d, "a")["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
         .collect();
     for (i, id) in ids.iter().enumerate() {
         let r = c.request(i % 3, "DELETE", &format!("/v1/objects/{id}/refs/a"), None);
@@ -385,7 +428,10 @@ fn dropping_objects_while_the_same_chunks_are_uploaded_again_never_loses_the_new
     }
     for (i, id) in ids.iter().enumerate() {
         let got = c.request((i + 1) % 3, "GET", &format!("/v1/objects/{id}"), None);
-        assert_eq!(got.status, 200, "object {i} ({id}) lost after the interleaving");
+        assert_eq!(
+            got.status, 200,
+            "object {i} ({id}) lost after the interleaving"
+        );
         assert!(got.body == objs[i], "object {i} reads back different bytes");
     }
     let chunk = |i: usize| chunks_of(&objs[i], true)[0].0.clone();
@@ -394,10 +440,71 @@ fn dropping_objects_while_the_same_chunks_are_uploaded_again_never_loses_the_new
         Duration::from_secs(30),
         || {
             (0..N)
-                .all(|i| {
-                    (0..3).all(|n| c.has_block(n, &ids[i]) && c.has_block(n, &chunk(i)))
-                })
+                .all(|i| (0..3).all(|n| c.has_block(n, &ids[i]) && c.has_block(n, &chunk(i))))
                 .then_some(())
         },
+    );
+}
+
+#[test]
+fn a_chunk_lost_after_the_headers_went_out_cuts_the_body_short_and_is_logged() {
+    let c = Cluster::start(3, 3, "10m", fast);
+    let data = pseudo_random(12 << 20, 6);
+    let chunks = chunks_of(&data, true);
+    assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+    let id = put_object(&c, 0, &data, "o")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // A chunk well after the first is gone from every holder.
+    let (lost, lost_at, _) = chunks[chunks.len() / 2].clone();
+    for i in 0..3 {
+        wait_for("the chunk on every holder", Duration::from_secs(10), || {
+            c.has_block(i, &lost).then_some(())
+        });
+        for f in c.block_files(i, &lost) {
+            std::fs::remove_file(f).expect("removing a chunk file");
+        }
+    }
+    let host = c.nodes[1].api.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&host).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    std::io::Write::write_all(
+        &mut s,
+        format!(
+            "GET /v1/objects/{id} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\r\n",
+            c.nodes[1].token
+        )
+        .as_bytes(),
+    )
+    .expect("sending the GET");
+    let mut raw = Vec::new();
+    // The node closes the connection when the body cannot go on (or reset it).
+    let _ = std::io::Read::read_to_end(&mut s, &mut raw);
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", data.len())),
+        "{head}"
+    );
+    let body = &raw[end + 4..];
+    assert!(
+        body.len() <= lost_at,
+        "{} bytes sent, the lost chunk starts at {lost_at}",
+        body.len()
+    );
+    assert!(
+        body == &data[..body.len()],
+        "the bytes sent are the object's"
+    );
+    wait_for(
+        "the lost chunk named in the log",
+        Duration::from_secs(10),
+        || c.log(1).contains(&lost[..8]).then_some(()),
     );
 }

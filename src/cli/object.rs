@@ -153,7 +153,11 @@ fn put(c: &Client, file: &str, ref_id: &str) -> anyhow::Result<()> {
         "{size} bytes in {} chunks; new: {} chunks, {new_bytes} bytes ({:.1} % of the object)",
         v["chunks"],
         v["new_chunks"],
-        if size == 0 { 0.0 } else { 100.0 * new_bytes as f64 / size as f64 }
+        if size == 0 {
+            0.0
+        } else {
+            100.0 * new_bytes as f64 / size as f64
+        }
     );
     Ok(())
 }
@@ -189,8 +193,8 @@ fn get(c: &Client, id: &str, output: Option<&Path>) -> anyhow::Result<()> {
         std::io::copy(&mut reader, &mut out).and_then(|n| out.flush().map(|_| n))
     } else {
         let path = output.unwrap_or(Path::new("-"));
-        let mut f = std::fs::File::create(path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        let mut f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let copied = std::io::copy(&mut reader, &mut f).and_then(|n| f.sync_all().map(|_| n));
         if copied.is_err() {
             // A cut-off download leaves no file that looks whole.

@@ -333,7 +333,10 @@ mod tests {
                 });
                 let not_json = matches!(
                     (method.as_str(), path.as_str()),
-                    ("get", "/" | "/metrics" | "/v1/blocks/{hash}" | "/v1/objects/{id}")
+                    (
+                        "get",
+                        "/" | "/metrics" | "/v1/blocks/{hash}" | "/v1/objects/{id}"
+                    )
                 ) || method == "head"
                     || responses.keys().any(|s| s == "204");
                 assert!(

@@ -111,13 +111,15 @@ mod tests {
     #[test]
     fn cuts_are_streamcdcs_whatever_the_piece_sizes() {
         let data = pseudo_random(1_500_000, 7);
-        let expected: Vec<usize> =
-            fastcdc::v2020::StreamCDC::new(&data[..], 4096, 16384, 65536)
-                .map(|c| c.expect("reading a slice").length)
-                .collect();
+        let expected: Vec<usize> = fastcdc::v2020::StreamCDC::new(&data[..], 4096, 16384, 65536)
+            .map(|c| c.expect("reading a slice").length)
+            .collect();
         assert!(expected.len() > 20, "{} chunks", expected.len());
         for piece in [1, 1000, 4096, 65536, 100_000, 2_000_000] {
-            let got: Vec<usize> = cut_all(&data, SMALL, piece).iter().map(|c| c.len()).collect();
+            let got: Vec<usize> = cut_all(&data, SMALL, piece)
+                .iter()
+                .map(|c| c.len())
+                .collect();
             assert_eq!(got, expected, "pieces of {piece} bytes");
         }
     }
@@ -144,6 +146,10 @@ mod tests {
         let a = cut_all(&data, SMALL, 8192);
         let b = cut_all(&edited, SMALL, 8192);
         let shared = b.iter().filter(|c| a.contains(c)).count();
-        assert!(shared + 3 >= b.len(), "{shared} of {} chunks shared", b.len());
+        assert!(
+            shared + 3 >= b.len(),
+            "{shared} of {} chunks shared",
+            b.len()
+        );
     }
 }

@@ -65,7 +65,9 @@ struct Walk {
 
 impl Walk {
     fn new(svc: Coordinator, id: Hash, root: Node, first: u64, end: u64) -> Walk {
-        let (next, start) = root.locate(first).unwrap_or((root.entries.len(), root.size));
+        let (next, start) = root
+            .locate(first)
+            .unwrap_or((root.entries.len(), root.size));
         Walk {
             svc,
             id,

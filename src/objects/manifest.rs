@@ -167,8 +167,8 @@ impl Node {
         if version != VERSION {
             return Err(ManifestError::UnknownVersion(version));
         }
-        let wire: Wire = rmp_serde::from_slice(body)
-            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let wire: Wire =
+            rmp_serde::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         let (algorithm, min, avg, max) = wire.chunker;
         if algorithm != ALGORITHM {
             return Err(ManifestError::Malformed(format!(

@@ -17,7 +17,14 @@ fn node(entries: Vec<Entry>) -> Node {
 
 #[test]
 fn a_node_round_trips_and_starts_with_the_magic() {
-    let n = node((0..100).map(|i| Entry { hash: h(i), len: 1000 + i }).collect());
+    let n = node(
+        (0..100)
+            .map(|i| Entry {
+                hash: h(i),
+                len: 1000 + i,
+            })
+            .collect(),
+    );
     let bytes = n.encode();
     assert_eq!(&bytes[..4], MAGIC);
     assert_eq!(Node::decode(&bytes), Ok(n));
@@ -29,7 +36,10 @@ fn a_node_round_trips_and_starts_with_the_magic() {
 fn a_full_node_fits_its_bound() {
     let n = node(
         (0..FANOUT as u64)
-            .map(|i| Entry { hash: h(i), len: u64::from(u32::MAX) })
+            .map(|i| Entry {
+                hash: h(i),
+                len: u64::from(u32::MAX),
+            })
             .collect(),
     );
     let n = Node { depth: 1, ..n };
@@ -46,24 +56,38 @@ fn bad_manifests_are_refused_with_a_reason() {
         Node::decode(b"BNOM\x01"),
         Err(ManifestError::Malformed(_))
     ));
-    let good = node(vec![Entry { hash: h(1), len: 10 }]).encode();
+    let good = node(vec![Entry {
+        hash: h(1),
+        len: 10,
+    }])
+    .encode();
     let mut v2 = good.to_vec();
     v2[5] = 2; // the version, right after the magic and the array header
     assert_eq!(Node::decode(&v2), Err(ManifestError::UnknownVersion(2)));
     let lying = Node {
         size: 11,
-        ..node(vec![Entry { hash: h(1), len: 10 }])
+        ..node(vec![Entry {
+            hash: h(1),
+            len: 10,
+        }])
     };
     assert!(matches!(
         Node::decode(&lying.encode()),
         Err(ManifestError::Malformed(m)) if m.contains("sum")
     ));
     let bad_params = Node {
-        chunker: ChunkerParams { min: 1, avg: 2, max: 3 },
+        chunker: ChunkerParams {
+            min: 1,
+            avg: 2,
+            max: 3,
+        },
         ..node(Vec::new())
     };
     assert!(Node::decode(&bad_params.encode()).is_err());
-    let too_long = node(vec![Entry { hash: h(1), len: 5 << 20 }]);
+    let too_long = node(vec![Entry {
+        hash: h(1),
+        len: 5 << 20,
+    }]);
     assert!(Node::decode(&too_long.encode()).is_err());
     // Truncations of a good node never panic.
     for n in 0..good.len() {
@@ -74,7 +98,10 @@ fn bad_manifests_are_refused_with_a_reason() {
 #[test]
 fn locate_finds_the_entry_holding_an_offset() {
     let n = node(vec![
-        Entry { hash: h(0), len: 10 },
+        Entry {
+            hash: h(0),
+            len: 10,
+        },
         Entry { hash: h(1), len: 5 },
         Entry { hash: h(2), len: 1 },
     ]);
@@ -92,14 +119,23 @@ fn build(n: u64, fanout: usize) -> (Hash, HashMap<Hash, Node>) {
     let mut b = TreeBuilder::with_fanout(ChunkerParams::DEFAULT, fanout);
     let mut store = HashMap::new();
     for i in 0..n {
-        for s in b.push(Entry { hash: h(i), len: 100 + i }) {
-            store.insert(s.hash, Node::decode(&s.bytes).expect("a sealed node decodes"));
+        for s in b.push(Entry {
+            hash: h(i),
+            len: 100 + i,
+        }) {
+            store.insert(
+                s.hash,
+                Node::decode(&s.bytes).expect("a sealed node decodes"),
+            );
         }
     }
     let (root, sealed) = b.finish();
     for s in sealed {
         assert_eq!(blake2sum(&s.bytes), s.hash);
-        store.insert(s.hash, Node::decode(&s.bytes).expect("a sealed node decodes"));
+        store.insert(
+            s.hash,
+            Node::decode(&s.bytes).expect("a sealed node decodes"),
+        );
     }
     (root, store)
 }
@@ -137,7 +173,12 @@ fn the_tree_splits_at_the_fanout_and_keeps_the_chunk_order() {
         assert_eq!(r.size, (0..n).map(|i| 100 + i).sum::<u64>());
         let mut got = Vec::new();
         leaves(&root, &store, &mut got);
-        let want: Vec<Entry> = (0..n).map(|i| Entry { hash: h(i), len: 100 + i }).collect();
+        let want: Vec<Entry> = (0..n)
+            .map(|i| Entry {
+                hash: h(i),
+                len: 100 + i,
+            })
+            .collect();
         assert_eq!(got, want, "{n} chunks, fanout {fanout}");
         assert!(store.values().all(|s| s.entries.len() <= fanout));
     }

@@ -66,9 +66,7 @@ pub enum ObjectError {
         #[source]
         source: ManifestError,
     },
-    #[error(
-        "ref name {0} is too long for an object ref: at most {MAX_OBJECT_REF_LEN} bytes"
-    )]
+    #[error("ref name {0} is too long for an object ref: at most {MAX_OBJECT_REF_LEN} bytes")]
     RefTooLong(RefId),
     #[error("request body stalled for {pause:?} after {after} bytes (http_body_read_timeout)")]
     BodyStalled { pause: Duration, after: u64 },

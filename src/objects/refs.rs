@@ -131,7 +131,13 @@ pub(super) async fn holder_counts(svc: &Coordinator, hash: Hash) -> HolderCounts
         ..HolderCounts::default()
     };
     for r in futures::future::join_all(calls).await {
-        if let Ok(Ok(BlockRpc::BlockInfoReply(BlockInfo { present: true, rc, deletable, .. }))) = r {
+        if let Ok(Ok(BlockRpc::BlockInfoReply(BlockInfo {
+            present: true,
+            rc,
+            deletable,
+            ..
+        }))) = r
+        {
             counts.present += 1;
             if rc > 0 && !deletable {
                 counts.referenced += 1;

@@ -223,7 +223,13 @@ impl Upload {
             self.new_chunks += 1;
             self.new_bytes += done.len;
         }
-        self.ready.insert(index, Entry { hash, len: done.len });
+        self.ready.insert(
+            index,
+            Entry {
+                hash,
+                len: done.len,
+            },
+        );
         Ok(())
     }
 
