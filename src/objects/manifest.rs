@@ -49,6 +49,9 @@ pub const FANOUT: usize = 16_384;
 /// headers) plus the per-entry bound times [`FANOUT`]: an encoded node never exceeds it.
 pub const MAX_NODE_BYTES: usize = 256 + FANOUT * ENTRY_MAX_BYTES;
 
+// A node always fits a block of 1 MiB.
+const _: () = assert!(MAX_NODE_BYTES < 1 << 20);
+
 /// Encoded size bound of one entry: array header 1, bin header 2 + 32, u64 up to 9.
 const ENTRY_MAX_BYTES: usize = 44;
 
