@@ -508,3 +508,54 @@ fn a_chunk_lost_after_the_headers_went_out_cuts_the_body_short_and_is_logged() {
         || c.log(1).contains(&lost[..8]).then_some(()),
     );
 }
+
+#[test]
+fn dedup_on_client_gets_the_same_id_and_sends_only_what_changed() {
+    let c = Cluster::start(3, 3, "10m", fast);
+    let v1 = pseudo_random(16 << 20, 7);
+    let mut v2 = v1.clone();
+    v2.splice(8 << 20..8 << 20, pseudo_random(100, 8));
+    let (f1, f2) = (c.dir.path().join("v1.bin"), c.dir.path().join("v2.bin"));
+    std::fs::write(&f1, &v1).expect("writing v1");
+    std::fs::write(&f2, &v2).expect("writing v2");
+    let put = |f: &std::path::Path, r: &str, dedup: bool| {
+        let mut args = vec!["object", "put", f.to_str().expect("utf-8"), "--ref", r];
+        if dedup {
+            args.push("--dedup-on-client");
+        }
+        let (ok, out, err) = c.cli(0, &args);
+        assert!(ok, "object put {r}: {err}");
+        (out.trim().to_string(), err)
+    };
+    let sent = |err: &str| -> u64 {
+        err.split("sent ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no sent figure in {err:?}"))
+    };
+    let (plain, _) = put(&f1, "plain", false);
+    let (id1, err1) = put(&f1, "d1", true);
+    assert_eq!(id1, plain, "the CLI and the node cut and name alike");
+    assert_eq!(sent(&err1), 0, "nothing to send again: {err1}");
+    let (id2, err2) = put(&f2, "d2", true);
+    let chunks2 = chunks_of(&v2, true);
+    let (_, _, biggest) = chunks2.iter().max_by_key(|c| c.2).cloned().expect("chunks");
+    assert!(
+        sent(&err2) <= 2 * biggest as u64,
+        "an insert of 100 bytes sent {} bytes: {err2}",
+        sent(&err2)
+    );
+    let got = c.request(1, "GET", &format!("/v1/objects/{id2}"), None);
+    assert_eq!(got.status, 200);
+    assert!(got.body == v2, "v2 reads back whole");
+    // No upload ref is left on any of v2's blocks.
+    for (h, _, _) in &chunks2 {
+        let refs = live_refs(&c, 0, h);
+        assert!(
+            !refs.iter().any(|r| r.starts_with("@upload:")),
+            "{h}: {refs:?}"
+        );
+        assert!(refs.contains(&format!("@obj:{id2}:d2")), "{h}: {refs:?}");
+    }
+}

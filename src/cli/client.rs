@@ -47,7 +47,7 @@ impl Client {
         Ok(Client { base, token, agent })
     }
 
-    fn call(
+    pub(super) fn call(
         &self,
         method: &str,
         path: &str,
