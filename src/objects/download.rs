@@ -54,22 +54,27 @@ struct Frame {
     start: u64,
 }
 
-/// The lazy walk over the leaves that hold bytes `first..end`.
-struct Walk {
-    svc: Coordinator,
+/// The lazy walk over the leaves that hold bytes `first..end`; `fetch` reads a
+/// manifest node (the cluster's read path; a map in tests).
+struct Walk<F> {
+    fetch: F,
     id: Hash,
     stack: Vec<Frame>,
     first: u64,
     end: u64,
 }
 
-impl Walk {
-    fn new(svc: Coordinator, id: Hash, root: Node, first: u64, end: u64) -> Walk {
+impl<F, Fut> Walk<F>
+where
+    F: Fn(Hash) -> Fut,
+    Fut: std::future::Future<Output = Result<Node, ObjectError>>,
+{
+    fn new(fetch: F, id: Hash, root: Node, first: u64, end: u64) -> Walk<F> {
         let (next, start) = root
             .locate(first)
             .unwrap_or((root.entries.len(), root.size));
         Walk {
-            svc,
+            fetch,
             id,
             stack: vec![Frame {
                 node: root,
@@ -103,7 +108,7 @@ impl Walk {
                     start,
                 }));
             }
-            let child = match read_node(&self.svc, e.hash).await {
+            let child = match (self.fetch)(e.hash).await {
                 Ok(c) => c,
                 Err(err) => return Some(Err(err)),
             };
@@ -159,7 +164,12 @@ async fn read_leaf(
 /// ends the stream, logged with the chunk's hash.
 pub fn object_stream(svc: Coordinator, id: Hash, root: Node, first: u64, end: u64) -> ObjectBody {
     let end = end.min(root.size);
-    let walk = Walk::new(svc.clone(), id, root, first, end);
+    let reader = svc.clone();
+    let fetch = move |h: Hash| {
+        let svc = reader.clone();
+        async move { read_node(&svc, h).await }
+    };
+    let walk = Walk::new(fetch, id, root, first, end);
     let leaves = futures::stream::unfold(Some(walk), |walk| async move {
         let mut walk = walk?;
         match walk.next_leaf().await {
@@ -202,4 +212,102 @@ pub fn object_stream(svc: Coordinator, id: Hash, root: Node, first: u64, end: u6
         };
         futures::stream::iter(pieces)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use blocknode_actors::hash::blake2sum;
+
+    use super::super::manifest::{ChunkerParams, Entry, TreeBuilder};
+    use super::*;
+
+    /// A tree of `lens.len()` chunks with fanout 3 (depth up to 3 for 40 chunks); the
+    /// root and every node by hash.
+    fn tree(lens: &[u64]) -> (Hash, HashMap<Hash, Node>) {
+        let mut b = TreeBuilder::with_fanout(ChunkerParams::DEFAULT, 3);
+        let mut store = HashMap::new();
+        let mut keep = |sealed: Vec<super::super::manifest::SealedNode>| {
+            for s in sealed {
+                store.insert(s.hash, Node::decode(&s.bytes).expect("decodes"));
+            }
+        };
+        for (i, len) in lens.iter().enumerate() {
+            keep(b.push(Entry {
+                hash: blake2sum(&(i as u64).to_le_bytes()),
+                len: *len,
+            }));
+        }
+        let (root, sealed) = b.finish();
+        keep(sealed);
+        (root, store)
+    }
+
+    fn leaves(store: &HashMap<Hash, Node>, root: Hash, first: u64, end: u64) -> Vec<(Hash, u64)> {
+        let fetch = |h: Hash| {
+            futures::future::ready(store.get(&h).cloned().ok_or(ObjectError::NotFound(h)))
+        };
+        let mut walk = Walk::new(fetch, root, store[&root].clone(), first, end);
+        let mut out = Vec::new();
+        futures::executor::block_on(async {
+            while let Some(l) = walk.next_leaf().await {
+                let l = l.expect("every node is in the store");
+                out.push((l.hash, l.start));
+            }
+        });
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// The walk yields exactly the chunks that overlap `first..end`, in order, each
+        /// with its offset, whatever the tree's depth.
+        #[test]
+        fn the_walk_yields_the_chunks_of_a_range_in_order(
+            lens in proptest::collection::vec(1u64..50, 0..40),
+            a in 0u64..2100,
+            b in 0u64..2100,
+        ) {
+            let (root, store) = tree(&lens);
+            let total: u64 = lens.iter().sum();
+            let (first, end) = (a.min(b), a.max(b).min(total));
+            let mut want = Vec::new();
+            let mut at = 0;
+            for (i, len) in lens.iter().enumerate() {
+                if at < end && at + len > first {
+                    want.push((blake2sum(&(i as u64).to_le_bytes()), at));
+                }
+                at += len;
+            }
+            proptest::prop_assert_eq!(leaves(&store, root, first, end), want);
+        }
+    }
+
+    #[test]
+    fn a_missing_inner_node_is_an_error_not_a_short_list() {
+        let lens = vec![10; 20];
+        let (root, mut store) = tree(&lens);
+        let inner = store[&root].entries[1].hash;
+        store.remove(&inner);
+        let fetch = |h: Hash| {
+            futures::future::ready(store.get(&h).cloned().ok_or(ObjectError::NotFound(h)))
+        };
+        let mut walk = Walk::new(fetch, root, store[&root].clone(), 0, 200);
+        let got = futures::executor::block_on(async {
+            let mut n = 0;
+            while let Some(l) = walk.next_leaf().await {
+                match l {
+                    Ok(_) => n += 1,
+                    Err(e) => return Err((n, e)),
+                }
+            }
+            Ok(n)
+        });
+        assert!(
+            matches!(got, Err((_, ObjectError::NotFound(h))) if h == inner),
+            "{got:?}"
+        );
+    }
 }
