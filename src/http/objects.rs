@@ -37,6 +37,9 @@ impl From<ObjectError> for ApiError {
                 ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", msg)
             }
             ObjectError::Coordinator(c) => ApiError::from(c),
+            ObjectError::BlocksTooSmall { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
             ObjectError::WrongLength { .. } | ObjectError::Task(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }

@@ -90,6 +90,12 @@ where
     // Refuse a ref that cannot name the object's blocks before reading anything.
     object_ref_name(&Hash([0; 32]), &user)?;
     let params = ChunkerParams::DEFAULT;
+    if svc.cfg.max_block_size < params.max as usize {
+        return Err(ObjectError::BlocksTooSmall {
+            max_block_size: svc.cfg.max_block_size,
+            max_chunk: params.max,
+        });
+    }
     let upload_ref: RefId = format!("{UPLOAD_REF_PREFIX}{:032x}", rand::random::<u128>())
         .parse()
         .map_err(|e| ObjectError::Task(format!("upload ref: {e}")))?;
