@@ -535,6 +535,45 @@ fn dedup_on_client_gets_the_same_id_and_sends_only_what_changed() {
             .unwrap_or_else(|| panic!("no sent figure in {err:?}"))
     };
     let (plain, _) = put(&f1, "plain", false);
+    // From stdin, and back to stdout: the same id and bytes.
+    let mut child = Command::new(bin())
+        .args(["--api", &c.nodes[2].api, "--token", &c.nodes[2].token])
+        .args(["object", "put", "-", "--ref", "stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the CLI");
+    let mut stdin = child.stdin.take().expect("the CLI's stdin");
+    let feeder = {
+        let v1 = v1.clone();
+        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &v1))
+    };
+    let out = child.wait_with_output().expect("the CLI's output");
+    feeder
+        .join()
+        .expect("feeding stdin")
+        .expect("writing stdin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), plain);
+    let out = Command::new(bin())
+        .args(["--api", &c.nodes[1].api, "--token", &c.nodes[1].token])
+        .args(["object", "get", &plain, "-o", "-"])
+        .output()
+        .expect("running the CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == v1,
+        "object get -o - writes the bytes to stdout"
+    );
     let (id1, err1) = put(&f1, "d1", true);
     assert_eq!(id1, plain, "the CLI and the node cut and name alike");
     assert_eq!(sent(&err1), 0, "nothing to send again: {err1}");
