@@ -169,6 +169,11 @@ impl Coordinator {
             .map_err(CoordinatorError::Budget)
     }
 
+    /// Take `bytes` of the client pool only if they are free now (never waits).
+    pub fn try_reserve_ram(&self, bytes: u64) -> Option<Charge> {
+        self.budget.client.try_charge(bytes).ok()
+    }
+
     /// Charge bytes that already exist (a local read, a decompressed block) to the
     /// client pool, for as long as they live (an HTTP response body being sent).
     async fn hold_ram(&self, bytes: Bytes) -> Result<Bytes, CoordinatorError> {

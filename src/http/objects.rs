@@ -40,6 +40,9 @@ impl From<ObjectError> for ApiError {
             ObjectError::BlocksTooSmall { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
             }
+            ObjectError::Busy { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
             ObjectError::WrongLength { .. } | ObjectError::Task(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
