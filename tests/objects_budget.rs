@@ -10,8 +10,30 @@ use std::time::{Duration, Instant};
 use common::objects::{fast, pseudo_random};
 use common::{set_keys, Cluster};
 
-/// `n` object PUTs of `data` (each made distinct by its seed) through node 0 at once;
-/// the statuses, or a failure naming those still running after `limit`.
+/// A body sent in two halves with a pause between them: every upload of a batch holds
+/// its window before any of them reaches its first chunk.
+struct TwoHalves {
+    data: Vec<u8>,
+    at: usize,
+    pause: Duration,
+}
+
+impl std::io::Read for TwoHalves {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let half = self.data.len().div_ceil(2);
+        if self.at == half {
+            std::thread::sleep(self.pause);
+        }
+        let end = if self.at < half { half } else { self.data.len() };
+        let n = buf.len().min(end - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// `n` object PUTs of `len` bytes (each distinct) through node 0 at once, each body
+/// pausing for 2 s halfway; the statuses, or a failure after `limit`.
 fn parallel_puts(c: &Cluster, n: usize, len: usize, limit: Duration) -> Vec<u16> {
     let (tx, rx) = mpsc::channel();
     for i in 0..n {
@@ -30,7 +52,11 @@ fn parallel_puts(c: &Cluster, n: usize, len: usize, limit: Duration) -> Vec<u16>
             let status = agent
                 .put(&url)
                 .header("Authorization", &auth)
-                .send(&data[..])
+                .send(ureq::SendBody::from_owned_reader(TwoHalves {
+                    data,
+                    at: 0,
+                    pause: Duration::from_secs(2),
+                }))
                 .map(|r| r.status().as_u16())
                 .unwrap_or(0);
             let _ = tx.send(status);
