@@ -81,12 +81,23 @@ pub(super) async fn set_refs(
     name: &RefId,
     live: bool,
 ) -> Result<(), ObjectError> {
+    let set = |hash: Hash| async move {
+        svc.set_ref(hash, name.clone(), live)
+            .await
+            .map_err(ObjectError::from)
+    };
+    set_each(&set, blocks).await
+}
+
+/// Call `set` on each of `blocks`, [`SMALL_CALLS_IN_FLIGHT`] at a time; the first
+/// failure once every call has ended.
+async fn set_each<F, Fut>(set: &F, blocks: &[Hash]) -> Result<(), ObjectError>
+where
+    F: Fn(Hash) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ObjectError>>,
+{
     let results: Vec<Result<(), ObjectError>> = futures::stream::iter(blocks.iter().copied())
-        .map(|hash| async move {
-            svc.set_ref(hash, name.clone(), live)
-                .await
-                .map_err(ObjectError::from)
-        })
+        .map(set)
         .buffer_unordered(SMALL_CALLS_IN_FLIGHT)
         .collect()
         .await;
@@ -94,26 +105,32 @@ pub(super) async fn set_refs(
 }
 
 /// Give object `id` the ref `user`: the ref `@obj:<id>:<user>` on every chunk and inner
-/// manifest node, then on the root. Idempotent. On failure the refs this call added are
-/// dropped again (best effort) and the error is returned.
+/// manifest node, then on the root. Idempotent. On failure nothing is undone: the ref
+/// may have been live before this call (a retried add, a re-upload), and dropping it
+/// would break an object already acknowledged. The root last keeps a partial add safe:
+/// refs left on blocks under a root without it are a leak until the ref is dropped
+/// (`drop_object_ref` drops them all), never a loss.
 pub async fn add_object_ref(svc: &Coordinator, id: Hash, user: &RefId) -> Result<(), ObjectError> {
     let name = object_ref_name(&id, user)?;
     let root = read_node(svc, id).await?;
     let (blocks, _) = object_blocks(svc, id, &root).await?;
-    let res = match set_refs(svc, &blocks, &name, true).await {
-        // The root last: the object has the ref only once every block under it has.
-        Ok(()) => set_refs(svc, &[id], &name, true).await,
-        Err(e) => Err(e),
+    let set = |hash: Hash| {
+        let name = name.clone();
+        async move { svc.set_ref(hash, name, true).await.map_err(ObjectError::from) }
     };
-    if let Err(e) = res {
-        tracing::warn!(object = %id.short(), "adding ref {user} failed, dropping what was added: {e}");
-        let undo = set_refs(svc, &[id], &name, false).await;
-        if let Err(e2) = undo.and(set_refs(svc, &blocks, &name, false).await) {
-            tracing::warn!(object = %id.short(), "dropping the partial ref {name}: {e2}");
-        }
-        return Err(e);
-    }
-    Ok(())
+    add_root_last(&set, &blocks, id).await.inspect_err(|e| {
+        tracing::warn!(object = %id.short(), "adding ref {user} failed; the refs already added stay (a retry completes them): {e}");
+    })
+}
+
+/// `set` on every block under the root, then on the root; nothing undone on failure.
+async fn add_root_last<F, Fut>(set: &F, blocks: &[Hash], root: Hash) -> Result<(), ObjectError>
+where
+    F: Fn(Hash) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ObjectError>>,
+{
+    set_each(set, blocks).await?;
+    set_each(set, &[root]).await
 }
 
 /// Drop object `id`'s ref `user`: first on the root (the object no longer has it), then
@@ -298,5 +315,41 @@ mod tests {
         assert_eq!(blocks.len(), want.len(), "each block once");
         assert_eq!(blocks.into_iter().collect::<HashSet<_>>(), want);
         assert!(store[&root].depth >= 2);
+    }
+
+    /// A second add of a ref the object already has, failing on one block, leaves the
+    /// ref on every block: it was live before and the object must still read back.
+    #[test]
+    fn a_failed_add_of_a_live_ref_drops_nothing() {
+        let blocks: Vec<Hash> = (0..10u8).map(|i| blake2sum(&[i])).collect();
+        let root = blake2sum(b"root");
+        let refs = std::cell::RefCell::new(HashSet::new());
+        let failing = blocks[6];
+        // Any call may add or (the old way) drop: record both.
+        let set = |live: bool| {
+            let refs = &refs;
+            move |h: Hash| {
+                let out = if live && h == failing {
+                    Err(ObjectError::Task("injected: holder refused".into()))
+                } else {
+                    if live {
+                        refs.borrow_mut().insert(h);
+                    } else {
+                        refs.borrow_mut().remove(&h);
+                    }
+                    Ok(())
+                };
+                futures::future::ready(out)
+            }
+        };
+        // The first add succeeded (the failing block had it then).
+        refs.borrow_mut().extend(blocks.iter().copied().chain([root]));
+        let res = futures::executor::block_on(add_root_last(&set(true), &blocks, root));
+        assert!(res.is_err());
+        let left = refs.borrow();
+        assert!(
+            blocks.iter().chain([&root]).all(|h| left.contains(h)),
+            "a ref live before the failed add was dropped"
+        );
     }
 }
