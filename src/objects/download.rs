@@ -26,6 +26,9 @@ pub const READ_AHEAD: usize = 4;
 /// buffer stays small and reused).
 const BODY_PIECE: usize = 32 << 10;
 
+/// Largest manifest node decoded on the HTTP worker itself.
+const DECODE_INLINE_MAX: usize = 64 << 10;
+
 /// An object's bytes as the HTTP layer sends them.
 pub type ObjectBody = Pin<Box<dyn Stream<Item = Result<Bytes, ObjectError>>>>;
 
@@ -35,8 +38,18 @@ pub async fn read_node(svc: &Coordinator, hash: Hash) -> Result<Node, ObjectErro
         CoordinatorError::NotFound(h) => ObjectError::NotFound(h),
         other => ObjectError::Coordinator(other),
     })?;
-    // A manifest node is at most ~704 KiB: decoding it on the worker is cheap.
-    Node::decode(&bytes).map_err(|source| ObjectError::NotAnObject { id: hash, source })
+    let decode = move |bytes: &[u8]| {
+        Node::decode(bytes).map_err(|source| ObjectError::NotAnObject { id: hash, source })
+    };
+    // A small node (every node of an object below ~1 GiB) decodes in microseconds on
+    // the worker; a larger one (up to ~704 KiB: size checked before decoding) on a
+    // blocking thread.
+    if bytes.len() <= DECODE_INLINE_MAX {
+        return decode(&bytes);
+    }
+    actix_rt::task::spawn_blocking(move || decode(&bytes))
+        .await
+        .map_err(|e| ObjectError::Task(format!("decoding a manifest node: {e}")))?
 }
 
 /// One chunk to send: its hash, length, and where it starts in the object.

@@ -1,7 +1,7 @@
 //! The refs that protect an object's blocks, the walk over its manifest tree, and which
 //! blocks the cluster lacks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 
@@ -39,38 +39,55 @@ where
     Fut: std::future::Future<Output = Result<Node, ObjectError>>,
 {
     let mut seen = HashSet::new();
+    // Chunks under each inner node already walked: a node listed again (a crafted
+    // manifest may list one child thousands of times at every level) is not entered
+    // again, so the walk reads each node once.
+    let mut counted: HashMap<Hash, u64> = HashMap::new();
     let mut out = Vec::new();
-    let mut chunks = 0u64;
-    // Depth first, one node in memory per level.
-    let mut stack: Vec<(Node, usize)> = vec![(root.clone(), 0)];
-    while let Some((node, i)) = stack.pop() {
-        let Some(e) = node.entries.get(i).copied() else {
+    // Depth first, one node in memory per level: the node, its hash, the next entry,
+    // the chunks found under it so far.
+    let mut stack: Vec<(Node, Hash, usize, u64)> = vec![(root.clone(), id, 0, 0)];
+    while let Some(top) = stack.last_mut() {
+        let Some(e) = top.0.entries.get(top.2).copied() else {
+            let (hash, n) = (top.1, top.3);
+            stack.pop();
+            match stack.last_mut() {
+                Some(parent) => {
+                    parent.3 = parent.3.saturating_add(n);
+                    counted.insert(hash, n);
+                }
+                None => return Ok((out, n)),
+            }
             continue;
         };
-        let depth = node.depth;
-        stack.push((node, i + 1));
+        top.2 += 1;
+        let depth = top.0.depth;
         if seen.insert(e.hash) {
             out.push(e.hash);
         }
         if depth == 0 {
-            chunks += 1;
-        } else {
-            let child = fetch(e.hash).await.map_err(|e| match e {
-                ObjectError::NotFound(_) => ObjectError::NotFound(id),
-                other => other,
-            })?;
-            if child.size != e.len || child.depth + 1 != depth {
-                return Err(ObjectError::WrongLength {
-                    id,
-                    hash: e.hash,
-                    got: child.size,
-                    want: e.len,
-                });
-            }
-            stack.push((child, 0));
+            top.3 = top.3.saturating_add(1);
+            continue;
         }
+        if let Some(n) = counted.get(&e.hash) {
+            top.3 = top.3.saturating_add(*n);
+            continue;
+        }
+        let child = fetch(e.hash).await.map_err(|e| match e {
+            ObjectError::NotFound(_) => ObjectError::NotFound(id),
+            other => other,
+        })?;
+        if child.size != e.len || child.depth + 1 != depth {
+            return Err(ObjectError::WrongLength {
+                id,
+                hash: e.hash,
+                got: child.size,
+                want: e.len,
+            });
+        }
+        stack.push((child, e.hash, 0, 0));
     }
-    Ok((out, chunks))
+    Ok((out, 0))
 }
 
 /// Add or drop `name` on each of `blocks`, [`SMALL_CALLS_IN_FLIGHT`] at a time; the
@@ -275,8 +292,6 @@ pub async fn object_info(svc: &Coordinator, id: Hash) -> Result<ObjectInfo, Obje
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use blocknode_actors::hash::blake2sum;
 
     use super::super::manifest::{Entry, TreeBuilder};
@@ -315,6 +330,48 @@ mod tests {
         assert_eq!(blocks.len(), want.len(), "each block once");
         assert_eq!(blocks.into_iter().collect::<HashSet<_>>(), want);
         assert!(store[&root].depth >= 2);
+    }
+
+    /// A DAG that lists one child 16,384 times at each of two levels: the walk reads
+    /// each node once (not 16,384² times) and still counts every chunk.
+    #[test]
+    fn a_child_listed_again_is_not_walked_again() {
+        let params = ChunkerParams::DEFAULT;
+        let chunk = blake2sum(b"x");
+        let fan = super::super::manifest::FANOUT;
+        let n0 = Node {
+            chunker: params,
+            size: fan as u64,
+            depth: 0,
+            entries: vec![Entry { hash: chunk, len: 1 }; fan],
+        };
+        let h0 = blake2sum(&n0.encode());
+        let n1 = Node {
+            chunker: params,
+            size: (fan * fan) as u64,
+            depth: 1,
+            entries: vec![Entry { hash: h0, len: n0.size }; fan],
+        };
+        let h1 = blake2sum(&n1.encode());
+        let root = Node {
+            chunker: params,
+            size: n1.size * fan as u64,
+            depth: 2,
+            entries: vec![Entry { hash: h1, len: n1.size }; fan],
+        };
+        let store: HashMap<Hash, Node> = [(h0, n0), (h1, n1)].into_iter().collect();
+        let reads = std::cell::Cell::new(0u32);
+        let fetch = |h: Hash| {
+            reads.set(reads.get() + 1);
+            assert!(reads.get() < 100, "the walk reads nodes again");
+            futures::future::ready(store.get(&h).cloned().ok_or(ObjectError::NotFound(h)))
+        };
+        let id = blake2sum(&root.encode());
+        let (blocks, chunks) =
+            futures::executor::block_on(blocks_under(fetch, id, &root)).expect("walks");
+        assert_eq!(reads.get(), 2);
+        assert_eq!(blocks, vec![h1, h0, chunk]);
+        assert_eq!(chunks, (fan as u64).pow(3));
     }
 
     /// A second add of a ref the object already has, failing on one block, leaves the
