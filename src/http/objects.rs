@@ -252,6 +252,10 @@ mod tests {
             (Method::POST, "/v1/blocks/missing".to_string(), Scope::Read),
             (Method::DELETE, format!("/v1/objects/{id}"), Scope::Admin),
             (Method::POST, "/v1/objects".to_string(), Scope::Admin),
+            // Paths that only start like an object route are unknown routes.
+            (Method::PUT, "/v1/objectsX".to_string(), Scope::Admin),
+            (Method::GET, format!("/v1/objectsX/{id}"), Scope::Admin),
+            (Method::PUT, format!("/v1/objects-{id}/refs/r"), Scope::Admin),
         ] {
             assert_eq!(needed_scope(&method, &path), scope, "{method} {path}");
         }
