@@ -1,6 +1,7 @@
 //! A crafted manifest stored as plain blocks: a tree whose every level lists one child
 //! 16,384 times (a DAG claiming 4 TiB over three small nodes). Every object route
-//! answers it in bounded time: the walks read each node once.
+//! answers it in bounded time: the walks read each node once. Block ref routes refuse
+//! object ref names.
 
 mod common;
 
@@ -93,4 +94,20 @@ fn a_manifest_listing_one_child_again_and_again_is_answered_quickly() {
         .expect("PUT ref answers");
     timed("PUT object ref", started);
     assert!(r.status().is_success(), "{}", r.status());
+
+    // A block route cannot touch an object's ref on one of its blocks; an upload ref
+    // (the CLI's client-side dedup uses one) it can.
+    let chunk = chunk.to_hex();
+    for method in ["PUT", "DELETE"] {
+        let r = c.request(
+            0,
+            method,
+            &format!("/v1/blocks/{chunk}/refs/@obj:{id}:again"),
+            None,
+        );
+        assert_eq!(r.status, 400, "{method} @obj: ref through a block route");
+        assert!(String::from_utf8_lossy(&r.body).contains("belong to objects"));
+    }
+    let r = c.request(0, "PUT", &format!("/v1/blocks/{chunk}/refs/@upload:x"), None);
+    assert_eq!(r.status, 204);
 }
