@@ -131,23 +131,25 @@ pub async fn add_object_ref(svc: &Coordinator, id: Hash, user: &RefId) -> Result
     let name = object_ref_name(&id, user)?;
     let root = read_node(svc, id).await?;
     let (blocks, _) = object_blocks(svc, id, &root).await?;
-    let set = |hash: Hash| {
+    let set = |hash: Hash, live: bool| {
         let name = name.clone();
-        async move { svc.set_ref(hash, name, true).await.map_err(ObjectError::from) }
+        async move { svc.set_ref(hash, name, live).await.map_err(ObjectError::from) }
     };
     add_root_last(&set, &blocks, id).await.inspect_err(|e| {
         tracing::warn!(object = %id.short(), "adding ref {user} failed; the refs already added stay (a retry completes them): {e}");
     })
 }
 
-/// `set` on every block under the root, then on the root; nothing undone on failure.
+/// `set(hash, true)` (add) on every block under the root, then on the root; nothing
+/// undone on failure (`set` is never called with `false`, a drop).
 async fn add_root_last<F, Fut>(set: &F, blocks: &[Hash], root: Hash) -> Result<(), ObjectError>
 where
-    F: Fn(Hash) -> Fut,
+    F: Fn(Hash, bool) -> Fut,
     Fut: std::future::Future<Output = Result<(), ObjectError>>,
 {
-    set_each(set, blocks).await?;
-    set_each(set, &[root]).await
+    let add = |hash: Hash| set(hash, true);
+    set_each(&add, blocks).await?;
+    set_each(&add, &[root]).await
 }
 
 /// Drop object `id`'s ref `user`: first on the root (the object no longer has it), then
@@ -382,26 +384,23 @@ mod tests {
         let root = blake2sum(b"root");
         let refs = std::cell::RefCell::new(HashSet::new());
         let failing = blocks[6];
-        // Any call may add or (the old way) drop: record both.
-        let set = |live: bool| {
-            let refs = &refs;
-            move |h: Hash| {
-                let out = if live && h == failing {
-                    Err(ObjectError::Task("injected: holder refused".into()))
+        // Adds fail on one block; a drop (an undo) would take the ref away.
+        let set = |h: Hash, live: bool| {
+            let out = if live && h == failing {
+                Err(ObjectError::Task("injected: holder refused".into()))
+            } else {
+                if live {
+                    refs.borrow_mut().insert(h);
                 } else {
-                    if live {
-                        refs.borrow_mut().insert(h);
-                    } else {
-                        refs.borrow_mut().remove(&h);
-                    }
-                    Ok(())
-                };
-                futures::future::ready(out)
-            }
+                    refs.borrow_mut().remove(&h);
+                }
+                Ok(())
+            };
+            futures::future::ready(out)
         };
         // The first add succeeded (the failing block had it then).
         refs.borrow_mut().extend(blocks.iter().copied().chain([root]));
-        let res = futures::executor::block_on(add_root_last(&set(true), &blocks, root));
+        let res = futures::executor::block_on(add_root_last(&set, &blocks, root));
         assert!(res.is_err());
         let left = refs.borrow();
         assert!(
