@@ -1,8 +1,16 @@
 //! The bytes of an object, or of one range of it, as an ordered stream: the manifest
-//! tree is walked lazily (one node per level in memory), and [`READ_AHEAD`] chunks are
-//! read at once through the coordinator's read path (this node first, then the holders
-//! hedged), each verified against its hash there and checked against the length its
-//! manifest gives here. A chunk that cannot be read ends the stream with an error,
+//! tree is walked lazily (one node per level in memory), and a reader task reads the
+//! chunks in order, one at a time, up to [`READ_AHEAD`] ahead of the one being sent,
+//! through the coordinator's read path (this node first, then the holders hedged), each
+//! verified against its hash there and checked against the length its manifest gives
+//! here.
+//!
+//! Memory: the read path charges each chunk to the client RAM budget, and may wait for
+//! it. The reader reads one chunk at a time and in order, so what a download holds
+//! while it waits is only chunks before the one it waits for, which the response drains
+//! whatever the budget does: no download waits for memory it keeps from itself or from
+//! another one waiting the same way (reading several at once could: the first in order
+//! waiting while the finished ones behind it hold the pool and cannot be sent). A chunk that cannot be read ends the stream with an error,
 //! logged with its hash: the HTTP layer then aborts the response, so a client sees a
 //! short body, never wrong bytes.
 
@@ -17,9 +25,9 @@ use super::manifest::Node;
 use super::ObjectError;
 use crate::coordinator::{Coordinator, CoordinatorError};
 
-/// Chunks read at once ahead of the one being sent: at the default average of 1 MiB,
-/// 4 MiB in flight per download (charged to the client RAM budget by the read path),
-/// enough to keep a holder busy while the previous chunk is written to the client.
+/// Chunks read ahead of the one being sent (one being read, the others read and
+/// waiting): at the default average of 1 MiB, 4 MiB per download (charged to the client
+/// RAM budget by the read path), so reading overlaps writing to the client.
 pub const READ_AHEAD: usize = 4;
 
 /// Largest piece handed to actix-web at a time (see `http/blocks.rs`: its write
@@ -191,17 +199,36 @@ pub fn object_stream(svc: Coordinator, id: Hash, root: Node, first: u64, end: u6
             Some(Ok(leaf)) => Some((Ok(leaf), Some(walk))),
         }
     });
-    let chunks = leaves
-        .map(move |leaf| {
-            let svc = svc.clone();
-            async move {
+    // The reader: sequential, bounded by the channel; it stops when the response is
+    // dropped (the channel closes) or at the first error.
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, ObjectError>>(READ_AHEAD - 1);
+    actix_rt::spawn(async move {
+        let mut tx = tx;
+        let mut leaves = std::pin::pin!(leaves);
+        let wait = svc.cfg.block_rw_timeout * 2;
+        while let Some(leaf) = leaves.next().await {
+            let read = async {
                 let leaf = leaf?;
-                read_leaf(svc, id, leaf, first, end).await.inspect_err(|e| {
+                let r = tokio::time::timeout(wait, read_leaf(svc.clone(), id, leaf, first, end));
+                let r = match r.await {
+                    Ok(r) => r,
+                    Err(_) => Err(ObjectError::Busy {
+                        wanted: leaf.len,
+                        secs: wait.as_secs(),
+                    }),
+                };
+                r.inspect_err(|e| {
                     tracing::error!(object = %id.short(), chunk = %leaf.hash.short(), "object read aborted: {e}");
                 })
+            };
+            let item = read.await;
+            let failed = item.is_err();
+            if futures::SinkExt::send(&mut tx, item).await.is_err() || failed {
+                return;
             }
-        })
-        .buffered(READ_AHEAD);
+        }
+    });
+    let chunks = rx;
     // The first error ends the stream: nothing after a missing chunk is sent.
     let until_error = chunks.scan(false, |failed, item| {
         let out = if *failed {
