@@ -108,6 +108,11 @@ fn a_manifest_listing_one_child_again_and_again_is_answered_quickly() {
         assert_eq!(r.status, 400, "{method} @obj: ref through a block route");
         assert!(String::from_utf8_lossy(&r.body).contains("belong to objects"));
     }
-    let r = c.request(0, "PUT", &format!("/v1/blocks/{chunk}/refs/@upload:x"), None);
+    let r = c.request(
+        0,
+        "PUT",
+        &format!("/v1/blocks/{chunk}/refs/@upload:x"),
+        None,
+    );
     assert_eq!(r.status, 204);
 }

@@ -255,7 +255,11 @@ mod tests {
             // Paths that only start like an object route are unknown routes.
             (Method::PUT, "/v1/objectsX".to_string(), Scope::Admin),
             (Method::GET, format!("/v1/objectsX/{id}"), Scope::Admin),
-            (Method::PUT, format!("/v1/objects-{id}/refs/r"), Scope::Admin),
+            (
+                Method::PUT,
+                format!("/v1/objects-{id}/refs/r"),
+                Scope::Admin,
+            ),
         ] {
             assert_eq!(needed_scope(&method, &path), scope, "{method} {path}");
         }

@@ -192,7 +192,10 @@ fn the_same_chunks_give_the_same_id() {
 #[test]
 fn empty_entries_and_oversized_blocks_are_refused_before_walking() {
     let with_empty = node(vec![
-        Entry { hash: h(1), len: 10 },
+        Entry {
+            hash: h(1),
+            len: 10,
+        },
         Entry { hash: h(2), len: 0 },
     ]);
     assert!(matches!(

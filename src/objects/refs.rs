@@ -133,7 +133,11 @@ pub async fn add_object_ref(svc: &Coordinator, id: Hash, user: &RefId) -> Result
     let (blocks, _) = object_blocks(svc, id, &root).await?;
     let set = |hash: Hash, live: bool| {
         let name = name.clone();
-        async move { svc.set_ref(hash, name, live).await.map_err(ObjectError::from) }
+        async move {
+            svc.set_ref(hash, name, live)
+                .await
+                .map_err(ObjectError::from)
+        }
     };
     add_root_last(&set, &blocks, id).await.inspect_err(|e| {
         tracing::warn!(object = %id.short(), "adding ref {user} failed; the refs already added stay (a retry completes them): {e}");
@@ -345,21 +349,39 @@ mod tests {
             chunker: params,
             size: fan as u64,
             depth: 0,
-            entries: vec![Entry { hash: chunk, len: 1 }; fan],
+            entries: vec![
+                Entry {
+                    hash: chunk,
+                    len: 1
+                };
+                fan
+            ],
         };
         let h0 = blake2sum(&n0.encode());
         let n1 = Node {
             chunker: params,
             size: (fan * fan) as u64,
             depth: 1,
-            entries: vec![Entry { hash: h0, len: n0.size }; fan],
+            entries: vec![
+                Entry {
+                    hash: h0,
+                    len: n0.size
+                };
+                fan
+            ],
         };
         let h1 = blake2sum(&n1.encode());
         let root = Node {
             chunker: params,
             size: n1.size * fan as u64,
             depth: 2,
-            entries: vec![Entry { hash: h1, len: n1.size }; fan],
+            entries: vec![
+                Entry {
+                    hash: h1,
+                    len: n1.size
+                };
+                fan
+            ],
         };
         let store: HashMap<Hash, Node> = [(h0, n0), (h1, n1)].into_iter().collect();
         let reads = std::cell::Cell::new(0u32);
@@ -399,7 +421,8 @@ mod tests {
             futures::future::ready(out)
         };
         // The first add succeeded (the failing block had it then).
-        refs.borrow_mut().extend(blocks.iter().copied().chain([root]));
+        refs.borrow_mut()
+            .extend(blocks.iter().copied().chain([root]));
         let res = futures::executor::block_on(add_root_last(&set, &blocks, root));
         assert!(res.is_err());
         let left = refs.borrow();
