@@ -187,6 +187,37 @@ impl Charge {
         }
     }
 
+    /// Move up to `bytes` (rounded up to KiB) of this charge into a new one: a task
+    /// handed part of a charge its caller already holds never waits for the pool.
+    pub fn split_off(&mut self, bytes: u64) -> Charge {
+        let want = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX) as usize;
+        let permit = self.permit.as_mut().and_then(|p| {
+            let n = want.min(p.num_permits());
+            if n == p.num_permits() {
+                None
+            } else {
+                p.split(n)
+            }
+        });
+        match permit {
+            Some(p) => Charge { permit: Some(p) },
+            // All of it (or nothing was held).
+            None if want > 0 => Charge {
+                permit: self.permit.take(),
+            },
+            None => Charge { permit: None },
+        }
+    }
+
+    /// Add `other` (of the same pool) to this charge.
+    pub fn merge(&mut self, other: Charge) {
+        match (self.permit.as_mut(), other.permit) {
+            (Some(p), Some(o)) => p.merge(o),
+            (None, o) => self.permit = o,
+            (Some(_), None) => {}
+        }
+    }
+
     /// Hang this charge on `data`: it is returned when the last clone of the result is
     /// dropped.
     pub fn attach(self, data: Bytes) -> Bytes {

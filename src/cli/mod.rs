@@ -10,6 +10,7 @@ pub mod client;
 pub mod commands;
 mod layout;
 mod object;
+mod object_dedup;
 mod output;
 
 use std::path::PathBuf;
@@ -370,6 +371,15 @@ mod tests {
             ],
             vec!["blocknode", "block", "retry-now", "--all"],
             vec!["blocknode", "object", "put", "-", "--ref", "snap-1"],
+            vec![
+                "blocknode",
+                "object",
+                "put",
+                "f",
+                "--ref",
+                "r",
+                "--dedup-on-client",
+            ],
             vec!["blocknode", "object", "get", "ab12", "-o", "f"],
             vec!["blocknode", "object", "info", "ab12"],
             vec!["blocknode", "object", "ref", "drop", "ab12", "r"],

@@ -24,6 +24,10 @@ pub enum ObjectCommand {
         /// The object's ref (it keeps the object from garbage collection).
         #[arg(long = "ref")]
         ref_id: String,
+        /// Cut the file here and send only the chunks the cluster lacks (a second
+        /// version of a file sends about what changed).
+        #[arg(long)]
+        dedup_on_client: bool,
     },
     /// Read an object (to stdout, or -o FILE; `-o -` is stdout too).
     Get {
@@ -80,7 +84,11 @@ fn progress(total: Option<u64>) -> ProgressBar {
 /// Run one `object` command.
 pub(super) fn run(c: &Client, cmd: ObjectCommand) -> anyhow::Result<()> {
     match cmd {
-        ObjectCommand::Put { file, ref_id } => put(c, &file, &ref_id),
+        ObjectCommand::Put {
+            file,
+            ref_id,
+            dedup_on_client,
+        } => put(c, &file, &ref_id, dedup_on_client),
         ObjectCommand::Get { id, output } => get(c, &id, output.as_deref()),
         ObjectCommand::Info { id } => {
             let id = hash_arg(&id)?;
@@ -115,7 +123,7 @@ pub(super) fn run(c: &Client, cmd: ObjectCommand) -> anyhow::Result<()> {
     }
 }
 
-fn put(c: &Client, file: &str, ref_id: &str) -> anyhow::Result<()> {
+fn put(c: &Client, file: &str, ref_id: &str, dedup_on_client: bool) -> anyhow::Result<()> {
     let r = ref_arg(ref_id)?;
     let (reader, total): (Box<dyn Read>, Option<u64>) = if file == "-" {
         (Box::new(std::io::stdin().lock()), None)
@@ -125,6 +133,21 @@ fn put(c: &Client, file: &str, ref_id: &str) -> anyhow::Result<()> {
         (Box::new(f), len)
     };
     let bar = progress(total);
+    if dedup_on_client {
+        let done = super::object_dedup::put_dedup(c, reader, &r, &bar);
+        bar.finish_and_clear();
+        let d = done?;
+        println!("{}", d.id);
+        eprintln!(
+            "{} bytes in {} chunks; new: {} chunks; sent {} bytes of chunks ({:.1} % of the object)",
+            d.size,
+            d.chunks,
+            d.new_chunks,
+            d.sent,
+            if d.size == 0 { 0.0 } else { 100.0 * d.sent as f64 / d.size as f64 }
+        );
+        return Ok(());
+    }
     let mut reader = bar.wrap_read(reader);
     let url = format!("{}/v1/objects?ref={}", c.base, query_escape(r.as_str()));
     let res = streaming_agent()

@@ -213,6 +213,11 @@ impl Coordinator {
             .map_err(CoordinatorError::Budget)
     }
 
+    /// Take `bytes` of the client pool only if they are free now (never waits).
+    pub fn try_reserve_ram(&self, bytes: u64) -> Option<Charge> {
+        self.budget.client.try_charge(bytes).ok()
+    }
+
     /// The placement of the layout in force.
     pub fn placement(&self) -> Arc<LayoutPlacement> {
         self.layout.borrow().placement.clone()

@@ -13,7 +13,7 @@ use blocknode_actors::bufpool::PooledBuf;
 use blocknode_actors::refcount::RefState;
 use blocknode_actors::storage::BlockLength;
 use blocknode_actors::tokens::Scope;
-use blocknode_actors::Hash;
+use blocknode_actors::{Hash, RefId};
 
 use super::openapi::{BlockBytes, ErrorBody, PutReply};
 use super::paging::PageQuery;
@@ -57,7 +57,7 @@ pub(super) async fn put_block(
     mut body: web::Payload,
 ) -> ApiResult {
     let max = svc.cfg.max_block_size;
-    let ref_id = query.ref_id.as_deref().map(parse_ref).transpose()?;
+    let ref_id = query.ref_id.as_deref().map(parse_block_ref).transpose()?;
     match (&ref_id, query.unreferenced) {
         (None, false) => {
             return Err(ApiError::new(
@@ -274,6 +274,20 @@ impl actix_web::body::MessageBody for HeadBody {
     }
 }
 
+/// A ref name for a block route: object refs (`@obj:`) are refused, since dropping one
+/// from a single chunk would break its object; they change only through
+/// `/v1/objects/{id}/refs` (an upload's `@upload:` refs stay allowed: the CLI's
+/// client-side dedup sends chunks under one).
+fn parse_block_ref(s: &str) -> Result<RefId, ApiError> {
+    if s.starts_with(crate::objects::OBJECT_REF_PREFIX) {
+        return Err(ApiError::bad_request(format!(
+            "ref names starting with {} belong to objects: change them through /v1/objects/{{id}}/refs/{{ref}}",
+            crate::objects::OBJECT_REF_PREFIX
+        )));
+    }
+    parse_ref(s)
+}
+
 #[utoipa::path(put, path = "/v1/blocks/{hash}/refs/{ref}", tag = "refs", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("ref" = String, Path, description = "ref name: 1-255 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), responses((status = 204, description = "the ref is live (idempotent), and the block is stored on a write quorum of its holders"), (status = 400, description = "malformed hash, ref, body or query", body = ErrorBody), (status = 401, description = "missing or invalid token", body = ErrorBody), (status = 404, description = "the block is not stored on a write quorum of its holders (code `block_missing`): the ref is not acknowledged; PUT the block again with `?ref=`", body = ErrorBody), (status = 409, description = "the ref was dropped before", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody)))]
 pub(super) async fn add_ref(
     svc: web::Data<Coordinator>,
@@ -281,7 +295,7 @@ pub(super) async fn add_ref(
     _query: web::Query<NoQuery>,
 ) -> ApiResult {
     let (h, r) = path.into_inner();
-    let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
+    let (hash, ref_id) = (parse_hash(&h)?, parse_block_ref(&r)?);
     svc.set_ref(hash, ref_id, true).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -293,7 +307,7 @@ pub(super) async fn drop_ref(
     _query: web::Query<NoQuery>,
 ) -> ApiResult {
     let (h, r) = path.into_inner();
-    let (hash, ref_id) = (parse_hash(&h)?, parse_ref(&r)?);
+    let (hash, ref_id) = (parse_hash(&h)?, parse_block_ref(&r)?);
     svc.set_ref(hash, ref_id, false).await?;
     Ok(HttpResponse::NoContent().finish())
 }

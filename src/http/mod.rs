@@ -263,6 +263,10 @@ pub fn needed_scope(method: &Method, path: &str) -> Scope {
 /// [`needed_scope`] under `/v1/objects`: reading an object needs `read`, storing one
 /// and changing its refs `write`.
 fn object_scope(method: &Method, rest: &str) -> Scope {
+    if !rest.is_empty() && !rest.starts_with('/') {
+        // `/v1/objectsX...`: not an object route.
+        return Scope::Admin;
+    }
     let parts: Vec<&str> = rest.split('/').skip(1).collect();
     let reading = *method == Method::GET || *method == Method::HEAD;
     match (parts.as_slice(), reading) {

@@ -37,6 +37,12 @@ impl From<ObjectError> for ApiError {
                 ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", msg)
             }
             ObjectError::Coordinator(c) => ApiError::from(c),
+            ObjectError::BlocksTooSmall { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
+            ObjectError::Busy { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
             ObjectError::WrongLength { .. } | ObjectError::Task(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
@@ -215,4 +221,47 @@ pub(super) async fn missing_blocks(
     Ok(HttpResponse::Ok().json(MissingReply {
         missing: missing.iter().map(Hash::to_hex).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+
+    use blocknode_actors::tokens::Scope;
+
+    use crate::http::needed_scope;
+
+    #[test]
+    fn reading_objects_needs_read_and_changing_them_write() {
+        let id = "ab".repeat(32);
+        for (method, path, scope) in [
+            (Method::PUT, "/v1/objects".to_string(), Scope::Write),
+            (Method::GET, format!("/v1/objects/{id}"), Scope::Read),
+            (Method::HEAD, format!("/v1/objects/{id}"), Scope::Read),
+            (Method::GET, format!("/v1/objects/{id}/info"), Scope::Read),
+            (
+                Method::PUT,
+                format!("/v1/objects/{id}/refs/r"),
+                Scope::Write,
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/objects/{id}/refs/r"),
+                Scope::Write,
+            ),
+            (Method::POST, "/v1/blocks/missing".to_string(), Scope::Read),
+            (Method::DELETE, format!("/v1/objects/{id}"), Scope::Admin),
+            (Method::POST, "/v1/objects".to_string(), Scope::Admin),
+            // Paths that only start like an object route are unknown routes.
+            (Method::PUT, "/v1/objectsX".to_string(), Scope::Admin),
+            (Method::GET, format!("/v1/objectsX/{id}"), Scope::Admin),
+            (
+                Method::PUT,
+                format!("/v1/objects-{id}/refs/r"),
+                Scope::Admin,
+            ),
+        ] {
+            assert_eq!(needed_scope(&method, &path), scope, "{method} {path}");
+        }
+    }
 }

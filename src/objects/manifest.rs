@@ -49,6 +49,9 @@ pub const FANOUT: usize = 16_384;
 /// headers) plus the per-entry bound times [`FANOUT`]: an encoded node never exceeds it.
 pub const MAX_NODE_BYTES: usize = 256 + FANOUT * ENTRY_MAX_BYTES;
 
+// A node always fits a block of 1 MiB.
+const _: () = assert!(MAX_NODE_BYTES < 1 << 20);
+
 /// Encoded size bound of one entry: array header 1, bin header 2 + 32, u64 up to 9.
 const ENTRY_MAX_BYTES: usize = 44;
 
@@ -155,6 +158,13 @@ impl Node {
     /// Read a node back, checking everything a reader relies on: magic, version,
     /// chunker, the depth's range, the fanout and that `size` is its entries' sum.
     pub fn decode(bytes: &[u8]) -> Result<Node, ManifestError> {
+        // Bounded before anything is decoded: a block may be far larger than a node.
+        if bytes.len() > MAX_NODE_BYTES {
+            return Err(ManifestError::Malformed(format!(
+                "{} bytes, more than a node's {MAX_NODE_BYTES}",
+                bytes.len()
+            )));
+        }
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
             .ok_or(ManifestError::NotAManifest)?;
@@ -202,6 +212,11 @@ impl Node {
                 "size {} is not the sum of its entries",
                 wire.size
             )));
+        }
+        // An empty entry adds no bytes but costs a step (a crafted node could list one
+        // empty child thousands of times at every level).
+        if wire.entries.iter().any(|e| e.len == 0) {
+            return Err(ManifestError::Malformed("an entry of 0 bytes".into()));
         }
         if wire.depth == 0 && wire.entries.iter().any(|e| e.len > u64::from(max)) {
             return Err(ManifestError::Malformed(

@@ -45,7 +45,6 @@ fn a_full_node_fits_its_bound() {
     let n = Node { depth: 1, ..n };
     let bytes = n.encode();
     assert!(bytes.len() <= MAX_NODE_BYTES, "{} bytes", bytes.len());
-    assert!(MAX_NODE_BYTES < 1 << 20);
     assert_eq!(Node::decode(&bytes).map(|d| d.entries.len()), Ok(FANOUT));
 }
 
@@ -188,4 +187,25 @@ fn the_tree_splits_at_the_fanout_and_keeps_the_chunk_order() {
 fn the_same_chunks_give_the_same_id() {
     assert_eq!(build(37, 4).0, build(37, 4).0);
     assert_ne!(build(37, 4).0, build(38, 4).0);
+}
+
+#[test]
+fn empty_entries_and_oversized_blocks_are_refused_before_walking() {
+    let with_empty = node(vec![
+        Entry {
+            hash: h(1),
+            len: 10,
+        },
+        Entry { hash: h(2), len: 0 },
+    ]);
+    assert!(matches!(
+        Node::decode(&with_empty.encode()),
+        Err(ManifestError::Malformed(m)) if m.contains("0 bytes")
+    ));
+    let mut big = MAGIC.to_vec();
+    big.resize(MAX_NODE_BYTES + 1, 0x90);
+    assert!(matches!(
+        Node::decode(&big),
+        Err(ManifestError::Malformed(m)) if m.contains("more than a node")
+    ));
 }

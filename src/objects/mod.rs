@@ -81,6 +81,15 @@ pub enum ObjectError {
     },
     #[error("{0}")]
     Coordinator(#[from] CoordinatorError),
+    /// The chunks would not fit a block.
+    #[error("this cluster's max_block_size ({max_block_size} bytes) is below the largest chunk ({max_chunk} bytes): objects need max_block_size of at least 4 MiB")]
+    BlocksTooSmall {
+        max_block_size: usize,
+        max_chunk: u32,
+    },
+    /// No room in the client RAM budget within the wait: the node is busy.
+    #[error("this node is busy: no room for {wanted} bytes in its RAM budget (block_ram_buffer_max) within {secs} s; retry later")]
+    Busy { wanted: u64, secs: u64 },
     /// A blocking task (hashing) or a chunk's task died.
     #[error("internal error: a task of the upload failed: {0}")]
     Task(String),

@@ -1,7 +1,7 @@
 //! The refs that protect an object's blocks, the walk over its manifest tree, and which
 //! blocks the cluster lacks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 
@@ -25,39 +25,69 @@ pub(super) async fn object_blocks(
     id: Hash,
     root: &Node,
 ) -> Result<(Vec<Hash>, u64), ObjectError> {
+    blocks_under(|h| read_node(svc, h), id, root).await
+}
+
+/// [`object_blocks`] with the nodes read by `fetch`.
+async fn blocks_under<F, Fut>(
+    fetch: F,
+    id: Hash,
+    root: &Node,
+) -> Result<(Vec<Hash>, u64), ObjectError>
+where
+    F: Fn(Hash) -> Fut,
+    Fut: std::future::Future<Output = Result<Node, ObjectError>>,
+{
     let mut seen = HashSet::new();
+    // Chunks under each inner node already walked: a node listed again (a crafted
+    // manifest may list one child thousands of times at every level) is not entered
+    // again, so the walk reads each node once.
+    let mut counted: HashMap<Hash, u64> = HashMap::new();
     let mut out = Vec::new();
-    let mut chunks = 0u64;
-    // Depth first, one node in memory per level.
-    let mut stack: Vec<(Node, usize)> = vec![(root.clone(), 0)];
-    while let Some((node, i)) = stack.pop() {
-        let Some(e) = node.entries.get(i).copied() else {
+    // Depth first, one node in memory per level: the node, its hash, the next entry,
+    // the chunks found under it so far.
+    let mut stack: Vec<(Node, Hash, usize, u64)> = vec![(root.clone(), id, 0, 0)];
+    while let Some(top) = stack.last_mut() {
+        let Some(e) = top.0.entries.get(top.2).copied() else {
+            let (hash, n) = (top.1, top.3);
+            stack.pop();
+            match stack.last_mut() {
+                Some(parent) => {
+                    parent.3 = parent.3.saturating_add(n);
+                    counted.insert(hash, n);
+                }
+                None => return Ok((out, n)),
+            }
             continue;
         };
-        let depth = node.depth;
-        stack.push((node, i + 1));
+        top.2 += 1;
+        let depth = top.0.depth;
         if seen.insert(e.hash) {
             out.push(e.hash);
         }
         if depth == 0 {
-            chunks += 1;
-        } else {
-            let child = read_node(svc, e.hash).await.map_err(|e| match e {
-                ObjectError::NotFound(_) => ObjectError::NotFound(id),
-                other => other,
-            })?;
-            if child.size != e.len || child.depth + 1 != depth {
-                return Err(ObjectError::WrongLength {
-                    id,
-                    hash: e.hash,
-                    got: child.size,
-                    want: e.len,
-                });
-            }
-            stack.push((child, 0));
+            top.3 = top.3.saturating_add(1);
+            continue;
         }
+        if let Some(n) = counted.get(&e.hash) {
+            top.3 = top.3.saturating_add(*n);
+            continue;
+        }
+        let child = fetch(e.hash).await.map_err(|e| match e {
+            ObjectError::NotFound(_) => ObjectError::NotFound(id),
+            other => other,
+        })?;
+        if child.size != e.len || child.depth + 1 != depth {
+            return Err(ObjectError::WrongLength {
+                id,
+                hash: e.hash,
+                got: child.size,
+                want: e.len,
+            });
+        }
+        stack.push((child, e.hash, 0, 0));
     }
-    Ok((out, chunks))
+    Ok((out, 0))
 }
 
 /// Add or drop `name` on each of `blocks`, [`SMALL_CALLS_IN_FLIGHT`] at a time; the
@@ -68,12 +98,23 @@ pub(super) async fn set_refs(
     name: &RefId,
     live: bool,
 ) -> Result<(), ObjectError> {
+    let set = |hash: Hash| async move {
+        svc.set_ref(hash, name.clone(), live)
+            .await
+            .map_err(ObjectError::from)
+    };
+    set_each(&set, blocks).await
+}
+
+/// Call `set` on each of `blocks`, [`SMALL_CALLS_IN_FLIGHT`] at a time; the first
+/// failure once every call has ended.
+async fn set_each<F, Fut>(set: &F, blocks: &[Hash]) -> Result<(), ObjectError>
+where
+    F: Fn(Hash) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ObjectError>>,
+{
     let results: Vec<Result<(), ObjectError>> = futures::stream::iter(blocks.iter().copied())
-        .map(|hash| async move {
-            svc.set_ref(hash, name.clone(), live)
-                .await
-                .map_err(ObjectError::from)
-        })
+        .map(set)
         .buffer_unordered(SMALL_CALLS_IN_FLIGHT)
         .collect()
         .await;
@@ -81,26 +122,38 @@ pub(super) async fn set_refs(
 }
 
 /// Give object `id` the ref `user`: the ref `@obj:<id>:<user>` on every chunk and inner
-/// manifest node, then on the root. Idempotent. On failure the refs this call added are
-/// dropped again (best effort) and the error is returned.
+/// manifest node, then on the root. Idempotent. On failure nothing is undone: the ref
+/// may have been live before this call (a retried add, a re-upload), and dropping it
+/// would break an object already acknowledged. The root last keeps a partial add safe:
+/// refs left on blocks under a root without it are a leak until the ref is dropped
+/// (`drop_object_ref` drops them all), never a loss.
 pub async fn add_object_ref(svc: &Coordinator, id: Hash, user: &RefId) -> Result<(), ObjectError> {
     let name = object_ref_name(&id, user)?;
     let root = read_node(svc, id).await?;
     let (blocks, _) = object_blocks(svc, id, &root).await?;
-    let res = match set_refs(svc, &blocks, &name, true).await {
-        // The root last: the object has the ref only once every block under it has.
-        Ok(()) => set_refs(svc, &[id], &name, true).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = res {
-        tracing::warn!(object = %id.short(), "adding ref {user} failed, dropping what was added: {e}");
-        let undo = set_refs(svc, &[id], &name, false).await;
-        if let Err(e2) = undo.and(set_refs(svc, &blocks, &name, false).await) {
-            tracing::warn!(object = %id.short(), "dropping the partial ref {name}: {e2}");
+    let set = |hash: Hash, live: bool| {
+        let name = name.clone();
+        async move {
+            svc.set_ref(hash, name, live)
+                .await
+                .map_err(ObjectError::from)
         }
-        return Err(e);
-    }
-    Ok(())
+    };
+    add_root_last(&set, &blocks, id).await.inspect_err(|e| {
+        tracing::warn!(object = %id.short(), "adding ref {user} failed; the refs already added stay (a retry completes them): {e}");
+    })
+}
+
+/// `set(hash, true)` (add) on every block under the root, then on the root; nothing
+/// undone on failure (`set` is never called with `false`, a drop).
+async fn add_root_last<F, Fut>(set: &F, blocks: &[Hash], root: Hash) -> Result<(), ObjectError>
+where
+    F: Fn(Hash, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ObjectError>>,
+{
+    let add = |hash: Hash| set(hash, true);
+    set_each(&add, blocks).await?;
+    set_each(&add, &[root]).await
 }
 
 /// Drop object `id`'s ref `user`: first on the root (the object no longer has it), then
@@ -241,4 +294,141 @@ pub async fn object_info(svc: &Coordinator, id: Hash) -> Result<ObjectInfo, Obje
         under_replicated: counts.len() as u64 - full - missing,
         missing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use blocknode_actors::hash::blake2sum;
+
+    use super::super::manifest::{Entry, TreeBuilder};
+    use super::*;
+
+    /// Every chunk and inner node of a tree of depth 2 (fanout 3, chunks repeated) is
+    /// found, each once: an object ref misses none of them.
+    #[test]
+    fn the_walk_finds_every_block_under_the_root_once() {
+        let mut b = TreeBuilder::with_fanout(ChunkerParams::DEFAULT, 3);
+        let mut store = HashMap::new();
+        let mut want = HashSet::new();
+        let mut keep = |sealed: Vec<super::super::manifest::SealedNode>| {
+            for s in sealed {
+                store.insert(s.hash, Node::decode(&s.bytes).expect("decodes"));
+            }
+        };
+        for i in 0..25u64 {
+            let hash = blake2sum(&(i % 7).to_le_bytes());
+            want.insert(hash);
+            keep(b.push(Entry {
+                hash,
+                len: 10 + i % 7,
+            }));
+        }
+        let (root, sealed) = b.finish();
+        keep(sealed);
+        want.extend(store.keys().filter(|h| **h != root).copied());
+        let fetch = |h: Hash| {
+            futures::future::ready(store.get(&h).cloned().ok_or(ObjectError::NotFound(h)))
+        };
+        let (blocks, chunks) =
+            futures::executor::block_on(blocks_under(fetch, root, &store[&root]))
+                .expect("every node is there");
+        assert_eq!(chunks, 25);
+        assert_eq!(blocks.len(), want.len(), "each block once");
+        assert_eq!(blocks.into_iter().collect::<HashSet<_>>(), want);
+        assert!(store[&root].depth >= 2);
+    }
+
+    /// A DAG that lists one child 16,384 times at each of two levels: the walk reads
+    /// each node once (not 16,384² times) and still counts every chunk.
+    #[test]
+    fn a_child_listed_again_is_not_walked_again() {
+        let params = ChunkerParams::DEFAULT;
+        let chunk = blake2sum(b"x");
+        let fan = super::super::manifest::FANOUT;
+        let n0 = Node {
+            chunker: params,
+            size: fan as u64,
+            depth: 0,
+            entries: vec![
+                Entry {
+                    hash: chunk,
+                    len: 1
+                };
+                fan
+            ],
+        };
+        let h0 = blake2sum(&n0.encode());
+        let n1 = Node {
+            chunker: params,
+            size: (fan * fan) as u64,
+            depth: 1,
+            entries: vec![
+                Entry {
+                    hash: h0,
+                    len: n0.size
+                };
+                fan
+            ],
+        };
+        let h1 = blake2sum(&n1.encode());
+        let root = Node {
+            chunker: params,
+            size: n1.size * fan as u64,
+            depth: 2,
+            entries: vec![
+                Entry {
+                    hash: h1,
+                    len: n1.size
+                };
+                fan
+            ],
+        };
+        let store: HashMap<Hash, Node> = [(h0, n0), (h1, n1)].into_iter().collect();
+        let reads = std::cell::Cell::new(0u32);
+        let fetch = |h: Hash| {
+            reads.set(reads.get() + 1);
+            assert!(reads.get() < 100, "the walk reads nodes again");
+            futures::future::ready(store.get(&h).cloned().ok_or(ObjectError::NotFound(h)))
+        };
+        let id = blake2sum(&root.encode());
+        let (blocks, chunks) =
+            futures::executor::block_on(blocks_under(fetch, id, &root)).expect("walks");
+        assert_eq!(reads.get(), 2);
+        assert_eq!(blocks, vec![h1, h0, chunk]);
+        assert_eq!(chunks, (fan as u64).pow(3));
+    }
+
+    /// A second add of a ref the object already has, failing on one block, leaves the
+    /// ref on every block: it was live before and the object must still read back.
+    #[test]
+    fn a_failed_add_of_a_live_ref_drops_nothing() {
+        let blocks: Vec<Hash> = (0..10u8).map(|i| blake2sum(&[i])).collect();
+        let root = blake2sum(b"root");
+        let refs = std::cell::RefCell::new(HashSet::new());
+        let failing = blocks[6];
+        // Adds fail on one block; a drop (an undo) would take the ref away.
+        let set = |h: Hash, live: bool| {
+            let out = if live && h == failing {
+                Err(ObjectError::Task("injected: holder refused".into()))
+            } else {
+                if live {
+                    refs.borrow_mut().insert(h);
+                } else {
+                    refs.borrow_mut().remove(&h);
+                }
+                Ok(())
+            };
+            futures::future::ready(out)
+        };
+        // The first add succeeded (the failing block had it then).
+        refs.borrow_mut()
+            .extend(blocks.iter().copied().chain([root]));
+        let res = futures::executor::block_on(add_root_last(&set, &blocks, root));
+        assert!(res.is_err());
+        let left = refs.borrow();
+        assert!(
+            blocks.iter().chain([&root]).all(|h| left.contains(h)),
+            "a ref live before the failed add was dropped"
+        );
+    }
 }

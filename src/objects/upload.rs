@@ -7,6 +7,14 @@
 //! length before it is cut loose (its compressed copy may coexist), one open manifest
 //! node per tree level, and the set of hashes this upload touched (32 bytes per chunk,
 //! needed to drop its upload ref whatever happens).
+//!
+//! The client pool is never waited for while this upload holds a charge: a chunk's
+//! charge is taken only if free now; else the upload waits for its own chunks in flight
+//! (which wait on their holders, never on this pool), and with none in flight the chunk
+//! is paid out of the window. Only with nothing held (before the window, or once the
+//! window is given back) does it wait for the pool, at most `block_rw_timeout` (then
+//! 503). A window paid out is topped up when the pool has room; until then the chunker's
+//! bytes may exceed the upload's charge by at most one window.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Display;
@@ -16,6 +24,8 @@ use actix_rt::task::JoinHandle;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
+
+use std::collections::VecDeque;
 
 use blocknode_actors::budget::Charge;
 use blocknode_actors::{Hash, RefId, VerifiedBlock};
@@ -63,6 +73,12 @@ struct Upload {
     upload_ref: RefId,
     builder: Option<TreeBuilder>,
     tasks: FuturesUnordered<JoinHandle<Stored>>,
+    /// The chunker's share of the client pool while the body is read.
+    window: Option<Charge>,
+    /// What the window should hold (twice the largest chunk, at most the pool).
+    window_want: u64,
+    /// Sealed manifest nodes waiting for their charge.
+    pending: VecDeque<SealedNode>,
     /// Chunks stored but not yet handed to the builder (which takes them in order).
     ready: BTreeMap<u64, Entry>,
     next_to_build: u64,
@@ -90,6 +106,12 @@ where
     // Refuse a ref that cannot name the object's blocks before reading anything.
     object_ref_name(&Hash([0; 32]), &user)?;
     let params = ChunkerParams::DEFAULT;
+    if svc.cfg.max_block_size < params.max as usize {
+        return Err(ObjectError::BlocksTooSmall {
+            max_block_size: svc.cfg.max_block_size,
+            max_chunk: params.max,
+        });
+    }
     let upload_ref: RefId = format!("{UPLOAD_REF_PREFIX}{:032x}", rand::random::<u128>())
         .parse()
         .map_err(|e| ObjectError::Task(format!("upload ref: {e}")))?;
@@ -98,6 +120,9 @@ where
         upload_ref,
         builder: Some(TreeBuilder::new(params)),
         tasks: FuturesUnordered::new(),
+        window: None,
+        window_want: 0,
+        pending: VecDeque::new(),
         ready: BTreeMap::new(),
         next_to_build: 0,
         next_chunk: 0,
@@ -138,10 +163,13 @@ impl Upload {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
-        // The window: at most `max` bytes plus one piece of the body.
-        let _window = self.svc.reserve_ram(2 * u64::from(params.max)).await?;
+        // The window: at most `max` bytes plus one piece of the body. Nothing is held
+        // yet, so this may wait.
+        self.window_want = (2 * u64::from(params.max)).min(self.svc.budget.client.capacity());
+        self.window = Some(self.reserve_holding_nothing(self.window_want).await?);
         let mut chunker = Chunker::new(params);
         loop {
+            self.top_up_window();
             let piece = tokio::time::timeout(pause, body.next())
                 .await
                 .map_err(|_| ObjectError::BodyStalled {
@@ -166,23 +194,20 @@ impl Upload {
                 self.start_chunk(chunk).await?;
             }
             if eof {
+                self.window = None;
                 return Ok(());
             }
         }
     }
 
     /// Start storing the next chunk, once fewer than [`CHUNKS_IN_FLIGHT`] are in
-    /// flight and the RAM budget has room for it.
+    /// flight and it has its charge.
     async fn start_chunk(&mut self, chunk: Bytes) -> Result<(), ObjectError> {
         while self.tasks.len() >= CHUNKS_IN_FLIGHT {
-            if let Some(done) = self.tasks.next().await {
-                self.take(done)?;
-            }
-            for node in self.build_ready() {
-                self.start_node(node).await?;
-            }
+            self.wait_for_one().await?;
         }
-        let ram = self.svc.reserve_ram(2 * chunk.len() as u64).await?;
+        self.start_pending().await?;
+        let ram = self.charge_for(2 * chunk.len() as u64).await?;
         let index = self.next_chunk;
         self.next_chunk += 1;
         self.tasks.push(actix_rt::spawn(store(
@@ -195,17 +220,80 @@ impl Upload {
         Ok(())
     }
 
-    /// Start storing a sealed manifest node (never deduplicated: it is small).
-    async fn start_node(&mut self, node: SealedNode) -> Result<(), ObjectError> {
-        let ram = self.svc.reserve_ram(2 * node.bytes.len() as u64).await?;
-        self.tasks.push(actix_rt::spawn(store(
-            self.svc.clone(),
-            None,
-            node.bytes,
-            self.upload_ref.clone(),
-            ram,
-        )));
+    /// Start storing the sealed manifest nodes waiting for their charge (never
+    /// deduplicated: they are small).
+    async fn start_pending(&mut self) -> Result<(), ObjectError> {
+        while let Some(node) = self.pending.pop_front() {
+            let ram = self.charge_for(2 * node.bytes.len() as u64).await?;
+            self.tasks.push(actix_rt::spawn(store(
+                self.svc.clone(),
+                None,
+                node.bytes,
+                self.upload_ref.clone(),
+                ram,
+            )));
+        }
         Ok(())
+    }
+
+    /// Wait for one of this upload's blocks in flight and account for it.
+    async fn wait_for_one(&mut self) -> Result<(), ObjectError> {
+        if let Some(done) = self.tasks.next().await {
+            self.take(done)?;
+        }
+        let sealed = self.build_ready();
+        self.pending.extend(sealed);
+        Ok(())
+    }
+
+    /// A charge of `bytes` of the client pool, never waited for while this upload
+    /// holds one (see the module above): free now; else once one of its own blocks in
+    /// flight ended; else out of the window; else, the window given back, waited for.
+    async fn charge_for(&mut self, bytes: u64) -> Result<Charge, ObjectError> {
+        loop {
+            if let Some(c) = self.svc.try_reserve_ram(bytes) {
+                return Ok(c);
+            }
+            if self.tasks.is_empty() {
+                break;
+            }
+            self.wait_for_one().await?;
+        }
+        let need = bytes.min(self.svc.budget.client.capacity());
+        if let Some(w) = self.window.as_mut() {
+            if w.bytes() >= need {
+                return Ok(w.split_off(need));
+            }
+        }
+        self.window = None;
+        self.reserve_holding_nothing(bytes).await
+    }
+
+    /// Wait for `bytes` of the client pool, at most `block_rw_timeout`. Only called
+    /// while this upload holds no charge, so it cannot be part of a wait cycle.
+    async fn reserve_holding_nothing(&self, bytes: u64) -> Result<Charge, ObjectError> {
+        let wait = self.svc.cfg.block_rw_timeout;
+        match tokio::time::timeout(wait, self.svc.reserve_ram(bytes)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ObjectError::Busy {
+                wanted: bytes,
+                secs: wait.as_secs(),
+            }),
+        }
+    }
+
+    /// Give the window back what chunks paid out of it, if the pool has it free now.
+    fn top_up_window(&mut self) {
+        let have = self.window.as_ref().map_or(0, Charge::bytes);
+        if have >= self.window_want {
+            return;
+        }
+        if let Some(more) = self.svc.try_reserve_ram(self.window_want - have) {
+            match self.window.as_mut() {
+                Some(w) => w.merge(more),
+                None => self.window = Some(more),
+            }
+        }
     }
 
     /// Account for a finished task; hand the chunks that are next in order to the
@@ -247,26 +335,21 @@ impl Upload {
 
     /// Wait for every chunk, store the manifest tree, then give the object its ref.
     async fn commit(&mut self, user: &RefId) -> Result<PutObjectReply, ObjectError> {
-        loop {
-            for node in self.build_ready() {
-                self.start_node(node).await?;
-            }
-            match self.tasks.next().await {
-                Some(done) => self.take(done)?,
-                None => break,
+        while !self.tasks.is_empty() || !self.pending.is_empty() {
+            self.start_pending().await?;
+            if !self.tasks.is_empty() {
+                self.wait_for_one().await?;
             }
         }
-        for node in self.build_ready() {
-            self.start_node(node).await?;
-        }
+        let sealed = self.build_ready();
+        self.pending.extend(sealed);
         let builder = self
             .builder
             .take()
             .ok_or_else(|| ObjectError::Task("manifest builder already used".into()))?;
         let (id, sealed) = builder.finish();
-        for node in sealed {
-            self.start_node(node).await?;
-        }
+        self.pending.extend(sealed);
+        self.start_pending().await?;
         while let Some(done) = self.tasks.next().await {
             self.take(done)?;
         }

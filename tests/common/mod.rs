@@ -11,6 +11,7 @@
 pub mod faults;
 pub mod fiu;
 pub mod load;
+pub mod objects;
 pub mod raw_http;
 pub mod webdriver;
 

@@ -117,8 +117,8 @@ impl Floor {
     /// The floor of a workload by name (`mixed` is half puts, half gets).
     pub fn of(&self, workload: &str) -> Option<f64> {
         match workload {
-            "put" => Some(self.put()),
-            "get" => Some(self.get()),
+            "put" | "obj-put" => Some(self.put()),
+            "get" | "obj-get" => Some(self.get()),
             "mixed" => Some((self.put() + self.get()) / 2.0),
             _ => None,
         }

@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 
 use cluster::{start_local, Target};
 use report::{report, Limits, RunInfo};
-use workloads::{drive, get_op, put_op, resync_workload, Figures};
+use workloads::{drive, get_op, object_workload, put_op, resync_workload, Figures};
 
 /// Compressibility of the generated blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,9 +59,17 @@ pub struct BenchArgs {
     /// Data of the blocks.
     #[arg(long, value_enum, default_value_t = DataKind::Random)]
     pub data: DataKind,
-    /// Comma-separated workloads: put, get, mixed, resync.
+    /// Comma-separated workloads: put, get, mixed, resync, object (PUT then GET of
+    /// whole objects of --object-size, rows obj-put and obj-get).
     #[arg(long, default_value = "put,get")]
     pub workload: String,
+    /// Size of each object of the object workload (any size, e.g. 1GiB).
+    #[arg(long, default_value = "256MiB")]
+    pub object_size: String,
+    /// Objects the object workload puts and gets (one at a time: an object upload is
+    /// pipelined inside the node).
+    #[arg(long, default_value_t = 2)]
+    pub objects: usize,
     /// fsync block writes in the temporary cluster (and in the disk limit).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub fsync: bool,
@@ -194,7 +202,7 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         .collect();
     for w in &workloads {
         anyhow::ensure!(
-            ["put", "get", "mixed", "resync"].contains(&w.as_str()),
+            ["put", "get", "mixed", "resync", "object"].contains(&w.as_str()),
             "unknown workload {w:?}"
         );
     }
@@ -296,6 +304,17 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
                         get_op(a, &apis[i % apis.len()], &hs[i % hs.len()], size)
                     }
                 })
+            }
+            "object" => {
+                let object_size = args
+                    .object_size
+                    .parse::<bytesize::ByteSize>()
+                    .map_err(|e| anyhow::anyhow!("--object-size {:?}: {e}", args.object_size))?
+                    .as_u64();
+                let (put, get) = object_workload(&target, &args, object_size)?;
+                results.push(("obj-put".into(), put, Some(put_limit)));
+                results.push(("obj-get".into(), get, Some(get_limit)));
+                continue;
             }
             _ => resync_workload(&mut target, size)?,
         };

@@ -182,6 +182,84 @@ pub(super) fn get_op(
     Ok(body.len() as u64)
 }
 
+/// Incompressible bytes generated as they are read (xorshift; `seed` makes objects
+/// distinct), so an object of any size is streamed without being held.
+struct GeneratedBody {
+    left: u64,
+    x: u64,
+}
+
+impl std::io::Read for GeneratedBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize / 8 * 8;
+        let n = if n == 0 {
+            (self.left as usize).min(buf.len())
+        } else {
+            n
+        };
+        for piece in buf[..n].chunks_mut(8) {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            piece.copy_from_slice(&self.x.to_le_bytes()[..piece.len()]);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// The object workload: `args.objects` objects of `size` bytes PUT one after another
+/// (`obj-put`), then each read back whole (`obj-get`).
+pub(super) fn object_workload(
+    target: &Target,
+    args: &BenchArgs,
+    size: u64,
+) -> anyhow::Result<(Figures, Figures)> {
+    let one = BenchArgs {
+        concurrency: 1,
+        ..args.clone()
+    };
+    let apis = &target.apis;
+    let ids: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let put = drive(target, &one, "obj-put", args.objects, None, |a, i| {
+        let api = &apis[i % apis.len()];
+        let mut body = GeneratedBody {
+            left: size,
+            x: (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+        };
+        let mut r = a
+            .put(&format!("{}/v1/objects?ref=bench-object-{i}", api.0))
+            .header("Authorization", format!("Bearer {}", api.1))
+            .send(ureq::SendBody::from_reader(&mut body))?;
+        let status = r.status().as_u16();
+        let v: Value = r.body_mut().read_json().unwrap_or_default();
+        if status != 201 {
+            bail!("object PUT answered {status}: {v}");
+        }
+        let id = v["id"].as_str().context("object PUT reply without id")?;
+        if let Ok(mut ids) = ids.lock() {
+            ids.push(id.to_string());
+        }
+        Ok(size)
+    });
+    let ids = ids.into_inner().unwrap_or_default();
+    anyhow::ensure!(!ids.is_empty(), "no object was stored");
+    let get = drive(target, &one, "obj-get", ids.len(), None, |a, i| {
+        let api = &apis[i % apis.len()];
+        let r = a
+            .get(&format!("{}/v1/objects/{}", api.0, ids[i]))
+            .header("Authorization", format!("Bearer {}", api.1))
+            .call()?;
+        let status = r.status().as_u16();
+        let n = std::io::copy(&mut r.into_body().into_reader(), &mut std::io::sink())?;
+        if status != 200 || n != size {
+            bail!("object GET answered {status} with {n} bytes, expected {size}");
+        }
+        Ok(n)
+    });
+    Ok((put, get))
+}
+
 fn block_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
     let mut stack = vec![dir.to_path_buf()];
