@@ -119,8 +119,12 @@ async fn start(
 
     // A node whose metadata store existed has run before: an empty data dir without its
     // marker is then a disk that is not mounted, not a new one (storage/marker.rs).
-    let started_before =
-        std::fs::read_dir(&cfg.metadata_dir).is_ok_and(|mut entries| entries.next().is_some());
+    // The lock file taken before start (`preflight.rs`) is not the store.
+    let started_before = std::fs::read_dir(&cfg.metadata_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name() != std::ffi::OsStr::new(preflight::LOCK_FILE))
+    });
     std::fs::create_dir_all(&cfg.metadata_dir)
         .with_context(|| format!("creating metadata dir {}", cfg.metadata_dir.display()))?;
     let db = fjall::Database::builder(&cfg.metadata_dir)
