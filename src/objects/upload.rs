@@ -18,12 +18,14 @@ use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 
 use blocknode_actors::budget::Charge;
+use blocknode_actors::rc::now_msec;
+use blocknode_actors::upload_ref::{new_upload_ref, UPLOAD_REF_MARGIN, UPLOAD_REF_TTL};
 use blocknode_actors::{Hash, RefId, VerifiedBlock};
 
 use super::chunker::Chunker;
 use super::manifest::{ChunkerParams, Entry, SealedNode, TreeBuilder};
 use super::refs::{add_object_ref, holder_counts, set_refs};
-use super::{object_ref_name, ObjectError, UPLOAD_REF_PREFIX};
+use super::{object_ref_name, ObjectError};
 use crate::coordinator::Coordinator;
 
 /// Chunks hashed or sent at once by one upload: with 3 holders, enough to keep the
@@ -61,6 +63,8 @@ struct Stored {
 struct Upload {
     svc: Coordinator,
     upload_ref: RefId,
+    /// When the upload ref's lifetime started (its name carries the same instant).
+    started: Instant,
     builder: Option<TreeBuilder>,
     tasks: FuturesUnordered<JoinHandle<Stored>>,
     /// Chunks stored but not yet handed to the builder (which takes them in order).
@@ -96,12 +100,11 @@ where
             max_chunk: params.max,
         });
     }
-    let upload_ref: RefId = format!("{UPLOAD_REF_PREFIX}{:032x}", rand::random::<u128>())
-        .parse()
-        .map_err(|e| ObjectError::Task(format!("upload ref: {e}")))?;
+    let upload_ref = new_upload_ref(now_msec());
     let mut up = Upload {
         svc,
         upload_ref,
+        started: Instant::now(),
         builder: Some(TreeBuilder::new(params)),
         tasks: FuturesUnordered::new(),
         ready: BTreeMap::new(),
@@ -188,6 +191,7 @@ impl Upload {
                 self.start_node(node).await?;
             }
         }
+        self.check_lifetime()?;
         let ram = self.svc.reserve_ram(2 * chunk.len() as u64).await?;
         let index = self.next_chunk;
         self.next_chunk += 1;
@@ -276,6 +280,8 @@ impl Upload {
         while let Some(done) = self.tasks.next().await {
             self.take(done)?;
         }
+        // The object's refs must be on every block before the upload ref expires.
+        self.check_lifetime()?;
         add_object_ref(&self.svc, id, user).await?;
         Ok(PutObjectReply {
             id: id.to_hex(),
@@ -284,6 +290,16 @@ impl Upload {
             new_chunks: self.new_chunks,
             new_bytes: self.new_bytes,
         })
+    }
+
+    /// Fail once the upload ref is too close to its expiry to rely on.
+    fn check_lifetime(&self) -> Result<(), ObjectError> {
+        if outlived_upload_ref(self.started.elapsed()) {
+            return Err(ObjectError::UploadTooLong {
+                limit: UPLOAD_REF_TTL - UPLOAD_REF_MARGIN,
+            });
+        }
+        Ok(())
     }
 
     /// Drop the upload ref from every block it may be on. Best effort: a failure is
@@ -298,6 +314,12 @@ impl Upload {
             );
         }
     }
+}
+
+/// Whether an upload running for `elapsed` must stop: its upload ref expires
+/// [`UPLOAD_REF_TTL`] after the start, and the commit needs [`UPLOAD_REF_MARGIN`].
+pub fn outlived_upload_ref(elapsed: Duration) -> bool {
+    elapsed + UPLOAD_REF_MARGIN >= UPLOAD_REF_TTL
 }
 
 /// Hash one block and store it with the upload ref: for a chunk a write quorum of its
@@ -364,5 +386,20 @@ async fn store(
         len,
         hash: Some(hash),
         result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_stops_before_its_ref_can_expire() {
+        assert!(!outlived_upload_ref(Duration::ZERO));
+        assert!(!outlived_upload_ref(
+            UPLOAD_REF_TTL - UPLOAD_REF_MARGIN - Duration::from_secs(1)
+        ));
+        assert!(outlived_upload_ref(UPLOAD_REF_TTL - UPLOAD_REF_MARGIN));
+        assert!(outlived_upload_ref(UPLOAD_REF_TTL));
     }
 }
