@@ -280,6 +280,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
             small_rpc_timeout: cfg.peer_rpc_timeout,
             admin_token: token,
             gc_delay: cfg.gc_delay,
+            dedup_test_pause: crate::coordinator::dedup_test_pause_from_env(),
         }),
         storage,
         refcount,

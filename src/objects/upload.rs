@@ -358,6 +358,10 @@ async fn store(
         let asked = Instant::now();
         let counts = holder_counts(&svc, hash).await;
         if counts.protected_on_write_quorum(&svc) {
+            let pause = svc.cfg.dedup_test_pause;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause.mul_f64(rand::random::<f64>())).await;
+            }
             match svc.set_ref(hash, upload_ref.clone(), true).await {
                 Ok(()) if asked.elapsed() < svc.cfg.gc_delay / 2 => {
                     return Stored {
