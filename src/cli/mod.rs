@@ -8,7 +8,7 @@
 pub mod client;
 mod layout;
 mod object;
-mod object_dedup;
+pub mod object_dedup;
 mod output;
 
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ use crate::objects::manifest::{ChunkerParams, Entry, TreeBuilder};
 const BATCH: usize = 4;
 
 /// What a deduplicated upload did.
-pub(super) struct DedupReport {
+pub struct DedupReport {
     pub id: Hash,
     pub size: u64,
     pub chunks: u64,
@@ -106,7 +106,7 @@ impl ClientUpload<'_> {
 }
 
 /// Cut `reader`, send what the cluster lacks, commit the object with ref `r`.
-pub(super) fn put_dedup(
+pub fn put_dedup(
     c: &Client,
     reader: impl Read,
     r: &RefId,
