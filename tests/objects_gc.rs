@@ -122,10 +122,16 @@ fn a_body_cut_off_mid_upload_leaves_no_ref_and_its_chunks_are_collected() {
 /// time GC collects A's blocks (gc_delay + 10 s after the drop), many at once. A chunk
 /// reported stored but unreferenced must go up with its bytes (whose write stops a
 /// delete decided before it), never as a bare ref that GC's delete can overtake: every
-/// B reads back whole, and its blocks stay.
+/// B reads back whole, and its blocks stay. The nodes pause up to 1.5 s between a
+/// chunk's presence check and its bare ref (`BLOCKNODE_TEST_DEDUP_PAUSE_MS`), so that a
+/// bare ref taken on the strength of an unreferenced copy has a wide window in which
+/// GC's delete could overtake it.
 #[test]
 fn dropping_objects_while_the_same_chunks_are_uploaded_again_never_loses_the_new_ones() {
     const N: usize = 120;
+    // Inherited by the nodes this test starts (the hook only widens a seam: other
+    // tests of this file starting nodes meanwhile only run slower).
+    std::env::set_var("BLOCKNODE_TEST_DEDUP_PAUSE_MS", "1500");
     let c = Cluster::start(3, 3, "1s", fast);
     let objs: Vec<Vec<u8>> = (0..N)
         .map(|i| pseudo_random(64 << 10, 1000 + i as u64))

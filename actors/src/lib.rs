@@ -56,6 +56,7 @@ pub mod storage;
 pub mod store_failure;
 pub mod tls;
 pub mod tokens;
+pub mod upload_ref;
 
 pub use block::{BlockError, DataBlock, VerifiedBlock};
 pub use frame::{BlockRpc, ErrorCode, FrameError, FrameLimits};

@@ -10,7 +10,7 @@ pub mod client;
 pub mod commands;
 mod layout;
 mod object;
-mod object_dedup;
+pub mod object_dedup;
 mod output;
 
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! time), sends only those, stores the manifest nodes and gives the object its ref.
 //!
 //! Like a node's upload, every block first gets a ref private to this upload
-//! (`@upload:<random>`): a chunk the cluster already stores and references gets it as
+//! (`@upload:<start>:<random>`, which every node drops once it is 24 hours old): a chunk the cluster already stores and references gets it as
 //! a bare ref right after the question (so GC cannot take it in between), a missing one
 //! with its bytes. The object's ref is then added (`PUT /v1/objects/{id}/refs/{ref}`)
 //! and the upload ref dropped from every block; on failure it is dropped too.
@@ -26,7 +26,7 @@ use crate::objects::manifest::{ChunkerParams, Entry, TreeBuilder};
 const BATCH: usize = 4;
 
 /// What a deduplicated upload did.
-pub(super) struct DedupReport {
+pub struct DedupReport {
     pub id: Hash,
     pub size: u64,
     pub chunks: u64,
@@ -107,13 +107,13 @@ impl ClientUpload<'_> {
 }
 
 /// Cut `reader`, send what the cluster lacks, commit the object with ref `r`.
-pub(super) fn put_dedup(
+pub fn put_dedup(
     c: &Client,
     reader: impl Read,
     r: &RefId,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<DedupReport> {
-    let upload_ref: RefId = format!("@upload:{:032x}", rand::random::<u128>()).parse()?;
+    let upload_ref = blocknode_actors::upload_ref::new_upload_ref(blocknode_actors::rc::now_msec());
     let mut up = ClientUpload {
         c,
         upload_ref,
@@ -130,6 +130,7 @@ fn run(
     r: &RefId,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<DedupReport> {
+    let started = std::time::Instant::now();
     let p = ChunkerParams::DEFAULT;
     let chunker =
         fastcdc::v2020::StreamCDC::new(reader, p.min as usize, p.avg as usize, p.max as usize);
@@ -167,6 +168,9 @@ fn run(
     let (id, sealed) = builder.finish();
     for n in sealed {
         up.put_with_bytes(n.hash, n.bytes.to_vec())?;
+    }
+    if crate::objects::outlived_upload_ref(started.elapsed()) {
+        anyhow::bail!("the upload ran longer than its upload ref lives (23 hours); store the data as several objects");
     }
     up.c.json("PUT", &format!("/v1/objects/{id}/refs/{r}"), None)?;
     report.id = id;

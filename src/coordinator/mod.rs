@@ -53,6 +53,20 @@ pub struct CoordinatorConfig {
     /// delete it within this time, which bounds how long such a report may be relied
     /// on (an object upload's bare refs).
     pub gc_delay: Duration,
+    /// Test hook, zero in service: an object upload pauses a random time up to this
+    /// between a chunk's "its holders have it" and its bare ref, to widen that seam in
+    /// the interleaving tests (set from the `BLOCKNODE_TEST_DEDUP_PAUSE_MS` environment
+    /// variable).
+    pub dedup_test_pause: Duration,
+}
+
+/// The `dedup_test_pause` hook from the environment (zero when unset or unreadable).
+pub fn dedup_test_pause_from_env() -> Duration {
+    std::env::var("BLOCKNODE_TEST_DEDUP_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::ZERO)
 }
 
 /// The node's actors and settings, as used by the API.

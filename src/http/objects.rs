@@ -36,6 +36,9 @@ impl From<ObjectError> for ApiError {
             ObjectError::BodyStalled { .. } => {
                 ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", msg)
             }
+            ObjectError::UploadTooLong { .. } => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "upload_too_long", msg)
+            }
             ObjectError::Coordinator(c) => ApiError::from(c),
             ObjectError::BlocksTooSmall { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
@@ -59,7 +62,7 @@ pub(super) struct ObjectPutQuery {
 /// `PUT /v1/objects?ref=NAME`: store a body of any length as an object. The upload runs
 /// in its own task: a client that goes away mid-body ends it as a cut-off body, whose
 /// refs are dropped, not as a dropped future that could leave them behind.
-#[utoipa::path(put, path = "/v1/objects", tag = "objects", params(("ref" = String, Query, description = "the object's ref (required): 1-185 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,185}$")), request_body(content = BlockBytes, content_type = "application/octet-stream", description = "the object's bytes, any length (Content-Length or chunked)"), responses((status = 201, description = "stored: every chunk and the manifest on a write quorum, the ref on every block", body = PutObjectReply), (status = 400, description = "no or malformed ref, malformed query, or the body was cut off", body = ErrorBody), (status = 408, description = "the body stalled (http_body_read_timeout)", body = ErrorBody), (status = 409, description = "the ref was dropped before (code `ref_dropped`)", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody), (status = 507, description = "disk full on a holder", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/objects", tag = "objects", params(("ref" = String, Query, description = "the object's ref (required): 1-185 of A-Z a-z 0-9 . _ - : @ + =", pattern = "^[A-Za-z0-9._:@+=-]{1,185}$")), request_body(content = BlockBytes, content_type = "application/octet-stream", description = "the object's bytes, any length (Content-Length or chunked)"), responses((status = 201, description = "stored: every chunk and the manifest on a write quorum, the ref on every block", body = PutObjectReply), (status = 400, description = "no or malformed ref, malformed query, or the body was cut off", body = ErrorBody), (status = 408, description = "the body stalled (http_body_read_timeout; code `body_timeout`), or the upload ran longer than its upload ref lives, 23 hours (code `upload_too_long`)", body = ErrorBody), (status = 409, description = "the ref was dropped before (code `ref_dropped`)", body = ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = ErrorBody), (status = 507, description = "disk full on a holder", body = ErrorBody)))]
 pub(super) async fn put_object(
     svc: web::Data<Coordinator>,
     limits: Option<web::Data<HttpLimits>>,

@@ -329,6 +329,7 @@ async fn start(
             small_rpc_timeout: cfg.peer_rpc_timeout,
             admin_token: token,
             gc_delay: cfg.gc_delay,
+            dedup_test_pause: crate::coordinator::dedup_test_pause_from_env(),
         }),
         storage,
         refcount,

@@ -21,11 +21,13 @@
 //! chunks may go.
 //!
 //! An upload first gives each block it stores a ref private to that upload,
-//! `@upload:<random>`, sent with the bytes (`PutBlockRef`) or, for a chunk already on
+//! `@upload:<start>:<random>` (`blocknode_actors::upload_ref`), sent with the bytes (`PutBlockRef`) or, for a chunk already on
 //! a write quorum, alone; at commit it adds the object ref to every block, then drops
 //! the upload ref. A body cut off drops the upload refs of what it stored: those
 //! chunks become orphans that GC collects after `gc_delay`, and no object or object
-//! ref exists.
+//! ref exists. An upload ref left by a node that died mid-upload expires: every node
+//! drops it 24 hours after the upload started (`refcount/expire.rs`); an upload still
+//! running then fails cleanly before its commit.
 
 pub mod chunker;
 mod download;
@@ -41,7 +43,7 @@ use crate::coordinator::CoordinatorError;
 
 pub use download::{object_stream, read_node, ObjectBody};
 pub use refs::{add_object_ref, drop_object_ref, missing_blocks, object_info, ObjectInfo};
-pub use upload::{put_object, PutObjectReply};
+pub use upload::{outlived_upload_ref, put_object, PutObjectReply};
 
 use manifest::ManifestError;
 
@@ -49,7 +51,7 @@ use manifest::ManifestError;
 pub const OBJECT_REF_PREFIX: &str = "@obj:";
 
 /// Prefix of the ref names an upload in progress holds on its blocks.
-pub const UPLOAD_REF_PREFIX: &str = "@upload:";
+pub use blocknode_actors::upload_ref::UPLOAD_REF_PREFIX;
 
 /// Longest ref name an object accepts: the block ref name `@obj:<64 hex>:<R>` must fit
 /// a ref name's 255 bytes.
@@ -70,6 +72,8 @@ pub enum ObjectError {
     RefTooLong(RefId),
     #[error("request body stalled for {pause:?} after {after} bytes (http_body_read_timeout)")]
     BodyStalled { pause: Duration, after: u64 },
+    #[error("the upload ran longer than {} hours, the most its upload ref can protect it; store the data as several objects", limit.as_secs() / 3600)]
+    UploadTooLong { limit: Duration },
     #[error("request body cut off after {after} bytes: {reason}")]
     BodyCut { after: u64, reason: String },
     #[error("object {id}: block {hash} has {got} bytes where its manifest says {want}")]

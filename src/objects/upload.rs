@@ -28,12 +28,14 @@ use futures::{Stream, StreamExt};
 use std::collections::VecDeque;
 
 use blocknode_actors::budget::Charge;
+use blocknode_actors::rc::now_msec;
+use blocknode_actors::upload_ref::{new_upload_ref, UPLOAD_REF_MARGIN, UPLOAD_REF_TTL};
 use blocknode_actors::{Hash, RefId, VerifiedBlock};
 
 use super::chunker::Chunker;
 use super::manifest::{ChunkerParams, Entry, SealedNode, TreeBuilder};
 use super::refs::{add_object_ref, holder_counts, set_refs};
-use super::{object_ref_name, ObjectError, UPLOAD_REF_PREFIX};
+use super::{object_ref_name, ObjectError};
 use crate::coordinator::Coordinator;
 
 /// Chunks hashed or sent at once by one upload: with 3 holders, enough to keep the
@@ -71,6 +73,8 @@ struct Stored {
 struct Upload {
     svc: Coordinator,
     upload_ref: RefId,
+    /// When the upload ref's lifetime started (its name carries the same instant).
+    started: Instant,
     builder: Option<TreeBuilder>,
     tasks: FuturesUnordered<JoinHandle<Stored>>,
     /// The chunker's share of the client pool while the body is read.
@@ -112,12 +116,11 @@ where
             max_chunk: params.max,
         });
     }
-    let upload_ref: RefId = format!("{UPLOAD_REF_PREFIX}{:032x}", rand::random::<u128>())
-        .parse()
-        .map_err(|e| ObjectError::Task(format!("upload ref: {e}")))?;
+    let upload_ref = new_upload_ref(now_msec());
     let mut up = Upload {
         svc,
         upload_ref,
+        started: Instant::now(),
         builder: Some(TreeBuilder::new(params)),
         tasks: FuturesUnordered::new(),
         window: None,
@@ -206,6 +209,7 @@ impl Upload {
         while self.tasks.len() >= CHUNKS_IN_FLIGHT {
             self.wait_for_one().await?;
         }
+        self.check_lifetime()?;
         self.start_pending().await?;
         let ram = self.charge_for(2 * chunk.len() as u64).await?;
         let index = self.next_chunk;
@@ -353,6 +357,8 @@ impl Upload {
         while let Some(done) = self.tasks.next().await {
             self.take(done)?;
         }
+        // The object's refs must be on every block before the upload ref expires.
+        self.check_lifetime()?;
         add_object_ref(&self.svc, id, user).await?;
         Ok(PutObjectReply {
             id: id.to_hex(),
@@ -361,6 +367,16 @@ impl Upload {
             new_chunks: self.new_chunks,
             new_bytes: self.new_bytes,
         })
+    }
+
+    /// Fail once the upload ref is too close to its expiry to rely on.
+    fn check_lifetime(&self) -> Result<(), ObjectError> {
+        if outlived_upload_ref(self.started.elapsed()) {
+            return Err(ObjectError::UploadTooLong {
+                limit: UPLOAD_REF_TTL - UPLOAD_REF_MARGIN,
+            });
+        }
+        Ok(())
     }
 
     /// Drop the upload ref from every block it may be on. Best effort: a failure is
@@ -375,6 +391,12 @@ impl Upload {
             );
         }
     }
+}
+
+/// Whether an upload running for `elapsed` must stop: its upload ref expires
+/// [`UPLOAD_REF_TTL`] after the start, and the commit needs [`UPLOAD_REF_MARGIN`].
+pub fn outlived_upload_ref(elapsed: Duration) -> bool {
+    elapsed + UPLOAD_REF_MARGIN >= UPLOAD_REF_TTL
 }
 
 /// Hash one block and store it with the upload ref: for a chunk a write quorum of its
@@ -413,6 +435,10 @@ async fn store(
         let asked = Instant::now();
         let counts = holder_counts(&svc, hash).await;
         if counts.protected_on_write_quorum(&svc) {
+            let pause = svc.cfg.dedup_test_pause;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause.mul_f64(rand::random::<f64>())).await;
+            }
             match svc.set_ref(hash, upload_ref.clone(), true).await {
                 Ok(()) if asked.elapsed() < svc.cfg.gc_delay / 2 => {
                     return Stored {
@@ -441,5 +467,20 @@ async fn store(
         len,
         hash: Some(hash),
         result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_stops_before_its_ref_can_expire() {
+        assert!(!outlived_upload_ref(Duration::ZERO));
+        assert!(!outlived_upload_ref(
+            UPLOAD_REF_TTL - UPLOAD_REF_MARGIN - Duration::from_secs(1)
+        ));
+        assert!(outlived_upload_ref(UPLOAD_REF_TTL - UPLOAD_REF_MARGIN));
+        assert!(outlived_upload_ref(UPLOAD_REF_TTL));
     }
 }

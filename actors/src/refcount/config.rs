@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::gc::DEFAULT_GC_DELAY;
+use crate::upload_ref::UPLOAD_REF_TTL;
 
 /// When a mutation's journal sync happens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub struct RefcountConfig {
     pub max_batch_ops: usize,
     /// Group commit or one sync per mutation.
     pub sync: SyncMode,
+    /// Lifetime of an upload ref after its upload started ([`UPLOAD_REF_TTL`]).
+    pub upload_ref_ttl: Duration,
+    /// Time between two passes that drop expired upload refs (`expire.rs`).
+    pub expire_interval: Duration,
 }
 
 impl Default for RefcountConfig {
@@ -32,6 +37,8 @@ impl Default for RefcountConfig {
             gc_delay: DEFAULT_GC_DELAY,
             max_batch_ops: 1024,
             sync: SyncMode::Batched,
+            upload_ref_ttl: UPLOAD_REF_TTL,
+            expire_interval: super::expire::EXPIRE_INTERVAL,
         }
     }
 }

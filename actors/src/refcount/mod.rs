@@ -34,6 +34,7 @@ use crate::ref_id::RefId;
 use crate::store_failure::{StoreFailed, StoreFailureReporter};
 
 mod config;
+mod expire;
 mod fence;
 mod keys;
 mod messages;
@@ -82,6 +83,8 @@ pub struct RefcountActor {
     pending: Pending,
     /// Where a failed journal commit (the store is dead) is reported, once.
     store_failure: StoreFailureReporter,
+    /// An expiry pass over the upload refs is running (`expire.rs`).
+    expiring: bool,
 }
 
 impl RefcountActor {
@@ -115,6 +118,7 @@ impl RefcountActor {
             on_change,
             pending: Pending::new(max_ops),
             store_failure: StoreFailureReporter::new("refcount"),
+            expiring: false,
         })
     }
 
@@ -441,6 +445,7 @@ impl Actor for RefcountActor {
             Ok(()) => self.start_persist(ctx),
             Err(e) => error!(error = %e, "cannot read the GC fences left by a previous run"),
         }
+        self.schedule_expiry(ctx);
     }
 }
 

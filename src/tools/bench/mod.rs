@@ -7,6 +7,7 @@
 //! cluster (then CPU, RSS and the `resync` workload are not available).
 
 mod cluster;
+mod dedup;
 pub mod floor;
 pub mod limits;
 pub mod procfs;
@@ -60,7 +61,9 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = DataKind::Random)]
     pub data: DataKind,
     /// Comma-separated workloads: put, get, mixed, resync, object (PUT then GET of
-    /// whole objects of --object-size, rows obj-put and obj-get).
+    /// whole objects of --object-size, rows obj-put and obj-get), dedup (a tree of
+    /// files of --object-size in all stored as one stream, then edited and stored
+    /// again: new bytes stored and bytes sent against the changed files' bytes).
     #[arg(long, default_value = "put,get")]
     pub workload: String,
     /// Size of each object of the object workload (any size, e.g. 1GiB).
@@ -202,7 +205,7 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         .collect();
     for w in &workloads {
         anyhow::ensure!(
-            ["put", "get", "mixed", "resync", "object"].contains(&w.as_str()),
+            ["put", "get", "mixed", "resync", "object", "dedup"].contains(&w.as_str()),
             "unknown workload {w:?}"
         );
     }
@@ -277,6 +280,7 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
     };
     let hashes: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut results: Vec<(String, Figures, Option<f64>)> = Vec::new();
+    let mut dedup_rows = Vec::new();
     for w in &workloads {
         let apis = &target.apis;
         let fig = match w.as_str() {
@@ -316,6 +320,15 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
                 results.push(("obj-get".into(), get, Some(get_limit)));
                 continue;
             }
+            "dedup" => {
+                let total = args
+                    .object_size
+                    .parse::<bytesize::ByteSize>()
+                    .map_err(|e| anyhow::anyhow!("--object-size {:?}: {e}", args.object_size))?
+                    .as_u64();
+                dedup_rows = dedup::dedup_workload(&target, total)?;
+                continue;
+            }
             _ => resync_workload(&mut target, size)?,
         };
         let limit = match w.as_str() {
@@ -348,7 +361,11 @@ pub fn run(args: BenchArgs, api: Option<String>, token: Option<String>) -> anyho
         },
         &floor,
         &results,
-    )
+    )?;
+    if !dedup_rows.is_empty() {
+        dedup::print_rows(&dedup_rows);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
