@@ -21,12 +21,14 @@ use blocknode_actors::refcount::{
     RefcountError,
 };
 use blocknode_actors::resync::{
-    GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
+    FetchNow, GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
 };
 use blocknode_actors::storage::{
     BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock, WriteOutcome,
 };
-use blocknode_actors::tokens::{MergeTokens, TokenActor, TokenRecord, TokensIfDiffer};
+use blocknode_actors::tokens::{
+    MergeTokens, TokenActor, TokenRecord, TokenSyncQuery, TokensIfDiffer,
+};
 use blocknode_actors::{Hash, NodeId, RcEntry, RefId};
 
 /// Routes incoming RPCs to the actors that own the data.
@@ -147,7 +149,7 @@ impl Handler<HandleRpc> for RpcDispatcher {
                 } => r.ref_records(prefix, exact, limit).await,
                 BlockRpc::MergeRefs(records) => r.merge_refs(records).await,
                 BlockRpc::MergeTokens(records) => r.merge_tokens(records).await,
-                BlockRpc::TokenDigestQuery(digest) => r.token_records(digest).await,
+                BlockRpc::TokenDigestQuery(query) => r.token_records(query).await,
                 BlockRpc::ScheduleResync(hash) => {
                     r.schedule(hash, ScheduleReason::ReadFailed);
                     BlockRpc::Ok
@@ -173,10 +175,11 @@ impl Replica {
         }
     }
 
-    /// `TokenDigestQuery`: a peer's pull; every token record here if its digest differs.
-    async fn token_records(&self, digest: Vec<u8>) -> BlockRpc {
-        match self.tokens.send(TokensIfDiffer { digest }).await {
-            Ok(records) => BlockRpc::TokenRecords(records),
+    /// `TokenDigestQuery`: a peer's pull of one name range; a page of the token records
+    /// here that differ from its digests.
+    async fn token_records(&self, query: TokenSyncQuery) -> BlockRpc {
+        match self.tokens.send(TokensIfDiffer { query }).await {
+            Ok(page) => BlockRpc::TokenRecords(page),
             Err(e) => mailbox("token", e),
         }
     }
@@ -277,10 +280,28 @@ impl Replica {
     }
 
     /// `AddRef` (a bare ref, without the bytes): counted, durably, only if the block is
-    /// stored here, decided in the same order as a GC delete of it (`present_ref.rs`);
-    /// else `BlockMissing`, and nothing is counted.
+    /// stored here, decided in the same order as a GC delete of it (`present_ref.rs`).
+    /// A holder lacking the block fetches it from the other holders at once and counts
+    /// the ref once it has it; when none can provide it, `BlockMissing`, and nothing is
+    /// counted.
     async fn add_ref(&self, hash: Hash, ref_id: RefId) -> BlockRpc {
-        match add_present_ref(&self.storage, &self.refcount, hash, ref_id).await {
+        let mut added = add_present_ref(&self.storage, &self.refcount, hash, ref_id.clone()).await;
+        if matches!(added, Err(PresentRefError::BlockMissing { .. })) {
+            match self.resync.send(FetchNow { hash }).await {
+                Ok(Ok(())) => {
+                    added = add_present_ref(&self.storage, &self.refcount, hash, ref_id).await;
+                    if added.is_err() {
+                        // Fetched but not referenced here: an orphan unless a ref comes.
+                        self.schedule(hash, ScheduleReason::OrphanPut);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(hash = %hash.short(), "a bare ref's block could not be fetched: {e}")
+                }
+                Err(e) => return mailbox("resync", e),
+            }
+        }
+        match added {
             Ok(_) => BlockRpc::Ok,
             Err(PresentRefError::BlockMissing { hash }) => BlockRpc::error(
                 ErrorCode::BlockMissing,

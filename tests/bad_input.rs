@@ -151,7 +151,12 @@ fn an_oversized_body_is_refused_before_it_is_read() {
     );
     assert!(head.contains("too_large"), "JSON error code: {head}");
     // A body over the limit without a declared length is cut off too.
-    let r = c.request(0, "PUT", "/v1/blocks?unreferenced=true", Some(&random_bytes((1 << 20) + 1)));
+    let r = c.request(
+        0,
+        "PUT",
+        "/v1/blocks?unreferenced=true",
+        Some(&random_bytes((1 << 20) + 1)),
+    );
     assert_eq!(r.status, 413);
     // Exactly the limit is fine.
     c.put(0, &random_bytes(1 << 20), None);

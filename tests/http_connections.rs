@@ -12,7 +12,12 @@ use common::{random_bytes, set_keys, Cluster};
 fn put_on(conn: &mut RawConn, data: &[u8], what: &str) {
     let len = data.len().to_string();
     let r = conn
-        .request("PUT", "/v1/blocks?unreferenced=true", &[("Content-Length", &len)], data)
+        .request(
+            "PUT",
+            "/v1/blocks?unreferenced=true",
+            &[("Content-Length", &len)],
+            data,
+        )
         .unwrap_or_else(|e| panic!("{what}: the PUT failed on the wire: {e}"));
     assert_eq!(
         r.status,

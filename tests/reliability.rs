@@ -164,8 +164,13 @@ fn a_full_data_dir_refuses_puts_with_507_and_recovers_when_space_is_freed() {
         );
     }
     wait_for("space to be freed by GC", Duration::from_secs(40), || {
-        (c.request(0, "PUT", "/v1/blocks?unreferenced=true", Some(&random_bytes(30_000)))
-            .status
+        (c.request(
+            0,
+            "PUT",
+            "/v1/blocks?unreferenced=true",
+            Some(&random_bytes(30_000)),
+        )
+        .status
             == 201)
             .then_some(())
     });

@@ -60,7 +60,12 @@ fn every_scope_is_allowed_and_refused_on_every_route_class() {
             ("GET", format!("/v1/blocks/{hash}"), vec![], "read"),
             ("HEAD", format!("/v1/blocks/{hash}"), vec![], "read"),
             ("GET", format!("/v1/blocks/{hash}/info"), vec![], "read"),
-            ("PUT", "/v1/blocks?unreferenced=true".to_string(), b"scoped".to_vec(), "write"),
+            (
+                "PUT",
+                "/v1/blocks?unreferenced=true".to_string(),
+                b"scoped".to_vec(),
+                "write",
+            ),
             (
                 "PUT",
                 format!("/v1/blocks/{hash}/refs/r-{scope}"),

@@ -303,8 +303,7 @@ mod tests {
         assert!(Cli::try_parse_from(["blocknode", "put", "f", "--unreferenced"]).is_ok());
         assert!(Cli::try_parse_from(["blocknode", "put", "f", "--ref", "r"]).is_ok());
         assert!(
-            Cli::try_parse_from(["blocknode", "put", "f", "--ref", "r", "--unreferenced"])
-                .is_err()
+            Cli::try_parse_from(["blocknode", "put", "f", "--ref", "r", "--unreferenced"]).is_err()
         );
     }
 }

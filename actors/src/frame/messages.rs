@@ -15,7 +15,7 @@ use crate::block::{DataBlock, VerifiedBlock};
 use crate::hash::Hash;
 use crate::layout::{HandoverLeft, LayoutStamp};
 use crate::ref_id::RefId;
-use crate::tokens::TokenRecord;
+use crate::tokens::{TokenRecord, TokenSyncPage, TokenSyncQuery};
 
 /// Machine-readable kind of an error reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,11 +203,11 @@ pub enum BlockRpc {
     MergeRefs(Vec<RefRecord>),
     /// Merge these API token records (a create or revoke pushed); answered with `Ok`.
     MergeTokens(Vec<TokenRecord>),
-    /// Pull of API tokens: the digest of the asker's token table; answered with
-    /// `TokenRecords`.
-    TokenDigestQuery(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Answer to `TokenDigestQuery`: every record, or none when the digests are equal.
-    TokenRecords(Vec<TokenRecord>),
+    /// Pull of API tokens, one name range at a time: the asker's digests of its records
+    /// there (`tokens/sync.rs`); answered with `TokenRecords`.
+    TokenDigestQuery(TokenSyncQuery),
+    /// Answer to `TokenDigestQuery`: one page of the records that differ.
+    TokenRecords(TokenSyncPage),
     /// Ask for the receiver's current layout; answered with `LayoutReply`.
     LayoutQuery,
     /// Answer to `LayoutQuery`: the layout, MessagePack then zstd (a table of a few

@@ -98,11 +98,23 @@ fn samples() -> Vec<BlockRpc> {
             live: true,
         }]),
         BlockRpc::MergeTokens(vec![token_record()]),
-        BlockRpc::TokenDigestQuery(vec![4; 32]),
-        BlockRpc::TokenRecords(vec![crate::tokens::TokenRecord {
-            revoked_ms: Some(9),
-            ..token_record()
-        }]),
+        BlockRpc::TokenDigestQuery(crate::tokens::TokenSyncQuery {
+            table_digest: vec![4; 32],
+            after: None,
+            until: Some("m".parse().unwrap()),
+            digests: vec![(
+                "a".parse().unwrap(),
+                serde_bytes::ByteBuf::from(vec![5; 16]),
+            )],
+        }),
+        BlockRpc::TokenRecords(crate::tokens::TokenSyncPage {
+            same: false,
+            records: vec![crate::tokens::TokenRecord {
+                revoked_ms: Some(9),
+                ..token_record()
+            }],
+            next: None,
+        }),
         // Appended: the pinned encodings below index the ones before.
         BlockRpc::LayoutQuery,
         BlockRpc::LayoutReply {

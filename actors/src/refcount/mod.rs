@@ -45,8 +45,9 @@ mod sync;
 
 pub use config::{RefcountConfig, SyncMode};
 pub use messages::{
-    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, DropRef, EndGcFence, EndRefAdd, FenceForDelete, GetRc,
-    ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState, RefUpdate, RefcountError,
+    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, DropRef, EndGcFence, EndRefAdd,
+    FenceForDelete, GetRc, ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState, RefUpdate,
+    RefcountError,
 };
 pub use status::RebuildReport;
 pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUnder};

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::offload_tests::{
-    holders, jitter, node, node_files, pause_up_to, random_blocks, referenced_and_stored,
-    refcount, ripe_for_gc, Ignore, GC_DELAY,
+    holders, jitter, node, node_files, pause_up_to, random_blocks, refcount, referenced_and_stored,
+    ripe_for_gc, Ignore, GC_DELAY,
 };
 use super::work::{resync_block, Deps, Outcome};
 use crate::placement::FixedPlacement;

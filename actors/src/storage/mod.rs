@@ -79,8 +79,8 @@ use self::health::DirHealth;
 use self::lanes::Job;
 pub use self::messages::{
     BlockExists, BlockLength, DeleteIfUnwritten, DeleteOutcome, DiskFailed, DiskStatus,
-    GetStorageStats, KeepIfPresent, ListBlocks, ReadBlock, RebalanceStatus, SetDiskFailureListener, StatBlock,
-    StorageError, StorageStats, VerifyBlock, WriteBlock, WriteOutcome,
+    GetStorageStats, KeepIfPresent, ListBlocks, ReadBlock, RebalanceStatus, SetDiskFailureListener,
+    StatBlock, StorageError, StorageStats, VerifyBlock, WriteBlock, WriteOutcome,
 };
 use self::rebalance::Mover;
 use crate::block::DataBlock;
