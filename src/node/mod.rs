@@ -258,6 +258,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
                 // step with the layout (a node that joins later gets every record).
                 peers: token_peers(&start_layout.layout, &self_id),
                 call_timeout: cfg.peer_rpc_timeout,
+                tombstone_retention: cfg.max_offline,
                 ..TokenConfig::new(self_id)
             },
             Some(peers.clone().recipient()),

@@ -8,7 +8,8 @@
 //! once durable),
 //! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`], and the
 //! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here;
-//! `fence.rs`).
+//! `fence.rs`), and [`BeginRefAdd`]/[`EndRefAdd`] (bare ref adds under way, which a fence
+//! waits for: `crate::present_ref`).
 //! It talks to one optional `Recipient<RcChanged>` (the resync actor), told when a block's
 //! count moves between zero and non-zero, after the change is durable; a change that met
 //! a fence (a GC delete of the block under way) says so, and resync fetches at once.
