@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(idle(), 0, "a clone still holds the buffer");
         drop(part);
         assert_eq!(idle(), (4 << 20) + ALIGN, "the last clone returns it");
-        let mut b = PooledBuf::with_capacity_in(&TEST_POOL, 4 << 20);
+        let b = PooledBuf::with_capacity_in(&TEST_POOL, 4 << 20);
         assert_eq!(b.as_ref().as_ptr(), ptr, "the idle buffer is taken again");
         assert!(b.is_empty(), "a reused buffer starts empty");
         drop(b);
