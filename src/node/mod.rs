@@ -137,6 +137,7 @@ async fn start(cfg: Config, identity: TlsIdentity, token: String) -> anyhow::Res
         db.clone(),
         RefcountConfig {
             gc_delay: cfg.gc_delay,
+            tombstone_retention: cfg.max_offline,
             ..Default::default()
         },
         Some(resync_ctx.address().recipient()),

@@ -123,8 +123,8 @@ impl AntiEntropyActor {
         let hints = db.keyspace(HINTS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let mut hint_counts: HashMap<NodeId, u64> = HashMap::new();
         for item in hints.iter() {
-            let k = item.key()?;
-            if let Some((node, _)) = Hint::parse(&k) {
+            let (k, v) = item.into_inner()?;
+            if let Some((node, _)) = Hint::parse(&k, &v) {
                 *hint_counts.entry(node).or_default() += 1;
             }
         }

@@ -24,7 +24,14 @@ pub struct RefcountConfig {
     pub max_batch_ops: usize,
     /// Group commit or one sync per mutation.
     pub sync: SyncMode,
+    /// How long a tombstone (a dropped ref) is kept after its drop: the longest a node
+    /// may stay offline and still rejoin by anti-entropy alone (the node's `max_offline`,
+    /// [`DEFAULT_TOMBSTONE_RETENTION`] by default).
+    pub tombstone_retention: Duration,
 }
+
+/// Default [`RefcountConfig::tombstone_retention`]: 30 days.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for RefcountConfig {
     fn default() -> Self {
@@ -32,6 +39,7 @@ impl Default for RefcountConfig {
             gc_delay: DEFAULT_GC_DELAY,
             max_batch_ops: 1024,
             sync: SyncMode::Batched,
+            tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
         }
     }
 }
