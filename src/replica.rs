@@ -24,12 +24,14 @@ use blocknode_actors::refcount::{
     RefcountError,
 };
 use blocknode_actors::resync::{
-    GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
+    FetchNow, GetBlockError, ResyncActor, ResyncConfig, Schedule, ScheduleReason,
 };
 use blocknode_actors::storage::{
     read_charged, BlockExists, ReadBlock, StorageActor, StorageError, WriteBlock, WriteOutcome,
 };
-use blocknode_actors::tokens::{MergeTokens, TokenActor, TokenRecord, TokensIfDiffer};
+use blocknode_actors::tokens::{
+    MergeTokens, TokenActor, TokenRecord, TokenSyncQuery, TokensIfDiffer,
+};
 use blocknode_actors::{Hash, NodeId, RcEntry, RefId};
 
 /// Routes incoming RPCs to the actors that own the data.
@@ -138,21 +140,36 @@ impl Handler<HandleRpc> for RpcDispatcher {
                 BlockRpc::PutVerified {
                     block,
                     ref_id: None,
+                    ..
                 } => r.put_block(from, WriteBlock::verified(block)).await,
-                BlockRpc::PutBlockRef { hash, data, ref_id } => {
-                    r.put_block_ref(from, WriteBlock::new(hash, data), ref_id)
+                BlockRpc::PutBlockRef {
+                    hash,
+                    data,
+                    ref_id,
+                    incarnation,
+                } => {
+                    r.put_block_ref(from, WriteBlock::new(hash, data), ref_id, incarnation)
                         .await
                 }
                 BlockRpc::PutVerified {
                     block,
                     ref_id: Some(ref_id),
+                    incarnation,
                 } => {
-                    r.put_block_ref(from, WriteBlock::verified(block), ref_id)
+                    r.put_block_ref(from, WriteBlock::verified(block), ref_id, incarnation)
                         .await
                 }
                 BlockRpc::NeedBlockQuery(hash) => r.need_block(hash).await,
-                BlockRpc::AddRef { hash, ref_id } => r.add_ref(hash, ref_id).await,
-                BlockRpc::DropRef { hash, ref_id } => r.drop_ref(hash, ref_id).await,
+                BlockRpc::AddRef {
+                    hash,
+                    ref_id,
+                    incarnation,
+                } => r.add_ref(hash, ref_id, incarnation).await,
+                BlockRpc::DropRef {
+                    hash,
+                    ref_id,
+                    incarnation,
+                } => r.drop_ref(hash, ref_id, incarnation).await,
                 BlockRpc::BlockInfoQuery(hash) => r.block_info(hash).await,
                 BlockRpc::RefDigestQuery { prefix, known } => r.ref_digest(prefix, known).await,
                 BlockRpc::RefRecordsQuery {
@@ -162,7 +179,7 @@ impl Handler<HandleRpc> for RpcDispatcher {
                 } => r.ref_records(prefix, exact, limit).await,
                 BlockRpc::MergeRefs(records) => r.merge_refs(records).await,
                 BlockRpc::MergeTokens(records) => r.merge_tokens(records).await,
-                BlockRpc::TokenDigestQuery(digest) => r.token_records(digest).await,
+                BlockRpc::TokenDigestQuery(query) => r.token_records(query).await,
                 BlockRpc::ScheduleResync(hash) => {
                     r.schedule(hash, ScheduleReason::ReadFailed);
                     BlockRpc::Ok
@@ -188,10 +205,11 @@ impl Replica {
         }
     }
 
-    /// `TokenDigestQuery`: a peer's pull; every token record here if its digest differs.
-    async fn token_records(&self, digest: Vec<u8>) -> BlockRpc {
-        match self.tokens.send(TokensIfDiffer { digest }).await {
-            Ok(records) => BlockRpc::TokenRecords(records),
+    /// `TokenDigestQuery`: a peer's pull of one name range; a page of the token records
+    /// here that differ from its digests.
+    async fn token_records(&self, query: TokenSyncQuery) -> BlockRpc {
+        match self.tokens.send(TokensIfDiffer { query }).await {
+            Ok(page) => BlockRpc::TokenRecords(page),
             Err(e) => mailbox("token", e),
         }
     }
@@ -262,7 +280,13 @@ impl Replica {
     /// find the block present and needed); when an equal copy was already here, a GC
     /// delete may have been deciding about that copy, so it is a plain [`AddRef`], whose
     /// new-ref check fetches the block again if the delete went through.
-    async fn put_block_ref(&self, from: NodeId, write: WriteBlock, ref_id: RefId) -> BlockRpc {
+    async fn put_block_ref(
+        &self,
+        from: NodeId,
+        write: WriteBlock,
+        ref_id: RefId,
+        incarnation: u64,
+    ) -> BlockRpc {
         let hash = write.hash();
         let outcome = match self.storage.send(write).await {
             Ok(Ok(outcome)) => outcome,
@@ -275,9 +299,19 @@ impl Replica {
         #[cfg(test)]
         tests::between_write_and_ref().await;
         let added = if outcome == WriteOutcome::AlreadyPresent {
-            self.refcount.send(AddRef { hash, ref_id }).await
+            let add = AddRef {
+                hash,
+                ref_id,
+                incarnation,
+            };
+            self.refcount.send(add).await
         } else {
-            self.refcount.send(AddStoredRef { hash, ref_id }).await
+            let add = AddStoredRef {
+                hash,
+                ref_id,
+                incarnation,
+            };
+            self.refcount.send(add).await
         };
         match added {
             Ok(Ok(_)) => BlockRpc::Ok,
@@ -307,10 +341,29 @@ impl Replica {
     }
 
     /// `AddRef` (a bare ref, without the bytes): counted, durably, only if the block is
-    /// stored here, decided in the same order as a GC delete of it (`present_ref.rs`);
-    /// else `BlockMissing`, and nothing is counted.
-    async fn add_ref(&self, hash: Hash, ref_id: RefId) -> BlockRpc {
-        match add_present_ref(&self.storage, &self.refcount, hash, ref_id).await {
+    /// stored here, decided in the same order as a GC delete of it (`present_ref.rs`).
+    /// A holder lacking the block fetches it from the other holders at once and counts
+    /// the ref once it has it; when none can provide it, `BlockMissing`, and nothing is
+    /// counted.
+    async fn add_ref(&self, hash: Hash, ref_id: RefId, incarnation: u64) -> BlockRpc {
+        let (storage, refcount) = (&self.storage, &self.refcount);
+        let mut added = add_present_ref(storage, refcount, hash, ref_id.clone(), incarnation).await;
+        if matches!(added, Err(PresentRefError::BlockMissing { .. })) {
+            match self.resync.send(FetchNow { hash }).await {
+                Ok(Ok(())) => {
+                    added = add_present_ref(storage, refcount, hash, ref_id, incarnation).await;
+                    if added.is_err() {
+                        // Fetched but not referenced here: an orphan unless a ref comes.
+                        self.schedule(hash, ScheduleReason::OrphanPut);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(hash = %hash.short(), "a bare ref's block could not be fetched: {e}")
+                }
+                Err(e) => return mailbox("resync", e),
+            }
+        }
+        match added {
             Ok(_) => BlockRpc::Ok,
             Err(PresentRefError::BlockMissing { hash }) => BlockRpc::error(
                 ErrorCode::BlockMissing,
@@ -324,9 +377,14 @@ impl Replica {
         }
     }
 
-    /// `DropRef`: a dropped ref (a tombstone), durable before the answer.
-    async fn drop_ref(&self, hash: Hash, ref_id: RefId) -> BlockRpc {
-        match self.refcount.send(DropRef { hash, ref_id }).await {
+    /// `DropRef`: a dropped incarnation of a ref (a tombstone), durable before the answer.
+    async fn drop_ref(&self, hash: Hash, ref_id: RefId, incarnation: u64) -> BlockRpc {
+        let drop = DropRef {
+            hash,
+            ref_id,
+            incarnation,
+        };
+        match self.refcount.send(drop).await {
             Ok(Ok(_)) => BlockRpc::Ok,
             Ok(Err(e)) => refcount_error(e),
             Err(e) => mailbox("refcount", e),

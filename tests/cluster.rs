@@ -153,11 +153,14 @@ fn dropped_blocks_are_collected_everywhere_and_referenced_ones_stay() {
         let r = c.request(2, "DELETE", &format!("/v1/blocks/{h}/refs/r1"), None);
         assert_eq!(r.status, 204, "dropping ref r1");
     }
-    // Dropped again: still 204 (idempotent); re-adding a dropped id: 409.
+    // Dropped again: still 204 (idempotent); a dropped id can be added again (and
+    // dropped again, so that A is collected below).
     let r = c.request(2, "DELETE", &format!("/v1/blocks/{ha}/refs/r1"), None);
     assert_eq!(r.status, 204, "dropping a ref twice is idempotent");
     let r = c.request(0, "PUT", &format!("/v1/blocks/{ha}/refs/r1"), None);
-    assert_eq!(r.status, 409, "re-adding a dropped ref id must be refused");
+    assert_eq!(r.status, 204, "re-adding a dropped ref id");
+    let r = c.request(1, "DELETE", &format!("/v1/blocks/{ha}/refs/r1"), None);
+    assert_eq!(r.status, 204, "dropping the re-added ref");
     // rc→0 schedules the resync after gc_delay + 10 s.
     wait_for(
         "block A to be deleted from every node",

@@ -66,15 +66,24 @@ impl Drop for AddUnderWay {
     }
 }
 
-/// Count `ref_id` on `hash` here only if a copy of the block is stored here (see the
+/// Count incarnation `incarnation` of `ref_id` on `hash` here only if a copy of the block is stored here (see the
 /// module's doc for the order and why it is safe against a concurrent GC delete).
 pub async fn add_present_ref(
     storage: &Addr<StorageActor>,
     refcount: &Addr<RefcountActor>,
     hash: Hash,
     ref_id: RefId,
+    incarnation: u64,
 ) -> Result<RefUpdate, PresentRefError> {
-    add_present_ref_paused(storage, refcount, hash, ref_id, [Duration::ZERO; 2]).await
+    add_present_ref_paused(
+        storage,
+        refcount,
+        hash,
+        ref_id,
+        incarnation,
+        [Duration::ZERO; 2],
+    )
+    .await
 }
 
 /// [`add_present_ref`] with pauses after steps 1 and 2 (interleaving tests only).
@@ -83,6 +92,7 @@ pub(crate) async fn add_present_ref_paused(
     refcount: &Addr<RefcountActor>,
     hash: Hash,
     ref_id: RefId,
+    incarnation: u64,
     pauses: [Duration; 2],
 ) -> Result<RefUpdate, PresentRefError> {
     refcount
@@ -103,7 +113,11 @@ pub(crate) async fn add_present_ref_paused(
     }
     pause(pauses[1]).await;
     Ok(refcount
-        .send(AddRef { hash, ref_id })
+        .send(AddRef {
+            hash,
+            ref_id,
+            incarnation,
+        })
         .await
         .map_err(gone("refcount"))??)
 }

@@ -9,6 +9,7 @@
 //! worker thread; it owns no domain state itself: every read or change is a message to
 //! the actor that owns the state.
 
+mod incarnation;
 mod read;
 mod write;
 
@@ -106,9 +107,8 @@ pub enum CoordinatorError {
     },
     #[error("write quorum not reached ({0})")]
     Quorum(QuorumError),
-    #[error(
-        "ref {ref_id} of block {hash} was dropped and cannot be added again; use a new ref id"
-    )]
+    /// The add met a drop of the same name that raced with it, again and again.
+    #[error("ref {ref_id} of block {hash} was dropped while it was being added; add it again")]
     RefDropped { hash: Hash, ref_id: RefId },
     #[error("disk full on a node holding block {0}")]
     DiskFull(Hash),

@@ -13,6 +13,9 @@ use blocknode_actors::{Hash, NodeId, Placement, RefId, VerifiedBlock};
 
 use super::{gone, Coordinator, CoordinatorError};
 
+/// How often an add that meets a concurrent drop of its name reads the name again.
+const ADD_ATTEMPTS: u32 = 3;
+
 /// Blocks up to this size are hashed (and their compression tried) on the HTTP worker.
 const HASH_INLINE_MAX: usize = 16 * 1024;
 
@@ -73,12 +76,31 @@ impl Coordinator {
         // the ref only once its copy of the block is durable (replica.rs
         // `put_block_ref`): a holder never counts a ref to a block it has not stored,
         // and a PUT is one round trip per holder instead of two.
-        let rpc = BlockRpc::PutVerified {
-            block: block.with_charge(ram),
-            ref_id: ref_id.clone(),
-        };
-        self.call_quorum(hash, nodes, rpc, self.cfg.block_rw_timeout, ref_id.as_ref())
-            .await?;
+        // The ref's incarnation is read from the holders first (`incarnation.rs`); an add
+        // that meets a drop racing with it reads again and retries.
+        let block = block.with_charge(ram);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let incarnation = match &ref_id {
+                Some(r) => self.incarnation_to_add(hash, r).await?,
+                None => 0,
+            };
+            let rpc = BlockRpc::PutVerified {
+                block: block.clone(),
+                ref_id: ref_id.clone(),
+                incarnation,
+            };
+            let timeout = self.cfg.block_rw_timeout;
+            match self
+                .call_quorum(hash, nodes.clone(), rpc, timeout, ref_id.as_ref())
+                .await
+            {
+                Err(CoordinatorError::RefDropped { .. }) if attempt < ADD_ATTEMPTS => continue,
+                r => r?,
+            }
+            break;
+        }
         self.metrics.bytes_written.inc_by(size as u64);
         Ok((hash, size))
     }
@@ -163,26 +185,39 @@ impl Coordinator {
             .map_err(gone("peer"))
     }
 
-    /// Add or drop a ref on the block's holders with the write quorum.
+    /// Add or drop a ref on the block's holders with the write quorum, naming the
+    /// incarnation read from them first (`incarnation.rs`).
     pub async fn set_ref(
         &self,
         hash: Hash,
         ref_id: RefId,
         live: bool,
     ) -> Result<(), CoordinatorError> {
-        let rpc = if live {
-            BlockRpc::AddRef {
-                hash,
-                ref_id: ref_id.clone(),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let rpc = if live {
+                BlockRpc::AddRef {
+                    hash,
+                    ref_id: ref_id.clone(),
+                    incarnation: self.incarnation_to_add(hash, &ref_id).await?,
+                }
+            } else {
+                BlockRpc::DropRef {
+                    hash,
+                    ref_id: ref_id.clone(),
+                    incarnation: self.incarnation_to_drop(hash, &ref_id).await?,
+                }
+            };
+            let nodes = self.write_targets(&hash);
+            let timeout = self.cfg.small_rpc_timeout;
+            match self
+                .call_quorum(hash, nodes, rpc, timeout, Some(&ref_id))
+                .await
+            {
+                Err(CoordinatorError::RefDropped { .. }) if live && attempt < ADD_ATTEMPTS => {}
+                r => return r,
             }
-        } else {
-            BlockRpc::DropRef {
-                hash,
-                ref_id: ref_id.clone(),
-            }
-        };
-        let nodes = self.write_targets(&hash);
-        self.call_quorum(hash, nodes, rpc, self.cfg.small_rpc_timeout, Some(&ref_id))
-            .await
+        }
     }
 }

@@ -67,7 +67,7 @@ pub enum ErrorCode {
     NotAnObject,
     /// 408: a request body stalled longer than `http_body_read_timeout`.
     BodyTimeout,
-    /// 409: the ref was dropped before and cannot be added again.
+    /// 409: a drop of the same ref name raced with the add, again and again.
     RefDropped,
     /// 409: a live token has this name.
     TokenExists,

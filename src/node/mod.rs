@@ -183,6 +183,7 @@ async fn start(
         db.clone(),
         RefcountConfig {
             gc_delay: cfg.gc_delay,
+            tombstone_retention: cfg.max_offline,
             ..Default::default()
         },
         Some(resync_ctx.address().recipient()),
@@ -307,6 +308,7 @@ async fn start(
                 // step with the layout (a node that joins later gets every record).
                 peers: token_peers(&start_layout.layout, &self_id),
                 call_timeout: cfg.peer_rpc_timeout,
+                tombstone_retention: cfg.max_offline,
                 ..TokenConfig::new(self_id)
             },
             Some(peers.clone().recipient()),

@@ -123,6 +123,7 @@ fn put_block_ref(block: &VerifiedBlock, ref_id: &RefId) -> HandleRpc {
     HandleRpc {
         from: NodeId([2; 32]),
         rpc: BlockRpc::PutBlockRef {
+            incarnation: 0,
             hash: block.hash(),
             data: block.data().clone(),
             ref_id: ref_id.clone(),
@@ -171,7 +172,8 @@ async fn a_put_with_a_ref_never_counts_the_ref_before_the_block_is_stored() {
     BETWEEN.with(|b| b.set(Duration::ZERO));
 }
 
-/// A ref dropped before is refused with `RefDropped` (the client's 409); the block is
+/// A ref whose incarnation was dropped here is refused with `RefDropped` (the
+/// coordinator reads the name again and adds it in a new incarnation); the block is
 /// stored and stays unreferenced. A bad block is refused before anything is counted.
 #[actix_rt::test]
 async fn a_put_with_a_dropped_or_bad_ref_or_block_counts_nothing() {
@@ -181,6 +183,7 @@ async fn a_put_with_a_dropped_or_bad_ref_or_block_counts_nothing() {
     let ref_id: RefId = "obj:gone".parse().unwrap();
     r.refcount
         .send(AddRef {
+            incarnation: 0,
             hash,
             ref_id: ref_id.clone(),
         })
@@ -189,6 +192,7 @@ async fn a_put_with_a_dropped_or_bad_ref_or_block_counts_nothing() {
         .unwrap();
     r.refcount
         .send(DropRef {
+            incarnation: 0,
             hash,
             ref_id: ref_id.clone(),
         })
@@ -225,6 +229,7 @@ async fn a_put_with_a_dropped_or_bad_ref_or_block_counts_nothing() {
     let forged = HandleRpc {
         from: NodeId([2; 32]),
         rpc: BlockRpc::PutBlockRef {
+            incarnation: 0,
             hash,
             data: other.data().clone(),
             ref_id: "obj:forged".parse().unwrap(),

@@ -2,9 +2,11 @@
 //! replay of one hash's hints to the node that missed them (`replay_group`).
 //!
 //! key = target node (32 bytes) | block hash (32) | kind (1) | ref id bytes (refs only);
-//! value = empty. One key per (node, operation): a repeated failure of the same write
-//! is one hint, and every replay is idempotent (refs merge, a resync request is a
-//! question). Within one node and one hash, refs (kinds 1, 2) sort before the block
+//! value = the ref's incarnation (u64 big-endian; empty for a block, and in hints
+//! written before incarnations existed: 0). One key per (node, operation): a repeated
+//! failure of the same write is one hint (keeping the highest incarnation), and every
+//! replay is idempotent (refs merge, a drop names the incarnation it drops so a late
+//! one never kills a newer add, a resync request is a question). Within one node and one hash, refs (kinds 1, 2) sort before the block
 //! (kind 3), so the replay gives a node its ref first and then asks it to fetch the block,
 //! which it does at once because the block is now needed there.
 
@@ -28,16 +30,16 @@ pub enum Hint {
     AddRef {
         hash: Hash,
         ref_id: RefId,
+        incarnation: u64,
     },
     DropRef {
         hash: Hash,
         ref_id: RefId,
+        incarnation: u64,
     },
     /// The node missed a `PutBlock`: ask it to resync the block (it fetches it from the
     /// other holders if it is referenced there).
-    Block {
-        hash: Hash,
-    },
+    Block { hash: Hash },
 }
 
 const ADD: u8 = 1;
@@ -49,27 +51,47 @@ impl Hint {
     /// missed `PutBlockRef` is two: its ref, then its block (replayed in that order).
     pub fn for_rpc(rpc: &BlockRpc) -> Vec<Hint> {
         match rpc {
-            BlockRpc::AddRef { hash, ref_id } => vec![Hint::AddRef {
+            BlockRpc::AddRef {
+                hash,
+                ref_id,
+                incarnation,
+            } => vec![Hint::AddRef {
                 hash: *hash,
                 ref_id: ref_id.clone(),
+                incarnation: *incarnation,
             }],
-            BlockRpc::DropRef { hash, ref_id } => vec![Hint::DropRef {
+            BlockRpc::DropRef {
+                hash,
+                ref_id,
+                incarnation,
+            } => vec![Hint::DropRef {
                 hash: *hash,
                 ref_id: ref_id.clone(),
+                incarnation: *incarnation,
             }],
             BlockRpc::PutBlock { hash, .. } => Hint::for_put(*hash, None),
-            BlockRpc::PutBlockRef { hash, ref_id, .. } => Hint::for_put(*hash, Some(ref_id)),
-            BlockRpc::PutVerified { block, ref_id } => Hint::for_put(block.hash(), ref_id.as_ref()),
+            BlockRpc::PutBlockRef {
+                hash,
+                ref_id,
+                incarnation,
+                ..
+            } => Hint::for_put(*hash, Some((ref_id, *incarnation))),
+            BlockRpc::PutVerified {
+                block,
+                ref_id,
+                incarnation,
+            } => Hint::for_put(block.hash(), ref_id.as_ref().map(|r| (r, *incarnation))),
             _ => Vec::new(),
         }
     }
 
     /// A missed block write: its ref first, if it carried one, then the block.
-    fn for_put(hash: Hash, ref_id: Option<&RefId>) -> Vec<Hint> {
+    fn for_put(hash: Hash, ref_id: Option<(&RefId, u64)>) -> Vec<Hint> {
         let mut hints: Vec<Hint> = ref_id
-            .map(|r| Hint::AddRef {
+            .map(|(r, incarnation)| Hint::AddRef {
                 hash,
                 ref_id: r.clone(),
+                incarnation,
             })
             .into_iter()
             .collect();
@@ -87,13 +109,23 @@ impl Hint {
     /// The request that replays it.
     pub fn rpc(&self) -> BlockRpc {
         match self {
-            Hint::AddRef { hash, ref_id } => BlockRpc::AddRef {
+            Hint::AddRef {
+                hash,
+                ref_id,
+                incarnation,
+            } => BlockRpc::AddRef {
                 hash: *hash,
                 ref_id: ref_id.clone(),
+                incarnation: *incarnation,
             },
-            Hint::DropRef { hash, ref_id } => BlockRpc::DropRef {
+            Hint::DropRef {
+                hash,
+                ref_id,
+                incarnation,
+            } => BlockRpc::DropRef {
                 hash: *hash,
                 ref_id: ref_id.clone(),
+                incarnation: *incarnation,
             },
             Hint::Block { hash } => BlockRpc::ScheduleResync(*hash),
         }
@@ -102,8 +134,8 @@ impl Hint {
     /// Its key in the `hints` keyspace.
     pub fn key(&self, node: &NodeId) -> Vec<u8> {
         let (hash, kind, ref_id) = match self {
-            Hint::AddRef { hash, ref_id } => (hash, ADD, Some(ref_id)),
-            Hint::DropRef { hash, ref_id } => (hash, DROP, Some(ref_id)),
+            Hint::AddRef { hash, ref_id, .. } => (hash, ADD, Some(ref_id)),
+            Hint::DropRef { hash, ref_id, .. } => (hash, DROP, Some(ref_id)),
             Hint::Block { hash } => (hash, BLOCK, None),
         };
         let mut k = Vec::with_capacity(2 * HASH_LEN + 1 + ref_id.map_or(0, |r| r.as_bytes().len()));
@@ -116,8 +148,25 @@ impl Hint {
         k
     }
 
-    /// Decode a key; `None` if it is malformed (such a key is skipped and removed).
-    pub fn parse(key: &[u8]) -> Option<(NodeId, Hint)> {
+    /// Its value in the `hints` keyspace: the ref's incarnation.
+    pub fn value(&self) -> Vec<u8> {
+        match self {
+            Hint::AddRef { incarnation, .. } | Hint::DropRef { incarnation, .. } => {
+                incarnation.to_be_bytes().to_vec()
+            }
+            Hint::Block { .. } => Vec::new(),
+        }
+    }
+
+    /// The incarnation a stored hint value holds (empty or malformed: 0).
+    fn incarnation_of(value: &[u8]) -> u64 {
+        value.try_into().map(u64::from_be_bytes).unwrap_or(0)
+    }
+
+    /// Decode a key and its value; `None` if the key is malformed (such a key is skipped
+    /// and removed).
+    pub fn parse(key: &[u8], value: &[u8]) -> Option<(NodeId, Hint)> {
+        let incarnation = Self::incarnation_of(value);
         if key.len() < 2 * HASH_LEN + 1 {
             return None;
         }
@@ -128,10 +177,12 @@ impl Hint {
             ADD => Hint::AddRef {
                 hash,
                 ref_id: RefId::from_bytes(rest).ok()?,
+                incarnation,
             },
             DROP => Hint::DropRef {
                 hash,
                 ref_id: RefId::from_bytes(rest).ok()?,
+                incarnation,
             },
             BLOCK if rest.is_empty() => Hint::Block { hash },
             _ => return None,
@@ -156,7 +207,7 @@ pub(super) fn hint_hash_prefix(key: &[u8]) -> &[u8] {
 /// the first failure (the rest waits for the next replay).
 pub(super) async fn replay_group(
     node: NodeId,
-    keys: Vec<Vec<u8>>,
+    keys: Vec<(Vec<u8>, Vec<u8>)>,
     peers: &Recipient<Call>,
     read_block: Option<&Recipient<ReadBlock>>,
     budget: Option<&Pool>,
@@ -170,8 +221,8 @@ pub(super) async fn replay_group(
     // Refs whose block had not reached the node: tried again once its block hint (later
     // in key order) has been replayed.
     let mut deferred = Vec::new();
-    for key in keys {
-        let Some((_, hint)) = Hint::parse(&key) else {
+    for (key, value) in keys {
+        let Some((_, hint)) = Hint::parse(&key, &value) else {
             out.removed.push(key);
             continue;
         };
@@ -261,18 +312,42 @@ mod tests {
             Hint::AddRef {
                 hash: h,
                 ref_id: r.clone(),
+                incarnation: 7,
             },
-            Hint::DropRef { hash: h, ref_id: r },
+            Hint::DropRef {
+                hash: h,
+                ref_id: r.clone(),
+                incarnation: 3,
+            },
         ];
         for hint in &hints {
-            assert_eq!(Hint::parse(&hint.key(&n)), Some((n, hint.clone())));
+            assert_eq!(
+                Hint::parse(&hint.key(&n), &hint.value()),
+                Some((n, hint.clone()))
+            );
         }
+        // A hint written before incarnations existed (empty value) is incarnation 0.
+        assert_eq!(
+            Hint::parse(&hints[1].key(&n), &[]),
+            Some((
+                n,
+                Hint::AddRef {
+                    hash: h,
+                    ref_id: r,
+                    incarnation: 0
+                }
+            ))
+        );
         assert!(hints[1].key(&n) < hints[0].key(&n));
         assert!(hints[2].key(&n) < hints[0].key(&n));
-        assert_eq!(Hint::parse(&[1, 2, 3]), None);
+        assert_eq!(Hint::parse(&[1, 2, 3], &[]), None);
         let mut bad = hints[0].key(&n);
         bad.push(b'x');
-        assert_eq!(Hint::parse(&bad), None, "a block hint carries no ref id");
+        assert_eq!(
+            Hint::parse(&bad, &[]),
+            None,
+            "a block hint carries no ref id"
+        );
     }
 
     #[test]
@@ -284,23 +359,27 @@ mod tests {
             Hint::AddRef {
                 hash: h,
                 ref_id: r.clone(),
+                incarnation: 5,
             },
             Hint::Block { hash: h },
         ];
         let verified = BlockRpc::PutVerified {
             block: block.clone(),
             ref_id: Some(r.clone()),
+            incarnation: 5,
         };
         assert_eq!(Hint::for_rpc(&verified), both);
         let wire = BlockRpc::PutBlockRef {
             hash: h,
             data: block.data().clone(),
             ref_id: r,
+            incarnation: 5,
         };
         assert_eq!(Hint::for_rpc(&wire), both);
         let plain = BlockRpc::PutVerified {
             block,
             ref_id: None,
+            incarnation: 0,
         };
         assert_eq!(Hint::for_rpc(&plain), vec![Hint::Block { hash: h }]);
         assert!(Hint::for_rpc(&BlockRpc::GetBlock(h)).is_empty());
@@ -331,16 +410,19 @@ struct ReplayDone {
 impl AntiEntropyActor {
     pub(super) fn store_hint(&mut self, node: NodeId, hint: &Hint) {
         let key = hint.key(&node);
-        match self.hints.contains_key(&key) {
-            Ok(true) => return,
-            Ok(false) => {}
+        let new = Hint::incarnation_of(&hint.value());
+        let existed = match self.hints.get(&key) {
+            // The same operation of this incarnation or a newer one is hinted already.
+            Ok(Some(v)) if Hint::incarnation_of(&v) >= new => return,
+            Ok(v) => v.is_some(),
             Err(e) => {
                 tracing::error!("hints keyspace: {e}");
                 return;
             }
-        }
-        match self.hints.insert(key, []) {
-            Ok(()) => *self.hint_counts.entry(node).or_default() += 1,
+        };
+        match self.hints.insert(key, hint.value()) {
+            Ok(()) if !existed => *self.hint_counts.entry(node).or_default() += 1,
+            Ok(()) => {}
             Err(e) => self.hints_write_failed("storing a hint", e),
         }
     }
@@ -352,8 +434,8 @@ impl AntiEntropyActor {
         }
         let mut page = Vec::new();
         for item in self.hints.prefix(node.0).take(HINT_PAGE) {
-            match item.key() {
-                Ok(k) => page.push(k.to_vec()),
+            match item.into_inner() {
+                Ok((k, v)) => page.push((k.to_vec(), v.to_vec())),
                 Err(e) => {
                     tracing::error!("hints keyspace: {e}");
                     break;
@@ -369,15 +451,15 @@ impl AntiEntropyActor {
         actix_rt::spawn(async move {
             use futures::stream::{self, StreamExt};
             // Keys sort by (node, hash, kind): one group per hash, refs before the block.
-            let mut groups: Vec<Vec<Vec<u8>>> = Vec::new();
-            for key in page {
+            let mut groups: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Vec::new();
+            for (key, value) in page {
                 let same = groups
                     .last()
                     .and_then(|g| g.first())
-                    .is_some_and(|k| hint_hash_prefix(k) == hint_hash_prefix(&key));
+                    .is_some_and(|(k, _)| hint_hash_prefix(k) == hint_hash_prefix(&key));
                 match groups.last_mut() {
-                    Some(g) if same => g.push(key),
-                    _ => groups.push(vec![key]),
+                    Some(g) if same => g.push((key, value)),
+                    _ => groups.push(vec![(key, value)]),
                 }
             }
             let results: Vec<GroupReplay> = stream::iter(groups)

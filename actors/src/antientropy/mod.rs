@@ -137,8 +137,8 @@ impl AntiEntropyActor {
         }
         let mut hint_counts: HashMap<NodeId, u64> = HashMap::new();
         for item in hints.iter() {
-            let k = item.key()?;
-            if let Some((node, _)) = Hint::parse(&k) {
+            let (k, v) = item.into_inner()?;
+            if let Some((node, _)) = Hint::parse(&k, &v) {
                 *hint_counts.entry(node).or_default() += 1;
             }
         }

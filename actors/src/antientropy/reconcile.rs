@@ -206,25 +206,25 @@ pub fn schedule_fetches(schedule: &Recipient<Schedule>, mut hashes: Vec<Hash>) {
 }
 
 /// The records each side must merge: `(to_us, to_them)`. A record goes to the side that
-/// lacks it, or that has it live when the other has it dropped (dropped wins).
+/// lacks it, or whose record it beats: a higher incarnation, or within one incarnation
+/// dropped over live.
 pub fn diff(ours: &[RefRecord], theirs: &[RefRecord]) -> (Vec<RefRecord>, Vec<RefRecord>) {
     let key = |r: &RefRecord| (r.hash, r.ref_id.clone());
-    let ours_map: BTreeMap<_, bool> = ours.iter().map(|r| (key(r), r.live)).collect();
-    let theirs_map: BTreeMap<_, bool> = theirs.iter().map(|r| (key(r), r.live)).collect();
+    let rank = |r: &RefRecord| (r.incarnation, !r.live);
+    let ours_map: BTreeMap<_, _> = ours.iter().map(|r| (key(r), rank(r))).collect();
+    let theirs_map: BTreeMap<_, _> = theirs.iter().map(|r| (key(r), rank(r))).collect();
+    let beats = |map: &BTreeMap<_, (u64, bool)>, r: &RefRecord| match map.get(&key(r)) {
+        None => true,
+        Some(other) => *other < rank(r),
+    };
     let to_us = theirs
         .iter()
-        .filter(|r| match ours_map.get(&key(r)) {
-            None => true,
-            Some(live) => *live && !r.live,
-        })
+        .filter(|r| beats(&ours_map, r))
         .cloned()
         .collect();
     let to_them = ours
         .iter()
-        .filter(|r| match theirs_map.get(&key(r)) {
-            None => true,
-            Some(live) => *live && !r.live,
-        })
+        .filter(|r| beats(&theirs_map, r))
         .cloned()
         .collect();
     (to_us, to_them)
@@ -285,4 +285,37 @@ pub async fn sync_range(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+    use crate::hash::Hash;
+
+    fn rec(name: &str, live: bool, incarnation: u64) -> RefRecord {
+        RefRecord {
+            hash: Hash([1; 32]),
+            ref_id: name.parse().unwrap(),
+            live,
+            incarnation,
+            dropped_at: if live { 0 } else { 5 },
+        }
+    }
+
+    #[test]
+    fn a_record_goes_to_the_side_whose_record_it_beats() {
+        let ours = vec![rec("a", false, 1), rec("b", true, 2), rec("c", true, 1)];
+        let theirs = vec![rec("a", true, 2), rec("b", false, 2), rec("c", true, 1)];
+        let (to_us, to_them) = diff(&ours, &theirs);
+        // a: their live incarnation 2 beats our tombstone of 1; b: their drop of 2 beats
+        // our live 2; c: equal, nothing moves.
+        assert_eq!(to_us, vec![rec("a", true, 2), rec("b", false, 2)]);
+        assert!(to_them.is_empty(), "{to_them:?}");
+        let (to_us, to_them) = diff(&theirs, &ours);
+        assert!(to_us.is_empty());
+        assert_eq!(to_them.len(), 2);
+        // A record one side lacks goes to it.
+        let (to_us, _) = diff(&[], &[rec("d", false, 0)]);
+        assert_eq!(to_us, vec![rec("d", false, 0)]);
+    }
 }

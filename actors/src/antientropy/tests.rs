@@ -157,12 +157,24 @@ impl Handler<Call> for FakePeer {
                 BlockRpc::MergeRefs(records) => {
                     rc_reply(b.send(MergeRefs { records }).await, |_| BlockRpc::Ok)
                 }
-                BlockRpc::AddRef { hash, ref_id } => {
-                    rc_reply(b.send(AddRef { hash, ref_id }).await, |_| BlockRpc::Ok)
-                }
-                BlockRpc::DropRef { hash, ref_id } => {
-                    rc_reply(b.send(DropRef { hash, ref_id }).await, |_| BlockRpc::Ok)
-                }
+                BlockRpc::AddRef { hash, ref_id, .. } => rc_reply(
+                    b.send(AddRef {
+                        incarnation: 0,
+                        hash,
+                        ref_id,
+                    })
+                    .await,
+                    |_| BlockRpc::Ok,
+                ),
+                BlockRpc::DropRef { hash, ref_id, .. } => rc_reply(
+                    b.send(DropRef {
+                        incarnation: 0,
+                        hash,
+                        ref_id,
+                    })
+                    .await,
+                    |_| BlockRpc::Ok,
+                ),
                 other => Err(RpcError::Protocol {
                     node: node(2),
                     reason: format!("unexpected {}", other.kind()),
@@ -338,6 +350,8 @@ fn hash_n(i: u32) -> Hash {
 
 fn rec(i: u32, live: bool) -> RefRecord {
     RefRecord {
+        incarnation: 0,
+        dropped_at: 0,
         hash: hash_n(i),
         ref_id: rid(format!("ref-{i}")),
         live,
@@ -522,6 +536,7 @@ async fn missed_writes_are_hinted_persisted_and_replayed_when_the_peer_comes_up(
     for (rpc, err) in [
         (
             BlockRpc::AddRef {
+                incarnation: 0,
                 hash: h,
                 ref_id: rid("x".into()),
             },
@@ -529,6 +544,7 @@ async fn missed_writes_are_hinted_persisted_and_replayed_when_the_peer_comes_up(
         ),
         (
             BlockRpc::AddRef {
+                incarnation: 0,
                 hash: h,
                 ref_id: rid("x".into()),
             },
@@ -544,6 +560,7 @@ async fn missed_writes_are_hinted_persisted_and_replayed_when_the_peer_comes_up(
         // A refusal B would repeat is not a missed write.
         (
             BlockRpc::AddRef {
+                incarnation: 0,
                 hash: h,
                 ref_id: rid("refused".into()),
             },
@@ -605,6 +622,7 @@ async fn hints_are_off_when_disabled() {
     });
     r.ae.do_send(CallsFailed {
         rpc: BlockRpc::DropRef {
+            incarnation: 0,
             hash: hash_n(1),
             ref_id: rid("x".into()),
         },
@@ -740,6 +758,7 @@ async fn hinted_blocks_held_here_are_pushed_in_parallel_after_their_refs() {
     for (i, h) in all.iter().enumerate() {
         for rpc in [
             BlockRpc::AddRef {
+                incarnation: 0,
                 hash: *h,
                 ref_id: rid(format!("r:{i}")),
             },

@@ -144,10 +144,16 @@ pub fn decode_parts(header: &[u8], payload: Bytes) -> Result<BlockRpc, FrameErro
             hash,
             data: payload_flag::with_bytes(data.is_compressed(), payload),
         }),
-        BlockRpc::PutBlockRef { hash, data, ref_id } => Ok(BlockRpc::PutBlockRef {
+        BlockRpc::PutBlockRef {
+            hash,
+            data,
+            ref_id,
+            incarnation,
+        } => Ok(BlockRpc::PutBlockRef {
             hash,
             data: payload_flag::with_bytes(data.is_compressed(), payload),
             ref_id,
+            incarnation,
         }),
         rpc if payload.is_empty() => Ok(rpc),
         rpc => Err(FrameError::UnexpectedPayload(rpc.kind(), payload.len())),

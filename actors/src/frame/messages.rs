@@ -15,7 +15,7 @@ use crate::block::{DataBlock, VerifiedBlock};
 use crate::hash::Hash;
 use crate::layout::{HandoverLeft, LayoutStamp};
 use crate::ref_id::RefId;
-use crate::tokens::TokenRecord;
+use crate::tokens::{TokenRecord, TokenSyncPage, TokenSyncQuery};
 
 /// Machine-readable kind of an error reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,12 +104,20 @@ pub struct BlockInfo {
     pub error: Option<String>,
 }
 
-/// One ref record as replicas exchange it: dropped wins when two records merge.
+/// One ref record as replicas exchange it: the higher incarnation wins when two records
+/// merge, and within one incarnation dropped wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefRecord {
     pub hash: Hash,
     pub ref_id: RefId,
     pub live: bool,
+    /// The name's incarnation (absent from nodes that predate incarnations: 0).
+    #[serde(default)]
+    pub incarnation: u64,
+    /// A tombstone's drop time, ms since the epoch (0: live or unknown); it only says
+    /// when the tombstone may be purged, never which record wins.
+    #[serde(default)]
+    pub dropped_at: u64,
 }
 
 /// Digest of the ref records whose key starts with a prefix, and of each child range
@@ -169,6 +177,9 @@ pub enum BlockRpc {
         #[serde(rename = "compressed", with = "payload_flag")]
         data: DataBlock,
         ref_id: RefId,
+        /// The ref's incarnation (absent from older nodes: 0).
+        #[serde(default)]
+        incarnation: u64,
     },
     /// A `PutBlock` (`ref_id: None`) or `PutBlockRef` whose bytes this node hashed or
     /// verified itself: the receiver writes them without hashing again. It exists only
@@ -179,15 +190,28 @@ pub enum BlockRpc {
     PutVerified {
         block: VerifiedBlock,
         ref_id: Option<RefId>,
+        incarnation: u64,
     },
     /// Does the receiver need this block (referenced there but not stored)?
     NeedBlockQuery(Hash),
     /// Answer to `NeedBlockQuery`.
     NeedBlockReply(bool),
-    /// Add the named reference (idempotent).
-    AddRef { hash: Hash, ref_id: RefId },
-    /// Drop the named reference (idempotent).
-    DropRef { hash: Hash, ref_id: RefId },
+    /// Add the named reference in this incarnation (idempotent; absent from older
+    /// nodes: 0).
+    AddRef {
+        hash: Hash,
+        ref_id: RefId,
+        #[serde(default)]
+        incarnation: u64,
+    },
+    /// Drop this incarnation of the named reference (idempotent; a higher incarnation
+    /// is left alone).
+    DropRef {
+        hash: Hash,
+        ref_id: RefId,
+        #[serde(default)]
+        incarnation: u64,
+    },
     /// Ask what the receiver knows of a block; answered with `BlockInfoReply`.
     BlockInfoQuery(Hash),
     /// Answer to `BlockInfoQuery`.
@@ -220,11 +244,11 @@ pub enum BlockRpc {
     MergeRefs(Vec<RefRecord>),
     /// Merge these API token records (a create or revoke pushed); answered with `Ok`.
     MergeTokens(Vec<TokenRecord>),
-    /// Pull of API tokens: the digest of the asker's token table; answered with
-    /// `TokenRecords`.
-    TokenDigestQuery(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Answer to `TokenDigestQuery`: every record, or none when the digests are equal.
-    TokenRecords(Vec<TokenRecord>),
+    /// Pull of API tokens, one name range at a time: the asker's digests of its records
+    /// there (`tokens/sync.rs`); answered with `TokenRecords`.
+    TokenDigestQuery(TokenSyncQuery),
+    /// Answer to `TokenDigestQuery`: one page of the records that differ.
+    TokenRecords(TokenSyncPage),
     /// Ask for the receiver's current layout; answered with `LayoutReply`.
     LayoutQuery,
     /// Answer to `LayoutQuery`: the layout, MessagePack then zstd (a table of a few
@@ -305,6 +329,7 @@ impl BlockRpc {
             BlockRpc::PutVerified {
                 block,
                 ref_id: None,
+                ..
             } => Cow::Owned(BlockRpc::PutBlock {
                 hash: block.hash(),
                 data: block.data().clone(),
@@ -312,10 +337,12 @@ impl BlockRpc {
             BlockRpc::PutVerified {
                 block,
                 ref_id: Some(ref_id),
+                incarnation,
             } => Cow::Owned(BlockRpc::PutBlockRef {
                 hash: block.hash(),
                 data: block.data().clone(),
                 ref_id: ref_id.clone(),
+                incarnation: *incarnation,
             }),
             rpc => Cow::Borrowed(rpc),
         }

@@ -42,11 +42,13 @@ fn samples() -> Vec<BlockRpc> {
             data: DataBlock::Plain(Bytes::new()),
         },
         BlockRpc::PutBlockRef {
+            incarnation: 0,
             hash: h,
             data: DataBlock::Plain(Bytes::from_static(b"hello")),
             ref_id: "r1".parse().unwrap(),
         },
         BlockRpc::PutBlockRef {
+            incarnation: 0,
             hash: h,
             data: DataBlock::Compressed(Bytes::from_static(b"zz")),
             ref_id: "obj:7".parse().unwrap(),
@@ -54,10 +56,12 @@ fn samples() -> Vec<BlockRpc> {
         BlockRpc::NeedBlockQuery(h),
         BlockRpc::NeedBlockReply(true),
         BlockRpc::AddRef {
+            incarnation: 1_765_000_000_000,
             hash: h,
             ref_id: "r1".parse().unwrap(),
         },
         BlockRpc::DropRef {
+            incarnation: 3,
             hash: h,
             ref_id: "r1".parse().unwrap(),
         },
@@ -88,21 +92,37 @@ fn samples() -> Vec<BlockRpc> {
             limit: 128,
         },
         BlockRpc::RefRecords(vec![RefRecord {
+            incarnation: 0,
+            dropped_at: 0,
             hash: h,
             ref_id: "a".parse().unwrap(),
             live: false,
         }]),
         BlockRpc::MergeRefs(vec![RefRecord {
+            incarnation: 0,
+            dropped_at: 0,
             hash: h,
             ref_id: "b".parse().unwrap(),
             live: true,
         }]),
         BlockRpc::MergeTokens(vec![token_record()]),
-        BlockRpc::TokenDigestQuery(vec![4; 32]),
-        BlockRpc::TokenRecords(vec![crate::tokens::TokenRecord {
-            revoked_ms: Some(9),
-            ..token_record()
-        }]),
+        BlockRpc::TokenDigestQuery(crate::tokens::TokenSyncQuery {
+            table_digest: vec![4; 32],
+            after: None,
+            until: Some("m".parse().unwrap()),
+            digests: vec![(
+                "a".parse().unwrap(),
+                serde_bytes::ByteBuf::from(vec![5; 16]),
+            )],
+        }),
+        BlockRpc::TokenRecords(crate::tokens::TokenSyncPage {
+            same: false,
+            records: vec![crate::tokens::TokenRecord {
+                revoked_ms: Some(9),
+                ..token_record()
+            }],
+            next: None,
+        }),
         // Appended: the pinned encodings below index the ones before.
         BlockRpc::LayoutQuery,
         BlockRpc::LayoutReply {
@@ -255,6 +275,7 @@ fn a_verified_block_goes_on_the_wire_as_a_plain_put_block() {
         data: v.data().clone(),
     };
     let f = encode(&BlockRpc::PutVerified {
+        incarnation: 0,
         block: v.clone(),
         ref_id: None,
     })
@@ -271,11 +292,13 @@ fn a_verified_block_with_a_ref_goes_on_the_wire_as_a_put_block_ref() {
     let v = VerifiedBlock::hash_plain(Bytes::from(vec![9u8; 4096]), Some(1));
     let ref_id: crate::RefId = "obj:1".parse().unwrap();
     let wire = BlockRpc::PutBlockRef {
+        incarnation: 0,
         hash: v.hash(),
         data: v.data().clone(),
         ref_id: ref_id.clone(),
     };
     let f = encode(&BlockRpc::PutVerified {
+        incarnation: 0,
         block: v.clone(),
         ref_id: Some(ref_id),
     })
@@ -395,11 +418,22 @@ fn wire_encoding_is_unchanged() {
     );
     assert_eq!(
         hex(&s[10]),
-        "0000004e0000000281ab507574426c6f636b52656683a468617368c420\
+        "0000005b0000000281ab507574426c6f636b52656684a468617368c420\
          ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b74b12bb6fdbffa2d1\
-         aa636f6d70726573736564c3a67265665f6964a56f626a3a377a7a",
-        "PutBlockRef: hash, the flag `compressed` and the ref id in the header, the bytes after it"
+         aa636f6d70726573736564c3a67265665f6964a56f626a3a37\
+         ab696e6361726e6174696f6e007a7a",
+        "PutBlockRef: hash, the flag `compressed`, the ref id and its incarnation in the \
+         header, the bytes after it"
     );
+    // The same frame from a node that predates incarnations decodes as incarnation 0.
+    let old = "0000004e0000000281ab507574426c6f636b52656683a468617368c420\
+         ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b74b12bb6fdbffa2d1\
+         aa636f6d70726573736564c3a67265665f6964a56f626a3a377a7a";
+    let old: Vec<u8> = (0..old.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&old[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(decode(&old, &FrameLimits::default()).unwrap(), s[10]);
     assert_eq!(
         hex(&s[18]),
         "000000340000000081ae526566446967657374517565727982a6707265666978c4020102\

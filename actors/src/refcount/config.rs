@@ -29,7 +29,14 @@ pub struct RefcountConfig {
     pub upload_ref_ttl: Duration,
     /// Time between two passes that drop expired upload refs (`expire.rs`).
     pub expire_interval: Duration,
+    /// How long a tombstone (a dropped ref) is kept after its drop: the longest a node
+    /// may stay offline and still rejoin by anti-entropy alone (the node's `max_offline`,
+    /// [`DEFAULT_TOMBSTONE_RETENTION`] by default).
+    pub tombstone_retention: Duration,
 }
+
+/// Default [`RefcountConfig::tombstone_retention`]: 30 days.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for RefcountConfig {
     fn default() -> Self {
@@ -39,6 +46,7 @@ impl Default for RefcountConfig {
             sync: SyncMode::Batched,
             upload_ref_ttl: UPLOAD_REF_TTL,
             expire_interval: super::expire::EXPIRE_INTERVAL,
+            tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
         }
     }
 }

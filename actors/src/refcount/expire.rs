@@ -18,8 +18,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::{debug, info, warn};
 
-use super::keys::{decode_state, split_ref_key};
-use super::{RefState, RefcountActor};
+use super::keys::{decode_rec, split_ref_key};
+use super::record::RefRec;
+use super::RefcountActor;
 use crate::rc::now_msec;
 use crate::upload_ref::{upload_ref_expired, UPLOAD_REF_PREFIX};
 
@@ -84,16 +85,19 @@ impl Handler<ExpirePage> for RefcountActor {
             if let Some((hash, ref_id)) = split_ref_key(&k) {
                 if ref_id.as_str().starts_with(UPLOAD_REF_PREFIX)
                     && upload_ref_expired(&ref_id, now, ttl)
-                    && decode_state(&k, &v) == RefState::Live
                 {
-                    expired.push((hash, ref_id));
+                    let rec = decode_rec(&k, &v);
+                    if rec.is_live() {
+                        expired.push((hash, ref_id, rec.incarnation));
+                    }
                 }
             }
             last = Some(k.to_vec());
         }
         let mut dropped = m.dropped;
-        for (hash, ref_id) in expired {
-            match self.set_ref(hash, ref_id.clone(), RefState::Dropped) {
+        for (hash, ref_id, incarnation) in expired {
+            // The incarnation read: a newer add of the same name is not dropped.
+            match self.set_ref(hash, ref_id.clone(), RefRec::dropped(incarnation, now)) {
                 Ok(u) if u.changed => {
                     debug!(hash = %hash.short(), %ref_id, "expired upload ref dropped");
                     dropped += 1;
@@ -182,7 +186,11 @@ mod tests {
         adds.push((Hash([0xff; 32]), late.clone()));
         let replies = futures::future::join_all(
             adds.into_iter()
-                .map(|(hash, ref_id)| a.send(AddRef { hash, ref_id })),
+                .map(|(hash, ref_id)| a.send(AddRef {
+                    hash,
+                    ref_id,
+                    incarnation: 0,
+                })),
         )
         .await;
         assert!(replies.into_iter().all(|r| matches!(r, Ok(Ok(_)))));
@@ -255,6 +263,7 @@ mod tests {
             .send(AddRef {
                 hash: h1,
                 ref_id: crashed.clone(),
+                incarnation: 0,
             })
             .await
             .expect("alive");

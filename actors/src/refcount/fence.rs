@@ -3,6 +3,8 @@
 //! while its rc entry is still deletable, [`EndGcFence`] lifts it (clearing the entry if
 //! the block went), and a ref that meets a fence is announced with `fenced` set so
 //! resync fetches the block at once. Fences a crash left behind are lifted at start.
+//! While a bare ref add of the hash is under way ([`BeginRefAdd`] .. [`EndRefAdd`], see
+//! `crate::present_ref`) no fence is set: the add found, or is finding, the copy.
 
 use actix::prelude::*;
 use tracing::{debug, warn};

@@ -1,11 +1,14 @@
 //! On-disk encoding of the `refs` and `rc` keyspaces (pure functions, no I/O).
 //!
 //! - `refs`: key = the 32 hash bytes followed by the ref id's bytes; value = one byte,
-//!   [`LIVE`] or [`DROPPED`]. The hash comes first so that all refs of one block are one
+//!   [`LIVE`] or [`DROPPED`], then the incarnation (u64 big-endian) and the drop time
+//!   (ms since the epoch, u64 big-endian; 0 while live), see `record.rs`. A value of the
+//!   one byte alone (written before incarnations existed) is incarnation 0 with an
+//!   unknown drop time. The hash comes first so that all refs of one block are one
 //!   prefix scan, and all refs of one partition (first hash byte) one range scan, which
-//!   is what anti-entropy digests per partition will walk. A dropped ref stays as a
-//!   tombstone: "dropped wins" when replicas merge, so it must outlive the live record
-//!   it beats.
+//!   is what anti-entropy digests per partition walk. A dropped ref stays as a
+//!   tombstone until `max_offline` after its drop: within its incarnation, dropped wins
+//!   when replicas merge, so it must outlive the live records it beats.
 //! - `rc`: key = the 32 hash bytes; value = [`RcEntry`](crate::rc::RcEntry) bytes (see
 //!   `rc.rs`); an absent key is `RcEntry::Absent`.
 //! - `gc_fence`: key = the 32 hash bytes; value = the time the fence was set (ms since
@@ -17,6 +20,7 @@
 
 use tracing::warn;
 
+use super::record::RefRec;
 use super::RefState;
 use crate::hash::{Hash, HASH_LEN};
 use crate::ref_id::RefId;
@@ -49,28 +53,37 @@ pub fn split_ref_key(key: &[u8]) -> Option<(Hash, RefId)> {
     Some((hash, ref_id))
 }
 
-/// The stored byte of a ref state.
-pub fn encode_state(state: RefState) -> [u8; 1] {
-    match state {
-        RefState::Live => [LIVE],
-        RefState::Dropped => [DROPPED],
-    }
+/// The stored value of a ref record.
+pub fn encode_rec(r: &RefRec) -> [u8; 17] {
+    let mut v = [0u8; 17];
+    v[0] = match r.state {
+        RefState::Live => LIVE,
+        RefState::Dropped => DROPPED,
+    };
+    v[1..9].copy_from_slice(&r.incarnation.to_be_bytes());
+    v[9..17].copy_from_slice(&r.dropped_at.to_be_bytes());
+    v
 }
 
-/// Decode a stored ref state. An unreadable value counts as live: keeping a block too
-/// long is recoverable, deleting it too early is not (invariant 4). A later `DropRef`
-/// of that name overwrites the value and so repairs it.
-pub fn decode_state(key: &[u8], value: &[u8]) -> RefState {
+/// Decode a stored ref record. An unreadable value counts as live (incarnation 0):
+/// keeping a block too long is recoverable, deleting it too early is not (invariant 4).
+/// A later drop of that name overwrites the value and so repairs it.
+pub fn decode_rec(key: &[u8], value: &[u8]) -> RefRec {
+    let u64_at = |b: &[u8]| b.try_into().map(u64::from_be_bytes).unwrap_or(0);
     match value {
-        [DROPPED] => RefState::Dropped,
-        [LIVE] => RefState::Live,
+        [DROPPED] => RefRec::dropped(0, 0),
+        [LIVE] => RefRec::live(0),
+        [DROPPED, rest @ ..] if rest.len() == 16 => {
+            RefRec::dropped(u64_at(&rest[..8]), u64_at(&rest[8..]))
+        }
+        [LIVE, rest @ ..] if rest.len() == 16 => RefRec::live(u64_at(&rest[..8])),
         other => {
             warn!(
                 key = %hex::encode(key),
                 value = %hex::encode(other),
                 "invalid ref state in the refs keyspace; counting it as live"
             );
-            RefState::Live
+            RefRec::live(0)
         }
     }
 }
@@ -98,11 +111,14 @@ mod tests {
     }
 
     #[test]
-    fn state_bytes_round_trip_and_junk_counts_as_live() {
-        for s in [RefState::Live, RefState::Dropped] {
-            assert_eq!(decode_state(b"k", &encode_state(s)), s);
+    fn records_round_trip_old_values_are_incarnation_0_and_junk_counts_as_live() {
+        for r in [RefRec::live(7), RefRec::dropped(3, 1_700_000_000_000)] {
+            assert_eq!(decode_rec(b"k", &encode_rec(&r)), r);
         }
-        assert_eq!(decode_state(b"k", &[7]), RefState::Live);
-        assert_eq!(decode_state(b"k", &[]), RefState::Live);
+        assert_eq!(decode_rec(b"k", &[LIVE]), RefRec::live(0));
+        assert_eq!(decode_rec(b"k", &[DROPPED]), RefRec::dropped(0, 0));
+        assert_eq!(decode_rec(b"k", &[7]), RefRec::live(0));
+        assert_eq!(decode_rec(b"k", &[]), RefRec::live(0));
+        assert_eq!(decode_rec(b"k", &[DROPPED, 1, 2]), RefRec::live(0));
     }
 }

@@ -22,9 +22,13 @@ pub enum RefcountError {
         source: RcParseError,
     },
     #[error(
-        "ref {ref_id} of block {hash} was dropped and cannot be added again; use a new ref id"
+        "ref {ref_id} of block {hash} was dropped in incarnation {incarnation} meanwhile; add it again"
     )]
-    RefDropped { hash: Hash, ref_id: RefId },
+    RefDropped {
+        hash: Hash,
+        ref_id: RefId,
+        incarnation: u64,
+    },
     #[error("metadata store error: {0}")]
     Store(#[from] fjall::Error),
     #[error("metadata store error: {0}")]
@@ -35,7 +39,8 @@ pub enum RefcountError {
     RebuildTask(#[source] tokio::task::JoinError),
 }
 
-/// State of one named reference. Dropped wins over live when replicas merge.
+/// State of one named reference. Within one incarnation, dropped wins over live when
+/// replicas merge (`record.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefState {
     Live,
@@ -51,12 +56,16 @@ pub struct RefUpdate {
     pub rc: RcEntry,
 }
 
-/// Add the named reference (idempotent). Replies once the change is in the journal.
+/// Add the named reference in `incarnation` (idempotent). Replies once the change is in
+/// the journal. A record of a higher incarnation here wins (nothing changes, `Ok`); a
+/// tombstone of this incarnation or a higher one answers [`RefcountError::RefDropped`]
+/// when it leaves the name dropped.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<RefUpdate, RefcountError>")]
 pub struct AddRef {
     pub hash: Hash,
     pub ref_id: RefId,
+    pub incarnation: u64,
 }
 
 /// [`AddRef`] from a holder that has just stored the block durably (a `PutBlockRef`):
@@ -68,14 +77,27 @@ pub struct AddRef {
 pub struct AddStoredRef {
     pub hash: Hash,
     pub ref_id: RefId,
+    pub incarnation: u64,
 }
 
-/// Drop the named reference (idempotent).
+/// Drop incarnation `incarnation` of the named reference (idempotent): a record of a
+/// higher incarnation is left alone.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<RefUpdate, RefcountError>")]
 pub struct DropRef {
     pub hash: Hash,
     pub ref_id: RefId,
+    pub incarnation: u64,
+}
+
+/// Purge the tombstones dropped `tombstone_retention` before `now_ms` or earlier, at
+/// most `limit` per message (a tombstone of unknown drop time gets `now_ms` as its
+/// drop time). Replies how many were removed, once durable.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<usize, RefcountError>")]
+pub struct PurgeTombstones {
+    pub now_ms: u64,
+    pub limit: usize,
 }
 
 /// Read a block's rc entry.

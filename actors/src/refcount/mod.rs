@@ -8,7 +8,8 @@
 //! once durable),
 //! [`GetRc`], [`ListRefs`], [`ClearIfDeletable`], [`RebuildRc`], [`ListRcHashes`], and the
 //! GC fence: [`FenceForDelete`], [`EndGcFence`] (the `gc_fence` keyspace, also owned here;
-//! `fence.rs`).
+//! `fence.rs`), and [`BeginRefAdd`]/[`EndRefAdd`] (bare ref adds under way, which a fence
+//! waits for: `crate::present_ref`).
 //! It talks to one optional `Recipient<RcChanged>` (the resync actor), told when a block's
 //! count moves between zero and non-zero, after the change is durable; a change that met
 //! a fence (a GC delete of the block under way) says so, and resync fetches at once.
@@ -41,25 +42,31 @@ mod messages;
 mod overlay;
 mod pages;
 mod pending;
+mod purge;
 mod rebuild;
+mod record;
 mod status;
 mod sync;
 
-pub use config::{RefcountConfig, SyncMode};
+pub use config::{RefcountConfig, SyncMode, DEFAULT_TOMBSTONE_RETENTION};
 pub use messages::{
     AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, DropRef, EndGcFence, EndRefAdd,
-    FenceForDelete, GetRc, ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState, RefUpdate,
-    RefcountError,
+    FenceForDelete, GetRc, ListRcHashes, ListRefs, PurgeTombstones, RcChanged, RebuildRc, RefState,
+    RefUpdate, RefcountError,
 };
 pub use pages::{ListRefsPage, RefsPage};
+pub use record::RefRec;
 pub use status::RebuildReport;
 pub use sync::{DigestPrefix, ForgetPartition, ForgetReport, MergeRefs, RecordsUnder};
 #[cfg(test)]
+mod incarnation_tests;
+#[cfg(test)]
 mod tests;
 
-use keys::{decode_state, encode_fence, encode_state, ref_key, split_ref_key};
+use keys::{decode_rec, encode_fence, encode_rec, ref_key, split_ref_key};
 use overlay::{overlay, Merged};
 use pending::{Batch, Durable, Pending, PersistError};
+use record::merge_into;
 
 /// Name of the keyspace holding every ref record (see `keys.rs`).
 pub const REFS_KEYSPACE: &str = "refs";
@@ -85,6 +92,8 @@ pub struct RefcountActor {
     store_failure: StoreFailureReporter,
     /// An expiry pass over the upload refs is running (`expire.rs`).
     expiring: bool,
+    /// Where the next tombstone purge step starts (`purge.rs`); `None`: at the beginning.
+    purge_cursor: Option<Vec<u8>>,
 }
 
 impl RefcountActor {
@@ -119,6 +128,7 @@ impl RefcountActor {
             pending: Pending::new(max_ops),
             store_failure: StoreFailureReporter::new("refcount"),
             expiring: false,
+            purge_cursor: None,
         })
     }
 
@@ -128,13 +138,13 @@ impl RefcountActor {
         self
     }
 
-    /// A ref's current state: pending write, else stored record, else `None`.
-    fn ref_state(&self, key: &[u8]) -> Result<Option<RefState>, RefcountError> {
+    /// A ref's current record: pending write, else stored record, else `None`.
+    fn ref_state(&self, key: &[u8]) -> Result<Option<RefRec>, RefcountError> {
         if let Some(s) = self.pending.ref_state(key) {
             return Ok(s);
         }
         let v = self.refs.get(key).map_err(store_err)?;
-        Ok(v.map(|v| decode_state(key, &v)))
+        Ok(v.map(|v| decode_rec(key, &v)))
     }
 
     /// A block's current rc entry, or the parse error of its stored bytes.
@@ -156,12 +166,12 @@ impl RefcountActor {
     }
 
     /// All ref records of a block (raw keys), stored ones overlaid with pending writes.
-    fn refs_of(&self, hash: &Hash) -> Result<BTreeMap<Vec<u8>, RefState>, RefcountError> {
+    fn refs_of(&self, hash: &Hash) -> Result<BTreeMap<Vec<u8>, RefRec>, RefcountError> {
         let stored = self.refs.prefix(hash.as_bytes()).map(|g| g.into_inner());
         let mut out = BTreeMap::new();
         for m in overlay(stored, self.pending.refs_of(hash).into_iter()) {
             let (k, s) = match m.map_err(store_err)? {
-                Merged::Stored(k, v) => (k.to_vec(), decode_state(&k, &v)),
+                Merged::Stored(k, v) => (k.to_vec(), decode_rec(&k, &v)),
                 Merged::Pending(k, s) => (k, s),
             };
             out.insert(k, s);
@@ -175,11 +185,7 @@ impl RefcountActor {
         match self.current_rc(hash)? {
             Ok(e) => Ok((e, false)),
             Err(err) => {
-                let live = self
-                    .refs_of(hash)?
-                    .values()
-                    .filter(|s| **s == RefState::Live)
-                    .count() as u64;
+                let live = self.refs_of(hash)?.values().filter(|s| s.is_live()).count() as u64;
                 warn!(hash = %hash.short(), %err, live, "corrupt rc entry; recounted from refs");
                 let e = if live > 0 {
                     RcEntry::Present { count: live }
@@ -191,39 +197,46 @@ impl RefcountActor {
         }
     }
 
-    /// Apply `AddRef` (target `Live`) or `DropRef` (target `Dropped`) to the pending
-    /// state. Dropped wins: a drop of an unknown ref still records the tombstone, and a
-    /// dropped ref cannot become live again.
+    /// Merge `incoming` (an `AddRef`'s live record, a `DropRef`'s tombstone, or a
+    /// replica's record) into the ref's record, by the rule of `record.rs`. An add that
+    /// leaves the name dropped (a tombstone of its incarnation or a higher one is here)
+    /// is [`RefcountError::RefDropped`]; a drop of an incarnation older than the live
+    /// one changes nothing.
     fn set_ref(
         &mut self,
         hash: Hash,
         ref_id: RefId,
-        target: RefState,
+        incoming: RefRec,
     ) -> Result<RefUpdate, RefcountError> {
-        self.set_ref_announcing(hash, ref_id, target, true)
+        self.set_ref_announcing(hash, ref_id, incoming, true)
     }
 
-    /// [`Self::set_ref`]; with `announce_new` false (only for a `Live` target), the move
+    /// [`Self::set_ref`]; with `announce_new` false (only for a live record), the move
     /// from zero is not announced unless it met a GC fence (`AddStoredRef`: the block is stored here, so
     /// resync has nothing to fetch, unless a GC delete under way may remove it).
     fn set_ref_announcing(
         &mut self,
         hash: Hash,
         ref_id: RefId,
-        target: RefState,
+        incoming: RefRec,
         announce_new: bool,
     ) -> Result<RefUpdate, RefcountError> {
         let key = ref_key(&hash, &ref_id);
-        let old_state = self.ref_state(&key)?;
-        let (changed, delta) = match (target, old_state) {
-            (RefState::Live, Some(RefState::Dropped)) => {
-                return Err(RefcountError::RefDropped { hash, ref_id })
-            }
-            (RefState::Live, Some(RefState::Live)) => (false, 0i8),
-            (RefState::Live, None) => (true, 1),
-            (RefState::Dropped, Some(RefState::Dropped)) => (false, 0),
-            (RefState::Dropped, Some(RefState::Live)) => (true, -1),
-            (RefState::Dropped, None) => (true, 0),
+        let old = self.ref_state(&key)?;
+        let new = merge_into(old, incoming);
+        if incoming.is_live() && !new.is_live() {
+            return Err(RefcountError::RefDropped {
+                hash,
+                ref_id,
+                incarnation: new.incarnation,
+            });
+        }
+        let changed = old != Some(new);
+        let was_live = old.is_some_and(|o| o.is_live());
+        let delta: i8 = match (was_live, new.is_live()) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => 0,
         };
         let (old_rc, recounted) = self.rc_or_recount(&hash)?;
         let count = match delta {
@@ -240,14 +253,14 @@ impl RefcountActor {
         if changed || write_rc {
             let g = self.pending.open_generation();
             if changed {
-                g.refs.insert(key, Some(target));
+                g.refs.insert(key, Some(new));
             }
             if write_rc {
                 g.rc.insert(hash, new_rc);
             }
             g.changes.extend(change);
         }
-        debug!(hash = %hash.short(), %ref_id, ?target, changed, rc = ?new_rc, "ref updated");
+        debug!(hash = %hash.short(), %ref_id, record = ?new, changed, rc = ?new_rc, "ref updated");
         Ok(RefUpdate {
             changed,
             rc: new_rc,
@@ -381,7 +394,7 @@ fn write_batch(
     let mut b = db.batch().durability(Some(PersistMode::SyncAll));
     for (k, s) in batch.refs {
         match s {
-            Some(s) => b.insert(refs, k, encode_state(s).to_vec()),
+            Some(s) => b.insert(refs, k, encode_rec(&s).to_vec()),
             None => b.remove(refs, k),
         }
     }
@@ -446,13 +459,14 @@ impl Actor for RefcountActor {
             Err(e) => error!(error = %e, "cannot read the GC fences left by a previous run"),
         }
         self.schedule_expiry(ctx);
+        self.schedule_purge(ctx);
     }
 }
 
 impl Handler<AddRef> for RefcountActor {
     type Result = ResponseFuture<Result<RefUpdate, RefcountError>>;
     fn handle(&mut self, m: AddRef, ctx: &mut Context<Self>) -> Self::Result {
-        let res = self.set_ref(m.hash, m.ref_id, RefState::Live);
+        let res = self.set_ref(m.hash, m.ref_id, RefRec::live(m.incarnation));
         self.reply_when_durable(res, ctx)
     }
 }
@@ -460,7 +474,7 @@ impl Handler<AddRef> for RefcountActor {
 impl Handler<AddStoredRef> for RefcountActor {
     type Result = ResponseFuture<Result<RefUpdate, RefcountError>>;
     fn handle(&mut self, m: AddStoredRef, ctx: &mut Context<Self>) -> Self::Result {
-        let res = self.set_ref_announcing(m.hash, m.ref_id, RefState::Live, false);
+        let res = self.set_ref_announcing(m.hash, m.ref_id, RefRec::live(m.incarnation), false);
         self.reply_when_durable(res, ctx)
     }
 }
@@ -468,7 +482,7 @@ impl Handler<AddStoredRef> for RefcountActor {
 impl Handler<DropRef> for RefcountActor {
     type Result = ResponseFuture<Result<RefUpdate, RefcountError>>;
     fn handle(&mut self, m: DropRef, ctx: &mut Context<Self>) -> Self::Result {
-        let res = self.set_ref(m.hash, m.ref_id, RefState::Dropped);
+        let res = self.set_ref(m.hash, m.ref_id, RefRec::dropped(m.incarnation, now_msec()));
         self.reply_when_durable(res, ctx)
     }
 }
@@ -486,7 +500,7 @@ impl Handler<ListRefs> for RefcountActor {
         let mut out = Vec::new();
         for (k, s) in self.refs_of(&m.hash)? {
             match split_ref_key(&k) {
-                Some((_, ref_id)) => out.push((ref_id, s)),
+                Some((_, ref_id)) => out.push((ref_id, s.state)),
                 None => warn!(key = %hex::encode(&k), "malformed refs key; skipped"),
             }
         }

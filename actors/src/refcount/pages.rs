@@ -7,7 +7,8 @@ use std::ops::Bound;
 
 use actix::prelude::*;
 
-use super::keys::{decode_state, ref_key, split_ref_key};
+use super::keys::{decode_rec, ref_key, split_ref_key};
+use super::record::RefRec;
 use super::overlay::{overlay, Merged};
 use super::{store_err, RefState, RefcountActor, RefcountError};
 use crate::hash::{Hash, HASH_LEN};
@@ -40,7 +41,7 @@ impl Handler<ListRefsPage> for RefcountActor {
             None => Bound::Included(hash.as_bytes().to_vec()),
         };
         let in_block = |k: &[u8]| k.len() > HASH_LEN && k[..HASH_LEN] == hash.as_bytes()[..];
-        let pending: Vec<(Vec<u8>, Option<RefState>)> = self
+        let pending: Vec<(Vec<u8>, Option<RefRec>)> = self
             .pending
             .refs_of(&hash)
             .into_iter()
@@ -58,7 +59,7 @@ impl Handler<ListRefsPage> for RefcountActor {
         let mut more = false;
         for merged in overlay(stored, pending.into_iter()) {
             let (k, s) = match merged.map_err(store_err)? {
-                Merged::Stored(k, v) => (k.to_vec(), decode_state(&k, &v)),
+                Merged::Stored(k, v) => (k.to_vec(), decode_rec(&k, &v)),
                 Merged::Pending(k, s) => (k, s),
             };
             if out.len() == m.limit {
@@ -66,7 +67,7 @@ impl Handler<ListRefsPage> for RefcountActor {
                 break;
             }
             match split_ref_key(&k) {
-                Some((_, ref_id)) => out.push((ref_id, s)),
+                Some((_, ref_id)) => out.push((ref_id, s.state)),
                 None => tracing::warn!(key = %hex::encode(&k), "malformed refs key; skipped"),
             }
         }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{RcChanged, RefState};
+use super::record::RefRec;
+use super::RcChanged;
 use crate::hash::{Hash, HASH_LEN};
 use crate::rc::RcEntry;
 use crate::store_failure::CommitFailure;
@@ -48,7 +49,7 @@ impl From<CommitFailure> for PersistError {
 pub struct Generation {
     /// `refs` key → new state (the last write of a key wins within the batch); `None`
     /// removes the key (a partition this node no longer holds, see `ForgetPartition`).
-    pub refs: BTreeMap<Vec<u8>, Option<RefState>>,
+    pub refs: BTreeMap<Vec<u8>, Option<RefRec>>,
     /// hash → new rc entry; `Absent` removes the key.
     pub rc: BTreeMap<Hash, RcEntry>,
     /// hash → GC fence set at this time (ms), or `None` to lift it (see `keys.rs`).
@@ -63,7 +64,7 @@ pub struct Generation {
 
 /// The writes of one generation, copied out for the persist task.
 pub struct Batch {
-    pub refs: Vec<(Vec<u8>, Option<RefState>)>,
+    pub refs: Vec<(Vec<u8>, Option<RefRec>)>,
     pub rc: Vec<(Hash, RcEntry)>,
     pub fences: Vec<(Hash, Option<u64>)>,
 }
@@ -87,7 +88,7 @@ impl Pending {
     }
 
     /// The pending state of a `refs` key, if one is pending (`Some(None)`: removed).
-    pub fn ref_state(&self, key: &[u8]) -> Option<Option<RefState>> {
+    pub fn ref_state(&self, key: &[u8]) -> Option<Option<RefRec>> {
         self.gens
             .iter()
             .rev()
@@ -108,7 +109,7 @@ impl Pending {
     }
 
     /// Pending refs of one block, merged (newer generations win).
-    pub fn refs_of(&self, hash: &Hash) -> BTreeMap<Vec<u8>, Option<RefState>> {
+    pub fn refs_of(&self, hash: &Hash) -> BTreeMap<Vec<u8>, Option<RefRec>> {
         let mut out = BTreeMap::new();
         for g in &self.gens {
             for (k, s) in g.refs.range(hash.as_bytes().to_vec()..) {
@@ -122,7 +123,7 @@ impl Pending {
     }
 
     /// Every pending ref write, merged (newer generations win).
-    pub fn all_refs(&self) -> BTreeMap<Vec<u8>, Option<RefState>> {
+    pub fn all_refs(&self) -> BTreeMap<Vec<u8>, Option<RefRec>> {
         let mut out = BTreeMap::new();
         for g in &self.gens {
             out.extend(g.refs.iter().map(|(k, s)| (k.clone(), *s)));
@@ -201,7 +202,7 @@ mod tests {
         key.extend_from_slice(b"r1");
         p.open_generation()
             .refs
-            .insert(key.clone(), Some(RefState::Live));
+            .insert(key.clone(), Some(RefRec::live(0)));
         let batch = p
             .take_next_batch()
             .expect("front generation must be handed out");
@@ -213,11 +214,11 @@ mod tests {
         // The front is in flight, so this goes to a new generation.
         p.open_generation()
             .refs
-            .insert(key.clone(), Some(RefState::Dropped));
-        assert_eq!(p.ref_state(&key), Some(Some(RefState::Dropped)));
-        assert_eq!(p.refs_of(&h).get(&key), Some(&Some(RefState::Dropped)));
+            .insert(key.clone(), Some(RefRec::dropped(0, 0)));
+        assert_eq!(p.ref_state(&key), Some(Some(RefRec::dropped(0, 0))));
+        assert_eq!(p.refs_of(&h).get(&key), Some(&Some(RefRec::dropped(0, 0))));
         assert!(p.finish().is_some());
-        assert_eq!(p.ref_state(&key), Some(Some(RefState::Dropped)));
+        assert_eq!(p.ref_state(&key), Some(Some(RefRec::dropped(0, 0))));
         assert!(p.take_next_batch().is_some());
         assert!(p.finish().is_some());
         assert!(p.gens.is_empty() && p.ref_state(&key).is_none());

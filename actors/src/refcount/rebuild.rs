@@ -15,9 +15,10 @@ use std::time::Duration;
 use fjall::Keyspace;
 use tracing::warn;
 
-use super::keys::decode_state;
+use super::keyed_by_hash;
+use super::keys::decode_rec;
 use super::overlay::{overlay, Merged};
-use super::{keyed_by_hash, RefState};
+use super::record::RefRec;
 use crate::hash::{Hash, HASH_LEN};
 use crate::rc::{RcEntry, RcParseError};
 
@@ -55,17 +56,17 @@ pub fn desired_entry(
 pub fn scan(
     refs: &Keyspace,
     rc: &Keyspace,
-    pending_refs: &BTreeMap<Vec<u8>, Option<RefState>>,
+    pending_refs: &BTreeMap<Vec<u8>, Option<RefRec>>,
     pending_rc: &BTreeMap<Hash, RcEntry>,
 ) -> Result<Vec<ScanEntry>, fjall::Error> {
     let mut live: BTreeMap<Hash, u64> = BTreeMap::new();
     let pending = pending_refs.iter().map(|(k, s)| (k, *s));
     for item in overlay(refs.iter().map(|g| g.into_inner()), pending) {
         let (hash, state) = match item? {
-            Merged::Stored(k, v) => (block_of(&k), decode_state(&k, &v)),
+            Merged::Stored(k, v) => (block_of(&k), decode_rec(&k, &v)),
             Merged::Pending(k, s) => (block_of(k), s),
         };
-        if let (Some(hash), RefState::Live) = (hash, state) {
+        if let (Some(hash), true) = (hash, state.is_live()) {
             *live.entry(hash).or_default() += 1;
         }
     }

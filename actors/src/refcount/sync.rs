@@ -2,18 +2,16 @@
 //! a range, merging records from another replica, and dropping the records of a
 //! partition this node no longer holds.
 //!
-//! Merge rule (commutative, idempotent, no clocks): a record is live or dropped, and
-//! dropped wins. Merging `live` into a dropped record changes nothing; merging `dropped`
-//! into a live or absent one records the tombstone. The count and its `RcChanged`
-//! notifications follow exactly as for `AddRef`/`DropRef`.
+//! Merge rule (commutative, associative, idempotent, no clocks; `record.rs`): a record
+//! is an incarnation, live or dropped; the higher incarnation wins, and within one
+//! incarnation dropped wins. The count and its `RcChanged` notifications follow exactly
+//! as for `AddRef`/`DropRef`. Digests cover key, incarnation and state, not drop times.
 //!
-//! Tombstones are kept: purging one is safe only once every holder of its partition is
-//! known to have it (else a replica that missed the drop would resurrect the ref at the
-//! next merge), *and* no hint, retried client request or stale former holder can still
-//! bring the live record back. Equal digests on all holders prove the first part, but
-//! nothing bounds the second (a node can come back after months), so no tombstone is
-//! ever purged: a dropped ref costs its key and one byte forever. That is the price of
-//! "dropped wins" without clocks.
+//! Tombstones are purged `max_offline` after their drop (`purge.rs`); a tombstone that
+//! comes from a replica already past that age is not recorded again where it is absent
+//! (it would only be purged at once, and holders that purged it would keep receiving it).
+//! A node offline longer than `max_offline` must be resynced in full: its stale live
+//! records would come back otherwise.
 //!
 //! [`ForgetPartition`] is different from a drop: it *removes* records (no tombstone) of a
 //! partition this node no longer holds, after anti-entropy has seen every new holder's
@@ -21,9 +19,10 @@
 
 use actix::prelude::*;
 
-use super::keys::{decode_state, split_ref_key};
+use super::keys::{decode_rec, split_ref_key};
 use super::overlay::{overlay, Merged};
-use super::{keyed_by_hash, store_err, RcChanged, RefState, RefcountActor, RefcountError};
+use super::record::RefRec;
+use super::{keyed_by_hash, store_err, RcChanged, RefcountActor, RefcountError};
 use crate::frame::{ChildDigest, PrefixDigest, RefRecord};
 use crate::hash::blake2sum;
 use crate::hash::Hash;
@@ -33,10 +32,15 @@ use crate::refcount::keys::ref_key;
 /// Bytes of a digest.
 const DIGEST_LEN: usize = 16;
 
-fn record_digest(key: &[u8], live: bool) -> [u8; DIGEST_LEN] {
-    let mut input = Vec::with_capacity(key.len() + 1);
+/// Digest of one record. Incarnation 0 adds nothing, so records written before
+/// incarnations existed digest as they did.
+fn record_digest(key: &[u8], r: &RefRec) -> [u8; DIGEST_LEN] {
+    let mut input = Vec::with_capacity(key.len() + 9);
     input.extend_from_slice(key);
-    input.push(live as u8);
+    input.push(r.is_live() as u8);
+    if r.incarnation > 0 {
+        input.extend_from_slice(&r.incarnation.to_be_bytes());
+    }
     let h = blake2sum(&input);
     let mut d = [0u8; DIGEST_LEN];
     d.copy_from_slice(&h.0[..DIGEST_LEN]);
@@ -104,7 +108,7 @@ impl RefcountActor {
     fn each_record_under(
         &self,
         prefix: &[u8],
-        mut f: impl FnMut(&[u8], RefState) -> bool,
+        mut f: impl FnMut(&[u8], RefRec) -> bool,
     ) -> Result<(), RefcountError> {
         let pending = self.pending.all_refs();
         let pending = pending
@@ -114,7 +118,7 @@ impl RefcountActor {
         let stored = self.refs.prefix(prefix).map(|g| g.into_inner());
         for m in overlay(stored, pending) {
             let go_on = match m.map_err(store_err)? {
-                Merged::Stored(k, v) => f(&k, decode_state(&k, &v)),
+                Merged::Stored(k, v) => f(&k, decode_rec(&k, &v)),
                 Merged::Pending(k, s) => f(k, s),
             };
             if !go_on {
@@ -125,16 +129,23 @@ impl RefcountActor {
     }
 
     /// Apply one record by the merge rule.
-    fn merge_one(&mut self, r: &RefRecord) -> Result<bool, RefcountError> {
-        let key = ref_key(&r.hash, &r.ref_id);
-        match (self.ref_state(&key)?, r.live) {
-            (Some(RefState::Dropped), _) | (Some(RefState::Live), true) => Ok(false),
-            (_, true) => Ok(self
-                .set_ref(r.hash, r.ref_id.clone(), RefState::Live)?
-                .changed),
-            (_, false) => Ok(self
-                .set_ref(r.hash, r.ref_id.clone(), RefState::Dropped)?
-                .changed),
+    fn merge_one(&mut self, r: &RefRecord, now_ms: u64) -> Result<bool, RefcountError> {
+        let incoming = if r.live {
+            RefRec::live(r.incarnation)
+        } else {
+            RefRec::dropped(r.incarnation, r.dropped_at)
+        };
+        let retention = self.config.tombstone_retention.as_millis() as u64;
+        let expired =
+            !r.live && r.dropped_at != 0 && now_ms.saturating_sub(r.dropped_at) >= retention;
+        if expired && self.ref_state(&ref_key(&r.hash, &r.ref_id))?.is_none() {
+            return Ok(false);
+        }
+        match self.set_ref(r.hash, r.ref_id.clone(), incoming) {
+            Ok(u) => Ok(u.changed),
+            // A live record beaten by the tombstone here: nothing to merge.
+            Err(RefcountError::RefDropped { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }
@@ -221,7 +232,7 @@ impl Handler<DigestPrefix> for RefcountActor {
         let mut count = 0u64;
         let mut children: Vec<(u16, u64, [u8; DIGEST_LEN])> = Vec::new();
         self.each_record_under(&m.prefix, |k, s| {
-            let d = record_digest(k, s == RefState::Live);
+            let d = record_digest(k, &s);
             xor(&mut total, &d);
             count += 1;
             let byte = k.get(m.prefix.len()).map_or(256u16, |b| *b as u16);
@@ -268,7 +279,9 @@ impl Handler<RecordsUnder> for RefcountActor {
                 out.push(RefRecord {
                     hash,
                     ref_id,
-                    live: s == RefState::Live,
+                    live: s.is_live(),
+                    incarnation: s.incarnation,
+                    dropped_at: s.dropped_at,
                 });
             }
             out.len() < m.limit
@@ -282,8 +295,9 @@ impl Handler<MergeRefs> for RefcountActor {
 
     fn handle(&mut self, m: MergeRefs, ctx: &mut Context<Self>) -> Self::Result {
         let mut changed = 0;
+        let now = now_msec();
         for r in &m.records {
-            match self.merge_one(r) {
+            match self.merge_one(r, now) {
                 Ok(true) => changed += 1,
                 Ok(false) => {}
                 Err(e) => return Box::pin(async move { Err(e) }),
@@ -304,10 +318,16 @@ mod tests {
     use crate::refcount::{GetRc, RefcountConfig};
 
     fn rec(i: u8, r: u8, live: bool) -> RefRecord {
+        rec_in(i, r, live, 0)
+    }
+
+    fn rec_in(i: u8, r: u8, live: bool, incarnation: u64) -> RefRecord {
         RefRecord {
             hash: Hash([i; 32]),
             ref_id: format!("r{r}").parse().unwrap(),
             live,
+            incarnation,
+            dropped_at: if live { 0 } else { now_msec() },
         }
     }
 
@@ -356,7 +376,7 @@ mod tests {
 
     fn records() -> impl Strategy<Value = Vec<RefRecord>> {
         proptest::collection::vec(
-            (0u8..4, 0u8..4, any::<bool>()).prop_map(|(i, r, l)| rec(i, r, l)),
+            (0u8..4, 0u8..4, any::<bool>(), 0u64..3).prop_map(|(i, r, l, n)| rec_in(i, r, l, n)),
             0..12,
         )
     }
@@ -370,17 +390,35 @@ mod tests {
             prop_assert_eq!(merged(vec![a.clone(), b.clone()]), merged(vec![b, a]));
         }
 
+        /// Merging A, B, C in any grouping gives the same records and counts.
+        #[test]
+        fn merge_is_associative(a in records(), b in records(), c in records()) {
+            let ab: Vec<_> = a.iter().chain(&b).cloned().collect();
+            let bc: Vec<_> = b.iter().chain(&c).cloned().collect();
+            prop_assert_eq!(merged(vec![ab, c]), merged(vec![a, bc]));
+        }
+
+        /// A higher incarnation wins in either order, whatever the states.
+        #[test]
+        fn higher_incarnation_wins(i in 0u8..4, r in 0u8..4, old_live in any::<bool>(), new_live in any::<bool>()) {
+            let (old, new) = (rec_in(i, r, old_live, 1), rec_in(i, r, new_live, 2));
+            let (_, rc1) = merged(vec![vec![old.clone()], vec![new.clone()]]);
+            let (_, rc2) = merged(vec![vec![new], vec![old]]);
+            prop_assert_eq!(rc1[i as usize], new_live as u64);
+            prop_assert_eq!(rc2[i as usize], new_live as u64);
+        }
+
         /// Merging the same records twice changes nothing the second time.
         #[test]
         fn merge_is_idempotent(a in records()) {
             prop_assert_eq!(merged(vec![a.clone()]), merged(vec![a.clone(), a]));
         }
 
-        /// A dropped record wins over a live one, in either order.
+        /// Within one incarnation, a dropped record wins over a live one, in either order.
         #[test]
-        fn dropped_wins(i in 0u8..4, r in 0u8..4) {
-            let (_, rc1) = merged(vec![vec![rec(i, r, true)], vec![rec(i, r, false)]]);
-            let (_, rc2) = merged(vec![vec![rec(i, r, false)], vec![rec(i, r, true)]]);
+        fn dropped_wins(i in 0u8..4, r in 0u8..4, n in 0u64..3) {
+            let (_, rc1) = merged(vec![vec![rec_in(i, r, true, n)], vec![rec_in(i, r, false, n)]]);
+            let (_, rc2) = merged(vec![vec![rec_in(i, r, false, n)], vec![rec_in(i, r, true, n)]]);
             prop_assert_eq!(rc1[i as usize], 0);
             prop_assert_eq!(rc2[i as usize], 0);
         }

@@ -34,6 +34,7 @@ fn start(db: &Database, config: RefcountConfig) -> Addr<RefcountActor> {
 
 async fn add(a: &Addr<RefcountActor>, hash: Hash, id: &str) -> Result<RefUpdate, RefcountError> {
     a.send(AddRef {
+        incarnation: 0,
         hash,
         ref_id: r(id),
     })
@@ -47,6 +48,7 @@ async fn drop_ref(
     id: &str,
 ) -> Result<RefUpdate, RefcountError> {
     a.send(DropRef {
+        incarnation: 0,
         hash,
         ref_id: r(id),
     })
@@ -127,7 +129,8 @@ async fn add_ref_counts_distinct_refs_and_repeats_change_nothing() {
     let refs_ks = keyspace(&db, REFS_KEYSPACE);
     let rc_ks = keyspace(&db, RC_KEYSPACE);
     let stored = refs_ks.get(keys::ref_key(&h(1), &r("r2"))).unwrap();
-    assert_eq!(stored.as_deref(), Some(&[keys::LIVE][..]));
+    let stored = stored.expect("stored");
+    assert_eq!(keys::decode_rec(b"k", &stored), RefRec::live(0));
     let stored = rc_ks.get(h(1).as_bytes()).unwrap();
     assert_eq!(stored.as_deref(), Some(&2u64.to_be_bytes()[..]));
 }
@@ -179,7 +182,7 @@ async fn drop_ref_is_idempotent_and_last_drop_starts_grace_period() {
 }
 
 #[actix_rt::test]
-async fn dropped_ref_cannot_be_added_again_even_if_never_added() {
+async fn dropped_ref_cannot_be_added_again_in_the_same_incarnation_even_if_never_added() {
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path());
     let a = start(&db, RefcountConfig::default());
@@ -188,8 +191,8 @@ async fn dropped_ref_cannot_be_added_again_even_if_never_added() {
     drop_ref(&a, h(1), "r1").await.unwrap();
     let e = add(&a, h(1), "r1").await;
     assert!(
-        matches!(&e, Err(RefcountError::RefDropped { hash, ref_id }) if *hash == h(1) && *ref_id == r("r1")),
-        "re-adding a dropped ref must fail, got {e:?}"
+        matches!(&e, Err(RefcountError::RefDropped { hash, ref_id, .. }) if *hash == h(1) && *ref_id == r("r1")),
+        "re-adding a dropped ref in its incarnation must fail, got {e:?}"
     );
 
     // A drop that arrives before its add (another replica's order) records a tombstone.
@@ -197,7 +200,9 @@ async fn dropped_ref_cannot_be_added_again_even_if_never_added() {
     assert_eq!((u.changed, u.rc), (true, RcEntry::Absent));
     let refs_ks = keyspace(&db, REFS_KEYSPACE);
     let stored = refs_ks.get(keys::ref_key(&h(2), &r("early"))).unwrap();
-    assert_eq!(stored.as_deref(), Some(&[keys::DROPPED][..]));
+    let stored = keys::decode_rec(b"k", &stored.expect("tombstone stored"));
+    assert_eq!((stored.state, stored.incarnation), (RefState::Dropped, 0));
+    assert!(stored.dropped_at > 0, "a tombstone keeps its drop time");
     assert!(matches!(
         add(&a, h(2), "early").await,
         Err(RefcountError::RefDropped { .. })
@@ -486,6 +491,7 @@ async fn thousand_concurrent_add_refs_are_all_counted() {
     let a = start(&db, RefcountConfig::default());
     let replies = futures::future::join_all((0..1000).map(|i| {
         a.send(AddRef {
+            incarnation: 0,
             hash: h(7),
             ref_id: r(&format!("ref-{i}")),
         })
@@ -516,6 +522,7 @@ async fn per_op_sync_mode_gives_the_same_answers() {
     );
     let replies = futures::future::join_all((0..50).map(|i| {
         a.send(AddRef {
+            incarnation: 0,
             hash: h(8),
             ref_id: r(&format!("p{i}")),
         })
@@ -553,6 +560,7 @@ fn add_ref_throughput_per_op_vs_batched() {
                     done += 1;
                 }
                 inflight.push(a.send(AddRef {
+                    incarnation: 0,
                     hash: h((i % 251) as u8),
                     ref_id: r(&format!("bench-{i}")),
                 }));
@@ -733,6 +741,7 @@ async fn a_stored_ref_counts_like_add_ref_but_tells_resync_only_when_it_meets_a_
     let (a, rec, _) = start_recorded_no_grace(&db);
     let stored = |hash, id: &str| {
         a.send(AddStoredRef {
+            incarnation: 0,
             hash,
             ref_id: r(id),
         })

@@ -156,3 +156,12 @@ pub struct SetLayoutAgreement {
 pub struct SetClientLoad {
     pub idle: bool,
 }
+
+/// Fetch the block from its other holders now and write it here; answers once it is
+/// stored (or why not). A bare ref that reaches a holder lacking the block uses it, so
+/// the holder can count the ref once it has the block.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), super::ResyncBlockError>")]
+pub struct FetchNow {
+    pub hash: Hash,
+}

@@ -80,7 +80,7 @@ pub use config::{
     MAX_WORKERS, SPACE_PROBE_INTERVAL,
 };
 pub use messages::{
-    GetBlockError, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow, Schedule,
+    FetchNow, GetBlockError, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow, Schedule,
     ScheduleReason, ScrubCommand, SetClientLoad, SetLayoutAgreement, SetScrubTranquility,
     SetTranquility, SetWorkers, StartRepair,
 };
@@ -522,5 +522,13 @@ impl Handler<GetBlockError> for ResyncActor {
 
     fn handle(&mut self, msg: GetBlockError, _ctx: &mut Context<Self>) -> Option<String> {
         self.queue.error(&msg.hash).map(|e| e.message)
+    }
+}
+
+impl Handler<FetchNow> for ResyncActor {
+    type Result = ResponseFuture<Result<(), ResyncBlockError>>;
+
+    fn handle(&mut self, msg: FetchNow, _ctx: &mut Context<Self>) -> Self::Result {
+        Box::pin(work::fetch_now(self.deps.clone(), msg.hash))
     }
 }

@@ -169,15 +169,23 @@ pub(super) async fn ripe_for_gc(
                 .expect("storage alive")
                 .expect("set-up write");
             let ref_id = "snapshot-1".parse().expect("valid ref id");
-            rc.send(AddRef { hash, ref_id })
-                .await
-                .expect("refcount alive")
-                .expect("set-up AddRef");
+            rc.send(AddRef {
+                incarnation: 0,
+                hash,
+                ref_id,
+            })
+            .await
+            .expect("refcount alive")
+            .expect("set-up AddRef");
             let ref_id = "snapshot-1".parse().expect("valid ref id");
-            rc.send(DropRef { hash, ref_id })
-                .await
-                .expect("refcount alive")
-                .expect("set-up DropRef");
+            rc.send(DropRef {
+                incarnation: 0,
+                hash,
+                ref_id,
+            })
+            .await
+            .expect("refcount alive")
+            .expect("set-up DropRef");
         }))
         .await;
     }
@@ -248,10 +256,14 @@ async fn gc_interleaved_with_a_re_upload_and_a_new_ref_never_loses_a_referenced_
                         .expect("re-upload must succeed");
                     pause_up_to(2000).await;
                     let ref_id = "snapshot-2".parse().expect("valid ref id");
-                    rc.send(AddRef { hash, ref_id })
-                        .await
-                        .expect("refcount alive")
-                        .expect("AddRef must succeed");
+                    rc.send(AddRef {
+                        incarnation: 0,
+                        hash,
+                        ref_id,
+                    })
+                    .await
+                    .expect("refcount alive")
+                    .expect("AddRef must succeed");
                     w
                 };
                 let (gc, w) = futures::join!(gc, client);
@@ -358,7 +370,11 @@ async fn a_ref_that_lands_between_the_fence_and_the_delete_fetches_the_block_bac
     let hook: PauseHook = Arc::new(move |step, hash| {
         if step == GcStep::Delete {
             let ref_id = "snapshot-2".parse().expect("valid ref id");
-            rc2.do_send(AddRef { hash, ref_id });
+            rc2.do_send(AddRef {
+                incarnation: 0,
+                hash,
+                ref_id,
+            });
             // Long enough for the refcount actor to apply it before the delete.
             return Duration::from_millis(5);
         }
@@ -456,10 +472,14 @@ async fn a_block_written_then_looked_at_at_once_then_referenced_survives() {
     );
     // ... then the ref arrives.
     let ref_id = "r".parse().expect("valid ref id");
-    rc.send(AddRef { hash, ref_id })
-        .await
-        .expect("refcount alive")
-        .expect("AddRef");
+    rc.send(AddRef {
+        incarnation: 0,
+        hash,
+        ref_id,
+    })
+    .await
+    .expect("refcount alive")
+    .expect("AddRef");
     // The look after the file's grace finds it referenced and keeps it.
     tokio::time::sleep(GC_DELAY + Duration::from_millis(200)).await;
     until_idle(&resync, Duration::from_secs(10)).await;
@@ -479,10 +499,14 @@ async fn a_referenced_block_whose_fetch_schedule_was_lost_is_fetched_after_a_sta
     // rc = 1, no block here, no queue entry (the notice went nowhere).
     let rc = refcount(&db, Ignore.start().recipient());
     let ref_id = "r".parse().expect("valid ref id");
-    rc.send(AddRef { hash, ref_id })
-        .await
-        .expect("refcount alive")
-        .expect("AddRef");
+    rc.send(AddRef {
+        incarnation: 0,
+        hash,
+        ref_id,
+    })
+    .await
+    .expect("refcount alive")
+    .expect("AddRef");
     // The node starts again; another holder has the block; nobody calls repair.
     let fake = holders(std::slice::from_ref(&block));
     let resync = resync_with_jitter(

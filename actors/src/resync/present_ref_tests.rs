@@ -67,7 +67,7 @@ async fn a_ref_added_during_a_gc_delete_keeps_the_block_or_is_refused() {
                     pause_up_to(15_000).await;
                     let ref_id = "snapshot-2".parse().expect("valid ref id");
                     let pauses = [up_to(3000), up_to(10_000)];
-                    add_present_ref_paused(&storage, &rc, hash, ref_id, pauses).await
+                    add_present_ref_paused(&storage, &rc, hash, ref_id, 0, pauses).await
                 };
                 let (gc, added) = futures::join!(gc, client);
                 let state = referenced_and_stored(&storage, &rc, hash).await;

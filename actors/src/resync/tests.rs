@@ -267,6 +267,7 @@ async fn stored_with_ref_data(r: &Rig, text: &str, ref_id: &str) -> (Hash, DataB
         .unwrap();
     r.refcount
         .send(AddRef {
+            incarnation: 0,
             hash: h,
             ref_id: ref_id.parse().unwrap(),
         })
@@ -318,6 +319,7 @@ async fn put_on(r: &Rig, n: NodeId, h: Hash, data: DataBlock) {
 async fn add_ref(r: &Rig, h: Hash) {
     r.refcount
         .send(AddRef {
+            incarnation: 0,
             hash: h,
             ref_id: "a".parse().unwrap(),
         })
@@ -333,6 +335,7 @@ async fn add_ref_quietly(r: &Rig, h: Hash) {
         .unwrap()
         .start()
         .send(AddRef {
+            incarnation: 0,
             hash: h,
             ref_id: "a".parse().unwrap(),
         })
@@ -364,6 +367,7 @@ async fn a_new_ref_to_a_missing_block_fetches_it_from_another_holder() {
     // rc 0→1 schedules the block after 2 × block timeout.
     r.refcount
         .send(AddRef {
+            incarnation: 0,
             hash: h,
             ref_id: "a".parse().unwrap(),
         })
@@ -393,6 +397,7 @@ async fn dropped_block_is_offloaded_to_holders_that_need_it_then_deleted() {
     // rc→0 schedules after gc_delay + after_gc_delay.
     r.refcount
         .send(DropRef {
+            incarnation: 0,
             hash: h,
             ref_id: "a".parse().unwrap(),
         })
@@ -997,6 +1002,7 @@ async fn repair_deletes_an_orphan_file_and_fetches_a_missing_referenced_block() 
         .start();
     quiet
         .send(AddRef {
+            incarnation: 0,
             hash: mh,
             ref_id: "a".parse().unwrap(),
         })
@@ -1169,6 +1175,7 @@ async fn resync_fetch_throughput_of_missing_1mib_blocks_with_1_and_4_workers() {
             .start();
         futures::future::join_all(hashes.iter().map(|h| {
             quiet.send(AddRef {
+                incarnation: 0,
                 hash: *h,
                 ref_id: "a".parse().unwrap(),
             })
@@ -1214,6 +1221,7 @@ async fn no_block_is_deleted_while_member_lists_disagree() {
     let h = stored_with_ref(&r, "keep me while layouts differ", "a").await;
     r.refcount
         .send(DropRef {
+            incarnation: 0,
             hash: h,
             ref_id: "a".parse().unwrap(),
         })
@@ -1267,6 +1275,7 @@ async fn a_block_refused_by_a_full_disk_is_fetched_soon_after_space_frees() {
         .unwrap();
     r.refcount
         .send(AddRef {
+            incarnation: 0,
             hash: h,
             ref_id: "m:1".parse().unwrap(),
         })

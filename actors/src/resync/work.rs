@@ -143,17 +143,9 @@ pub(super) async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, ResyncB
     match decide(stored, rc, now_msec(), d.gc_delay, d.may_delete) {
         Decision::Nothing => Ok(Outcome::Done),
         Decision::WaitUntil(at) => Ok(Outcome::Later(at)),
-        Decision::Fetch => {
-            // During a layout transition the previous holders may be the only ones with
-            // the block yet: ask them after the current ones.
-            let mut sources = others.clone();
-            for n in d.placement.previous_nodes(&hash) {
-                if n != d.self_id && !sources.contains(&n) {
-                    sources.push(n);
-                }
-            }
-            fetch(&d, hash, &sources).await.map(|()| Outcome::Done)
-        }
+        Decision::Fetch => fetch(&d, hash, &fetch_sources(&d, hash))
+            .await
+            .map(|()| Outcome::Done),
         // Look again later (after the usual extra delay) once the layouts agree.
         Decision::PutOff => {
             tracing::debug!(hash = %hash.short(), "deletion put off: member lists differ between nodes");
@@ -176,6 +168,28 @@ impl Drop for LookGuard {
     fn drop(&mut self) {
         self.storage.do_send(CloseGcLook { hash: self.hash });
     }
+}
+
+/// The holders to fetch `hash` from: the other current holders, then (during a layout
+/// transition, when they may be the only ones with the block yet) the previous ones.
+fn fetch_sources(d: &Deps, hash: Hash) -> Vec<NodeId> {
+    let mut sources: Vec<NodeId> = d
+        .placement
+        .write_nodes(&hash)
+        .into_iter()
+        .filter(|n| *n != d.self_id)
+        .collect();
+    for n in d.placement.previous_nodes(&hash) {
+        if n != d.self_id && !sources.contains(&n) {
+            sources.push(n);
+        }
+    }
+    sources
+}
+
+/// Fetch `hash` from its other holders now and write it here ([`super::FetchNow`]).
+pub(super) async fn fetch_now(d: Deps, hash: Hash) -> Result<(), ResyncBlockError> {
+    fetch(&d, hash, &fetch_sources(&d, hash)).await
 }
 
 pub(super) async fn get_rc(d: &Deps, hash: Hash) -> Result<RcEntry, ResyncBlockError> {

@@ -5,6 +5,10 @@ use std::time::Duration;
 use crate::hash::NodeId;
 use crate::peer::PEER_RPC_TIMEOUT;
 
+/// Default of the longest time a node may be offline and still catch up from its peers
+/// (tombstones of revoked tokens are kept this long): 30 days.
+pub const DEFAULT_MAX_OFFLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Where and how often the token actor exchanges records.
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
@@ -19,6 +23,11 @@ pub struct TokenConfig {
     pub sync_interval: Duration,
     /// Delay of the first pull after start (peers need a moment to connect).
     pub first_sync_after: Duration,
+    /// How long a revoked token's record (its tombstone) is kept: the longest a node may
+    /// be offline and still learn of the revoke from its peers. Older tombstones are
+    /// purged; a node offline longer must be wiped and join again (its stale live
+    /// records would otherwise come back). The node's `max_offline` (default 30 days).
+    pub tombstone_retention: Duration,
     /// Timeout of one push or pull call. Default [`PEER_RPC_TIMEOUT`] (the node's
     /// `peer_rpc_timeout`).
     pub call_timeout: Duration,
@@ -32,6 +41,7 @@ impl TokenConfig {
             peers: Vec::new(),
             sync_interval: Duration::from_secs(5),
             first_sync_after: Duration::from_secs(1),
+            tombstone_retention: DEFAULT_MAX_OFFLINE,
             call_timeout: PEER_RPC_TIMEOUT,
         }
     }

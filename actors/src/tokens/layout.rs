@@ -8,7 +8,7 @@
 use actix::prelude::*;
 use tracing::{info, warn};
 
-use super::{SyncTokensNow, TokenActor};
+use super::{SyncTokensNow, TokenActor, RECORDS_PER_PAGE};
 use crate::frame::BlockRpc;
 use crate::hash::NodeId;
 use crate::layout::{Layout, LayoutChanged};
@@ -50,20 +50,38 @@ impl Handler<LayoutChanged> for TokenActor {
             return;
         };
         if !added.is_empty() && !self.table.is_empty() {
-            let records: Vec<_> = self.table.values().cloned().collect();
+            // In pages that fit a frame's header, one after another per new member.
+            let pages: Vec<Vec<_>> = self
+                .table
+                .values()
+                .cloned()
+                .collect::<Vec<_>>()
+                .chunks(RECORDS_PER_PAGE)
+                .map(<[_]>::to_vec)
+                .collect();
+            let timeout = self.config.call_timeout;
             for node in added {
-                let call = peers.send(Call {
-                    node,
-                    rpc: BlockRpc::MergeTokens(records.clone()),
-                    timeout: self.config.call_timeout,
-                    priority: Priority::Background,
-                });
+                let (peers, pages) = (peers.clone(), pages.clone());
                 actix::spawn(async move {
-                    match call.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => warn!(peer = %node.short(), error = %e,
-                            "token records not pushed to a new member; it gets them by its pull"),
-                        Err(e) => warn!(error = %e, "peer actor unavailable for a token push"),
+                    for page in pages {
+                        let call = peers.send(Call {
+                            node,
+                            rpc: BlockRpc::MergeTokens(page),
+                            timeout,
+                            priority: Priority::Background,
+                        });
+                        match call.await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                warn!(peer = %node.short(), error = %e,
+                                    "token records not pushed to a new member; it gets them by its pull");
+                                return;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "peer actor unavailable for a token push");
+                                return;
+                            }
+                        }
                     }
                 });
             }

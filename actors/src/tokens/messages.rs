@@ -158,13 +158,12 @@ pub struct MergeTokens {
     pub records: Vec<TokenRecord>,
 }
 
-/// A peer's pull: every record here when the peer's table digest differs from this
-/// node's, else nothing.
+/// A peer's pull of one name range: a page of the records here that differ from the
+/// asker's digests (`sync.rs`).
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Vec<TokenRecord>")]
+#[rtype(result = "super::sync::TokenSyncPage")]
 pub struct TokensIfDiffer {
-    /// The asker's digest of its table.
-    pub digest: Vec<u8>,
+    pub query: super::sync::TokenSyncQuery,
 }
 
 /// Pull every peer's records now (as the periodic round does); answered with the number

@@ -8,9 +8,11 @@
 //! [`SyncTokensNow`]; `LayoutChanged` from the layout actor (`layout.rs`: the peers follow
 //! the layout's members). It talks to the peer actor (`Recipient<Call>`) to push every create
 //! and revoke to every other member at once (`MergeTokens` frames), and, every
-//! `sync_interval`, pulls from each peer the records it lacks (`TokenDigestQuery`
-//! answered with `TokenRecords`), so a node that was down during a revoke refuses the
-//! token within one interval of coming back.
+//! `sync_interval`, pulls from each peer the records that differ (`TokenDigestQuery`
+//! answered with `TokenRecords`, in name ranges and pages that fit a frame whatever the
+//! table's size: `sync.rs`), so a node that was down during a revoke refuses the token
+//! within one interval of coming back. Tombstones older than `tombstone_retention` (the
+//! node's `max_offline`) are purged at each round.
 //!
 //! A change is applied to the map at once (a revoked token is refused by the next
 //! request) and answered once durable. Writes go to fjall in order, one blocking task at a
@@ -25,7 +27,8 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::frame::BlockRpc;
-use crate::peer::{Call, Priority};
+use crate::hash::NodeId;
+use crate::peer::{Call, Priority, RpcError};
 use crate::rc::now_msec;
 use crate::store_failure::{StoreFailed, StoreFailureReporter};
 
@@ -33,25 +36,30 @@ mod config;
 mod layout;
 mod messages;
 pub mod record;
+mod sync;
+#[cfg(test)]
+mod sync_tests;
 #[cfg(test)]
 mod tests;
 
-pub use config::TokenConfig;
+pub use config::{TokenConfig, DEFAULT_MAX_OFFLINE};
 pub use layout::token_peers;
 pub use messages::{
     Authenticate, CreateToken, CreatedToken, ListTokens, MergeTokens, PushReport, RevokeToken,
     SyncTokensNow, TokenError, TokenGrant, TokenInfo, TokensIfDiffer, WriteFailed,
 };
 pub use record::{Scope, TokenName, TokenRecord};
+pub use sync::{TokenSyncPage, TokenSyncQuery, RECORDS_PER_PAGE};
 
 use record::{decode_record, encode_record, hash_secret, hashes_equal, merge, table_digest};
 
 /// Name of the keyspace holding every token record.
 pub const TOKENS_KEYSPACE: &str = "tokens";
 
-/// One queued write: encoded records, and who waits for them to be durable.
+/// One queued write: encoded records (`None`: remove a purged tombstone), and who waits
+/// for them to be durable.
 struct QueuedWrite {
-    records: Vec<(TokenName, Vec<u8>)>,
+    records: Vec<(TokenName, Option<Vec<u8>>)>,
     done: oneshot::Sender<Result<(), WriteFailed>>,
 }
 
@@ -109,10 +117,50 @@ impl TokenActor {
         self
     }
 
+    /// Revocations before this (ms since the epoch) are past `tombstone_retention`.
+    fn purge_horizon(&self) -> u64 {
+        now_msec().saturating_sub(self.config.tombstone_retention.as_millis() as u64)
+    }
+
+    /// Remove the tombstones past the retention from the map and the store. Every node
+    /// purges a record at the same instant (its revocation time is in the record), so a
+    /// purged tombstone is not pulled back, and [`Self::merge_in`] ignores one that is.
+    fn purge_tombstones(&mut self, ctx: &mut Context<Self>) {
+        let horizon = self.purge_horizon();
+        let old: Vec<TokenName> = self
+            .table
+            .values()
+            .filter(|r| r.revoked_ms.is_some_and(|t| t < horizon))
+            .map(|r| r.name.clone())
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        info!(
+            tombstones = old.len(),
+            "purging revoked token records past the retention"
+        );
+        for n in &old {
+            self.table.remove(n);
+        }
+        let (done, _rx) = oneshot::channel();
+        self.queued.push(QueuedWrite {
+            records: old.into_iter().map(|n| (n, None)).collect(),
+            done,
+        });
+        self.start_write(ctx);
+    }
+
     /// Merge `incoming` into the map; returns the records that changed (to persist).
     fn merge_in(&mut self, incoming: Vec<TokenRecord>) -> Vec<TokenRecord> {
+        let horizon = self.purge_horizon();
         let mut changed = Vec::new();
         for r in incoming {
+            // A tombstone past the retention that is not here any more was purged here
+            // (or is about to be, by the peer that still sent it).
+            if r.revoked_ms.is_some_and(|t| t < horizon) && !self.table.contains_key(&r.name) {
+                continue;
+            }
             let winner = match self.table.get(&r.name) {
                 Some(old) => {
                     let w = merge(old.clone(), r);
@@ -144,7 +192,7 @@ impl TokenActor {
                 name: r.name.clone(),
                 source,
             })?;
-            encoded.push((r.name.clone(), v));
+            encoded.push((r.name.clone(), Some(v)));
         }
         let (done, rx) = oneshot::channel();
         self.queued.push(QueuedWrite {
@@ -165,12 +213,16 @@ impl TokenActor {
         let writes = std::mem::take(&mut self.queued);
         let db = self.db.clone();
         let ks = self.keyspace.clone();
-        let records: Vec<(TokenName, Vec<u8>)> =
+        let records: Vec<(TokenName, Option<Vec<u8>>)> =
             writes.iter().flat_map(|w| w.records.clone()).collect();
         let task = tokio::task::spawn_blocking(move || {
             let mut b = db.batch().durability(Some(PersistMode::SyncAll));
             for (name, v) in records {
-                b.insert(&ks, name.as_str().as_bytes().to_vec(), v);
+                let key = name.as_str().as_bytes().to_vec();
+                match v {
+                    Some(v) => b.insert(&ks, key, v),
+                    None => b.remove(&ks, key),
+                }
             }
             b.commit()
         });
@@ -394,31 +446,44 @@ impl Handler<MergeTokens> for TokenActor {
 impl Handler<TokensIfDiffer> for TokenActor {
     type Result = MessageResult<TokensIfDiffer>;
     fn handle(&mut self, m: TokensIfDiffer, _ctx: &mut Context<Self>) -> Self::Result {
-        if m.digest == self.digest() {
-            MessageResult(Vec::new())
-        } else {
-            MessageResult(self.table.values().cloned().collect())
-        }
+        MessageResult(sync::answer(&self.table, &self.digest(), &m.query))
     }
 }
 
 impl Handler<SyncTokensNow> for TokenActor {
     type Result = ResponseActFuture<Self, usize>;
-    fn handle(&mut self, _m: SyncTokensNow, _ctx: &mut Context<Self>) -> Self::Result {
-        let digest = self.digest();
-        let calls = self.call_each_peer(Priority::Background, || {
-            BlockRpc::TokenDigestQuery(digest.clone())
-        });
-        Box::pin(join_all(calls).into_actor(self).map(|replies, act, ctx| {
+    fn handle(&mut self, _m: SyncTokensNow, ctx: &mut Context<Self>) -> Self::Result {
+        self.purge_tombstones(ctx);
+        let digests: Vec<(TokenName, Vec<u8>)> = self
+            .table
+            .values()
+            .map(|r| (r.name.clone(), sync::record_digest(r)))
+            .collect();
+        let queries = sync::queries(digests, self.digest());
+        let pulls: Vec<_> = match &self.peers {
+            Some(peers) => self
+                .config
+                .peers
+                .iter()
+                .map(|node| {
+                    pull_from(
+                        peers.clone(),
+                        *node,
+                        self.config.call_timeout,
+                        queries.clone(),
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Box::pin(join_all(pulls).into_actor(self).map(|replies, act, ctx| {
             let mut answered = 0;
             let mut incoming = Vec::new();
-            // A peer that is down (or answered oddly) is asked again at the next round;
-            // nothing to log at every interval.
-            for r in replies {
-                if let Ok(Ok(BlockRpc::TokenRecords(records))) = r {
-                    answered += 1;
-                    incoming.extend(records);
-                }
+            // A peer that is down is asked again at the next round (`pull_from` logs
+            // anything else).
+            for records in replies.into_iter().flatten() {
+                answered += 1;
+                incoming.extend(records);
             }
             let changed = act.merge_in(incoming);
             if !changed.is_empty() {
@@ -435,4 +500,54 @@ impl Handler<SyncTokensNow> for TokenActor {
             answered
         }))
     }
+}
+
+/// One round's pull from `node`: every query of the asker's table (and the pages of
+/// each), the records that differ; `None` if the peer could not be asked (logged
+/// unless it is merely down).
+async fn pull_from(
+    peers: Recipient<Call>,
+    node: NodeId,
+    timeout: std::time::Duration,
+    queries: Vec<TokenSyncQuery>,
+) -> Option<Vec<TokenRecord>> {
+    let mut got = Vec::new();
+    for first in queries {
+        let mut q = first;
+        loop {
+            let reply = peers
+                .send(Call {
+                    node,
+                    rpc: BlockRpc::TokenDigestQuery(q.clone()),
+                    timeout,
+                    priority: Priority::Background,
+                })
+                .await;
+            let page = match reply {
+                Ok(Ok(BlockRpc::TokenRecords(page))) => page,
+                Ok(Ok(other)) => {
+                    warn!(peer = %node.short(), reply = other.kind(), "token pull: unexpected reply");
+                    return None;
+                }
+                Ok(Err(RpcError::Timeout { .. } | RpcError::Unreachable { .. })) => return None,
+                Ok(Err(e)) => {
+                    warn!(peer = %node.short(), error = %e, "token pull failed");
+                    return None;
+                }
+                Err(e) => {
+                    warn!(error = %e, "peer actor unavailable for a token pull");
+                    return None;
+                }
+            };
+            if page.same {
+                return Some(got);
+            }
+            got.extend(page.records);
+            match page.next {
+                Some(next) => q = sync::continue_after(&q, next),
+                None => break,
+            }
+        }
+    }
+    Some(got)
 }

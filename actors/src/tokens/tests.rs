@@ -1,6 +1,8 @@
 //! TokenActor tests, through its messages only: one node alone, and two or three nodes
 //! whose actors reach each other through a test double of the peer actor that answers
-//! `MergeTokens` and `TokenDigestQuery` the way the node's replica side does.
+//! `MergeTokens` and `TokenDigestQuery` the way the node's replica side does. Requests
+//! and replies go through the frame codec with the default limits, so a frame too large
+//! for a real peer fails here too.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -15,18 +17,40 @@ use crate::hash::NodeId;
 use crate::layout::{Layout, LayoutChanged, LayoutMember, LayoutPlacement};
 use crate::peer::RpcError;
 
-fn node(i: u8) -> NodeId {
+/// `rpc` as a peer would decode it from the wire (header limit included).
+fn through_codec(node: NodeId, rpc: &BlockRpc) -> Result<BlockRpc, RpcError> {
+    let bad = |e: crate::frame::FrameError| RpcError::Protocol {
+        node,
+        reason: e.to_string(),
+    };
+    let frame = crate::frame::encode(rpc).map_err(bad)?;
+    crate::frame::decode(&frame.head, &crate::frame::FrameLimits::default()).map_err(bad)
+}
+
+/// A pull of everything (no digests: the asker has nothing).
+pub(super) fn everything() -> TokensIfDiffer {
+    TokensIfDiffer {
+        query: TokenSyncQuery {
+            table_digest: Vec::new(),
+            after: None,
+            until: None,
+            digests: Vec::new(),
+        },
+    }
+}
+
+pub(super) fn node(i: u8) -> NodeId {
     NodeId([i; 32])
 }
 
-fn name(s: &str) -> TokenName {
+pub(super) fn name(s: &str) -> TokenName {
     s.parse().expect("valid token name")
 }
 
 /// The peers as every token actor sees them: routes a call to the addressed node's
 /// actor, unless that node is marked down.
 #[derive(Default)]
-struct Mesh {
+pub(super) struct Mesh {
     nodes: HashMap<NodeId, Addr<TokenActor>>,
     down: HashSet<NodeId>,
 }
@@ -51,9 +75,9 @@ impl Handler<Join> for Mesh {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct SetDown {
-    id: NodeId,
-    down: bool,
+pub(super) struct SetDown {
+    pub(super) id: NodeId,
+    pub(super) down: bool,
 }
 
 impl Handler<SetDown> for Mesh {
@@ -87,7 +111,8 @@ impl Handler<Call> for Mesh {
                 node: target,
                 reason: e.to_string(),
             };
-            match c.rpc {
+            let rpc = through_codec(target, &c.rpc)?;
+            let reply = match rpc {
                 BlockRpc::MergeTokens(records) => match addr.send(MergeTokens { records }).await {
                     Ok(Ok(_)) => Ok(BlockRpc::Ok),
                     Ok(Err(e)) => Err(RpcError::Protocol {
@@ -96,8 +121,8 @@ impl Handler<Call> for Mesh {
                     }),
                     Err(e) => Err(gone(e)),
                 },
-                BlockRpc::TokenDigestQuery(digest) => addr
-                    .send(TokensIfDiffer { digest })
+                BlockRpc::TokenDigestQuery(query) => addr
+                    .send(TokensIfDiffer { query })
                     .await
                     .map(BlockRpc::TokenRecords)
                     .map_err(gone),
@@ -105,30 +130,37 @@ impl Handler<Call> for Mesh {
                     node: target,
                     reason: format!("unexpected {}", other.kind()),
                 }),
-            }
+            }?;
+            through_codec(target, &reply)
         })
     }
 }
 
 /// A test config: pulls only when asked (`SyncTokensNow`), never on a timer.
-fn config(me: u8, members: u8) -> TokenConfig {
+pub(super) fn config(me: u8, members: u8) -> TokenConfig {
     TokenConfig {
         node: node(me),
         peers: (1..=members).filter(|i| *i != me).map(node).collect(),
         sync_interval: Duration::from_secs(3600),
         first_sync_after: Duration::from_secs(3600),
         call_timeout: Duration::from_secs(2),
+        tombstone_retention: DEFAULT_MAX_OFFLINE,
     }
 }
 
-fn open(dir: &Path) -> Database {
+pub(super) fn open(dir: &Path) -> Database {
     Database::builder(dir)
         .open()
         .expect("open the metadata store")
 }
 
 /// Start token actor `i` with `config` and its store in `dir`, and add it to `mesh`.
-async fn start_on(mesh: &Addr<Mesh>, i: u8, config: TokenConfig, dir: &Path) -> Addr<TokenActor> {
+pub(super) async fn start_on(
+    mesh: &Addr<Mesh>,
+    i: u8,
+    config: TokenConfig,
+    dir: &Path,
+) -> Addr<TokenActor> {
     let a = TokenActor::new(open(dir), config, Some(mesh.clone().recipient()))
         .expect("token actor starts")
         .start();
@@ -142,7 +174,10 @@ async fn start_on(mesh: &Addr<Mesh>, i: u8, config: TokenConfig, dir: &Path) -> 
 }
 
 /// `n` token actors, each with its own store, joined through one mesh.
-async fn cluster(n: u8, dirs: &[tempfile::TempDir]) -> (Addr<Mesh>, Vec<Addr<TokenActor>>) {
+pub(super) async fn cluster(
+    n: u8,
+    dirs: &[tempfile::TempDir],
+) -> (Addr<Mesh>, Vec<Addr<TokenActor>>) {
     let mesh = Mesh::default().start();
     let mut actors = Vec::new();
     for i in 1..=n {
@@ -151,13 +186,13 @@ async fn cluster(n: u8, dirs: &[tempfile::TempDir]) -> (Addr<Mesh>, Vec<Addr<Tok
     (mesh, actors)
 }
 
-fn dirs(n: usize) -> Vec<tempfile::TempDir> {
+pub(super) fn dirs(n: usize) -> Vec<tempfile::TempDir> {
     (0..n)
         .map(|_| tempfile::tempdir().expect("temp dir"))
         .collect()
 }
 
-async fn create(a: &Addr<TokenActor>, n: &str, scope: Scope) -> CreatedToken {
+pub(super) async fn create(a: &Addr<TokenActor>, n: &str, scope: Scope) -> CreatedToken {
     a.send(CreateToken {
         name: name(n),
         scope,
@@ -167,7 +202,7 @@ async fn create(a: &Addr<TokenActor>, n: &str, scope: Scope) -> CreatedToken {
     .unwrap_or_else(|e| panic!("creating token {n} failed: {e}"))
 }
 
-async fn auth(a: &Addr<TokenActor>, secret: &str) -> Option<TokenGrant> {
+pub(super) async fn auth(a: &Addr<TokenActor>, secret: &str) -> Option<TokenGrant> {
     a.send(Authenticate {
         secret: secret.to_string(),
     })
@@ -391,18 +426,9 @@ async fn a_node_down_during_a_revoke_refuses_the_token_after_its_next_pull() {
         None,
         "the node that was down still accepts the revoked token after a pull"
     );
-    // Equal tables: the next pull carries no records.
-    let digest_equal = a[0]
-        .send(TokensIfDiffer {
-            digest: record::table_digest(std::iter::empty()),
-        })
-        .await
-        .expect("alive");
-    assert_eq!(
-        digest_equal.len(),
-        1,
-        "a differing digest gets every record"
-    );
+    // An asker with nothing gets every record.
+    let page = a[0].send(everything()).await.expect("alive");
+    assert_eq!(page.records.len(), 1, "an empty asker gets every record");
 }
 
 #[actix_rt::test]
@@ -410,10 +436,7 @@ async fn merging_an_older_live_record_never_revives_a_revoked_token() {
     let d = dirs(1);
     let (_mesh, a) = cluster(1, &d).await;
     let t = create(&a[0], "old", Scope::Read).await;
-    let stale = a[0]
-        .send(TokensIfDiffer { digest: Vec::new() })
-        .await
-        .expect("alive");
+    let stale = a[0].send(everything()).await.expect("alive").records;
     a[0].send(RevokeToken { name: name("old") })
         .await
         .expect("alive")

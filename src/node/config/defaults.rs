@@ -27,6 +27,9 @@ pub(super) fn default_rf() -> usize {
 pub(super) fn default_gc_delay() -> Duration {
     DEFAULT_GC_DELAY
 }
+pub(super) fn default_max_offline() -> Duration {
+    blocknode_actors::tokens::DEFAULT_MAX_OFFLINE
+}
 pub(super) fn default_block_rw_timeout() -> Duration {
     BLOCK_RW_TIMEOUT
 }

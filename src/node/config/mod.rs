@@ -26,8 +26,8 @@ use self::defaults::{
     default_anti_entropy_interval, default_backoff, default_block_rw_timeout, default_capacity,
     default_compression, default_gc_delay, default_http, default_http_body_read_timeout,
     default_http_keep_alive, default_http_request_timeout, default_max_block_size,
-    default_max_hints_per_member, default_peer_rpc_timeout, default_quic, default_ram_buffer,
-    default_rf, default_scrub_interval, default_true, default_zone,
+    default_max_hints_per_member, default_max_offline, default_peer_rpc_timeout, default_quic,
+    default_ram_buffer, default_rf, default_scrub_interval, default_true, default_zone,
 };
 use self::parse::{de_compression, de_duration, de_opt_size, de_size};
 
@@ -101,6 +101,12 @@ pub struct Config {
     /// age of a block file before GC may delete it (an orphan's whole grace). Default "10m".
     #[serde(default = "default_gc_delay", deserialize_with = "de_duration")]
     pub gc_delay: Duration,
+    /// The longest a node may be offline and still catch up from its peers: tombstones
+    /// (revoked tokens) are kept this long, then purged. A node offline longer must be
+    /// wiped (data and metadata dirs) and join again, so that its stale records cannot
+    /// bring back what the others dropped. Default "30days".
+    #[serde(default = "default_max_offline", deserialize_with = "de_duration")]
+    pub max_offline: Duration,
     /// Timeout of a block read or write between nodes. Default "30s".
     #[serde(default = "default_block_rw_timeout", deserialize_with = "de_duration")]
     pub block_rw_timeout: Duration,
@@ -205,6 +211,7 @@ write_quorum = 2                 # default: majority of replication_factor
 compression_level = 1            # 1..=19 or "none"
 data_fsync = true
 gc_delay = "10m"
+max_offline = "30days"
 block_rw_timeout = "30s"
 peer_rpc_timeout = "5s"
 resync_backoff_base = "60s"
@@ -281,6 +288,7 @@ impl Config {
             compression_level: default_compression(),
             data_fsync: true,
             gc_delay: default_gc_delay(),
+            max_offline: default_max_offline(),
             block_rw_timeout: default_block_rw_timeout(),
             peer_rpc_timeout: default_peer_rpc_timeout(),
             resync_backoff_base: default_backoff(),

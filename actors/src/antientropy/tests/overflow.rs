@@ -18,12 +18,17 @@ async fn past_the_hint_cap_a_member_gets_a_full_sync_instead() {
         r.a.send(AddRef {
             hash,
             ref_id: ref_id.clone(),
+            incarnation: 0,
         })
         .await
         .unwrap()
         .unwrap();
         r.ae.do_send(CallsFailed {
-            rpc: BlockRpc::AddRef { hash, ref_id },
+            rpc: BlockRpc::AddRef {
+                hash,
+                ref_id,
+                incarnation: 0,
+            },
             failed: vec![(
                 node(2),
                 RpcError::Unreachable {

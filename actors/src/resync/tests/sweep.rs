@@ -48,11 +48,16 @@ async fn a_deletable_entry_whose_queue_entry_was_lost_is_collected_after_a_resta
         rc.send(AddRef {
             hash: h,
             ref_id: ref_id.clone(),
+            incarnation: 0,
         })
         .await
         .unwrap()
         .unwrap();
-        rc.send(DropRef { hash: h, ref_id }).await.unwrap().unwrap();
+        rc.send(DropRef {
+            hash: h,
+            ref_id,
+            incarnation: 0,
+        }).await.unwrap().unwrap();
     });
     let r = rig(d.path(), Duration::ZERO);
     assert!(matches!(
