@@ -7,39 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use blocknode_actors::{Hash, RefId};
-
+use super::args::{hash_arg, query_escape, ref_arg};
 use super::client::Client;
 use super::output::{block_info_text, next_try_text, print_status};
 use super::{BlockCommand, Command, RefCommand, TokenCommand, WorkerCommand};
-
-/// A block hash given on the command line, checked here so a typo fails with a clear
-/// reason instead of reaching (or, with a `/`, misrouting to) another API route.
-pub(super) fn hash_arg(s: &str) -> anyhow::Result<Hash> {
-    s.to_ascii_lowercase()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("invalid block hash {s:?}: {e}"))
-}
-
-/// A ref name given on the command line, checked for the same reason as [`hash_arg`].
-pub(super) fn ref_arg(s: &str) -> anyhow::Result<RefId> {
-    s.parse()
-        .map_err(|e| anyhow::anyhow!("invalid ref name {s:?}: {e}"))
-}
-
-/// Percent-encode a query value: everything but RFC 3986's unreserved characters.
-/// Needed for refs: `+` is legal in a ref name but means a space in a query string.
-pub(super) fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// Run one client command.
 pub fn run(c: &Client, cmd: Command) -> anyhow::Result<()> {
@@ -372,7 +343,8 @@ mod tests {
                 ref_id: None,
                 unreferenced: true,
             },
-        ).unwrap_err();
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("without a hash"), "{e:#}");
         server.join().unwrap();
     }

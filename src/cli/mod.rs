@@ -3,9 +3,11 @@
 //! - this file: the argument types (the tools define their own: [`DevClusterArgs`],
 //!   [`BenchArgs`]);
 //! - [`client`]: the HTTP client of one node's API (errors as one line);
+//! - `args`: the checks of the hashes and ref names given as arguments;
 //! - [`commands`]: what each client command asks the API;
 //! - [`output`]: how the answers are printed.
 
+mod args;
 pub mod client;
 pub mod commands;
 mod layout;

@@ -10,8 +10,8 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+use super::args::{hash_arg, query_escape, ref_arg};
 use super::client::{api_error_line, Client};
-use super::commands::{hash_arg, query_escape, ref_arg};
 
 /// `blocknode object ...`.
 #[derive(Subcommand, Debug)]

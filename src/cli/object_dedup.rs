@@ -18,8 +18,8 @@ use serde_json::Value;
 use blocknode_actors::hash::blake2sum;
 use blocknode_actors::{Hash, RefId};
 
+use super::args::query_escape;
 use super::client::Client;
-use super::commands::query_escape;
 use crate::objects::manifest::{ChunkerParams, Entry, TreeBuilder};
 
 /// Chunks asked about at once: at most 4 × 4 MiB held while the answer comes.

@@ -45,7 +45,7 @@ pub(super) async fn node_state(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout with what this node knows of it: a peer's blocks, bytes and disk_capacity as it last announced them, stats_age_secs how old they are, null until it has), peers, storage, resync and anti-entropy state", body = super::status::StatusReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "node, layout, members (every node of the layout with what this node knows of it: a peer's blocks, bytes and disk_capacity as it last announced them, stats_age_secs how old they are, null until it has), peers, storage, resync and anti-entropy state", body = super::status::StatusReply), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let layout = super::layout::status_summary(&svc).await?;
@@ -68,7 +68,7 @@ pub(super) async fn status(svc: web::Data<Coordinator>) -> ApiResult {
 }
 
 /// Start an anti-entropy round now (if none is running).
-#[utoipa::path(post, path = "/v1/anti-entropy/sync", tag = "maintenance", responses((status = 202, description = "a round started (false: one is running)", body = SyncStarted), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/anti-entropy/sync", tag = "maintenance", responses((status = 202, description = "a round started (false: one is running)", body = SyncStarted), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn anti_entropy_sync(svc: web::Data<Coordinator>) -> ApiResult {
     let started = svc
         .anti_entropy
@@ -85,7 +85,7 @@ pub(crate) struct SyncStarted {
     started: bool,
 }
 
-#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", params(("limit" = Option<u64>, Query, description = "entries per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000), ("after" = Option<String>, Query, description = "the `next` of the previous page: entries after this hash", pattern = "^[0-9a-f]{64}$")), responses((status = 200, description = "one page of the blocks whose last resync failed, in hash order; `next` is the `after` of the next page (null on the last)", body = ResyncErrors), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/resync/errors", tag = "maintenance", params(("limit" = Option<u64>, Query, description = "entries per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000), ("after" = Option<String>, Query, description = "the `next` of the previous page: entries after this hash", pattern = "^[0-9a-f]{64}$")), responses((status = 200, description = "one page of the blocks whose last resync failed, in hash order; `next` is the `after` of the next page (null on the last)", body = ResyncErrors), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::schema::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn resync_errors(
     svc: web::Data<Coordinator>,
     query: web::Query<PageQuery>,
@@ -123,7 +123,7 @@ pub(crate) struct RetryBody {
     all: bool,
 }
 
-#[utoipa::path(post, path = "/v1/resync/retry", tag = "maintenance", request_body = RetryBody, responses((status = 200, description = "how many were rescheduled", body = Rescheduled), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/resync/retry", tag = "maintenance", request_body = RetryBody, responses((status = 200, description = "how many were rescheduled", body = Rescheduled), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::schema::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn resync_retry(
     svc: web::Data<Coordinator>,
     body: web::Json<RetryBody>,
@@ -181,7 +181,7 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     serde_json::from_value(v).map_err(bad)
 }
 
-#[utoipa::path(post, path = "/v1/repair", tag = "maintenance", request_body(content = Option<RepairBody>, description = "optional"), responses((status = 202, description = "repair started", body = RepairStarted), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "a repair is running", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/repair", tag = "maintenance", request_body(content = Option<RepairBody>, description = "optional"), responses((status = 202, description = "repair started", body = RepairStarted), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::schema::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 409, description = "a repair is running", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn repair(svc: web::Data<Coordinator>, body: web::Bytes) -> ApiResult {
     let RepairBody { rebuild_rc } = optional_json(&body)?;
     svc.resync
@@ -204,7 +204,7 @@ pub(crate) struct RepairStarted {
     rebuild_rc: bool,
 }
 
-#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel", pattern = "^(start|pause|resume|cancel)$")), responses((status = 200, description = "done", body = ScrubReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 404, description = "unknown action", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/scrub/{action}", tag = "maintenance", params(("action" = String, Path, description = "start, pause, resume or cancel", pattern = "^(start|pause|resume|cancel)$")), responses((status = 200, description = "done", body = ScrubReply), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 404, description = "unknown action", body = crate::http::schema::ErrorBody), (status = 409, description = "refused in the scrub's state", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn scrub(svc: web::Data<Coordinator>, path: web::Path<String>) -> ApiResult {
     let cmd = match path.as_str() {
         "start" => ScrubCommand::Start,
@@ -263,7 +263,7 @@ async fn workers_json(svc: &Coordinator) -> ApiResult {
     }))
 }
 
-#[utoipa::path(get, path = "/v1/workers", tag = "maintenance", responses((status = 200, description = "current settings", body = Workers), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/workers", tag = "maintenance", responses((status = 200, description = "current settings", body = Workers), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn get_workers(svc: web::Data<Coordinator>) -> ApiResult {
     workers_json(&svc).await
 }
@@ -299,7 +299,7 @@ fn check_workers_body(b: &Workers) -> Result<WorkerSettings, ApiError> {
     })
 }
 
-#[utoipa::path(put, path = "/v1/workers", tag = "maintenance", request_body = Workers, responses((status = 200, description = "settings after the change", body = Workers), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(put, path = "/v1/workers", tag = "maintenance", request_body = Workers, responses((status = 200, description = "settings after the change", body = Workers), (status = 400, description = "malformed hash, ref, body or query", body = crate::http::schema::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn put_workers(
     svc: web::Data<Coordinator>,
     body: web::Json<Workers>,

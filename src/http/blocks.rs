@@ -15,8 +15,8 @@ use blocknode_actors::storage::BlockLength;
 use blocknode_actors::tokens::Scope;
 use blocknode_actors::{Hash, RefId};
 
-use super::openapi::{BlockBytes, ErrorBody, PutReply};
 use super::paging::PageQuery;
+use super::schema::{BlockBytes, ErrorBody, PutReply};
 use super::{actor_err, parse_hash, parse_ref, ApiError, ApiResult};
 use crate::coordinator::{Coordinator, HolderInfo};
 use crate::http::conditional::{

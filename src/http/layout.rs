@@ -363,7 +363,7 @@ pub(crate) struct LayoutSummary {
     transition: Option<TransitionView>,
 }
 
-#[utoipa::path(get, path = "/v1/layout", tag = "layout", responses((status = 200, description = "the layout in force (version, members with their partition counts, rf, partitions), staged changes with what applying them would move, the running transition", body = LayoutReply), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/layout", tag = "layout", responses((status = 200, description = "the layout in force (version, members with their partition counts, rf, partitions), staged changes with what applying them would move, the running transition", body = LayoutReply), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::schema::ErrorBody)))]
 pub async fn get_layout(svc: web::Data<Service>) -> ApiResult {
     let v = svc
         .layout_actor
@@ -373,7 +373,7 @@ pub async fn get_layout(svc: web::Data<Service>) -> ApiResult {
     Ok(HttpResponse::Ok().json(LayoutReply::from(&v)))
 }
 
-#[utoipa::path(post, path = "/v1/layout/stage", tag = "layout", request_body = StageBody, responses((status = 200, description = "staged; the answer is GET /v1/layout's, with the preview of what applying would move", body = LayoutReply), (status = 400, description = "malformed body, id or address", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: not a member, or no valid layout results", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/stage", tag = "layout", request_body = StageBody, responses((status = 200, description = "staged; the answer is GET /v1/layout's, with the preview of what applying would move", body = LayoutReply), (status = 400, description = "malformed body, id or address", body = crate::http::schema::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 409, description = "refused: not a member, or no valid layout results", body = crate::http::schema::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::schema::ErrorBody)))]
 pub async fn stage(svc: web::Data<Service>, body: web::Json<StageBody>) -> ApiResult {
     let change = body.change()?;
     let v = svc
@@ -385,7 +385,7 @@ pub async fn stage(svc: web::Data<Service>, body: web::Json<StageBody>) -> ApiRe
     Ok(HttpResponse::Ok().json(LayoutReply::from(&v)))
 }
 
-#[utoipa::path(post, path = "/v1/layout/apply", tag = "layout", request_body = ApplyBody, responses((status = 200, description = "applied: the version in force and what moves", body = Applied), (status = 400, description = "malformed body", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 409, description = "refused: nothing staged, or version is not current + 1", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/apply", tag = "layout", request_body = ApplyBody, responses((status = 200, description = "applied: the version in force and what moves", body = Applied), (status = 400, description = "malformed body", body = crate::http::schema::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 409, description = "refused: nothing staged, or version is not current + 1", body = crate::http::schema::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::schema::ErrorBody)))]
 pub async fn apply(svc: web::Data<Service>, body: web::Json<ApplyBody>) -> ApiResult {
     let a = svc
         .layout_actor
@@ -401,7 +401,7 @@ pub async fn apply(svc: web::Data<Service>, body: web::Json<ApplyBody>) -> ApiRe
     }))
 }
 
-#[utoipa::path(post, path = "/v1/layout/revert", tag = "layout", responses((status = 200, description = "staged changes dropped", body = Reverted), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/layout/revert", tag = "layout", responses((status = 200, description = "staged changes dropped", body = Reverted), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "the layout actor is unavailable", body = crate::http::schema::ErrorBody)))]
 pub async fn revert(svc: web::Data<Service>) -> ApiResult {
     let dropped = svc
         .layout_actor

@@ -7,7 +7,7 @@ use super::{ApiError, ApiResult};
 use crate::coordinator::Coordinator;
 use crate::metrics::Snapshot;
 
-#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 503, description = "quorum not reached or an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn metrics(svc: web::Data<Coordinator>) -> ApiResult {
     let (peers, storage, resync, ae) = node_state(&svc).await?;
     let mut s = Snapshot::default();

@@ -10,7 +10,8 @@
 //! refs), [`objects`] (objects of any size, their refs, which blocks are missing), [`admin`] (status, resync, repair, scrub, workers), [`layout`] (the cluster
 //! layout) and [`metrics`] (`/metrics`);
 //! [`conditional`] decides ETag, `If-None-Match` and byte ranges; [`openapi`] builds the
-//! OpenAPI document from the handlers' `#[utoipa::path]` attributes.
+//! OpenAPI document from the handlers' `#[utoipa::path]` attributes, with the error body
+//! and the other types both name in [`schema`].
 
 pub mod admin;
 pub mod blocks;
@@ -22,6 +23,7 @@ pub mod objects;
 pub mod openapi;
 pub mod page;
 pub mod paging;
+pub mod schema;
 pub mod status;
 pub mod tokens;
 
@@ -81,7 +83,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
-        HttpResponse::build(self.status).json(openapi::ErrorBody {
+        HttpResponse::build(self.status).json(schema::ErrorBody {
             error: &self.message,
             code: self.code,
         })

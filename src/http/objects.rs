@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use blocknode_actors::Hash;
 
 use super::blocks::{HeadBody, HttpLimits, DEFAULT_BODY_READ_TIMEOUT};
-use super::openapi::{BlockBytes, ErrorBody};
+use super::schema::{BlockBytes, ErrorBody};
 use super::{parse_hash, parse_ref, ApiError, ApiResult};
 use crate::coordinator::Coordinator;
 use crate::http::conditional::{

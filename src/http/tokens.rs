@@ -82,7 +82,7 @@ pub(crate) struct TokenList {
     tokens: Vec<TokenView>,
 }
 
-#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateBody, responses((status = 201, description = "the new token; its secret is shown only here", body = CreatedView), (status = 400, description = "malformed name, scope or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 403, description = "the token's scope is not admin", body = crate::http::openapi::ErrorBody), (status = 409, description = "a live token has this name (code token_exists)", body = crate::http::openapi::ErrorBody), (status = 503, description = "an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateBody, responses((status = 201, description = "the new token; its secret is shown only here", body = CreatedView), (status = 400, description = "malformed name, scope or body", body = crate::http::schema::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 403, description = "the token's scope is not admin", body = crate::http::schema::ErrorBody), (status = 409, description = "a live token has this name (code token_exists)", body = crate::http::schema::ErrorBody), (status = 503, description = "an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn create_token(
     tokens: web::Data<Addr<TokenActor>>,
     body: web::Json<CreateBody>,
@@ -106,7 +106,7 @@ pub(super) async fn create_token(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, description = "the live tokens: names, scopes, creation times", body = TokenList), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 403, description = "the token's scope is not admin", body = crate::http::openapi::ErrorBody), (status = 503, description = "an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, description = "the live tokens: names, scopes, creation times", body = TokenList), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 403, description = "the token's scope is not admin", body = crate::http::schema::ErrorBody), (status = 503, description = "an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn list_tokens(tokens: web::Data<Addr<TokenActor>>) -> ApiResult {
     let list = tokens
         .send(ListTokens)
@@ -117,7 +117,7 @@ pub(super) async fn list_tokens(tokens: web::Data<Addr<TokenActor>>) -> ApiResul
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path, description = "the token's name: 1-64 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,64}$")), responses((status = 204, description = "revoked here at once and pushed to every node (idempotent)"), (status = 400, description = "malformed name", body = crate::http::openapi::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::openapi::ErrorBody), (status = 403, description = "the token's scope is not admin", body = crate::http::openapi::ErrorBody), (status = 404, description = "no token ever had this name", body = crate::http::openapi::ErrorBody), (status = 503, description = "an actor unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path, description = "the token's name: 1-64 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,64}$")), responses((status = 204, description = "revoked here at once and pushed to every node (idempotent)"), (status = 400, description = "malformed name", body = crate::http::schema::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::http::schema::ErrorBody), (status = 403, description = "the token's scope is not admin", body = crate::http::schema::ErrorBody), (status = 404, description = "no token ever had this name", body = crate::http::schema::ErrorBody), (status = 503, description = "an actor unavailable", body = crate::http::schema::ErrorBody)))]
 pub(super) async fn revoke_token(
     tokens: web::Data<Addr<TokenActor>>,
     path: web::Path<String>,

@@ -184,14 +184,13 @@ mod tests {
         adds.extend(filler.iter().cloned());
         let late = new_upload_ref(now - 2 * ttl.as_millis() as u64);
         adds.push((Hash([0xff; 32]), late.clone()));
-        let replies = futures::future::join_all(
-            adds.into_iter()
-                .map(|(hash, ref_id)| a.send(AddRef {
-                    hash,
-                    ref_id,
-                    incarnation: 0,
-                })),
-        )
+        let replies = futures::future::join_all(adds.into_iter().map(|(hash, ref_id)| {
+            a.send(AddRef {
+                hash,
+                ref_id,
+                incarnation: 0,
+            })
+        }))
         .await;
         assert!(replies.into_iter().all(|r| matches!(r, Ok(Ok(_)))));
         for _ in 0..40 {

@@ -8,8 +8,8 @@ use std::ops::Bound;
 use actix::prelude::*;
 
 use super::keys::{decode_rec, ref_key, split_ref_key};
-use super::record::RefRec;
 use super::overlay::{overlay, Merged};
+use super::record::RefRec;
 use super::{store_err, RefState, RefcountActor, RefcountError};
 use crate::hash::{Hash, HASH_LEN};
 use crate::ref_id::RefId;

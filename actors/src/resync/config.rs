@@ -1,11 +1,12 @@
 //! Settings of the resync actor: [`ResyncConfig`] with its defaults and delays per
 //! [`ScheduleReason`], the limits ([`MAX_WORKERS`], [`MAX_TRANQUILITY`]) and default
-//! tranquilities, and the checks of operator-set values ([`check_workers`],
-//! [`check_tranquility`]).
+//! tranquilities. (The checks of operator-set values against the limits are with the
+//! error they return, in `messages.rs`.)
 
 use std::time::Duration;
 
-use super::messages::{ResyncError, ScheduleReason};
+use serde::Serialize;
+
 use crate::gc::DEFAULT_GC_DELAY;
 use crate::hash::NodeId;
 use crate::peer::{BLOCK_RW_TIMEOUT, PEER_RPC_TIMEOUT};
@@ -34,6 +35,31 @@ pub const DEFAULT_SCRUB_TRANQUILITY: u32 = 4;
 /// (1% duty), about 50 min after a block that hit the 30 s timeout. Larger values only
 /// park workers for days (4,000,000,000 was once set by mistake).
 pub const MAX_TRANQUILITY: u32 = 100;
+
+/// Why a block was scheduled (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ScheduleReason {
+    /// Its rc went from 0 to 1.
+    NewRef,
+    /// Its rc dropped to 0.
+    Dropped,
+    /// A read found it missing or rotten.
+    ReadFailed,
+    /// A `PutBlock` arrived for a block with no refs here.
+    OrphanPut,
+    /// Repair.
+    Repair,
+    /// Anti-entropy merged a live ref for it from another replica (looked at now: the
+    /// block is referenced here and may not be stored yet).
+    MergedRef,
+    /// Scrub found it rotten.
+    Scrub,
+    /// An operator asked.
+    Manual,
+    /// A previous attempt failed.
+    Retry,
+}
+
 /// Settings of a [`ResyncActor`](super::ResyncActor).
 #[derive(Debug, Clone)]
 pub struct ResyncConfig {
@@ -87,23 +113,5 @@ impl ResyncConfig {
             | ScheduleReason::Manual
             | ScheduleReason::Retry => Duration::ZERO,
         }
-    }
-}
-/// Check a `resync_workers` value (1..=[`MAX_WORKERS`]); the API checks with it before
-/// narrowing a JSON number, so nothing wraps.
-pub fn check_workers(value: u64) -> Result<usize, ResyncError> {
-    match usize::try_from(value) {
-        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
-        _ => Err(ResyncError::BadWorkers {
-            value: usize::try_from(value).unwrap_or(usize::MAX),
-        }),
-    }
-}
-
-/// Check a tranquility value named `key` (0..=[`MAX_TRANQUILITY`]).
-pub fn check_tranquility(key: &'static str, value: u64) -> Result<u32, ResyncError> {
-    match u32::try_from(value) {
-        Ok(t) if t <= MAX_TRANQUILITY => Ok(t),
-        _ => Err(ResyncError::BadTranquility { key, value }),
     }
 }

@@ -1,15 +1,15 @@
 //! The resync actor's messages: [`Schedule`] (with its [`ScheduleReason`]), [`RetryNow`],
 //! [`SetWorkers`], [`SetTranquility`], [`SetScrubTranquility`], [`StartRepair`],
 //! [`ScrubCommand`], [`GetResyncStatus`], [`ListResyncErrors`], [`GetBlockError`],
-//! [`SetLayoutAgreement`], [`SetClientLoad`]; and the error [`ResyncError`]. (`RcChanged`
-//! comes from the refcount actor.)
+//! [`SetLayoutAgreement`], [`SetClientLoad`]; the error [`ResyncError`] and the checks
+//! of operator-set values that return it ([`check_workers`], [`check_tranquility`]).
+//! (`RcChanged` comes from the refcount actor; [`ScheduleReason`] from `config.rs`.)
 
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::Serialize;
 
-use super::config::{ResyncConfig, MAX_TRANQUILITY, MAX_WORKERS};
+use super::config::{ResyncConfig, ScheduleReason, MAX_TRANQUILITY, MAX_WORKERS};
 use super::status::{ResyncErrorInfo, ResyncStatus};
 use crate::hash::Hash;
 
@@ -31,28 +31,23 @@ pub enum ResyncError {
     },
 }
 
-/// Why a block was scheduled (for logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum ScheduleReason {
-    /// Its rc went from 0 to 1.
-    NewRef,
-    /// Its rc dropped to 0.
-    Dropped,
-    /// A read found it missing or rotten.
-    ReadFailed,
-    /// A `PutBlock` arrived for a block with no refs here.
-    OrphanPut,
-    /// Repair.
-    Repair,
-    /// Anti-entropy merged a live ref for it from another replica (looked at now: the
-    /// block is referenced here and may not be stored yet).
-    MergedRef,
-    /// Scrub found it rotten.
-    Scrub,
-    /// An operator asked.
-    Manual,
-    /// A previous attempt failed.
-    Retry,
+/// Check a `resync_workers` value (1..=[`MAX_WORKERS`]); the API checks with it before
+/// narrowing a JSON number, so nothing wraps.
+pub fn check_workers(value: u64) -> Result<usize, ResyncError> {
+    match usize::try_from(value) {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(ResyncError::BadWorkers {
+            value: usize::try_from(value).unwrap_or(usize::MAX),
+        }),
+    }
+}
+
+/// Check a tranquility value named `key` (0..=[`MAX_TRANQUILITY`]).
+pub fn check_tranquility(key: &'static str, value: u64) -> Result<u32, ResyncError> {
+    match u32::try_from(value) {
+        Ok(t) if t <= MAX_TRANQUILITY => Ok(t),
+        _ => Err(ResyncError::BadTranquility { key, value }),
+    }
 }
 
 /// Look at `hash` after `delay`. A hash waits in the queue once: if it already waits,

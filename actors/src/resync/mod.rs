@@ -40,6 +40,7 @@
 //! succeeds (space was freed, by GC or an operator) all of them are retried at once.
 mod config;
 pub mod decision;
+mod deps;
 mod keys;
 mod layout;
 mod messages;
@@ -75,22 +76,22 @@ use crate::refcount::{RcChanged, RefcountActor};
 use crate::storage::StorageActor;
 use crate::store_failure::{is_fatal_write_error, StoreFailed, StoreFailureReporter};
 pub use config::{
-    check_tranquility, check_workers, ResyncConfig, AFTER_GC_DELAY, DEFAULT_RESYNC_BACKOFF,
-    DEFAULT_SCRUB_INTERVAL, DEFAULT_SCRUB_TRANQUILITY, DEFAULT_TRANQUILITY, MAX_TRANQUILITY,
-    MAX_WORKERS, SPACE_PROBE_INTERVAL,
+    ResyncConfig, ScheduleReason, AFTER_GC_DELAY, DEFAULT_RESYNC_BACKOFF, DEFAULT_SCRUB_INTERVAL,
+    DEFAULT_SCRUB_TRANQUILITY, DEFAULT_TRANQUILITY, MAX_TRANQUILITY, MAX_WORKERS,
+    SPACE_PROBE_INTERVAL,
 };
+use deps::Deps;
+pub use deps::ResyncBlockError;
 pub use messages::{
-    FetchNow, GetBlockError, GetResyncStatus, ListResyncErrors, ResyncError, RetryNow, Schedule,
-    ScheduleReason, ScrubCommand, SetClientLoad, SetLayoutAgreement, SetScrubTranquility,
-    SetTranquility, SetWorkers, StartRepair,
+    check_tranquility, check_workers, FetchNow, GetBlockError, GetResyncStatus, ListResyncErrors,
+    ResyncError, RetryNow, Schedule, ScrubCommand, SetClientLoad, SetLayoutAgreement,
+    SetScrubTranquility, SetTranquility, SetWorkers, StartRepair,
 };
 pub use pages::{
     ListResyncErrorsPage, RepairAfterRead, ResyncErrorPage, READ_REPAIR_INTERVAL, READ_REPAIR_TABLE,
 };
 use queue::Queue;
 pub use status::{RepairStatus, ResyncErrorInfo, ResyncStatus, ScrubState, ScrubStatus};
-use work::Deps;
-pub use work::ResyncBlockError;
 use workers::Rest;
 
 /// Hashes listed per page by repair and scrub (bounds their memory).

@@ -13,34 +13,13 @@
 //! Invariant 4 (docs/ARCHITECTURE.md): any failure keeps the block, and the fence stays only until
 //! step 4 or, after a crash, until the refcount actor starts again.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::work::{call, gone, Deps, ResyncBlockError};
+use super::deps::{call, gone, Deps, GcStep, ResyncBlockError};
 use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
 use crate::refcount::{EndGcFence, FenceForDelete};
 use crate::storage::{read_charged, DeleteIfUnwritten, DeleteOutcome, ReadBlock};
-
-/// A point between two steps of a GC look, where an interleaving test may pause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum GcStep {
-    /// Before the look is opened (its instant taken, the file looked at).
-    Look,
-    /// Before the rc entry is read.
-    ReadRc,
-    /// Before the other holders are asked.
-    NeedQuery,
-    /// Before the fence.
-    Fence,
-    /// Before the conditional delete.
-    Delete,
-    /// Before the fence is lifted.
-    EndFence,
-}
-
-/// The test hook: how long to pause before a step of the look at a hash.
-pub(super) type PauseHook = Arc<dyn Fn(GcStep, Hash) -> Duration + Send + Sync>;
 
 /// How a GC offload ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use actix::prelude::*;
 use bytes::Bytes;
 use fjall::Database;
 
-use super::offload::{GcStep, PauseHook};
-use super::work::{resync_block, Deps, Outcome};
+use super::deps::{Deps, GcStep, PauseHook};
+use super::work::{resync_block, Outcome};
 use super::{GetResyncStatus, ResyncActor, ResyncConfig, Schedule, ScheduleReason, SetWorkers};
 use crate::block::{DataBlock, VerifiedBlock};
 use crate::frame::{BlockRpc, ErrorCode};

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::deps::call;
 use super::status::ResyncErrorInfo;
-use super::work::call;
 use super::ResyncActor;
 use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::deps::Deps;
 use super::offload_tests::{
     holders, jitter, node, node_files, pause_up_to, random_blocks, refcount, referenced_and_stored,
     ripe_for_gc, Ignore, GC_DELAY,
 };
-use super::work::{resync_block, Deps, Outcome};
+use super::work::{resync_block, Outcome};
 use crate::placement::FixedPlacement;
 use crate::present_ref::{add_present_ref_paused, PresentRefError};
 

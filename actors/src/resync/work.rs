@@ -2,58 +2,18 @@
 //! actors' addresses. It holds no state; the actor runs it for one hash at a time (busy
 //! set) and records its outcome (an error goes to the errors table as its message).
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use actix::prelude::*;
 
 use super::decision::{decide, Decision};
-use super::offload::{offload, GcStep, PauseHook};
+use super::deps::{call, gone, Deps, GcStep, ResyncBlockError};
+use super::offload::offload;
 use crate::block::VerifiedBlock;
-use crate::budget::Pool;
 use crate::fetch::{fetch_from_holders, FetchPlan};
 use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
-use crate::peer::{Call, Priority, RpcError};
-use crate::placement::Placement;
 use crate::rc::{now_msec, RcEntry};
-use crate::refcount::{GetRc, RefcountActor, RefcountError};
-use crate::storage::{CloseGcLook, GcLook, OpenGcLook, StorageActor, StorageError, WriteBlock};
-
-/// What the workers need to resync a block: cheap to clone into a `'static` future.
-#[derive(Clone)]
-pub(super) struct Deps {
-    pub(super) self_id: NodeId,
-    pub(super) storage: Addr<StorageActor>,
-    pub(super) refcount: Addr<RefcountActor>,
-    pub(super) peers: Recipient<Call>,
-    pub(super) placement: Arc<dyn Placement>,
-    pub(super) block_timeout: Duration,
-    pub(super) need_block_timeout: Duration,
-    /// False while this node's member list differs from a peer's: no block is deleted
-    /// then (an offload is put off), since the holders are not agreed on.
-    pub(super) may_delete: bool,
-    /// The refcount grace period; also the grace a block gets from its file's age.
-    pub(super) gc_delay: Duration,
-    /// Test hook: a pause before each GC step (interleaving tests); `None` in a node.
-    pub(super) pause: Option<PauseHook>,
-    /// The pool a block read here to be sent (GC offload) is charged to before it is
-    /// read; `None`: uncharged (tests of other things).
-    pub(super) budget: Option<Pool>,
-}
-
-impl Deps {
-    /// Sleep for what the test hook asks before `step` of the look at `hash` (nothing
-    /// without a hook).
-    pub(super) async fn pause(&self, step: GcStep, hash: Hash) {
-        if let Some(hook) = &self.pause {
-            let d = hook(step, hash);
-            if !d.is_zero() {
-                tokio::time::sleep(d).await;
-            }
-        }
-    }
-}
+use crate::refcount::GetRc;
+use crate::storage::{CloseGcLook, GcLook, OpenGcLook, StorageActor, WriteBlock};
 
 /// Result of one resync.
 #[derive(Debug)]
@@ -61,56 +21,6 @@ pub(super) enum Outcome {
     Done,
     /// Look again at this time (ms): grace period still running.
     Later(u64),
-}
-
-/// Why resyncing one block failed; its text is what the errors table keeps.
-#[derive(Debug, thiserror::Error)]
-pub enum ResyncBlockError {
-    #[error("block {hash}: the {actor} actor is gone: {source}")]
-    ActorGone {
-        hash: Hash,
-        actor: &'static str,
-        #[source]
-        source: MailboxError,
-    },
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Refcount(#[from] RefcountError),
-    #[error("block {hash} is referenced here but no other holder could provide it ({tried})")]
-    NotFound { hash: Hash, tried: String },
-    #[error("block {hash} kept: cannot ask {node} whether it needs the block: {source}")]
-    NeedQuery {
-        hash: Hash,
-        node: NodeId,
-        #[source]
-        source: RpcError,
-    },
-    #[error("block {hash} kept: {node} answered {kind} to NeedBlockQuery")]
-    BadNeedReply {
-        hash: Hash,
-        node: NodeId,
-        kind: &'static str,
-    },
-    #[error("block {hash} kept: offload to {node} failed: {source}")]
-    Offload {
-        hash: Hash,
-        node: NodeId,
-        #[source]
-        source: RpcError,
-    },
-}
-
-/// Maps an actix mailbox error (the actor stopped) to [`ResyncBlockError::ActorGone`].
-pub(super) fn gone(
-    hash: Hash,
-    actor: &'static str,
-) -> impl FnOnce(MailboxError) -> ResyncBlockError {
-    move |source| ResyncBlockError::ActorGone {
-        hash,
-        actor,
-        source,
-    }
 }
 
 /// The seed's `resync_block`: compare "stored here (since when)" with the rc entry here,
@@ -197,15 +107,6 @@ pub(super) async fn get_rc(d: &Deps, hash: Hash) -> Result<RcEntry, ResyncBlockE
         .send(GetRc { hash })
         .await
         .map_err(gone(hash, "refcount"))??)
-}
-
-pub(super) fn call(node: NodeId, rpc: BlockRpc, timeout: Duration) -> Call {
-    Call {
-        node,
-        rpc,
-        timeout,
-        priority: Priority::Background,
-    }
 }
 
 /// Referenced here but absent: ask the other holders one after another (background

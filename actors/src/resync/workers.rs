@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::deps::ResyncBlockError;
 use super::queue::Item;
-use super::work::{self, Outcome, ResyncBlockError};
+use super::work::{self, Outcome};
 use super::{decision, ResyncActor, MAX_WORKERS, SPACE_PROBE_INTERVAL};
 use crate::rc::now_msec;
 use crate::storage::StorageError;

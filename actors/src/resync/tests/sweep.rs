@@ -57,7 +57,10 @@ async fn a_deletable_entry_whose_queue_entry_was_lost_is_collected_after_a_resta
             hash: h,
             ref_id,
             incarnation: 0,
-        }).await.unwrap().unwrap();
+        })
+        .await
+        .unwrap()
+        .unwrap();
     });
     let r = rig(d.path(), Duration::ZERO);
     assert!(matches!(
