@@ -361,7 +361,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn the_peer_pool_admits_while_the_client_pool_is_exhausted() {
-        // The cross-node deadlock of issue 12, at one node: client PUTs hold the whole
+        // The cross-node deadlock the two pools prevent, at one node: client PUTs hold the whole
         // client pool while they wait for peers; a peer's PutBlock must still get in.
         let b = RamBudget::split(32 << 20, 16 << 20);
         let _puts = b.client.charge(32 << 20).await.unwrap();

@@ -1,13 +1,13 @@
 //! [`RcEntry`]: the reference count of a block, as stored in the `rc` keyspace.
 //!
-//! Byte format (the seed's, kept so data moves between the two):
+//! Byte format (Garage's, kept so data moves between the two):
 //! - absent key: [`RcEntry::Absent`] (no reference, nothing to collect);
 //! - 8 bytes: [`RcEntry::Present`], the count as a big-endian `u64` (never 0);
 //! - 16 bytes, the first 8 zero: [`RcEntry::Deletable`], then the big-endian time in
 //!   milliseconds since the Unix epoch after which the block may be deleted.
 //!
 //! Any other value is a [`RcParseError`], logged and repaired by rebuilding the count
-//! from the `refs` keyspace; it never panics (the seed did).
+//! from the `refs` keyspace; it never panics (Garage's did).
 
 use std::time::Duration;
 

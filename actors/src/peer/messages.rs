@@ -74,7 +74,7 @@ pub struct QuorumError {
     pub errors: Vec<(NodeId, RpcError)>,
 }
 
-/// The same request to several nodes, as the seed's `try_call_many`: succeeds as soon
+/// The same request to several nodes, as Garage's `try_call_many`: succeeds as soon
 /// as `quorum` replies are not errors; fails as soon as that has become impossible.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<Vec<(NodeId, BlockRpc)>, QuorumError>")]

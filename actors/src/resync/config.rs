@@ -20,14 +20,14 @@ pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(30 * 86400);
 
 /// Most resync workers (each runs one block at a time).
 pub const MAX_WORKERS: usize = 8;
-/// Extra wait after a grace period before resync looks at a dropped block, as the seed:
+/// Extra wait after a grace period before resync looks at a dropped block, as Garage does:
 /// lets the last ref's `Deletable` deadline pass on every holder.
 pub const AFTER_GC_DELAY: Duration = Duration::from_secs(10);
 /// While blocks wait for disk space, one of them is retried this often: a cheap probe
 /// (one fetch) that notices freed space within seconds instead of after the backoff.
 pub const SPACE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Default resync tranquility: after each block, sleep twice the time it took, so
-/// background work takes at most a third of a worker's time (the seed's default).
+/// background work takes at most a third of a worker's time (Garage's default).
 pub const DEFAULT_TRANQUILITY: u32 = 2;
 /// Default scrub tranquility: reading every block is long and rarely urgent.
 pub const DEFAULT_SCRUB_TRANQUILITY: u32 = 4;

@@ -22,7 +22,7 @@ pub enum Decision {
     Nothing,
 }
 
-/// The seed's `resync_block` decision, with the grace period made explicit. `stored` is
+/// Garage's `resync_block` decision, with the grace period made explicit. `stored` is
 /// the modification time (ms) of the copy here, `None` when there is none; whether a
 /// stored block may go is the GC rule of `gc.rs`.
 pub fn decide(

@@ -23,7 +23,7 @@
 //! `config.rs`, `messages.rs` and `status.rs` hold the settings, messages and status types;
 //! this file holds the actor's state and its handlers.
 //!
-//! Resyncing a block is the seed's `resync_block` ([`decision::decide`]): a block that is
+//! Resyncing a block is Garage's `resync_block` ([`decision::decide`]): a block that is
 //! referenced but missing is fetched from the other nodes that should hold it; a block
 //! whose grace period is over is first offered to the other holders that still need it,
 //! then deleted here if it is still deletable. Workers take due items from the queue,

@@ -19,7 +19,7 @@ use super::work::{resync_block, Outcome};
 use crate::placement::FixedPlacement;
 use crate::present_ref::{add_present_ref_paused, PresentRefError};
 
-/// Interleavings (the "1,000").
+/// Interleavings (1,000 random ones).
 const ROUNDS: usize = 1000;
 /// Rounds run at once (each on its own block).
 const PARALLEL: usize = 25;

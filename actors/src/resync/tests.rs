@@ -296,7 +296,7 @@ fn block(s: &str) -> VerifiedBlock {
     VerifiedBlock::hash_plain(Bytes::from(s.repeat(100)), None)
 }
 
-/// Path of a plain block file in the seed's layout.
+/// Path of a plain block file in Garage's layout.
 fn block_path(dir: &Path, h: Hash) -> std::path::PathBuf {
     let hex = h.to_hex();
     dir.join("data")

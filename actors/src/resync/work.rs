@@ -1,4 +1,4 @@
-//! Resyncing one block: the seed's `resync_block` as a `'static` future over the other
+//! Resyncing one block: Garage's `resync_block` as a `'static` future over the other
 //! actors' addresses. It holds no state; the actor runs it for one hash at a time (busy
 //! set) and records its outcome (an error goes to the errors table as its message).
 
@@ -23,7 +23,7 @@ pub(super) enum Outcome {
     Later(u64),
 }
 
-/// The seed's `resync_block`: compare "stored here (since when)" with the rc entry here,
+/// Garage's `resync_block`: compare "stored here (since when)" with the rc entry here,
 /// then fetch, offload-and-delete, wait, or do nothing ([`decide`]).
 pub(super) async fn resync_block(d: Deps, hash: Hash) -> Result<Outcome, ResyncBlockError> {
     d.pause(GcStep::Look, hash).await;

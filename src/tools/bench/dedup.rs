@@ -182,7 +182,7 @@ pub(super) struct DedupRow {
 }
 
 impl DedupRow {
-    /// The bound: 3 × the changed bytes plus one average chunk per changed file.
+    /// The bound the workload checks: 3 × the changed bytes plus one average chunk per changed file.
     pub fn bound(&self) -> u64 {
         3 * self.changed + self.changed_files * u64::from(ChunkerParams::DEFAULT.avg)
     }
