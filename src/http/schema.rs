@@ -43,6 +43,8 @@ pub enum ErrorCode {
     NotAnObject,
     /// 408: a request body stalled longer than `http_body_read_timeout`.
     BodyTimeout,
+    /// 408: an object upload ran longer than its upload ref lives (23 hours).
+    UploadTooLong,
     /// 409: a drop of the same ref name raced with the add, again and again.
     RefDropped,
     /// 409: a live token has this name.
