@@ -46,7 +46,7 @@ mod sync;
 
 pub use config::{RefcountConfig, SyncMode};
 pub use messages::{
-    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, DropRef, EndGcFence, EndRefAdd,
+    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, CountRefAdds, DropRef, EndGcFence, EndRefAdd,
     FenceForDelete, GetRc, ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState, RefUpdate,
     RefcountError,
 };
