@@ -26,7 +26,9 @@ use actix::prelude::*;
 
 use crate::hash::Hash;
 use crate::ref_id::RefId;
-use crate::refcount::{AddRef, BeginRefAdd, CountRefAdds, EndRefAdd, RefUpdate, RefcountActor, RefcountError};
+use crate::refcount::{
+    AddRef, BeginRefAdd, CountRefAdds, EndRefAdd, RefUpdate, RefcountActor, RefcountError,
+};
 use crate::storage::{KeepIfPresent, StorageActor, StorageError};
 
 /// Why a bare ref was not counted.

@@ -44,8 +44,8 @@ pub use config::{
     AntiEntropyConfig, AntiEntropyLinks, DEFAULT_ANTI_ENTROPY_INTERVAL, FIRST_ROUND_AFTER,
 };
 pub use messages::{GetAntiEntropyStatus, SyncNow};
-pub use overflow::{DEFAULT_MAX_HINTS_PER_MEMBER, OVERFLOW_KEYSPACE};
 use overflow::PendingPartitions;
+pub use overflow::{DEFAULT_MAX_HINTS_PER_MEMBER, OVERFLOW_KEYSPACE};
 /// The old name of [`reconcile`], kept so existing paths keep working.
 pub use reconcile as narrow;
 pub use status::{AntiEntropyStatus, PartitionState};

@@ -160,7 +160,10 @@ mod tests {
         let started = 2;
         p.mark(5, 3);
         p.synced(5, started);
-        assert!(!p.is_empty(), "ticked off by a sync older than its last mark");
+        assert!(
+            !p.is_empty(),
+            "ticked off by a sync older than its last mark"
+        );
         p.synced(5, 4);
         assert!(p.is_empty());
     }

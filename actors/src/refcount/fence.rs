@@ -8,8 +8,8 @@ use actix::prelude::*;
 use tracing::{debug, warn};
 
 use super::{
-    store_err, BeginRefAdd, CountRefAdds, EndGcFence, EndRefAdd, FenceForDelete, RcChanged, RefcountActor,
-    RefcountError,
+    store_err, BeginRefAdd, CountRefAdds, EndGcFence, EndRefAdd, FenceForDelete, RcChanged,
+    RefcountActor, RefcountError,
 };
 use crate::hash::Hash;
 use crate::rc::{now_msec, RcEntry};

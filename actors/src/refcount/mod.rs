@@ -46,9 +46,9 @@ mod sync;
 
 pub use config::{RefcountConfig, SyncMode};
 pub use messages::{
-    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, CountRefAdds, DropRef, EndGcFence, EndRefAdd,
-    FenceForDelete, GetRc, ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState, RefUpdate,
-    RefcountError,
+    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, CountRefAdds, DropRef, EndGcFence,
+    EndRefAdd, FenceForDelete, GetRc, ListRcHashes, ListRefs, RcChanged, RebuildRc, RefState,
+    RefUpdate, RefcountError,
 };
 pub use pages::{ListRefsPage, RefsPage};
 pub use status::RebuildReport;
