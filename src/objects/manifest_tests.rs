@@ -45,7 +45,7 @@ fn a_full_node_fits_its_bound() {
     let n = Node { depth: 1, ..n };
     let bytes = n.encode();
     assert!(bytes.len() <= MAX_NODE_BYTES, "{} bytes", bytes.len());
-    assert!(MAX_NODE_BYTES < 1 << 20);
+    const { assert!(MAX_NODE_BYTES < 1 << 20) };
     assert_eq!(Node::decode(&bytes).map(|d| d.entries.len()), Ok(FANOUT));
 }
 
