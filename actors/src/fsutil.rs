@@ -93,8 +93,8 @@ fn write_part(f: &mut File, data: &[u8], pos: u64, direct: bool) -> io::Result<(
     let prefix = data.len() & !(DIRECT_ALIGN - 1);
     let qualifies = direct
         && data.len() >= DIRECT_MIN
-        && (data.as_ptr() as usize) % DIRECT_ALIGN == 0
-        && pos % DIRECT_ALIGN as u64 == 0
+        && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+        && pos.is_multiple_of(DIRECT_ALIGN as u64)
         && DIRECT_OK.load(Ordering::Relaxed);
     let mut done = 0;
     if qualifies {

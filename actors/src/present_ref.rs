@@ -26,7 +26,9 @@ use actix::prelude::*;
 
 use crate::hash::Hash;
 use crate::ref_id::RefId;
-use crate::refcount::{AddRef, BeginRefAdd, EndRefAdd, RefUpdate, RefcountActor, RefcountError};
+use crate::refcount::{
+    AddRef, BeginRefAdd, CountRefAdds, EndRefAdd, RefUpdate, RefcountActor, RefcountError,
+};
 use crate::storage::{KeepIfPresent, StorageActor, StorageError};
 
 /// Why a bare ref was not counted.
@@ -95,14 +97,21 @@ pub(crate) async fn add_present_ref_paused(
     incarnation: u64,
     pauses: [Duration; 2],
 ) -> Result<RefUpdate, PresentRefError> {
-    refcount
-        .send(BeginRefAdd { hash })
-        .await
-        .map_err(gone("refcount"))?;
+    // The begin is queued at once (`do_send` never waits for room) and its guard built
+    // before any await: a future dropped at any later point still queues the end, and
+    // the end always lands after its begin (the mailbox is in order), never ending
+    // another add's begin. With `send`, a future dropped after the begin was queued but
+    // before its answer left the hash's adds under way for good (no GC delete ever).
+    refcount.do_send(BeginRefAdd { hash });
     let _under_way = AddUnderWay {
         refcount: refcount.clone(),
         hash,
     };
+    // Step 2 must not start before the begin is in force: wait for it to be handled.
+    refcount
+        .send(CountRefAdds { hash })
+        .await
+        .map_err(gone("refcount"))?;
     pause(pauses[0]).await;
     let present = storage
         .send(KeepIfPresent { hash })

@@ -341,7 +341,9 @@ pub(crate) struct LocalRefs {
     /// tombstone), in name order; empty for a token of scope `read`, which may read the
     /// block but not learn the names it is referenced by.
     refs: Vec<RefView>,
-    /// Give it as `?after=` for the next page of refs; null on the last page.
+    /// Give it as `?after=` for the next page of refs, percent-encoded like any query
+    /// value (a `+` in a name is sent as `%2B`, else it reads as a space); null on the
+    /// last page.
     #[schema(pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")]
     next: Option<String>,
     /// True when the token's scope (`read`) may not see ref names: `refs` is empty.
@@ -358,7 +360,7 @@ pub(crate) struct RefView {
     state: &'static str,
 }
 
-#[utoipa::path(get, path = "/v1/blocks/{hash}/info", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("limit" = Option<u64>, Query, description = "refs per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000), ("after" = Option<String>, Query, description = "the `local.next` of the previous page: refs after this name", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), responses((status = 200, description = "every holder's view and one page of this node's refs (`local.next` is the `after` of the next page, null on the last; a `read` token gets no ref names)", body = BlockInfoReply), (status = 400, description = "malformed hash or query", body = ErrorBody), (status = 503, description = "an actor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/blocks/{hash}/info", tag = "blocks", params(("hash" = String, Path, description = "the block's hash: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$", example = "786a02f742015903c6c6fd852552d272912f4740e15847618a86e217f71f5419"), ("limit" = Option<u64>, Query, description = "refs per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000), ("after" = Option<String>, Query, description = "the `local.next` of the previous page, percent-encoded (a `+` as `%2B`): refs after this name", pattern = "^[A-Za-z0-9._:@+=-]{1,255}$")), responses((status = 200, description = "every holder's view and one page of this node's refs (`local.next` is the `after` of the next page, null on the last; a `read` token gets no ref names)", body = BlockInfoReply), (status = 400, description = "malformed hash or query", body = ErrorBody), (status = 503, description = "an actor unavailable", body = ErrorBody)))]
 pub(super) async fn block_info(
     svc: web::Data<Coordinator>,
     req: HttpRequest,

@@ -282,7 +282,10 @@ pub(super) async fn replay_group(
     if out.stopped {
         return out;
     }
-    // Still missing: kept for the next replay (the node may be fetching the block).
+    // Tried again after the block's hint. Still missing there: the ref is dropped from
+    // the hints (counted as done), not retried forever; the node gets the ref record
+    // from anti-entropy's ref sync (which fetches the block), and the block's holders
+    // keep the ref it was acknowledged on. Any other failure keeps it for the next replay.
     for (key, hint) in deferred {
         let call = Call {
             node,
@@ -290,10 +293,19 @@ pub(super) async fn replay_group(
             timeout,
             priority: Priority::Background,
         };
-        if let Ok(Ok(_)) = peers.send(call).await {
-            out.replayed += 1;
-            out.removed.push(key);
+        match peers.send(call).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(RpcError::Remote {
+                code: ErrorCode::BlockMissing,
+                ..
+            })) => {
+                tracing::info!(node = %node.short(), hash = %hint.hash().short(),
+                    "hinted ref dropped: the node still lacks its block; anti-entropy carries the ref");
+            }
+            _ => continue,
         }
+        out.replayed += 1;
+        out.removed.push(key);
     }
     out
 }
@@ -348,6 +360,50 @@ mod tests {
             None,
             "a block hint carries no ref id"
         );
+    }
+
+    /// A node that answers every bare ref with `BlockMissing`.
+    struct LacksEveryBlock;
+    impl Actor for LacksEveryBlock {
+        type Context = Context<Self>;
+    }
+    impl Handler<Call> for LacksEveryBlock {
+        type Result = Result<BlockRpc, RpcError>;
+        fn handle(&mut self, c: Call, _: &mut Context<Self>) -> Self::Result {
+            match c.rpc {
+                BlockRpc::AddRef { .. } => Err(RpcError::Remote {
+                    node: c.node,
+                    code: ErrorCode::BlockMissing,
+                    message: "missing".into(),
+                }),
+                _ => Ok(BlockRpc::Ok),
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_hinted_ref_whose_block_stays_missing_is_dropped_not_kept_forever() {
+        let n = NodeId([9; 32]);
+        let h = Hash([4; 32]);
+        let hints = [
+            Hint::AddRef {
+                hash: h,
+                ref_id: "obj:1".parse().unwrap(),
+                incarnation: 0,
+            },
+            Hint::Block { hash: h },
+        ];
+        let keys: Vec<Vec<u8>> = hints.iter().map(|x| x.key(&n)).collect();
+        let group = hints.iter().map(|x| (x.key(&n), x.value())).collect();
+        let peers = LacksEveryBlock.start().recipient();
+        let out = replay_group(n, group, &peers, None, None, Duration::from_secs(5)).await;
+        assert!(!out.stopped);
+        assert_eq!(out.replayed, 2);
+        let mut removed = out.removed;
+        removed.sort();
+        let mut all = keys;
+        all.sort();
+        assert_eq!(removed, all, "every hint of the group is done");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub use config::{
     AntiEntropyConfig, AntiEntropyLinks, DEFAULT_ANTI_ENTROPY_INTERVAL, FIRST_ROUND_AFTER,
 };
 pub use messages::{GetAntiEntropyStatus, SyncNow};
+use overflow::PendingPartitions;
 pub use overflow::{DEFAULT_MAX_HINTS_PER_MEMBER, OVERFLOW_KEYSPACE};
 /// The old name of [`reconcile`], kept so existing paths keep working.
 pub use reconcile as narrow;
@@ -108,7 +109,11 @@ pub struct AntiEntropyActor {
     /// `hints_overflow`: members marked for a full sync (see `overflow.rs`).
     overflow: Keyspace,
     /// The marked members, with the partitions still to sync (`None`: not started yet).
-    full_sync: HashMap<NodeId, Option<BTreeSet<u8>>>,
+    full_sync: HashMap<NodeId, Option<PendingPartitions>>,
+    /// Orders (re-)marks of partitions and starts of partition syncs (see `overflow.rs`).
+    full_sync_seq: u64,
+    /// `full_sync_seq` when the partition sync under way started.
+    sync_started_seq: u64,
     hints_replayed: u64,
     replaying: HashSet<NodeId>,
     /// Where a dead metadata store is reported, once.
@@ -162,6 +167,8 @@ impl AntiEntropyActor {
             hint_counts,
             overflow,
             full_sync,
+            full_sync_seq: 0,
+            sync_started_seq: 0,
             hints_replayed: 0,
             replaying: HashSet::new(),
             store_failure: StoreFailureReporter::new("anti-entropy"),
@@ -234,6 +241,7 @@ impl AntiEntropyActor {
             return;
         };
         self.busy = true;
+        self.sync_started_seq = self.next_full_sync_seq();
         let holders = self.holders(p);
         let me = self.config.self_id;
         let held = holders.contains(&me);
@@ -404,7 +412,7 @@ impl Handler<PartitionDone> for AntiEntropyActor {
             }
         }
         if matches!(m.state, PartitionState::InSync { .. }) {
-            self.full_sync_progress(m.partition);
+            self.full_sync_progress(m.partition, self.sync_started_seq);
         }
         self.partitions[m.partition as usize] = m.state;
         let pause = m.took.saturating_mul(self.config.tranquility);

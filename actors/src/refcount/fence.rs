@@ -10,8 +10,8 @@ use actix::prelude::*;
 use tracing::{debug, warn};
 
 use super::{
-    store_err, BeginRefAdd, EndGcFence, EndRefAdd, FenceForDelete, RcChanged, RefcountActor,
-    RefcountError,
+    store_err, BeginRefAdd, CountRefAdds, EndGcFence, EndRefAdd, FenceForDelete, RcChanged,
+    RefcountActor, RefcountError,
 };
 use crate::hash::Hash;
 use crate::rc::{now_msec, RcEntry};
@@ -120,6 +120,13 @@ impl Handler<BeginRefAdd> for RefcountActor {
     type Result = ();
     fn handle(&mut self, m: BeginRefAdd, _ctx: &mut Context<Self>) {
         *self.adds_under_way.entry(m.hash).or_insert(0) += 1;
+    }
+}
+
+impl Handler<CountRefAdds> for RefcountActor {
+    type Result = u32;
+    fn handle(&mut self, m: CountRefAdds, _ctx: &mut Context<Self>) -> u32 {
+        self.adds_under_way.get(&m.hash).copied().unwrap_or(0)
     }
 }
 

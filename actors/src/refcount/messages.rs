@@ -151,6 +151,14 @@ pub struct BeginRefAdd {
     pub hash: Hash,
 }
 
+/// How many [`BeginRefAdd`] of `hash` are not yet ended. Also a barrier: the mailbox is
+/// in order, so its answer comes after every message sent to the actor before it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "u32")]
+pub struct CountRefAdds {
+    pub hash: Hash,
+}
+
 /// The end of one [`BeginRefAdd`] of `hash`.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

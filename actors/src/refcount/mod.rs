@@ -50,9 +50,9 @@ mod sync;
 
 pub use config::{RefcountConfig, SyncMode, DEFAULT_TOMBSTONE_RETENTION};
 pub use messages::{
-    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, DropRef, EndGcFence, EndRefAdd,
-    FenceForDelete, GetRc, ListRcHashes, ListRefs, PurgeTombstones, RcChanged, RebuildRc, RefState,
-    RefUpdate, RefcountError,
+    AddRef, AddStoredRef, BeginRefAdd, ClearIfDeletable, CountRefAdds, DropRef, EndGcFence,
+    EndRefAdd, FenceForDelete, GetRc, ListRcHashes, ListRefs, PurgeTombstones, RcChanged,
+    RebuildRc, RefState, RefUpdate, RefcountError,
 };
 pub use pages::{ListRefsPage, RefsPage};
 pub use record::RefRec;

@@ -20,9 +20,10 @@ use crate::frame::BlockRpc;
 use crate::hash::{Hash, NodeId};
 use crate::rc::now_msec;
 
-/// Least time between two repair requests for one hash after reads that missed it.
+/// Least time between two repair requests to one node for one hash after reads that
+/// found it lacking there.
 pub const READ_REPAIR_INTERVAL: Duration = Duration::from_secs(60);
-/// Hashes the read-repair table remembers at most (about 64 bytes each).
+/// (hash, node) pairs the read-repair table remembers at most (about 100 bytes each).
 pub const READ_REPAIR_TABLE: usize = 65_536;
 
 /// Up to `limit` entries of the errors table after `after`, in hash order.
@@ -68,7 +69,9 @@ impl Handler<ListResyncErrorsPage> for ResyncActor {
 }
 
 /// A read (a GET) found `nodes` lacking `hash` (or holding it rotten): ask each to
-/// resync it, unless that was asked for this hash within [`READ_REPAIR_INTERVAL`].
+/// resync it, unless that node was asked about this hash within [`READ_REPAIR_INTERVAL`]
+/// (kept per hash and node: a holder found lacking later is asked even when another
+/// was asked about the hash just before).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct RepairAfterRead {
@@ -76,17 +79,25 @@ pub struct RepairAfterRead {
     pub nodes: Vec<NodeId>,
 }
 
-/// The hashes asked about recently, oldest first: a time-ordered ring bounded in age and
-/// size (a hash pushed out early by the size bound may be asked about again sooner).
+/// The (hash, node) pairs asked about recently, oldest first: a time-ordered ring
+/// bounded in age and size (a pair pushed out early by the size bound may be asked about
+/// again sooner).
 #[derive(Debug, Default)]
 pub(super) struct RecentRepairs {
-    at: HashMap<Hash, u64>,
-    order: VecDeque<(u64, Hash)>,
+    at: HashMap<(Hash, NodeId), u64>,
+    order: VecDeque<(u64, (Hash, NodeId))>,
 }
 
 impl RecentRepairs {
-    /// Whether a repair of `hash` may be asked now (`now` in ms); if so it is recorded.
-    pub(super) fn admit(&mut self, hash: Hash, now: u64, interval: Duration, cap: usize) -> bool {
+    /// Whether `key`'s node may be asked to repair its hash now (`now` in ms); if so it
+    /// is recorded.
+    pub(super) fn admit(
+        &mut self,
+        key: (Hash, NodeId),
+        now: u64,
+        interval: Duration,
+        cap: usize,
+    ) -> bool {
         let interval = interval.as_millis() as u64;
         while let Some(&(t, h)) = self.order.front() {
             if now.saturating_sub(t) < interval && self.order.len() < cap {
@@ -97,11 +108,11 @@ impl RecentRepairs {
                 self.at.remove(&h);
             }
         }
-        if self.at.contains_key(&hash) {
+        if self.at.contains_key(&key) {
             return false;
         }
-        self.at.insert(hash, now);
-        self.order.push_back((now, hash));
+        self.at.insert(key, now);
+        self.order.push_back((now, key));
         true
     }
 
@@ -116,14 +127,15 @@ impl Handler<RepairAfterRead> for ResyncActor {
 
     fn handle(&mut self, m: RepairAfterRead, ctx: &mut Context<Self>) {
         let now = now_msec();
-        if m.nodes.is_empty()
-            || !self
-                .read_repairs
-                .admit(m.hash, now, READ_REPAIR_INTERVAL, READ_REPAIR_TABLE)
-        {
-            return;
-        }
         for node in m.nodes {
+            if !self.read_repairs.admit(
+                (m.hash, node),
+                now,
+                READ_REPAIR_INTERVAL,
+                READ_REPAIR_TABLE,
+            ) {
+                continue;
+            }
             if node == self.config.self_id {
                 self.enqueue(m.hash, now);
                 self.pump(ctx);
@@ -149,7 +161,7 @@ mod tests {
     fn a_hash_is_repaired_once_per_interval_and_the_table_stays_bounded() {
         let mut t = RecentRepairs::default();
         let i = Duration::from_secs(60);
-        let h = |n: u32| Hash([n as u8; 32]);
+        let h = |n: u32| (Hash([n as u8; 32]), NodeId([1; 32]));
         assert!(t.admit(h(1), 1_000, i, 4));
         assert!(!t.admit(h(1), 2_000, i, 4), "again within the interval");
         assert!(!t.admit(h(1), 60_999, i, 4));

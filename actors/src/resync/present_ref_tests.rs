@@ -120,3 +120,37 @@ async fn a_ref_added_during_a_gc_delete_keeps_the_block_or_is_refused() {
         "the rounds must cover both orders: {acked} acknowledged, {refused} refused"
     );
 }
+
+/// A caller that gives up on a bare ref after its first step was handled (its future
+/// polled once, the refcount actor given time to handle what was sent, then the future
+/// dropped unpolled) leaves no add under way: the hash's GC fences are not refused for
+/// good.
+#[actix_rt::test]
+async fn a_ref_add_dropped_after_its_begin_was_handled_leaves_no_add_under_way() {
+    let (_dir, db, storage) = node_files();
+    let rc = refcount(&db, Ignore.start().recipient());
+    let hash = random_blocks(1)[0].hash();
+    for _ in 0..20 {
+        let add = add_present_ref_paused(
+            &storage,
+            &rc,
+            hash,
+            "r".parse().expect("valid ref id"),
+            0,
+            [Duration::ZERO; 2],
+        );
+        let mut add = Box::pin(add);
+        assert!(
+            futures::poll!(add.as_mut()).is_pending(),
+            "the add waits for the actors"
+        );
+        // The refcount actor handles what the first poll sent; the caller then gives up.
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+        drop(add);
+    }
+    let left = rc
+        .send(crate::refcount::CountRefAdds { hash })
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "adds left under way by callers that gave up");
+}

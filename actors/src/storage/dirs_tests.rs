@@ -303,3 +303,51 @@ async fn the_mover_reads_a_block_only_once_its_bytes_are_charged() {
     assert_eq!(st.rebalance.moved, blocks_in_1);
     assert_eq!(pool.available(), 64 << 10, "every move's charge came back");
 }
+
+/// The mover found the pool short for a block, waited for the charge and holds it; then
+/// the block no longer moves (its target dir or its source dir failed meanwhile). The
+/// held charge goes back to the pool at once, not at some later pass: a pool shared with
+/// client work must not stay pinned by the mover.
+#[actix_rt::test]
+async fn a_charge_held_for_a_block_that_no_longer_moves_is_given_back() {
+    for failing in [0usize, 1] {
+        let root = tempfile::tempdir().unwrap();
+        let mut ds = dirs(root.path(), &[1 << 30, 1 << 30]);
+        let s = start(ds.clone());
+        for i in 0..20 {
+            let (h, b) = block(i);
+            s.send(WriteBlock::new(h, b)).await.unwrap().unwrap();
+        }
+        drop(s);
+        ds[1].read_only = true;
+        let pool = crate::budget::Pool::new("client", 1 << 20);
+        let hog = pool.charge(1 << 20).await.unwrap();
+        let s = StorageActor::new(StorageConfig {
+            dirs: ds.clone(),
+            data_fsync: false,
+            markers: None,
+        })
+        .unwrap()
+        .with_move_budget(pool.clone())
+        .start();
+        // The first move finds the pool empty and waits for its charge.
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        let st = s.send(GetStorageStats).await.unwrap();
+        assert_eq!(st.rebalance.moved, 0, "moved with no budget: {st:?}");
+        assert!(st.disks[1].blocks > 0, "dir 1 has blocks to move: {st:?}");
+        std::fs::rename(&ds[failing].path, root.path().join("away")).unwrap();
+        stats_when(&s, "dir failed", |st| {
+            st.disks[failing].state == DiskState::Failed
+        })
+        .await;
+        drop(hog);
+        stats_when(&s, "pass over", |st| st.rebalance.passes >= 1).await;
+        // Let a charge kept by mistake show.
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            pool.available(),
+            pool.capacity(),
+            "dir {failing} failed: the mover kept a charge for a block it no longer moves"
+        );
+    }
+}

@@ -55,8 +55,11 @@ pub(super) struct Mover {
     rerun: bool,
     /// The pool a move's bytes are charged to (`None`: uncharged).
     budget: Option<Pool>,
-    /// A charge waited for after a move found the pool short, for the next move.
-    held: Option<Charge>,
+    /// A charge waited for after a move found the pool short, and the hash it is for.
+    /// It is spent only on that hash's next move; whenever the walk goes on without
+    /// moving that hash (it no longer moves, its dir failed, the pass ends) it is
+    /// dropped at once, so a pool shared with client work is never pinned by the mover.
+    held: Option<(Hash, Charge)>,
 }
 
 impl Mover {
@@ -110,6 +113,12 @@ impl StorageActor {
             let Some(hash) = self.mover.page.pop() else {
                 return self.list_page(from, ctx);
             };
+            // The held charge serves this hash only; any other hash (or this one not
+            // moving after all, below) drops it here.
+            let held = match self.mover.held.take() {
+                Some((h, c)) if h == hash => Some(c),
+                _ => None,
+            };
             self.mover.scanned += 1;
             self.mover.after = Some(hash);
             // Its own dir always has room for it; others are checked against their quota.
@@ -122,7 +131,7 @@ impl StorageActor {
             let started = Instant::now();
             let charge = self.mover.budget.clone().map(|pool| ReadCharge {
                 pool,
-                held: self.mover.held.take(),
+                held,
                 plain: false,
             });
             let job = self.submit(hash, ctx, move |disks, d, _| {
@@ -137,8 +146,8 @@ impl StorageActor {
                     act.mover.scanned -= 1;
                     let needed = *needed;
                     let wait = async move { pool.charge_within(needed, MOVE_BUDGET_WAIT).await };
-                    ctx.spawn(wait.into_actor(act).map(|charge, act, ctx| {
-                        act.mover.held = charge.ok();
+                    ctx.spawn(wait.into_actor(act).map(move |charge, act, ctx| {
+                        act.mover.held = charge.ok().map(|c| (hash, c));
                         act.mover_step(ctx);
                     }));
                     return;
@@ -155,6 +164,8 @@ impl StorageActor {
     }
 
     fn next_dir(&mut self) {
+        // The page is dropped, and with it the hash a held charge was for.
+        self.mover.held = None;
         self.mover.disk += 1;
         self.mover.after = None;
         self.mover.page.clear();
@@ -190,6 +201,7 @@ impl StorageActor {
         let m = &mut self.mover;
         m.running = false;
         m.passes += 1;
+        m.held = None;
         info!(
             scanned = m.scanned,
             moved_total = m.moved,

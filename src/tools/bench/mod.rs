@@ -107,7 +107,7 @@ pub fn make_data(size: usize, kind: DataKind, seed: u64) -> Vec<u8> {
             let mut i = seed as usize;
             while s.len() < size {
                 s.push_str(words[i % words.len()]);
-                s.push_str(if i % 7 == 0 { ".\n" } else { " " });
+                s.push_str(if i.is_multiple_of(7) { ".\n" } else { " " });
                 i = i.wrapping_mul(31).wrapping_add(7);
             }
             s.into_bytes()
