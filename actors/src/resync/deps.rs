@@ -87,6 +87,10 @@ pub enum ResyncBlockError {
     Refcount(#[from] RefcountError),
     #[error("block {hash} is referenced here but no other holder could provide it ({tried})")]
     NotFound { hash: Hash, tried: String },
+    #[error("block {hash}: its fetch is still under way after {waited_ms} ms; retry")]
+    FetchPending { hash: Hash, waited_ms: u64 },
+    #[error("{message}")]
+    FetchFailed { message: String },
     #[error("block {hash} kept: cannot ask {node} whether it needs the block: {source}")]
     NeedQuery {
         hash: Hash,

@@ -41,6 +41,7 @@
 mod config;
 pub mod decision;
 mod deps;
+mod fetch_now;
 mod keys;
 mod layout;
 mod messages;
@@ -153,6 +154,9 @@ pub struct ResyncActor {
     space_timer: Option<SpawnHandle>,
     /// Hashes whose holders were asked to resync after a read missed them, recently.
     read_repairs: pages::RecentRepairs,
+    /// Fetches under way for [`FetchNow`], by hash, with the replies waiting for them
+    /// (`fetch_now.rs`): one fetch per hash at a time.
+    fetching: HashMap<Hash, Vec<fetch_now::FetchWaiter>>,
 }
 
 impl ResyncActor {
@@ -240,6 +244,7 @@ impl ResyncActor {
             space_probe: None,
             space_timer: None,
             read_repairs: pages::RecentRepairs::default(),
+            fetching: HashMap::new(),
         })
     }
 
@@ -523,13 +528,5 @@ impl Handler<GetBlockError> for ResyncActor {
 
     fn handle(&mut self, msg: GetBlockError, _ctx: &mut Context<Self>) -> Option<String> {
         self.queue.error(&msg.hash).map(|e| e.message)
-    }
-}
-
-impl Handler<FetchNow> for ResyncActor {
-    type Result = ResponseFuture<Result<(), ResyncBlockError>>;
-
-    fn handle(&mut self, msg: FetchNow, _ctx: &mut Context<Self>) -> Self::Result {
-        Box::pin(work::fetch_now(self.deps.clone(), msg.hash))
     }
 }

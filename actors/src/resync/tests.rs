@@ -18,6 +18,7 @@ use crate::refcount::{AddRef, DropRef, RefcountConfig};
 use crate::storage::{BlockExists, DeleteIfUnwritten, ReadBlock, WriteBlock};
 use crate::storage::{GetStorageStats, StorageConfig};
 
+mod fetch_now;
 mod read_repair;
 mod settings;
 mod sweep;
