@@ -27,14 +27,15 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::frame::BlockRpc;
-use crate::hash::NodeId;
-use crate::peer::{Call, Priority, RpcError};
+
+use crate::peer::{Call, Priority};
 use crate::rc::now_msec;
 use crate::store_failure::{StoreFailed, StoreFailureReporter};
 
 mod config;
 mod layout;
 mod messages;
+mod pull;
 pub mod record;
 mod sync;
 #[cfg(test)]
@@ -460,14 +461,16 @@ impl Handler<SyncTokensNow> for TokenActor {
             .map(|r| (r.name.clone(), sync::record_digest(r)))
             .collect();
         let queries = sync::queries(digests, self.digest());
+        let me = ctx.address();
         let pulls: Vec<_> = match &self.peers {
             Some(peers) => self
                 .config
                 .peers
                 .iter()
                 .map(|node| {
-                    pull_from(
+                    pull::pull_from(
                         peers.clone(),
+                        me.clone(),
                         *node,
                         self.config.call_timeout,
                         queries.clone(),
@@ -476,78 +479,19 @@ impl Handler<SyncTokensNow> for TokenActor {
                 .collect(),
             None => Vec::new(),
         };
-        Box::pin(join_all(pulls).into_actor(self).map(|replies, act, ctx| {
+        Box::pin(join_all(pulls).into_actor(self).map(|replies, _act, _ctx| {
+            // Each page was merged as it arrived. A peer that is down is asked again at
+            // the next round (`pull_from` logs anything else).
             let mut answered = 0;
-            let mut incoming = Vec::new();
-            // A peer that is down is asked again at the next round (`pull_from` logs
-            // anything else).
-            for records in replies.into_iter().flatten() {
+            let mut changed = 0;
+            for n in replies.into_iter().flatten() {
                 answered += 1;
-                incoming.extend(records);
+                changed += n;
             }
-            let changed = act.merge_in(incoming);
-            if !changed.is_empty() {
-                info!(
-                    records = changed.len(),
-                    "token records caught up from peers"
-                );
-                // Durability of pulled records is best effort: a lost write is pulled
-                // again at the next round.
-                if let Err(e) = act.persist(&changed, ctx) {
-                    warn!(error = %e, "pulled token records not persisted");
-                }
+            if changed > 0 {
+                info!(records = changed, "token records caught up from peers");
             }
             answered
         }))
     }
-}
-
-/// One round's pull from `node`: every query of the asker's table (and the pages of
-/// each), the records that differ; `None` if the peer could not be asked (logged
-/// unless it is merely down).
-async fn pull_from(
-    peers: Recipient<Call>,
-    node: NodeId,
-    timeout: std::time::Duration,
-    queries: Vec<TokenSyncQuery>,
-) -> Option<Vec<TokenRecord>> {
-    let mut got = Vec::new();
-    for first in queries {
-        let mut q = first;
-        loop {
-            let reply = peers
-                .send(Call {
-                    node,
-                    rpc: BlockRpc::TokenDigestQuery(q.clone()),
-                    timeout,
-                    priority: Priority::Background,
-                })
-                .await;
-            let page = match reply {
-                Ok(Ok(BlockRpc::TokenRecords(page))) => page,
-                Ok(Ok(other)) => {
-                    warn!(peer = %node.short(), reply = other.kind(), "token pull: unexpected reply");
-                    return None;
-                }
-                Ok(Err(RpcError::Timeout { .. } | RpcError::Unreachable { .. })) => return None,
-                Ok(Err(e)) => {
-                    warn!(peer = %node.short(), error = %e, "token pull failed");
-                    return None;
-                }
-                Err(e) => {
-                    warn!(error = %e, "peer actor unavailable for a token pull");
-                    return None;
-                }
-            };
-            if page.same {
-                return Some(got);
-            }
-            got.extend(page.records);
-            match page.next {
-                Some(next) => q = sync::continue_after(&q, next),
-                None => break,
-            }
-        }
-    }
-    Some(got)
 }

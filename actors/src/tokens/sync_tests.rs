@@ -6,7 +6,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::tests::{
-    auth, cluster, config, create, dirs, everything, name, start_on, Mesh, SetDown,
+    auth, cluster, config, create, dirs, everything, name, start_on, FailQueriesAfter, Mesh,
+    SetDown,
 };
 use super::*;
 
@@ -93,4 +94,48 @@ async fn tombstones_past_the_retention_are_purged_and_not_pulled_back() {
         a[1].send(everything()).await.expect("alive").records.len(),
         1
     );
+}
+
+#[actix_rt::test]
+async fn a_pull_failing_on_its_second_page_keeps_the_revoke_of_its_first() {
+    let d = dirs(2);
+    let (mesh, a) = cluster(2, &d).await;
+    let down = |down| SetDown {
+        id: crate::hash::NodeId([2; 32]),
+        down,
+    };
+    // Both nodes know token-0000; then node 2 misses more than a page of creates and
+    // the revoke of token-0000 (first in name order: in the first page).
+    let t = create(&a[0], "token-0000", Scope::Read).await;
+    assert!(auth(&a[1], &t.secret).await.is_some());
+    mesh.send(down(true)).await.expect("mesh alive");
+    for chunk in (1..300).collect::<Vec<_>>().chunks(50) {
+        futures::future::join_all(chunk.iter().map(|i| {
+            let first = a[0].clone();
+            async move { create(&first, &format!("token-{i:04}"), Scope::Read).await }
+        }))
+        .await;
+    }
+    a[0].send(RevokeToken {
+        name: name("token-0000"),
+    })
+    .await
+    .expect("alive")
+    .expect("revoke succeeds");
+    mesh.send(down(false)).await.expect("mesh alive");
+    mesh.send(FailQueriesAfter(Some(1)))
+        .await
+        .expect("mesh alive");
+    assert_eq!(
+        a[1].send(SyncTokensNow).await.expect("alive"),
+        0,
+        "the pull fails on its second page"
+    );
+    assert_eq!(
+        auth(&a[1], &t.secret).await,
+        None,
+        "the revoke in the first page is kept"
+    );
+    mesh.send(FailQueriesAfter(None)).await.expect("mesh alive");
+    assert_eq!(a[1].send(SyncTokensNow).await.expect("alive"), 1);
 }
