@@ -25,8 +25,9 @@ pub struct TokenConfig {
     pub first_sync_after: Duration,
     /// How long a revoked token's record (its tombstone) is kept: the longest a node may
     /// be offline and still learn of the revoke from its peers. Older tombstones are
-    /// purged; a node offline longer must be wiped and join again (its stale live
-    /// records would otherwise come back). The node's `max_offline` (default 30 days).
+    /// purged. A node offline longer resyncs its tokens in full when it is back, and its
+    /// peers refuse its stale live records (`offline.rs`). The node's `max_offline`
+    /// (default 30 days; any value is accepted here, so tests may use a small one).
     pub tombstone_retention: Duration,
     /// Timeout of one push or pull call. Default [`PEER_RPC_TIMEOUT`] (the node's
     /// `peer_rpc_timeout`).

@@ -35,6 +35,7 @@ use crate::store_failure::{StoreFailed, StoreFailureReporter};
 mod config;
 mod layout;
 mod messages;
+mod offline;
 mod pull;
 pub mod record;
 mod sync;
@@ -74,6 +75,11 @@ pub struct TokenActor {
     queued: Vec<QueuedWrite>,
     writing: bool,
     store_failure: StoreFailureReporter,
+    /// When this node last pulled from a peer to the end (ms since the epoch), as kept
+    /// in the `token_sync` keyspace; `None`: never (a new node). See `offline.rs`.
+    last_sync_ms: Option<u64>,
+    /// `token_sync`.
+    sync_state: Keyspace,
 }
 
 impl TokenActor {
@@ -100,6 +106,8 @@ impl TokenActor {
                     "token record does not decode; skipped until a peer's copy replaces it"),
             }
         }
+        let sync_state = db.keyspace(offline::SYNC_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let last_sync_ms = offline::load_last_sync(&sync_state)?;
         Ok(TokenActor {
             config,
             db,
@@ -109,6 +117,8 @@ impl TokenActor {
             queued: Vec::new(),
             writing: false,
             store_failure: StoreFailureReporter::new("tokens"),
+            last_sync_ms,
+            sync_state,
         })
     }
 
@@ -156,7 +166,12 @@ impl TokenActor {
     fn merge_in(&mut self, incoming: Vec<TokenRecord>) -> Vec<TokenRecord> {
         let horizon = self.purge_horizon();
         let mut changed = Vec::new();
+        let mut refused = Vec::new();
         for r in incoming {
+            if self.refuses_unseen(&r, horizon) {
+                refused.push(r.name);
+                continue;
+            }
             // A tombstone past the retention that is not here any more was purged here
             // (or is about to be, by the peer that still sent it).
             if r.revoked_ms.is_some_and(|t| t < horizon) && !self.table.contains_key(&r.name) {
@@ -178,6 +193,7 @@ impl TokenActor {
             self.table.insert(winner.name.clone(), winner.clone());
             changed.push(winner);
         }
+        offline::log_refused(&refused);
         changed
     }
 
@@ -460,7 +476,13 @@ impl Handler<SyncTokensNow> for TokenActor {
             .values()
             .map(|r| (r.name.clone(), sync::record_digest(r)))
             .collect();
-        let queries = sync::queries(digests, self.digest());
+        let full = self.offline_too_long();
+        let queries = if full {
+            // Ask for every record: what no peer has is dropped here (`offline.rs`).
+            sync::queries(Vec::new(), Vec::new())
+        } else {
+            sync::queries(digests, self.digest())
+        };
         let me = ctx.address();
         let pulls: Vec<_> = match &self.peers {
             Some(peers) => self
@@ -474,24 +496,37 @@ impl Handler<SyncTokensNow> for TokenActor {
                         *node,
                         self.config.call_timeout,
                         queries.clone(),
+                        full,
                     )
                 })
                 .collect(),
             None => Vec::new(),
         };
-        Box::pin(join_all(pulls).into_actor(self).map(|replies, _act, _ctx| {
-            // Each page was merged as it arrived. A peer that is down is asked again at
-            // the next round (`pull_from` logs anything else).
-            let mut answered = 0;
-            let mut changed = 0;
-            for n in replies.into_iter().flatten() {
-                answered += 1;
-                changed += n;
-            }
-            if changed > 0 {
-                info!(records = changed, "token records caught up from peers");
-            }
-            answered
-        }))
+        Box::pin(
+            join_all(pulls)
+                .into_actor(self)
+                .map(move |replies, act, ctx| {
+                    // Each page was merged as it arrived. A peer that is down is asked again at
+                    // the next round (`pull_from` logs anything else).
+                    let mut answered = 0;
+                    let mut changed = 0;
+                    let mut peer_names = std::collections::HashSet::new();
+                    for (n, names) in replies.into_iter().flatten() {
+                        answered += 1;
+                        changed += n;
+                        peer_names.extend(names);
+                    }
+                    if answered > 0 {
+                        if full {
+                            act.drop_unknown_live(&peer_names, ctx);
+                        }
+                        act.synced_now();
+                    }
+                    if changed > 0 {
+                        info!(records = changed, "token records caught up from peers");
+                    }
+                    answered
+                }),
+        )
     }
 }

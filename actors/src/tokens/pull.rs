@@ -5,12 +5,13 @@
 use actix::prelude::*;
 use tracing::warn;
 
-use super::{sync, MergeTokens, TokenActor, TokenSyncQuery};
+use super::{sync, MergeTokens, TokenActor, TokenName, TokenSyncQuery};
 use crate::frame::BlockRpc;
 use crate::hash::NodeId;
 use crate::peer::{Call, Priority, RpcError};
 
-/// Pull from `node` and merge each page into `me`; `Some(records changed here)` once
+/// Pull from `node` and merge each page into `me`; `Some(records changed here, and the
+/// names the peer sent if `collect_names`)` once
 /// every query was answered, `None` if the peer could not be asked to the end (logged
 /// unless it is merely down). Pages merged before a failure stay merged.
 pub(super) async fn pull_from(
@@ -19,8 +20,10 @@ pub(super) async fn pull_from(
     node: NodeId,
     timeout: std::time::Duration,
     queries: Vec<TokenSyncQuery>,
-) -> Option<usize> {
+    collect_names: bool,
+) -> Option<(usize, Vec<TokenName>)> {
     let mut changed = 0;
+    let mut names = Vec::new();
     for first in queries {
         let mut q = first;
         loop {
@@ -49,7 +52,10 @@ pub(super) async fn pull_from(
                 }
             };
             if page.same {
-                return Some(changed);
+                return Some((changed, names));
+            }
+            if collect_names {
+                names.extend(page.records.iter().map(|r| r.name.clone()));
             }
             if !page.records.is_empty() {
                 match me
@@ -70,5 +76,5 @@ pub(super) async fn pull_from(
             }
         }
     }
-    Some(changed)
+    Some((changed, names))
 }

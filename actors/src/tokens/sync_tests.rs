@@ -139,3 +139,57 @@ async fn a_pull_failing_on_its_second_page_keeps_the_revoke_of_its_first() {
     mesh.send(FailQueriesAfter(None)).await.expect("mesh alive");
     assert_eq!(a[1].send(SyncTokensNow).await.expect("alive"), 1);
 }
+
+#[actix_rt::test]
+async fn a_node_offline_longer_than_the_retention_does_not_bring_a_revoked_token_back() {
+    let d = dirs(3);
+    let mesh = Mesh::default().start();
+    let mut a = Vec::new();
+    for i in 1..=3u8 {
+        let c = TokenConfig {
+            tombstone_retention: Duration::from_millis(300),
+            ..config(i, 3)
+        };
+        a.push(start_on(&mesh, i, c, d[(i - 1) as usize].path()).await);
+    }
+    let t = create(&a[0], "t", Scope::Write).await;
+    for n in &a {
+        assert_eq!(n.send(SyncTokensNow).await.expect("alive"), 2);
+        assert!(auth(n, &t.secret).await.is_some());
+    }
+    // Node 3 misses the revoke and the purge.
+    let down = |down| SetDown {
+        id: crate::hash::NodeId([3; 32]),
+        down,
+    };
+    mesh.send(down(true)).await.expect("mesh alive");
+    a[0].send(RevokeToken { name: name("t") })
+        .await
+        .expect("alive")
+        .expect("revoke succeeds");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for n in &a[..2] {
+        assert_eq!(n.send(SyncTokensNow).await.expect("alive"), 1);
+    }
+    assert!(a[0]
+        .send(everything())
+        .await
+        .expect("alive")
+        .records
+        .is_empty());
+    // Node 3 reconnects: the others refuse its live record, it drops it.
+    mesh.send(down(false)).await.expect("mesh alive");
+    for n in &a {
+        assert_eq!(n.send(SyncTokensNow).await.expect("alive"), 2);
+    }
+    for (i, n) in a.iter().enumerate() {
+        assert_eq!(auth(n, &t.secret).await, None, "node {} accepts t", i + 1);
+    }
+    // And it stays so at the next rounds.
+    for n in &a {
+        assert_eq!(n.send(SyncTokensNow).await.expect("alive"), 2);
+    }
+    for (i, n) in a.iter().enumerate() {
+        assert_eq!(auth(n, &t.secret).await, None, "node {} accepts t", i + 1);
+    }
+}
