@@ -1,10 +1,10 @@
 //! A node offline longer than `max_offline` (the tombstone retention) must not bring a
 //! revoked token back: its peers purged the tombstone, so its live record would look new.
 //!
-//! - A receiving node that has synced before refuses a live record it has never seen
-//!   whose creation is older than the retention: it would have been seen within that
-//!   window, or it was revoked and its tombstone purged. (A new node, never synced,
-//!   takes every record.)
+//! - A receiving node that has synced within the retention refuses a live record it has
+//!   never seen whose creation is older than the retention: it would have been seen
+//!   within that window, or it was revoked and its tombstone purged. (A new node, or
+//!   one offline too long, takes every record.)
 //! - A node whose last pull to the end from any peer (kept in the `token_sync`
 //!   keyspace, so it survives a restart) is older than the retention asks its peers for
 //!   every record at its next round and drops its live records created before the
@@ -45,9 +45,10 @@ pub(super) fn log_refused(refused: &[TokenName]) {
 
 impl TokenActor {
     /// Whether `r` is a live record never seen here, created before `horizon`, on a
-    /// node that has synced before.
+    /// node that has synced since `horizon` (one offline longer, or new, takes what its
+    /// peers send: it may have missed such a token).
     pub(super) fn refuses_unseen(&self, r: &TokenRecord, horizon: u64) -> bool {
-        self.last_sync_ms.is_some()
+        self.last_sync_ms.is_some_and(|t| t >= horizon)
             && !r.is_revoked()
             && r.created_ms < horizon
             && !self.table.contains_key(&r.name)
