@@ -6,10 +6,39 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::tests::{
-    auth, cluster, config, create, dirs, everything, name, start_on, FailQueriesAfter, Mesh,
-    SetDown,
+    auth, cluster, config, create, dirs, everything, name, start_on, Mesh, SetDown,
 };
 use super::*;
+
+/// Answer `n` more digest queries, then fail every later one (`None`: answer all).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct FailQueriesAfter(pub(super) Option<usize>);
+
+impl Handler<FailQueriesAfter> for Mesh {
+    type Result = ();
+    fn handle(&mut self, m: FailQueriesAfter, _ctx: &mut Context<Self>) {
+        self.queries_left = m.0;
+    }
+}
+
+impl Mesh {
+    /// The failure of `c` if it is a digest query past those still to be answered.
+    pub(super) fn failed_query(&mut self, c: &Call) -> Option<crate::peer::RpcError> {
+        if !matches!(c.rpc, BlockRpc::TokenDigestQuery(_)) {
+            return None;
+        }
+        let left = self.queries_left.as_mut()?;
+        if *left == 0 {
+            return Some(crate::peer::RpcError::Protocol {
+                node: c.node,
+                reason: "query failed in this test".into(),
+            });
+        }
+        *left -= 1;
+        None
+    }
+}
 
 /// More tokens than one frame header could carry (about 500 did).
 const TOKENS: usize = 600;

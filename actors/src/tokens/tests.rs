@@ -53,8 +53,9 @@ pub(super) fn name(s: &str) -> TokenName {
 pub(super) struct Mesh {
     nodes: HashMap<NodeId, Addr<TokenActor>>,
     down: HashSet<NodeId>,
-    /// Digest queries still answered before every later one fails (`None`: all).
-    queries_left: Option<usize>,
+    /// Digest queries still answered before every later one fails (`None`: all;
+    /// `sync_tests.rs`).
+    pub(super) queries_left: Option<usize>,
 }
 
 impl Actor for Mesh {
@@ -93,34 +94,12 @@ impl Handler<SetDown> for Mesh {
     }
 }
 
-/// Answer `n` more digest queries, then fail every later one (`None`: answer all).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct FailQueriesAfter(pub(super) Option<usize>);
-
-impl Handler<FailQueriesAfter> for Mesh {
-    type Result = ();
-    fn handle(&mut self, m: FailQueriesAfter, _ctx: &mut Context<Self>) {
-        self.queries_left = m.0;
-    }
-}
-
 impl Handler<Call> for Mesh {
     type Result = ResponseFuture<Result<BlockRpc, RpcError>>;
     fn handle(&mut self, c: Call, _ctx: &mut Context<Self>) -> Self::Result {
         let target = c.node;
-        if matches!(c.rpc, BlockRpc::TokenDigestQuery(_)) {
-            if let Some(left) = self.queries_left.as_mut() {
-                if *left == 0 {
-                    return Box::pin(async move {
-                        Err(RpcError::Protocol {
-                            node: target,
-                            reason: "query failed in this test".into(),
-                        })
-                    });
-                }
-                *left -= 1;
-            }
+        if let Some(e) = self.failed_query(&c) {
+            return Box::pin(async move { Err(e) });
         }
         let addr = match self.nodes.get(&target) {
             Some(a) if !self.down.contains(&target) => a.clone(),
