@@ -73,15 +73,13 @@ fn add_response(op: &mut Operation, method: &Method, status: &str, description: 
 
 impl Modify for CommonResponses {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        // `PUT /v1/blocks` with no body stores the empty block (a block of 0 bytes is
-        // valid), so its body is not required.
-        let put = doc
-            .paths
-            .paths
-            .get_mut("/v1/blocks")
-            .and_then(|p| p.put.as_mut());
-        if let Some(body) = put.and_then(|op| op.request_body.as_mut()) {
-            body.required = Some(Required::False);
+        // `PUT /v1/blocks` and `PUT /v1/objects` with no body store the empty block or
+        // object (0 bytes are valid), so their body is not required.
+        for path in ["/v1/blocks", "/v1/objects"] {
+            let put = doc.paths.paths.get_mut(path).and_then(|p| p.put.as_mut());
+            if let Some(body) = put.and_then(|op| op.request_body.as_mut()) {
+                body.required = Some(Required::False);
+            }
         }
         for (path, item) in doc.paths.paths.iter_mut() {
             let ops = [
