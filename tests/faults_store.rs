@@ -145,10 +145,27 @@ fn a_failed_journal_fsync_exits_with_one_line_and_the_node_catches_up_after_rest
         "the log should show the I/O error:\n{}",
         lines.join("\n")
     );
+    // The injected fsync errors also reach block files: when they do before the journal
+    // fails, the data dir fails too, and its lines (the dir's I/O errors, its failure,
+    // the sweep and the writes and resyncs it refuses) belong to that second failure.
+    let store_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            ![
+                "I/O error on a data dir",
+                "data dir failed",
+                "refused block: I/O error",
+                "no data dir can take new blocks",
+                "no data dir has room for a new block",
+            ]
+            .iter()
+            .any(|dir_line| l.contains(dir_line))
+        })
+        .collect();
     assert!(
-        lines.len() <= 8,
+        store_lines.len() <= 8,
         "{} warning/error lines for one failure (a handful at most):\n{}",
-        lines.len(),
+        store_lines.len(),
         lines.join("\n")
     );
     println!(
